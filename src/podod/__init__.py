@@ -1,0 +1,3 @@
+"""podod: one daemon for mail administrators."""
+
+__version__ = "0.1.0"

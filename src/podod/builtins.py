@@ -1,0 +1,5 @@
+"""podod's own features, loaded through the plugin API in this order."""
+
+BUILTIN_MODULES: list[str] = [
+    "podod.bus.commands",
+]

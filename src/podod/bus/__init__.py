@@ -1,0 +1,1 @@
+"""The command bus: one grammar, authorization, validation, sandbox and audit for every frontend."""

@@ -1,0 +1,129 @@
+"""The bus's own commands: status, help, audit list|verify, confirm."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from podod.bus import grammar
+from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.spec import Arg, Opt
+from podod.durations import format_duration
+from podod.errors import UsageError
+from podod.plugins import Registry
+
+
+def _ts(value: float) -> str:
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def setup(registry: Registry) -> None:
+    @registry.command("status", "Show the daemon's version, uptime, plugins and servers")
+    async def status(ctx: CommandContext) -> Reply:
+        rt = ctx.runtime
+        uptime = time.time() - rt.started_at
+        plugins = [
+            {"name": p.name, "source": p.source, "loaded": p.loaded, "error": p.error}
+            for p in rt.registry.plugins.values()
+        ]
+        servers_component = rt.component("servers")
+        if servers_component is not None and hasattr(servers_component, "summary"):
+            servers: list[dict[str, Any]] = servers_component.summary()
+        else:
+            servers = [{"name": s.name, "state": "local" if s.local else "not monitored"}
+                       for s in rt.config.servers]
+        data = {
+            "version": rt.version, "uptime_seconds": round(uptime, 1),
+            "started_at": _ts(rt.started_at), "config": str(rt.config_path or "(built in)"),
+            "state_dir": str(rt.config.state_dir), "commands": len(rt.registry.commands),
+            "plugins": plugins, "servers": servers,
+        }
+        failed = [p for p in plugins if not p["loaded"]]
+        rows: list[list[Any]] = [
+            ["version", rt.version], ["uptime", format_duration(uptime)],
+            ["config", data["config"]], ["state dir", data["state_dir"]],
+            ["plugins", ", ".join(str(p["name"]) for p in plugins if p["loaded"]) or "none"],
+        ]
+        if failed:
+            rows.append(["failed plugins",
+                         "; ".join(f"{p['name']}: {p['error']}" for p in failed)])
+        rows.append(["servers", ", ".join(
+            f"{s['name']} ({s.get('state', '?')})" for s in servers) or "none configured"])
+        return Reply(message=f"podod {rt.version} is running", data=data,
+                     table=Table(["item", "value"], rows, title="podod status"))
+
+    @registry.command(
+        "help", "List the commands, or explain one",
+        params=[Arg("topic", "a command or a noun, e.g. 'user create' or 'user'",
+                    required=False, metavar="COMMAND"),
+                Arg("verb", "", required=False, metavar="VERB"),
+                Arg("more", "", required=False, metavar="...")],
+        examples=["help", "help user", "help user create"],
+    )
+    async def help_(ctx: CommandContext, topic: str | None, verb: str | None,
+                    more: str | None) -> Reply:
+        commands = ctx.runtime.registry.commands
+        words = " ".join(w for w in (topic, verb, more) if w).lower()
+        if words in commands:
+            spec = commands[words]
+            return Reply(message=grammar.command_help(spec), data=grammar.help_data(spec))
+        entries = grammar.overview(commands, words)
+        if not entries:
+            raise UsageError(f"no command or topic '{words}'; try 'help' for the list")
+        mutating = {n for n, s in commands.items() if s.mutating}
+        lines = ["Commands (changes are sandbox dry runs unless --execute-real is given):"]
+        width = max(len(n) for n, _ in entries)
+        lines += [f"  {n.ljust(width)}  {s}{' *' if n in mutating else ''}"
+                  for n, s in entries]
+        lines.append("'*' marks commands that change data. 'help COMMAND' explains one.")
+        return Reply(message="\n".join(lines),
+                     data=[{"command": n, "summary": s, "mutating": n in mutating}
+                           for n, s in entries])
+
+    @registry.command(
+        "audit list", "Show the most recent audit records",
+        params=[Opt("limit", "how many records", kind="int", default=20),
+                Opt("actor", "only this actor (e.g. unix:alice)"),
+                Opt("command", "only commands starting with this (e.g. 'user')"),
+                Opt("since", "only records newer than this (e.g. 24h)", kind="duration")],
+        permission="admin",
+    )
+    async def audit_list(ctx: CommandContext, limit: int, actor: str | None,
+                         command: str | None, since: float | None) -> Reply:
+        if limit < 1 or limit > 10_000:
+            raise UsageError("audit list: --limit must be between 1 and 10000")
+        bus = ctx.runtime.bus
+        assert bus is not None
+        since_ts = time.time() - since if since else None
+        records = await bus.audit.list(limit, actor, command, since_ts)
+        rows = [[r["id"], _ts(r["ts"]), r["actor"], r["origin"], r["command"],
+                 "real" if r["execute_real"] else "-", r["outcome"],
+                 f"{r['duration_ms']:.0f} ms", r["backup_id"] or ""] for r in records]
+        return Reply(message=f"{len(records)} audit records", data=records,
+                     table=Table(["id", "time (UTC)", "actor", "origin", "command", "real",
+                                  "outcome", "took", "backup"], rows, title="audit log"))
+
+    @registry.command("audit verify", "Check that no audit record was altered or removed",
+                      permission="admin")
+    async def audit_verify(ctx: CommandContext) -> Reply:
+        bus = ctx.runtime.bus
+        assert bus is not None
+        intact, count, message = await bus.audit.verify()
+        reply = Reply(ok=intact, message=message, data={"intact": intact, "records": count})
+        if not intact:
+            reply.code = "audit-broken"
+            reply.exit_code = 1
+        return reply
+
+    @registry.command(
+        "confirm", "Apply a change planned by an earlier sandbox run, for real",
+        params=[Arg("plan", "the plan id the sandbox run printed", metavar="PLAN")],
+        description="A sandbox run of a changing command prints a plan id, valid for a "
+                    "few minutes and only for the person who asked. 'confirm PLAN' runs "
+                    "exactly that request again with --execute-real.",
+    )
+    async def confirm(ctx: CommandContext, plan: str) -> Reply:
+        bus = ctx.runtime.bus
+        assert bus is not None
+        return await bus.confirm(ctx.request, plan, ctx.progress)

@@ -1,0 +1,166 @@
+"""The command bus: parse → authorize → validate → run (sandbox or real) → audit → reply."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from podod.bus import grammar
+from podod.bus.audit import AuditEntry, AuditLog
+from podod.bus.authz import authorize
+from podod.bus.context import CommandContext, Progress, Reply, Request, _no_progress
+from podod.bus.plans import PlanBook
+from podod.errors import PododError, UsageError
+from podod.events import CommandCompleted
+
+if TYPE_CHECKING:
+    from podod.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def error_reply(exc: PododError) -> Reply:
+    return Reply(ok=False, message=exc.message, code=exc.code, exit_code=exc.exit_code)
+
+
+class CommandBus:
+    def __init__(self, runtime: Runtime, audit: AuditLog) -> None:
+        self.runtime = runtime
+        self.audit = audit
+        self.plans = PlanBook(ttl=runtime.config.commands.plan_ttl)
+        self.inflight: set[asyncio.Task[object]] = set()
+
+    @property
+    def commands(self) -> dict[str, object]:
+        return self.runtime.registry.commands  # type: ignore[return-value]
+
+    async def execute(self, request: Request, progress: Progress = _no_progress) -> Reply:
+        """Run one request from any frontend; never raises for a user's mistake."""
+        task = asyncio.current_task()
+        if task is not None:
+            self.inflight.add(task)
+        try:
+            return await self._execute(request, progress)
+        finally:
+            if task is not None:
+                self.inflight.discard(task)
+
+    async def _execute(self, request: Request, progress: Progress) -> Reply:
+        started = time.monotonic()
+        registry = self.runtime.registry
+        command = " ".join(request.argv[:2]) or "(none)"
+        audit_args: dict[str, object] = {
+            "argv": grammar.redact_argv(request.argv, registry.commands)}
+        ctx: CommandContext | None = None
+        try:
+            parsed = grammar.parse(request.argv, registry.commands)
+            spec = parsed.spec
+            command = spec.name
+            if parsed.execute_real:
+                request.execute_real = True
+            if parsed.help:
+                return Reply(message=grammar.command_help(spec), data=grammar.help_data(spec))
+            audit_args = grammar.redact(spec, parsed.params)
+            authorize(request.actor, spec)
+            if request.execute_real and not spec.mutating:
+                request.execute_real = False  # nothing to make real; keep the audit honest
+            if spec.reads_stdin is False and request.stdin is not None:
+                request.stdin = None
+            ctx = CommandContext(request=request, spec=spec, runtime=self.runtime,
+                                 progress=progress)
+            async with asyncio.timeout(self.runtime.config.commands.timeout):
+                reply = await self._run(ctx, parsed.params)
+        except PododError as exc:
+            reply = error_reply(exc)
+        except TimeoutError:
+            reply = Reply(ok=False, code="timeout", exit_code=1,
+                          message=f"{command} did not finish within "
+                                  f"{int(self.runtime.config.commands.timeout)} s; "
+                                  "nothing was committed")
+        except asyncio.CancelledError:
+            reply = Reply(ok=False, code="cancelled", exit_code=1,
+                          message=f"{command} was cancelled because podod is stopping; "
+                                  "nothing was committed")
+            await self._audit(request, command, audit_args, reply, started, ctx)
+            raise
+        except Exception:
+            log.exception("command %s failed (request %s)", command, request.id)
+            reply = Reply(ok=False, code="internal", exit_code=1,
+                          message=f"{command} failed on an internal error; nothing was "
+                                  f"committed (request {request.id} in the daemon's log)")
+        await self._audit(request, command, audit_args, reply, started, ctx)
+        return reply
+
+    async def _run(self, ctx: CommandContext, params: dict[str, object]) -> Reply:
+        spec = ctx.spec
+        unit = None
+        if spec.mutating and spec.unit:
+            factory = self.runtime.registry.units.get(spec.unit)
+            if factory is None:
+                raise PododError(f"{spec.name} needs '{spec.unit}', which is not configured",
+                                 code="unavailable")
+            unit = factory(ctx)
+            ctx.unit = unit
+            await unit.begin()
+        try:
+            reply = await spec.handler(ctx, **params)
+            if unit is not None:
+                ctx.changes.extend(unit.changes())
+                if ctx.sandbox or not reply.ok:
+                    await unit.rollback()
+                else:
+                    ctx.backup_id = await unit.commit(ctx)
+        except BaseException:
+            if unit is not None:
+                await asyncio.shield(unit.rollback())
+            raise
+        if not reply.ok:
+            return reply
+        if spec.mutating:
+            reply.sandbox = ctx.sandbox
+            reply.changes = ctx.changes + [c for c in reply.changes if c not in ctx.changes]
+            reply.backup_id = reply.backup_id or ctx.backup_id
+            if ctx.sandbox:
+                reply.plan_id = self.plans.issue(ctx.actor, list(ctx.request.argv),
+                                                 ctx.request.stdin)
+            else:
+                for action in ctx.after_actions:
+                    try:
+                        await action.run()
+                        reply.notes.append(f"after: {action.description}: done")
+                    except Exception as exc:  # the change is committed; say what is left
+                        log.warning("after-action %s failed: %s", action.description, exc)
+                        reply.notes.append(f"after: {action.description}: FAILED ({exc})")
+        return reply
+
+    async def confirm(self, request: Request, plan_id: str,
+                      progress: Progress = _no_progress) -> Reply:
+        """Run a planned request for real (used by ``confirm`` and frontends' prompts)."""
+        plan = self.plans.take(plan_id, request.actor)
+        argv = [t for t in plan.argv if t != "--execute-real"]
+        real = Request(argv=argv, actor=request.actor, origin=request.origin,
+                       execute_real=True, stdin=plan.stdin)
+        return await self.execute(real, progress)
+
+    async def _audit(self, request: Request, command: str, args: dict[str, object],
+                     reply: Reply, started: float, ctx: CommandContext | None) -> None:
+        duration = time.monotonic() - started
+        outcome = ("sandbox" if reply.sandbox else "ok") if reply.ok else reply.code
+        try:
+            await self.audit.append(AuditEntry(
+                request_id=request.id, actor=request.actor.name, origin=request.origin,
+                command=command, args=args, execute_real=request.execute_real,
+                outcome=outcome, message=reply.message.splitlines()[0] if reply.message else "",
+                duration_ms=duration * 1000, backup_id=reply.backup_id))
+        except Exception:
+            log.exception("could not write the audit record of request %s", request.id)
+        self.runtime.events.publish(CommandCompleted(
+            command=command, origin=request.origin, actor=request.actor.name,
+            result=outcome, duration=duration))
+        log.info("command %s by %s via %s: %s in %.1f ms", command, request.actor.name,
+                 request.origin, outcome, duration * 1000)
+
+
+__all__ = ["CommandBus", "UsageError", "error_reply"]

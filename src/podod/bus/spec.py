@@ -1,0 +1,105 @@
+"""Command declarations: a command is declared once, where it is handled, and that one
+declaration drives parsing, validation, help (podoctl, chat) and the API's schema."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from podod.bus.context import Reply
+
+Permission = Literal["viewer", "domain-admin", "admin"]
+ParamKind = Literal["str", "int", "flag", "bool", "list", "duration", "choice"]
+Handler = Callable[..., Awaitable["Reply"]]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One positional argument or ``--option`` of a command.
+
+    ``name`` is the Python keyword the handler receives; the option is spelled with dashes
+    (``quota_mb`` → ``--quota-mb``). ``secret`` values never reach the audit record.
+    """
+
+    name: str
+    help: str
+    kind: ParamKind = "str"
+    positional: bool = False
+    required: bool = False
+    default: Any = None
+    choices: tuple[str, ...] = ()
+    secret: bool = False
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def display(self) -> str:
+        if self.positional:
+            return self.metavar or self.name.upper()
+        if self.kind == "flag":
+            return self.flag
+        meta = self.metavar or {
+            "int": "N", "bool": "yes|no", "list": "A,B", "duration": "DURATION",
+            "choice": "|".join(self.choices),
+        }.get(self.kind, "TEXT")
+        return f"{self.flag} {meta}"
+
+
+def Arg(name: str, help: str, **kw: Any) -> Param:
+    kw.setdefault("required", True)
+    return Param(name, help, positional=True, **kw)
+
+
+def Opt(name: str, help: str, **kw: Any) -> Param:
+    return Param(name, help, positional=False, **kw)
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """Everything the bus needs to know about a command.
+
+    ``mutating`` commands are sandboxed unless the request says ``execute_real``. A mutating
+    command with a ``unit`` runs inside that unit of work (e.g. one mail-database
+    transaction): the bus rolls it back in the sandbox, and commits it after the backup
+    gate for real. A mutating command without a unit must itself honour ``ctx.sandbox``.
+    """
+
+    name: str
+    summary: str
+    handler: Handler
+    params: tuple[Param, ...] = ()
+    permission: Permission = "viewer"
+    mutating: bool = False
+    unit: str | None = None
+    description: str = ""
+    examples: tuple[str, ...] = ()
+    reads_stdin: bool = False
+    plugin: str = "core"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        return tuple(self.name.split())
+
+    @property
+    def usage(self) -> str:
+        parts = [self.name]
+        for p in self.params:
+            text = p.display
+            parts.append(text if (p.positional and p.required) else f"[{text}]")
+        if self.mutating:
+            parts.append("[--execute-real]")
+        return " ".join(parts)
+
+    def param(self, name: str) -> Param | None:
+        for p in self.params:
+            if p.name == name:
+                return p
+        return None
+
+

@@ -1,0 +1,79 @@
+"""``podod``: run the daemon, check a config, manage the mail database, parse logs offline."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from podod import __version__
+from podod.errors import PododError
+
+DEFAULT_CONFIG = os.environ.get("PODOD_CONFIG", "/etc/podod/podod.yaml")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one sentence and exit 2, no usage dump
+        self.exit(2, f"podod: {message} (see 'podod --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="podod", description="podod: the mail administrator's daemon.")
+    parser.add_argument("--version", action="version", version=f"podod {__version__}")
+    sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                       help=f"configuration file (default: {DEFAULT_CONFIG}, or $PODOD_CONFIG)")
+
+    with_config(sub.add_parser("run", help="run the daemon in the foreground"))
+    with_config(sub.add_parser("check-config", help="validate a configuration file and exit"))
+    db = sub.add_parser("db", help="create, check or upgrade the mail database schema")
+    with_config(db)
+    db.add_argument("action", choices=["init", "check", "upgrade"],
+                    help="init: create the schema (or check an existing one); check: only "
+                         "compare; upgrade: apply pending migrations")
+    db.add_argument("--roles", action="store_true",
+                    help="also create/grant the read-only (Postfix, Dovecot) and SOGo roles "
+                         "named under mail.roles")
+    lp = sub.add_parser("logparse", help="report on mail log files without a running daemon")
+    lp.add_argument("files", nargs="+", metavar="FILE", help="plain or .gz log files")
+    lp.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.cmd == "run":
+            from podod.daemon import run
+
+            return run(Path(args.config))
+        if args.cmd == "check-config":
+            from podod.config import load_config
+
+            load_config(args.config)
+            print(f"{args.config}: OK")
+            return 0
+        if args.cmd == "db":
+            from podod.config import load_config
+            from podod.mail.dbcli import main as db_main
+
+            return db_main(load_config(args.config), args.action, roles=args.roles)
+        if args.cmd == "logparse":
+            from podod.monitor.logreport import main as logparse_main
+
+            return logparse_main(args.files + (["--json"] if args.json else []))
+    except PododError as exc:
+        print(exc.message, file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    build_parser().print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

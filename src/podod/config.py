@@ -1,0 +1,207 @@
+"""``podod.yaml``: pydantic models of the whole configuration, and a loader whose errors
+name the file and the key path (``podod.yaml: servers[1].port: must be an integer``).
+
+Each area owns the model of its section (``podod.mail.settings``, ``podod.servers.settings``,
+...); this module assembles them. Every key is documented in ``config/podod.example.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import Field, field_validator
+
+from podod.alerts.settings import AlertSettings
+from podod.backup.settings import BackupSettings
+from podod.errors import ConfigError
+from podod.mail.settings import MailSettings
+from podod.monitor.settings import MonitorSettings
+from podod.servers.settings import ServerConfig
+from podod.settings_base import ConfigPath, Duration, Section
+
+Role = Literal["admin", "domain-admin", "viewer"]
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class SocketSettings(Section):
+    path: ConfigPath = Path("/run/podod/podod.sock")
+    mode: str = "0660"
+    group: str | None = None
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+
+    @field_validator("mode")
+    @classmethod
+    def _octal(cls, value: str) -> str:
+        try:
+            mode = int(str(value), 8)
+        except ValueError:
+            raise ValueError("must be an octal file mode such as 0660") from None
+        if mode > 0o777:
+            raise ValueError("must be an octal file mode such as 0660")
+        return str(value)
+
+    @property
+    def mode_bits(self) -> int:
+        return int(self.mode, 8)
+
+
+class Grant(Section):
+    """What one person may do: a role and, for domain-admins, the domains they manage."""
+
+    role: Role
+    domains: list[str] = Field(default_factory=list)
+
+    @field_validator("domains")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [d.strip().lower().rstrip(".") for d in value]
+
+
+class AccessSettings(Section):
+    """Who may use podod. root over the Unix socket is always admin."""
+
+    unix_users: dict[str, Grant] = Field(default_factory=dict)
+    matrix_users: dict[str, Grant] = Field(default_factory=dict)
+    api_tokens: dict[str, Grant] = Field(default_factory=dict)
+
+
+class PluginSettings(Section):
+    dirs: list[ConfigPath] = Field(default_factory=list)
+    entry_points: bool = True
+    disabled: list[str] = Field(default_factory=list)
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class CommandSettings(Section):
+    plan_ttl: Duration = 600.0
+    timeout: Duration = 300.0
+
+
+class MetricsSettings(Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1"
+    port: int = Field(default=9571, ge=0, le=65535)
+
+
+class Config(Section):
+    state_dir: ConfigPath = Path("/var/lib/podod")
+    log: LogSettings = Field(default_factory=LogSettings)
+    socket: SocketSettings = Field(default_factory=SocketSettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
+    plugins: PluginSettings = Field(default_factory=PluginSettings)
+    commands: CommandSettings = Field(default_factory=CommandSettings)
+    mail: MailSettings = Field(default_factory=MailSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
+    servers: list[ServerConfig] = Field(default_factory=list)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+
+    @field_validator("servers")
+    @classmethod
+    def _unique_servers(cls, servers: list[ServerConfig]) -> list[ServerConfig]:
+        seen: set[str] = set()
+        for server in servers:
+            if server.name in seen:
+                raise ValueError(f"server name '{server.name}' is used twice")
+            seen.add(server.name)
+        return servers
+
+
+_MESSAGES = {
+    "int_parsing": "must be an integer",
+    "int_type": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping of keys to values",
+    "model_type": "must be a mapping of keys to values",
+    "model_attributes_type": "must be a mapping of keys to values",
+    "missing": "is required",
+    "extra_forbidden": "unknown key",
+    "path_type": "must be a path",
+}
+
+
+def _key_path(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    if kind in _MESSAGES:
+        return _MESSAGES[kind]
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return f"must be one of {expected}"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        return str(error["msg"]).lower().replace("input should be", "must be")
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+    return message
+
+
+def format_validation_error(source: str, exc: pydantic.ValidationError) -> str:
+    """One line per problem: ``FILE: key.path: what is wrong``."""
+    lines = []
+    for error in exc.errors():
+        # Drop pydantic's internal union/function tags from the location.
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
+        key = _key_path(loc)
+        text = _message(error)
+        lines.append(f"{source}: {key}: {text}" if key else f"{source}: {text}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, *, source: str, base_dir: Path | None = None) -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the file must hold a mapping of keys to values")
+    try:
+        return Config.model_validate(data, context={"base_dir": base_dir})
+    except pydantic.ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate ``path``; every failure is a :class:`ConfigError` naming the file."""
+    path = Path(path)
+    source = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a configuration file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: is not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{source}: YAML syntax error{where}: {problem}") from None
+    return parse_config(data, source=source, base_dir=path.resolve().parent)

@@ -1,0 +1,191 @@
+"""The local control socket: newline-delimited JSON, the caller identified by SO_PEERCRED.
+
+Protocol (one JSON object per line, both ways)::
+
+    → {"argv": ["user", "list"], "execute_real": false, "stdin": null}
+    ← {"type": "progress", "message": "..."}          (zero or more, for long operations)
+    ← {"type": "reply", "ok": true, "message": "...", ...}
+
+A connection may carry several requests, one after the other. A malformed request gets an
+error reply and the connection stays usable; an oversized one gets an error reply and the
+connection is closed. Nothing a client sends can crash the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import json
+import logging
+import os
+import pwd
+import socket
+import struct
+from pathlib import Path
+from typing import Any
+
+from podod.bus.context import Actor, Reply, Request
+from podod.config import AccessSettings, SocketSettings
+from podod.errors import ConfigError, Unauthenticated
+from podod.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+_PEERCRED = struct.Struct("3i")
+
+
+def actor_for_uid(uid: int, access: AccessSettings) -> Actor:
+    """root, and the user the daemon runs as, are admin; others as ``access.unix_users``."""
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = f"uid{uid}"
+    if uid in (0, os.geteuid()):
+        return Actor(f"unix:{name}", "admin")
+    grant = access.unix_users.get(name) or access.unix_users.get(str(uid))
+    if grant is None:
+        raise Unauthenticated(
+            f"the local user {name} may not use podod; an administrator can allow it under "
+            f"access.unix_users in podod.yaml")
+    return Actor(f"unix:{name}", grant.role, tuple(grant.domains))
+
+
+def peer_uid(sock: socket.socket) -> int:
+    data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    _pid, uid, _gid = _PEERCRED.unpack(data)
+    return int(uid)
+
+
+def _bad(message: str, code: str = "bad-request") -> dict[str, Any]:
+    return {"type": "reply", **Reply(ok=False, message=message, code=code,
+                                     exit_code=2).to_dict()}
+
+
+class UnixSocketFrontend:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings: SocketSettings = runtime.config.socket
+        self.path = Path(self.settings.path)
+        self._server: asyncio.AbstractServer | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() or self.path.is_symlink():
+            if await self._someone_listening():
+                raise ConfigError(f"another podod is already listening on {self.path}")
+            self.path.unlink()
+        old_umask = os.umask(0o117)  # no window in which the socket is world-accessible
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=self.settings.max_request_bytes)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, self.settings.mode_bits)
+        if self.settings.group:
+            try:
+                gid = grp.getgrnam(self.settings.group).gr_gid
+            except KeyError:
+                raise ConfigError(f"socket.group: there is no group '{self.settings.group}'")
+            os.chown(self.path, -1, gid)
+        log.info("listening on %s", self.path)
+
+    async def _someone_listening(self) -> bool:
+        try:
+            _r, writer = await asyncio.open_unix_connection(str(self.path))
+        except OSError:
+            return False
+        writer.close()
+        return True
+
+    async def stop(self, grace: float = 10.0) -> None:
+        if self._server is not None:
+            self._server.close()
+        pending = [t for t in self._handlers if not t.done()]
+        if pending:
+            log.info("waiting up to %.0f s for %d request(s) in flight", grace, len(pending))
+            _done, still = await asyncio.wait(pending, timeout=grace)
+            for task in still:
+                task.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._conversation(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("socket connection failed")
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _send(self, writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
+        writer.write(json.dumps(obj, default=str, ensure_ascii=False).encode() + b"\n")
+        await writer.drain()
+
+    async def _conversation(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        try:
+            actor = actor_for_uid(peer_uid(sock), self.runtime.config.access)
+        except Unauthenticated as exc:
+            await self._send(writer, _bad(exc.message, exc.code))
+            return
+        limit = self.settings.max_request_bytes
+        while True:
+            try:
+                line = await reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                if not exc.partial.strip():
+                    return
+                line = exc.partial
+            except (asyncio.LimitOverrunError, ValueError):
+                await self._send(writer, _bad(f"request larger than {limit} bytes; refused"))
+                return
+            if len(line) > limit:
+                await self._send(writer, _bad(f"request larger than {limit} bytes; refused"))
+                return
+            if not line.strip():
+                continue
+            request = self._request(line, actor)
+            if isinstance(request, dict):
+                await self._send(writer, request)
+                continue
+
+            async def progress(message: str) -> None:
+                await self._send(writer, {"type": "progress", "message": message})
+
+            bus = self.runtime.bus
+            assert bus is not None
+            reply = await bus.execute(request, progress)
+            await self._send(writer, {"type": "reply", **reply.to_dict()})
+
+    def _request(self, line: bytes, actor: Actor) -> Request | dict[str, Any]:
+        try:
+            obj = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return _bad("the request is not valid JSON")
+        if not isinstance(obj, dict):
+            return _bad("the request must be a JSON object with an 'argv' list")
+        argv = obj.get("argv")
+        if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+            return _bad("the request needs 'argv', a list of strings")
+        stdin = obj.get("stdin")
+        if stdin is not None and not isinstance(stdin, str):
+            return _bad("'stdin' must be a string")
+        return Request(argv=argv, actor=actor, origin="socket",
+                       execute_real=obj.get("execute_real") is True, stdin=stdin)

@@ -1,0 +1,1 @@
+"""The mail database: schema, queries, passwords and the admin command handlers."""

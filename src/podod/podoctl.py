@@ -1,0 +1,241 @@
+"""``podoctl``: talk to the running daemon over its Unix socket.
+
+Exit codes: 0 ok, 1 the command failed, 2 usage or configuration error, 3 the daemon cannot
+be reached. A real change (``--execute-real``) shows the sandbox plan and asks for
+confirmation on a terminal unless ``--yes``; without a terminal it needs ``--yes``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from podod.bus.context import Reply
+from podod.bus.render import SANDBOX_BANNER, plan_lines
+
+DEFAULT_SOCKET = "/run/podod/podod.sock"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+USAGE = """\
+usage: podoctl [--socket PATH] [--json] [--execute-real] [--yes] COMMAND [ARGS...]
+
+Talk to the running podod daemon. Commands follow one grammar, 'noun verb positional
+--options', the same as '!podo ...' in the Matrix admin room.
+
+options:
+  --socket PATH     the daemon's socket (default: $PODOD_SOCKET or /run/podod/podod.sock)
+  --json            print the daemon's reply as JSON, for scripts
+  --execute-real    really change data; without it every change is a sandbox dry run
+  --yes, -y         do not ask for confirmation of a real change
+  -h, --help        this text; 'podoctl help' lists the daemon's commands
+
+exit codes: 0 ok, 1 command failed, 2 usage or configuration error, 3 daemon unreachable
+"""
+
+
+class Unreachable(Exception):
+    pass
+
+
+class Connection:
+    def __init__(self, path: str, timeout: float | None = None) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(path)
+        except FileNotFoundError:
+            raise Unreachable(f"podod is not running: there is no socket at {path}. Start it "
+                              "with 'systemctl start podod' (or 'make demo'), or point "
+                              "--socket / $PODOD_SOCKET at the right path.") from None
+        except PermissionError:
+            raise Unreachable(f"you may not open {path}: ask for membership of the socket's "
+                              "group, or run podoctl as root") from None
+        except OSError as exc:
+            raise Unreachable(f"podod is not answering on {path} ({exc.strerror}). Start it "
+                              "with 'systemctl start podod' (or 'make demo').") from None
+        self.file = self.sock.makefile("rwb")
+
+    def request(self, payload: dict[str, Any], on_progress: Callable[[str], None]
+                ) -> dict[str, Any]:
+        self.file.write(json.dumps(payload).encode() + b"\n")
+        self.file.flush()
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise Unreachable("podod closed the connection before answering "
+                                  "(it may be stopping; see its log)")
+            message = json.loads(line)
+            if message.get("type") == "progress":
+                on_progress(str(message.get("message", "")))
+                continue
+            return message
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | dict):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def render(reply: Reply, console: Console, err: Console) -> None:
+    if not reply.ok:
+        err.print(f"[bold red]Error:[/] {reply.message}", highlight=False, markup=True)
+        return
+    if reply.sandbox:
+        console.print(f"[bold yellow]{SANDBOX_BANNER}[/]", highlight=False)
+    if reply.table is not None:
+        table = RichTable(title=reply.table.title, show_lines=False)
+        for column in reply.table.columns:
+            table.add_column(column, overflow="fold")
+        for row in reply.table.rows:
+            table.add_row(*[_cell(v) for v in row])
+        console.print(table)
+        if reply.message and reply.table.title is None:
+            console.print(reply.message, highlight=False, markup=False)
+    elif reply.message:
+        console.print(reply.message, highlight=False, markup=False)
+    for line in plan_lines(reply):
+        console.print("  " + line, highlight=False, markup=False)
+    if reply.secret:
+        console.print(f"[bold]Generated password (shown once):[/] {reply.secret}",
+                      highlight=False)
+    if reply.backup_id:
+        console.print(f"Backup [bold]{reply.backup_id}[/] was taken before the change; undo "
+                      f"with: podoctl backup restore {reply.backup_id} --execute-real",
+                      highlight=False)
+    for note in reply.notes:
+        console.print(note, highlight=False, markup=False)
+    if reply.sandbox:
+        console.print("To apply it, repeat the command with --execute-real.", highlight=False)
+
+
+def parse_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    opts: dict[str, Any] = {"socket": os.environ.get("PODOD_SOCKET", DEFAULT_SOCKET),
+                            "json": False, "execute_real": False, "yes": False, "help": False}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        i += 1
+        if token == "--":
+            rest += argv[i:]
+            break
+        if token == "--socket" or token.startswith("--socket="):
+            if "=" in token:
+                opts["socket"] = token.split("=", 1)[1]
+            elif i < len(argv):
+                opts["socket"] = argv[i]
+                i += 1
+            else:
+                raise ValueError("--socket needs a path")
+        elif token == "--json":
+            opts["json"] = True
+        elif token == "--execute-real":
+            opts["execute_real"] = True
+        elif token in ("--yes", "-y"):
+            opts["yes"] = True
+        elif token in ("-h", "--help") and not rest:
+            opts["help"] = True
+        else:
+            rest.append(token)
+    return opts, rest
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        opts, rest = parse_globals(argv)
+    except ValueError as exc:
+        print(f"podoctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if opts["help"] or not rest:
+        print(USAGE, end="")
+        return EXIT_OK if opts["help"] else EXIT_USAGE
+    stdin_secret = None
+    if any(token.endswith("-stdin") for token in rest):
+        if sys.stdin.isatty():
+            import getpass
+
+            stdin_secret = getpass.getpass("Password: ")
+        else:
+            stdin_secret = sys.stdin.read().rstrip("\n")
+    real = opts["execute_real"]
+    if real and not opts["yes"] and not sys.stdin.isatty():
+        print("podoctl: refusing a real change without a terminal to confirm on; add --yes "
+              "to confirm it on the command line", file=sys.stderr)
+        return EXIT_USAGE
+
+    def progress(message: str) -> None:
+        if not opts["json"]:
+            err.print(f"[dim]… {message}[/]", highlight=False)
+
+    try:
+        conn = Connection(opts["socket"])
+    except Unreachable as exc:
+        print(f"podoctl: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    try:
+        payload: dict[str, Any] = {"argv": rest, "execute_real": False, "stdin": stdin_secret}
+        if real and not opts["yes"]:
+            plan = Reply.from_dict(_strip(conn.request(payload, progress)))
+            if not plan.ok or not plan.sandbox:
+                return _finish(plan, opts, console, err)
+            render(plan, console, err)
+            answer = input("Apply this change for real? [y/N] ").strip().lower()
+            if answer not in ("y", "yes"):
+                print("Nothing was changed.")
+                return EXIT_OK
+            payload = {"argv": ["confirm", plan.plan_id or ""], "execute_real": False}
+        elif real:
+            payload["execute_real"] = True
+        reply = Reply.from_dict(_strip(conn.request(payload, progress)))
+    except Unreachable as exc:
+        print(f"podoctl: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except (json.JSONDecodeError, ConnectionError, OSError) as exc:
+        print(f"podoctl: the connection to podod failed ({exc})", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except (EOFError, KeyboardInterrupt):
+        print("\nNothing was changed.", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        conn.close()
+    return _finish(reply, opts, console, err)
+
+
+def _strip(message: dict[str, Any]) -> dict[str, Any]:
+    message = dict(message)
+    message.pop("type", None)
+    return message
+
+
+def _finish(reply: Reply, opts: dict[str, Any], console: Console, err: Console) -> int:
+    if opts["json"]:
+        print(json.dumps(reply.to_dict(), default=str, indent=2, ensure_ascii=False))
+    else:
+        render(reply, console, err)
+    if reply.ok:
+        return EXIT_OK
+    return reply.exit_code if reply.exit_code in (EXIT_FAILED, EXIT_USAGE) else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
