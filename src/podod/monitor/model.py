@@ -1,0 +1,101 @@
+"""What measurements look like as they travel: samples, the events that carry them, and the
+live state (latest value of every series) that /metrics and the alert engine read."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from podod.events import Event
+
+Kind = Literal["gauge", "counter"]
+LabelKey = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One value of one series on one server.
+
+    ``series`` is the Prometheus-style name without the ``podod_`` prefix (for example
+    ``postfix_queue_messages``); ``labels`` never includes ``server``, which is its own
+    field. Counters are monotonic totals (the store and the alert engine handle resets).
+    """
+
+    series: str
+    server: str
+    value: float
+    labels: LabelKey = ()
+    kind: Kind = "gauge"
+    ts: float = field(default_factory=time.time)
+
+    @staticmethod
+    def labels_of(**labels: str) -> LabelKey:
+        return tuple(sorted((k, str(v)) for k, v in labels.items()))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplesCollected(Event):
+    collector: str
+    server: str
+    samples: tuple[Sample, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CollectorFailed(Event):
+    collector: str
+    server: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConnected(Event):
+    server: str
+    rtt: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerDisconnected(Event):
+    server: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreDegraded(Event):
+    """The metrics store cannot write (full disk, ...): samples are kept in memory."""
+
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreRecovered(Event):
+    pass
+
+
+class LiveState:
+    """The latest sample of every (series, server, labels); fed from SamplesCollected."""
+
+    def __init__(self) -> None:
+        self._latest: dict[tuple[str, str, LabelKey], Sample] = {}
+        self.collector_errors: dict[str, int] = {}
+
+    def update(self, samples: tuple[Sample, ...] | list[Sample]) -> None:
+        latest = self._latest
+        for s in samples:
+            latest[(s.series, s.server, s.labels)] = s
+
+    def forget_server(self, server: str) -> None:
+        for key in [k for k in self._latest if k[1] == server]:
+            del self._latest[key]
+
+    def samples(self, series: str | None = None) -> Iterator[Sample]:
+        for (name, _server, _labels), sample in self._latest.items():
+            if series is None or name == series:
+                yield sample
+
+    def get(self, series: str, server: str, **labels: str) -> Sample | None:
+        return self._latest.get((series, server, Sample.labels_of(**labels)))
+
+    def __len__(self) -> int:
+        return len(self._latest)
