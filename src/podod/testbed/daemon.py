@@ -1,0 +1,116 @@
+"""Run ``podod run`` as a real subprocess and talk to it the way a user does."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def base_config(root: Path, **sections: Any) -> dict[str, Any]:
+    """A loopback-only config under ``root`` with no plugins from outside the test."""
+    config: dict[str, Any] = {
+        "state_dir": str(root / "state"),
+        "log": {"level": "debug"},
+        "socket": {"path": str(root / "podod.sock")},
+        "plugins": {"dirs": [], "entry_points": False},
+        "metrics": {"enabled": False},
+        "monitor": {"enabled": False},
+        "alerts": {"enabled": False},
+    }
+    config.update(sections)
+    return config
+
+
+class DaemonProcess:
+    def __init__(self, config_path: Path, *, env: dict[str, str] | None = None) -> None:
+        self.config_path = config_path
+        data = yaml.safe_load(config_path.read_text()) or {}
+        sock = (data.get("socket") or {}).get("path", "/run/podod/podod.sock")
+        self.socket_path = (config_path.parent / sock) if not os.path.isabs(sock) else Path(sock)
+        self.log_path = config_path.parent / "podod.log"
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> DaemonProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "podod.cli", "run", "-c", str(self.config_path)],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"podod exited with {self.proc.returncode}:\n{self.log()}")
+            if self.socket_path.exists():
+                try:
+                    self.request(["status"])
+                    return self
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError(f"podod did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def request(self, argv: list[str], *, execute_real: bool = False,
+                stdin: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        """One request over the socket; returns the final reply (progress dropped)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(self.socket_path))
+            sock.sendall(json.dumps({"argv": argv, "execute_real": execute_real,
+                                     "stdin": stdin}).encode() + b"\n")
+            buf = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("podod closed the connection")
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    message: dict[str, Any] = json.loads(line)
+                    if message.get("type") == "reply":
+                        return message
+
+    def podoctl(self, *args: str, input: str | None = None, timeout: float = 60.0,
+                json_output: bool = False) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "podod.podoctl", "--socket", str(self.socket_path)]
+        if json_output:
+            argv.append("--json")
+        return subprocess.run(argv + list(args), input=input if input is not None else "",
+                              capture_output=True, text=True, timeout=timeout, env=self.env)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
