@@ -1,0 +1,64 @@
+# podod: make demo (run the daemon on an embedded default), make test (install + test).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+# Debian packages the tests use (real components, never mocks).
+APT_PACKAGES := postgresql postgresql-client openssh-server openssh-client \
+	dovecot-core dovecot-imapd dovecot-lmtpd dovecot-pgsql postfix postfix-pgsql \
+	sogo memcached prometheus prometheus-alertmanager pflogsumm systemd
+
+.PHONY: help venv deps demo test lint unit integration bench clean
+
+help:
+	@echo "make demo   run podod on a throwaway PostgreSQL cluster (Ctrl-C stops everything)"
+	@echo "make test   install what the tests need and run lint + the whole suite"
+	@echo "make lint   ruff and mypy"
+	@echo "make bench  run the benchmarks (figures printed, JSON in .bench/)"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Debian packages: installed when missing and we are root; otherwise say what is missing.
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian packages:" $$missing; \
+			echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+			DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing \
+			|| { echo "apt-get failed"; exit 1; }; \
+		else echo "missing Debian packages (run as root, or install them):" $$missing; exit 1; fi; \
+	fi
+
+demo: venv
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		$(MAKE) deps APT_PACKAGES="postgresql"; fi
+	$(PY) -m podod.demo
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench plugins
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest -q tests/unit
+
+test: venv deps lint
+	$(VENV)/bin/pytest -q -ra --durations=15 tests
+
+bench: venv deps
+	@mkdir -p .bench
+	@for b in bench/*.py; do case $$b in */loggen.py|*/_*) continue;; esac; \
+		echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf .demo .bench .pytest_cache .mypy_cache .ruff_cache
