@@ -1,0 +1,50 @@
+"""The example plugin: a template to copy (see docs/plugins.md).
+
+A plugin is a module or package with ``setup(registry)``. This one adds:
+- ``example hello [NAME]``: a read-only command (any role),
+- ``example note TEXT``: a changing command that honours the sandbox,
+- a collector ``example_uptime`` measuring how long the daemon has been up.
+"""
+
+from __future__ import annotations
+
+import time
+
+from podod.bus.context import CommandContext, Reply
+from podod.bus.spec import Arg, Opt
+from podod.monitor.model import Sample
+from podod.plugins import Registry
+
+
+def setup(registry: Registry) -> None:
+    settings = registry.settings()  # plugins.settings.example in podod.yaml
+    greeting = str(settings.get("greeting", "hello"))
+
+    @registry.command(
+        "example hello", "Greet someone (the example plugin's read-only command)",
+        params=[Arg("name", "who to greet", required=False, default="world"),
+                Opt("shout", "upper-case the greeting", kind="flag")],
+        examples=["example hello", "example hello Alice --shout"],
+    )
+    async def hello(ctx: CommandContext, name: str, shout: bool) -> Reply:
+        text = f"{greeting}, {name}!"
+        return Reply(message=text.upper() if shout else text, data={"greeting": text})
+
+    notes: list[str] = []
+
+    @registry.command(
+        "example note", "Keep a note in memory (the example plugin's changing command)",
+        params=[Arg("text", "the note")], permission="admin", mutating=True,
+    )
+    async def note(ctx: CommandContext, text: str) -> Reply:
+        ctx.record("insert", "note", str(len(notes) + 1), text=text)
+        if ctx.sandbox:  # the sandbox stops here: nothing is kept
+            return Reply(message=f"would keep note {len(notes) + 1}")
+        notes.append(text)
+        return Reply(message=f"kept note {len(notes)}", data={"notes": list(notes)})
+
+    @registry.collector("example_uptime", interval=60, per_server=False)
+    async def uptime(ctx: object) -> list[Sample]:
+        runtime = getattr(ctx, "runtime", None)
+        started = getattr(runtime, "started_at", time.time())
+        return [Sample("example_daemon_uptime_seconds", "podod", time.time() - started)]
