@@ -7,6 +7,7 @@ fills ``password`` from that file, so the YAML itself can stay world-readable.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,7 +31,7 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     base = (info.context or {}).get("base_dir")
     if not value.is_absolute() and base is not None:
         value = Path(base) / value
-    return Path(value.as_posix()) if value.is_absolute() else value
+    return Path(os.path.normpath(value)) if value.is_absolute() else value
 
 
 def _duration(value: Any) -> float:

@@ -35,7 +35,7 @@ class Param:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + self.name.rstrip("_").replace("_", "-")  # for_ → --for
 
     @property
     def display(self) -> str:

@@ -1,0 +1,102 @@
+"""The one grammar: what parses, and the sentence for what does not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from podod.bus import grammar
+from podod.bus.context import Reply
+from podod.bus.spec import Arg, CommandSpec, Opt
+from podod.errors import UsageError
+
+
+async def _handler(ctx: Any, **kw: Any) -> Reply:
+    return Reply()
+
+
+def spec(name: str, *params: Any, **kw: Any) -> CommandSpec:
+    return CommandSpec(name=name, summary=name, handler=_handler, params=params, **kw)
+
+
+COMMANDS = {s.name: s for s in [
+    spec("status"),
+    spec("user create", Arg("address", "the address"), Opt("name", "full name"),
+         Opt("quota_mb", "quota", kind="int"), Opt("password", "pw", secret=True),
+         Opt("generate_password", "gen", kind="flag"), mutating=True),
+    spec("user list", Opt("domain", "d"), Opt("active", "a", kind="bool")),
+    spec("alias update", Arg("address", "a"), Opt("add", "targets", kind="list")),
+    spec("alerts silence", Arg("rule", "r"), Opt("for_", "how long", kind="duration",
+                                                  metavar="DURATION")),
+    spec("traffic report", Opt("by", "bucket", kind="choice", choices=("hour", "day"),
+                                default="hour")),
+]}
+
+
+def test_parses_positional_options_and_flags() -> None:
+    parsed = grammar.parse(["user", "create", "Alice@Example.com", "--name", "Alice Doe",
+                            "--quota-mb=2048", "--generate-password"], COMMANDS)
+    assert parsed.spec.name == "user create"
+    assert parsed.params == {"address": "Alice@Example.com", "name": "Alice Doe",
+                             "quota_mb": 2048, "password": None, "generate_password": True}
+    assert parsed.execute_real is False
+
+
+def test_execute_real_anywhere() -> None:
+    parsed = grammar.parse(["user", "create", "a@b.c", "--execute-real", "--name", "A"],
+                           COMMANDS)
+    assert parsed.execute_real is True and parsed.params["name"] == "A"
+
+
+def test_lists_repeat_and_split_and_booleans() -> None:
+    parsed = grammar.parse(["alias", "update", "x@y.z", "--add", "a@b.c,d@e.f", "--add",
+                            "g@h.i"], COMMANDS)
+    assert parsed.params["add"] == ["a@b.c", "d@e.f", "g@h.i"]
+    assert grammar.parse(["user", "list", "--active", "no"], COMMANDS).params["active"] is False
+    assert grammar.parse(["traffic", "report"], COMMANDS).params["by"] == "hour"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    ([], "no command given; try 'help' for the list of commands"),
+    (["frobnicate"], "unknown command 'frobnicate'; try 'help' for the list of commands"),
+    (["user", "crate"], "unknown command 'user crate': 'user' has create, list; did you mean "
+                        "'user create'?"),
+    (["user", "create"], "user create: ADDRESS is required (usage: user create ADDRESS "
+                         "[--name TEXT] [--quota-mb N] [--password TEXT] "
+                         "[--generate-password] [--execute-real])"),
+    (["user", "create", "a@b.c", "--quota-mb", "lots"],
+     "user create: --quota-mb must be a whole number, not 'lots'"),
+    (["user", "create", "a@b.c", "--quota", "1"],
+     "user create: unknown option --quota; did you mean --quota-mb?"),
+    (["user", "create", "a@b.c", "--name"], "user create: --name needs a value"),
+    (["user", "create", "a@b.c", "extra"],
+     "user create: unexpected argument 'extra' (usage: user create ADDRESS"),
+    (["user", "list", "--active", "maybe"], "user list: --active must be yes or no, not 'maybe'"),
+    (["alerts", "silence", "r", "--for", "soon"],
+     "alerts silence: --for 'soon' is not a duration such as 30s, 5m, 2h or 7d"),
+    (["traffic", "report", "--by", "week"],
+     "traffic report: --by must be one of hour, day, not 'week'"),
+])
+def test_errors_are_one_sentence(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError) as info:
+        grammar.parse(argv, COMMANDS)
+    assert str(info.value).startswith(message), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_help_flag_and_generated_help() -> None:
+    parsed = grammar.parse(["user", "create", "--help"], COMMANDS)
+    assert parsed.help
+    text = grammar.command_help(COMMANDS["user create"])
+    assert text.startswith("Usage: user create ADDRESS")
+    assert "--quota-mb N" in text and "sandbox dry run unless --execute-real" in text
+
+
+def test_secrets_are_redacted() -> None:
+    parsed = grammar.parse(["user", "create", "a@b.c", "--password", "hunter2hunter2"],
+                           COMMANDS)
+    assert grammar.redact(parsed.spec, parsed.params)["password"] == "***"
+    assert grammar.redact_argv(["user", "create", "--password", "x", "--password=y"],
+                               COMMANDS) == ["user", "create", "--password", "***",
+                                             "--password=***"]
