@@ -1,0 +1,244 @@
+"""The daemon as a user meets it: podoctl, the socket, signals, systemd, plugins, audit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from podod.testbed.daemon import DaemonProcess
+
+REPO = Path(__file__).resolve().parents[2]
+Start = Callable[..., DaemonProcess]
+
+BROKEN_PLUGIN = "def setup(registry):\n    raise RuntimeError('cannot reach its API')\n"
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_podoctl_exit_codes_and_output(start_daemon: Start) -> None:
+    daemon = start_daemon()
+    ok = daemon.podoctl("status")
+    assert ok.returncode == 0, ok.stderr
+    assert "podod status" in ok.stdout and "0.1.0" in ok.stdout
+    as_json = json.loads(daemon.podoctl("status", json_output=True).stdout)
+    assert as_json["ok"] is True and as_json["data"]["version"] == "0.1.0"
+    unknown = daemon.podoctl("frobnicate")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == ("Error: unknown command 'frobnicate'; try 'help' for "
+                                      "the list of commands")
+    helped = daemon.podoctl("help", "audit", "list")
+    assert helped.returncode == 0 and helped.stdout.startswith("Usage: audit list")
+    # A real change without a terminal needs --yes.
+    refused = daemon.podoctl("--execute-real", "status")
+    assert refused.returncode == 2 and "without --yes" not in refused.stdout
+    assert "add --yes" in refused.stderr
+
+
+def test_podoctl_daemon_unreachable(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "podod.podoctl", "--socket", str(tmp_path / "none.sock"),
+         "status"], capture_output=True, text=True)
+    assert result.returncode == 3
+    assert result.stderr.startswith(f"podoctl: podod is not running: there is no socket at "
+                                     f"{tmp_path / 'none.sock'}. Start it with")
+
+
+def test_sandbox_then_real_change_through_a_plugin(start_daemon: Start) -> None:
+    daemon = start_daemon(plugins={"dirs": [str(REPO / "plugins")], "entry_points": False})
+    sandbox = daemon.podoctl("example", "note", "hello")
+    assert sandbox.returncode == 0
+    assert sandbox.stdout.startswith("SANDBOX: nothing was changed.")
+    assert "Would insert note 1" in sandbox.stdout
+    real = daemon.podoctl("--execute-real", "--yes", "example", "note", "hello")
+    assert real.returncode == 0 and "kept note 1" in real.stdout
+    assert "SANDBOX" not in real.stdout
+    # plan, then confirm: the sandbox reply carries a plan id bound to the actor
+    plan = daemon.request(["example", "note", "second"])
+    assert plan["sandbox"] is True and plan["plan_id"]
+    done = daemon.request(["confirm", plan["plan_id"]])
+    assert done["ok"] and done["sandbox"] is False and done["message"] == "kept note 2"
+    again = daemon.request(["confirm", plan["plan_id"]])
+    assert not again["ok"] and again["message"].startswith("there is no pending plan")
+
+
+def test_socket_protocol_survives_bad_input(start_daemon: Start) -> None:
+    daemon = start_daemon(socket={"path": "x", "max_request_bytes": 4096})
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(daemon.socket_path))
+        reader = sock.makefile("rb")
+        for line, expected in [
+            (b"this is not json\n", "the request is not valid JSON"),
+            (b"[1, 2]\n", "the request must be a JSON object with an 'argv' list"),
+            (b'{"argv": "status"}\n', "the request needs 'argv', a list of strings"),
+            (b'{"argv": ["status"], "stdin": 5}\n', "'stdin' must be a string"),
+            (b"\xff\xfe\x00garbage\n", "the request is not valid JSON"),
+        ]:
+            sock.sendall(line)
+            reply = json.loads(reader.readline())
+            assert reply["ok"] is False and reply["message"] == expected
+            assert reply["code"] == "bad-request"
+        sock.sendall(b'{"argv": ["status"]}\n')  # the same connection still works
+        assert json.loads(reader.readline())["ok"] is True
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(daemon.socket_path))
+        sock.sendall(b'{"argv": ["' + b"a" * 10000 + b'"]}\n')
+        reply = json.loads(sock.makefile("rb").readline())
+        assert reply["message"] == "request larger than 4096 bytes; refused"
+    assert daemon.request(["status"])["ok"]
+    assert daemon.proc is not None and daemon.proc.poll() is None
+
+
+def test_sighup_reload_good_and_bad(start_daemon: Start) -> None:
+    daemon = start_daemon()
+    config = yaml.safe_load(daemon.config_path.read_text())
+    config["log"] = {"level": "info"}
+    config["commands"] = {"plan_ttl": "5m"}
+    daemon.config_path.write_text(yaml.safe_dump(config))
+    daemon.signal(signal.SIGHUP)
+    assert wait_for(lambda: "configuration reloaded from" in daemon.log())
+    daemon.config_path.write_text("servers:\n  - {name: a, host: h, port: many}\n")
+    daemon.signal(signal.SIGHUP)
+    assert wait_for(lambda: "reload rejected" in daemon.log())
+    assert ("reload rejected, keeping the running configuration: podod.yaml: "
+            "servers[0].port: must be an integer") in daemon.log()
+    assert daemon.request(["status"])["ok"]  # still serving on the old configuration
+
+
+def test_sigterm_stops_quickly_and_removes_the_socket(start_daemon: Start) -> None:
+    daemon = start_daemon()
+    assert daemon.socket_path.exists()
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.proc is not None
+    assert daemon.proc.wait(10) == 0
+    assert time.monotonic() - started < 5
+    assert not daemon.socket_path.exists()
+    assert "stopped" in daemon.log()
+
+
+def test_systemd_notify_ready_watchdog_stopping(start_daemon: Start, tmp_path: Path) -> None:
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(address)
+        listener.settimeout(10)
+        daemon = start_daemon(_env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"})
+        messages = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any("WATCHDOG=1" in m for m in messages):
+            messages.append(listener.recv(4096).decode())
+        assert any(m.startswith("READY=1") for m in messages)
+        assert any("WATCHDOG=1" in m for m in messages)
+        daemon.stop()
+        while "STOPPING=1" not in messages:
+            messages.append(listener.recv(4096).decode())
+
+
+def test_broken_plugin_is_reported_and_the_daemon_runs(start_daemon: Start,
+                                                       tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "flaky.py").write_text(BROKEN_PLUGIN)
+    daemon = start_daemon(plugins={"dirs": [str(plugins), str(REPO / "plugins")],
+                                   "entry_points": False})
+    status = daemon.request(["status"])
+    failed = {p["name"]: p for p in status["data"]["plugins"]}
+    assert failed["flaky"]["loaded"] is False
+    assert failed["flaky"]["error"] == "RuntimeError: cannot reach its API"
+    assert failed["example"]["loaded"] is True
+    assert "plugin flaky failed to load: RuntimeError: cannot reach its API" in daemon.log()
+    assert daemon.podoctl("example", "hello").stdout.strip() == "hello, world!"
+
+
+def test_audit_records_and_detects_tampering(start_daemon: Start) -> None:
+    daemon = start_daemon()
+    for argv in (["status"], ["frobnicate"], ["help"]):
+        daemon.request(argv)
+    listed = daemon.request(["audit", "list"])
+    commands = [r["command"] for r in listed["data"]]
+    assert commands[:3] == ["help", "frobnicate", "status"]
+    assert listed["data"][1]["outcome"] == "usage"
+    assert daemon.podoctl("audit", "verify").returncode == 0
+    db = daemon.config_path.parent / "state" / "state.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE audit SET actor='unix:someone-else' WHERE id=2")
+    broken = daemon.podoctl("audit", "verify")
+    assert broken.returncode == 1
+    assert "record 2 was changed after it was written" in broken.stderr
+
+
+def test_unix_users_and_roles(start_daemon: Start, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run podoctl as another user")
+    path = tmp_path
+    while path != Path("/tmp") and path != path.parent:  # let 'nobody' reach the socket
+        os.chmod(path, 0o755)
+        path = path.parent
+    socket_dir = tmp_path / "public"
+    socket_dir.mkdir()
+    daemon = start_daemon(socket={"path": str(socket_dir / "s.sock"), "mode": "0666"},
+                          plugins={"dirs": [str(REPO / "plugins")], "entry_points": False})
+
+    def as_nobody(*argv: str) -> dict[str, object]:
+        """Fork, drop to uid 'nobody' (no exec: root's home is closed to it) and ask."""
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            try:
+                os.close(read_end)
+                os.setgid(65534)
+                os.setuid(65534)
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.connect(str(daemon.socket_path))
+                    sock.sendall(json.dumps({"argv": list(argv)}).encode() + b"\n")
+                    os.write(write_end, sock.makefile("rb").readline())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            data = pipe.read()
+        os.waitpid(pid, 0)
+        return json.loads(data)  # type: ignore[no-any-return]
+
+    refused = as_nobody("status")
+    assert refused["ok"] is False and refused["code"] == "unauthenticated"
+    assert str(refused["message"]).startswith("the local user nobody may not use podod")
+    config = yaml.safe_load(daemon.config_path.read_text())
+    config["access"] = {"unix_users": {"nobody": {"role": "viewer"}}}
+    daemon.config_path.write_text(yaml.safe_dump(config))
+    daemon.signal(signal.SIGHUP)
+    assert wait_for(lambda: "configuration reloaded" in daemon.log())
+    assert as_nobody("status")["ok"] is True
+    denied = as_nobody("example", "note", "x")
+    assert denied["ok"] is False and denied["code"] == "forbidden"
+    assert str(denied["message"]).startswith("unix:nobody (viewer) may not change anything")
+    assert as_nobody("audit", "list")["code"] == "forbidden"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    unit = (REPO / "systemd" / "podod.service").read_text()
+    podod = Path(sys.executable).parent / "podod"
+    (tmp_path / "podod.service").write_text(unit.replace("/usr/bin/podod", str(podod)))
+    result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "podod.service")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Type=notify" in unit and "ProtectSystem=strict" in unit
