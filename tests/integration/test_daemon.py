@@ -76,6 +76,13 @@ def test_sandbox_then_real_change_through_a_plugin(start_daemon: Start) -> None:
     assert plan["sandbox"] is True and plan["plan_id"]
     done = daemon.request(["confirm", plan["plan_id"]])
     assert done["ok"] and done["sandbox"] is False and done["message"] == "kept note 2"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:  # progress is streamed
+        sock.connect(str(daemon.socket_path))
+        sock.sendall(b'{"argv": ["example", "note", "third"]}\n')
+        reader = sock.makefile("rb")
+        first, last = json.loads(reader.readline()), json.loads(reader.readline())
+        assert first == {"type": "progress", "message": "checking 2 earlier notes"}
+        assert last["type"] == "reply" and last["sandbox"] is True
     again = daemon.request(["confirm", plan["plan_id"]])
     assert not again["ok"] and again["message"].startswith("there is no pending plan")
 
