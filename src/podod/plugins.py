@@ -194,6 +194,9 @@ def _setup_of(module: ModuleType, name: str) -> Callable[[Registry], Any]:
 
 
 def _import_from_path(name: str, path: Path) -> ModuleType:
+    """Import a plugin as ``podod_plugins.<name>`` so its own relative imports work."""
+    if "podod_plugins" not in sys.modules:
+        sys.modules["podod_plugins"] = ModuleType("podod_plugins")
     module_name = f"podod_plugins.{name}"
     if path.is_dir():
         location = path / "__init__.py"
