@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,3 +30,17 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     yield start
     for daemon in started:
         daemon.stop()
+
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Under ``make test`` (PODOD_STRICT_SKIPS=1) a skip is a failure: a test that skips
+    because a component is missing would hide a missing install step."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("PODOD_STRICT_SKIPS") == "1" and \
+            not item.get_closest_marker("allow_skip"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under make test (a missing install step?): {reason}"
