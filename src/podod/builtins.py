@@ -2,4 +2,6 @@
 
 BUILTIN_MODULES: list[str] = [
     "podod.bus.commands",
+    "podod.backup.commands",
+    "podod.mail.commands",
 ]

@@ -159,8 +159,8 @@ def parse_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    console = Console()
-    err = Console(stderr=True)
+    console = Console(soft_wrap=True)  # long lines stay whole for scripts and logs
+    err = Console(stderr=True, soft_wrap=True)
     try:
         opts, rest = parse_globals(argv)
     except ValueError as exc:

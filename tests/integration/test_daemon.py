@@ -205,25 +205,7 @@ def test_unix_users_and_roles(start_daemon: Start, tmp_path: Path) -> None:
                           plugins={"dirs": [str(REPO / "plugins")], "entry_points": False})
 
     def as_nobody(*argv: str) -> dict[str, object]:
-        """Fork, drop to uid 'nobody' (no exec: root's home is closed to it) and ask."""
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child
-            try:
-                os.close(read_end)
-                os.setgid(65534)
-                os.setuid(65534)
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                    sock.connect(str(daemon.socket_path))
-                    sock.sendall(json.dumps({"argv": list(argv)}).encode() + b"\n")
-                    os.write(write_end, sock.makefile("rb").readline())
-            finally:
-                os._exit(0)
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as pipe:
-            data = pipe.read()
-        os.waitpid(pid, 0)
-        return json.loads(data)  # type: ignore[no-any-return]
+        return daemon.request_as(65534, list(argv))
 
     refused = as_nobody("status")
     assert refused["ok"] is False and refused["code"] == "unauthenticated"

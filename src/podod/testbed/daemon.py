@@ -87,6 +87,34 @@ class DaemonProcess:
                     if message.get("type") == "reply":
                         return message
 
+    def request_as(self, uid: int, argv: list[str], *, execute_real: bool = False
+                   ) -> dict[str, Any]:
+        """The same request from another local user: fork, drop to ``uid`` (no exec, so the
+        interpreter need not be readable by that user) and ask over the socket."""
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            try:
+                os.close(read_end)
+                os.setgid(uid)
+                os.setuid(uid)
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.connect(str(self.socket_path))
+                    sock.sendall(json.dumps({"argv": argv, "execute_real": execute_real})
+                                 .encode() + b"\n")
+                    os.write(write_end, sock.makefile("rb").readline())
+            except BaseException as exc:  # report, never return into the test runner
+                os.write(write_end, json.dumps({"ok": False, "code": "child",
+                                                "message": repr(exc)}).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            data = pipe.read()
+        os.waitpid(pid, 0)
+        reply: dict[str, Any] = json.loads(data)
+        return reply
+
     def podoctl(self, *args: str, input: str | None = None, timeout: float = 60.0,
                 json_output: bool = False) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "podod.podoctl", "--socket", str(self.socket_path)]

@@ -1,0 +1,127 @@
+"""``backup list|show|verify|restore``, and the ``backup`` component (the gate)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from podod.backup.gate import BackupGate
+from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.spec import Arg, Opt
+from podod.errors import Conflict, UsageError, ValidationError
+from podod.plugins import Registry
+
+
+def _ts(value: float) -> str:
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def gate_of(ctx: CommandContext) -> BackupGate:
+    gate = ctx.runtime.component("backup")
+    assert isinstance(gate, BackupGate)
+    return gate
+
+
+def setup(registry: Registry) -> None:
+    registry.component("backup", BackupGate)
+
+    @registry.command("backup list", "List the backups taken before real changes",
+                      params=[Opt("limit", "how many", kind="int", default=20)],
+                      permission="admin")
+    async def backup_list(ctx: CommandContext, limit: int) -> Reply:
+        entries = await gate_of(ctx).entries(limit)
+        rows = [[e["id"], _ts(e["created"]), e["actor"], e["command"], e["tables"],
+                 e["changes"], e["bytes"]] for e in entries]
+        return Reply(message=f"{len(entries)} backups", data=entries, table=Table(
+            ["id", "time (UTC)", "actor", "command", "tables", "rows", "bytes"], rows,
+            title="backups"))
+
+    @registry.command("backup show", "Show one backup: what it holds and whether it verifies",
+                      params=[Arg("id", "the backup id", metavar="ID")], permission="admin")
+    async def backup_show(ctx: CommandContext, id: str) -> Reply:
+        gate = gate_of(ctx)
+        entry = await gate.get(id)
+        problems = await gate.verify(id)
+        manifest: dict[str, Any] = {}
+        path = Path(entry["path"]) / "manifest.json"
+        if path.is_file():
+            manifest = json.loads(path.read_text())
+        rows = [["id", id], ["time (UTC)", _ts(entry["created"])], ["actor", entry["actor"]],
+                ["command", entry["command"]], ["tables", entry["tables"]],
+                ["rows", entry["changes"]], ["bytes", entry["bytes"]],
+                ["folder", entry["path"]],
+                ["verifies", "yes" if not problems else "NO: " + "; ".join(problems)]]
+        for change in manifest.get("changes", []):
+            rows.append(["change", f"{change['action']} {change['target']} {change['key']}"])
+        return Reply(message=f"backup {id}", data={**entry, "problems": problems,
+                                                   "manifest": manifest},
+                     table=Table(["item", "value"], rows, title=f"backup {id}"))
+
+    @registry.command("backup verify", "Re-check the checksums of one backup or of all",
+                      params=[Arg("id", "the backup id", required=False, metavar="ID"),
+                              Opt("all", "verify every backup", kind="flag")],
+                      permission="admin")
+    async def backup_verify(ctx: CommandContext, id: str | None, all: bool) -> Reply:
+        gate = gate_of(ctx)
+        if not id and not all:
+            raise UsageError("backup verify: give a backup ID or --all")
+        ids = [e["id"] for e in await gate.entries(100000)] if all else [str(id)]
+        bad = {}
+        for backup_id in ids:
+            problems = await gate.verify(backup_id)
+            if problems:
+                bad[backup_id] = problems
+        if bad:
+            text = "; ".join(f"{k}: {', '.join(v)}" for k, v in bad.items())
+            return Reply(ok=False, code="backup-damaged", exit_code=1,
+                         message=f"{len(bad)} of {len(ids)} backups do not verify: {text}",
+                         data=bad)
+        return Reply(message=f"{len(ids)} backup{'s' if len(ids) != 1 else ''} verified",
+                     data={"verified": ids})
+
+    @registry.command(
+        "backup restore", "Put back the rows a change touched, as they were before it",
+        params=[Arg("id", "the backup id", metavar="ID"),
+                Opt("force", "restore even rows that changed again since", kind="flag")],
+        permission="admin", mutating=True, unit="maildb",
+        description="Rows the change inserted are deleted; rows it updated or deleted are "
+                    "written back. Like every change, a restore is a sandbox dry run unless "
+                    "--execute-real, and a real restore is itself backed up first.",
+    )
+    async def backup_restore(ctx: CommandContext, id: str, force: bool) -> Reply:
+        uow = ctx.unit
+        rows = await gate_of(ctx).load_rows(id)
+        changed_since = []
+        for item in reversed(rows):
+            table, action, key, before = item["table"], item["action"], item["key"], \
+                item["before"]
+            (column, value), = key.items()
+            current = await uow.fetchrow(
+                f"SELECT to_json(t)::text AS j FROM {table} t WHERE {column} = $1", value)
+            if action == "insert":
+                if current is not None:
+                    await uow.delete(table, {column: value})
+                continue
+            typed = await uow.fetchrow(
+                f"SELECT * FROM json_populate_record(NULL::{table}, $1::json)",
+                json.dumps(before))
+            if typed is None:
+                raise ValidationError(f"backup {id} holds a row of {table} that cannot be read")
+            values = dict(typed)
+            if current is None:
+                await uow.insert(table, values)
+            else:
+                now = json.loads(current["j"])
+                if not force and action == "delete":
+                    changed_since.append(f"{table} {value}")
+                values.pop(column)
+                values.pop("created", None)
+                if {k: str(v) for k, v in now.items() if k in values} != \
+                        {k: str(v) for k, v in values.items()}:
+                    await uow.update(table, {column: value}, values)
+        if changed_since:
+            raise Conflict(f"rows were created again since backup {id} ("
+                           f"{', '.join(changed_since[:5])}); add --force to overwrite them")
+        return Reply(message=f"restore of backup {id}: {len(uow.changes())} rows")

@@ -1,0 +1,61 @@
+"""What the mail commands share: the database, lookups with plain-sentence errors, units."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from podod.bus.context import CommandContext
+from podod.errors import NotFound, Unavailable, ValidationError
+from podod.mail.database import MailDatabase
+
+MB = 1024 * 1024
+
+
+def maildb(ctx: CommandContext) -> MailDatabase:
+    database = ctx.runtime.component("maildb")
+    if database is None:
+        raise Unavailable("no mail database is configured (mail.database.dsn in podod.yaml)")
+    assert isinstance(database, MailDatabase)
+    return database
+
+
+@asynccontextmanager
+async def reader(ctx: CommandContext) -> AsyncIterator[asyncpg.Connection]:
+    """A connection for read-only commands."""
+    pool = await maildb(ctx).pool()
+    try:
+        async with pool.acquire() as conn:
+            yield conn
+    except (OSError, TimeoutError) as exc:
+        raise Unavailable(f"the mail database cannot be reached ({exc})") from None
+
+
+async def domain_row(db: Any, domain: str) -> dict[str, Any]:
+    row = await db.fetchrow("SELECT * FROM domain WHERE domain = $1", domain)
+    if row is None:
+        raise NotFound(f"the domain {domain} does not exist (create it with "
+                       f"'domain create {domain}')")
+    return dict(row)
+
+
+async def is_alias_domain(db: Any, domain: str) -> str | None:
+    value = await db.fetchval(
+        "SELECT target_domain FROM alias_domain WHERE alias_domain = $1", domain)
+    return str(value) if value is not None else None
+
+
+def non_negative(name: str, value: int | None) -> None:
+    if value is not None and value < 0:
+        raise ValidationError(f"{name} must not be negative")
+
+
+def yes(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def mb(value_bytes: int) -> str:
+    return "unlimited" if not value_bytes else f"{value_bytes // MB} MB"

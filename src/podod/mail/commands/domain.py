@@ -1,0 +1,248 @@
+"""``domain create|list|show|update|delete`` and ``domain-alias create|list|delete``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.spec import Arg, Opt
+from podod.errors import Conflict, NotFound, ValidationError
+from podod.mail.addresses import normalize_domain
+from podod.mail.commands.common import domain_row, is_alias_domain, non_negative, reader, yes
+from podod.plugins import Registry
+
+LIMITS = [
+    Opt("description", "a description"),
+    Opt("quota_mb", "total quota of all mailboxes in MB (0: unlimited)", kind="int"),
+    Opt("max_quota_mb", "largest quota of one mailbox in MB (0: unlimited)", kind="int"),
+    Opt("max_mailboxes", "how many mailboxes (0: unlimited)", kind="int"),
+    Opt("max_aliases", "how many aliases (0: unlimited)", kind="int"),
+]
+
+
+def _limits(description: str | None, quota_mb: int | None, max_quota_mb: int | None,
+            max_mailboxes: int | None, max_aliases: int | None) -> dict[str, Any]:
+    for name, value in (("--quota-mb", quota_mb), ("--max-quota-mb", max_quota_mb),
+                        ("--max-mailboxes", max_mailboxes), ("--max-aliases", max_aliases)):
+        non_negative(name, value)
+    values: dict[str, Any] = {}
+    if description is not None:
+        values["description"] = description
+    if quota_mb is not None:
+        values["quota"] = quota_mb
+    if max_quota_mb is not None:
+        values["maxquota"] = max_quota_mb
+    if max_mailboxes is not None:
+        values["mailboxes"] = max_mailboxes
+    if max_aliases is not None:
+        values["aliases"] = max_aliases
+    if "quota" in values and "maxquota" in values and values["quota"] and \
+            values["maxquota"] > values["quota"]:
+        raise ValidationError("--max-quota-mb cannot be larger than --quota-mb")
+    return values
+
+
+COUNTS = """
+SELECT d.*,
+  (SELECT count(*) FROM mailbox m WHERE m.domain = d.domain) AS mailbox_count,
+  (SELECT count(*) FROM alias a WHERE a.domain = d.domain AND a.address <> a.goto)
+      AS alias_count,
+  (SELECT coalesce(sum(quota), 0) FROM mailbox m WHERE m.domain = d.domain) AS quota_used,
+  (SELECT target_domain FROM alias_domain ad WHERE ad.alias_domain = d.domain) AS alias_of
+FROM domain d
+"""
+
+
+def _of(n: int) -> str:
+    return "unlimited" if not n else str(n)
+
+
+def setup(registry: Registry) -> None:
+    @registry.command(
+        "domain create", "Create a virtual mail domain",
+        params=[Arg("domain", "the domain, e.g. example.com"), *LIMITS,
+                Opt("inactive", "create it switched off", kind="flag")],
+        permission="admin", mutating=True, unit="maildb",
+        examples=["domain create example.com --max-mailboxes 50 --quota-mb 10240"])
+    async def domain_create(ctx: CommandContext, domain: str, description: str | None,
+                            quota_mb: int | None, max_quota_mb: int | None,
+                            max_mailboxes: int | None, max_aliases: int | None,
+                            inactive: bool) -> Reply:
+        name = normalize_domain(domain)
+        uow = ctx.unit
+        if await uow.fetchval("SELECT 1 FROM domain WHERE domain = $1", name):
+            raise Conflict(f"the domain {name} already exists")
+        row = {"domain": name, "description": "", **_limits(
+            description, quota_mb, max_quota_mb, max_mailboxes, max_aliases),
+            "active": not inactive}
+        await uow.insert("domain", row)
+        return Reply(message=f"domain {name} created" if ctx.execute_real
+                     else f"domain {name} would be created", data={"domain": name})
+
+    @registry.command("domain list", "List the mail domains",
+                      params=[Opt("search", "only domains containing this text")])
+    async def domain_list(ctx: CommandContext, search: str | None) -> Reply:
+        async with reader(ctx) as db:
+            rows = [dict(r) for r in await db.fetch(
+                COUNTS + " WHERE ($1::text IS NULL OR d.domain LIKE '%' || $1 || '%') "
+                "ORDER BY d.domain", search.lower() if search else None)]
+        if ctx.actor.role != "admin":
+            rows = [r for r in rows if ctx.actor.may_manage(r["domain"]) or
+                    ctx.actor.role == "viewer"]
+        table = [[r["domain"], r["description"],
+                  f"{r['mailbox_count']}/{_of(r['mailboxes'])}",
+                  f"{r['alias_count']}/{_of(r['aliases'])}",
+                  "unlimited" if not r["quota"] else f"{r['quota']} MB",
+                  r["alias_of"] or "", yes(r["active"])] for r in rows]
+        data = [{k: (str(v) if k in ("created", "modified") else v) for k, v in r.items()}
+                for r in rows]
+        return Reply(message=f"{len(rows)} domains", data=data, table=Table(
+            ["domain", "description", "mailboxes", "aliases", "quota", "alias of", "active"],
+            table, title="domains"))
+
+    @registry.command("domain show", "Show one domain, its limits and usage",
+                      params=[Arg("domain", "the domain")])
+    async def domain_show(ctx: CommandContext, domain: str) -> Reply:
+        name = normalize_domain(domain)
+        async with reader(ctx) as db:
+            row = await db.fetchrow(COUNTS + " WHERE d.domain = $1", name)
+            if row is None:
+                raise NotFound(f"the domain {name} does not exist")
+            aliases = [r["alias_domain"] for r in await db.fetch(
+                "SELECT alias_domain FROM alias_domain WHERE target_domain = $1 "
+                "ORDER BY 1", name)]
+        r = dict(row)
+        rows = [["domain", name], ["description", r["description"]],
+                ["active", yes(r["active"])],
+                ["mailboxes", f"{r['mailbox_count']} of {_of(r['mailboxes'])}"],
+                ["aliases", f"{r['alias_count']} of {_of(r['aliases'])}"],
+                ["quota", f"{r['quota_used'] // (1024 * 1024)} MB allotted of "
+                          f"{'unlimited' if not r['quota'] else str(r['quota']) + ' MB'}"],
+                ["largest mailbox", "unlimited" if not r["maxquota"]
+                 else f"{r['maxquota']} MB"],
+                ["alias domains", ", ".join(aliases) or "none"],
+                ["alias of", r["alias_of"] or "-"],
+                ["created", str(r["created"])[:19]]]
+        data = {k: (str(v) if k in ("created", "modified") else v) for k, v in r.items()}
+        data["alias_domains"] = aliases
+        return Reply(message=f"domain {name}", data=data,
+                     table=Table(["item", "value"], rows, title=f"domain {name}"))
+
+    @registry.command(
+        "domain update", "Change a domain's description, limits or active flag",
+        params=[Arg("domain", "the domain"), *LIMITS,
+                Opt("active", "switch the domain on or off", kind="bool")],
+        permission="admin", mutating=True, unit="maildb")
+    async def domain_update(ctx: CommandContext, domain: str, description: str | None,
+                            quota_mb: int | None, max_quota_mb: int | None,
+                            max_mailboxes: int | None, max_aliases: int | None,
+                            active: bool | None) -> Reply:
+        name = normalize_domain(domain)
+        uow = ctx.unit
+        await domain_row(uow, name)
+        values = _limits(description, quota_mb, max_quota_mb, max_mailboxes, max_aliases)
+        if active is not None:
+            values["active"] = active
+        if not values:
+            raise ValidationError("domain update: nothing to change (give an option such as "
+                                  "--description or --active)")
+        await uow.update("domain", {"domain": name}, values)
+        return Reply(message=f"domain {name} updated")
+
+    @registry.command(
+        "domain delete", "Delete a domain (refused while it has mailboxes or aliases)",
+        params=[Arg("domain", "the domain"),
+                Opt("cascade", "also delete its mailboxes, aliases and alias domains",
+                    kind="flag")],
+        permission="admin", mutating=True, unit="maildb",
+        description="Maildirs on the mail servers are not removed.")
+    async def domain_delete(ctx: CommandContext, domain: str, cascade: bool) -> Reply:
+        name = normalize_domain(domain)
+        uow = ctx.unit
+        await domain_row(uow, name)
+        mailboxes = await uow.fetchval("SELECT count(*) FROM mailbox WHERE domain=$1", name)
+        aliases = await uow.fetchval(
+            "SELECT count(*) FROM alias WHERE domain=$1 AND address <> goto", name)
+        alias_domains = await uow.fetchval(
+            "SELECT count(*) FROM alias_domain WHERE target_domain=$1 AND alias_domain<>$1",
+            name)
+        if (mailboxes or aliases or alias_domains) and not cascade:
+            raise Conflict(f"the domain {name} still has {mailboxes} mailboxes, {aliases} "
+                           f"aliases and {alias_domains} alias domains; delete them first or "
+                           "add --cascade")
+        counts = {"mailbox": 0, "alias": 0, "alias_domain": 0, "quota2": 0}
+        counts["alias_domain"] += len(await uow.delete("alias_domain", {"alias_domain": name}))
+        for row in await uow.fetch(
+                "SELECT alias_domain FROM alias_domain WHERE target_domain=$1", name):
+            counts["alias_domain"] += len(await uow.delete(
+                "alias_domain", {"alias_domain": row["alias_domain"]}))
+        for row in await uow.fetch("SELECT username FROM mailbox WHERE domain=$1", name):
+            counts["quota2"] += len(await uow.delete("quota2", {"username": row["username"]}))
+        counts["alias"] = len(await uow.delete("alias", {"domain": name}))
+        counts["mailbox"] = len(await uow.delete("mailbox", {"domain": name}))
+        await uow.delete("domain", {"domain": name})
+        total = sum(counts.values()) + 1
+        detail = ", ".join(f"{n} {t}" for t, n in counts.items() if n)
+        verb = "deleted" if ctx.execute_real else "would be deleted"
+        return Reply(message=f"domain {name} {verb}: {total} rows "
+                             f"({detail or 'the domain only'})",
+                     data={"rows": total, **counts})
+
+    @registry.command(
+        "domain-alias create", "Make one domain an alias of another (old.example → example.com)",
+        params=[Arg("alias_domain", "the alias domain", metavar="ALIAS_DOMAIN"),
+                Opt("to", "the target domain", required=True, metavar="DOMAIN")],
+        permission="admin", mutating=True, unit="maildb",
+        description="Mail to user@ALIAS_DOMAIN is delivered to user@DOMAIN. The alias "
+                    "domain is created as a domain if it does not exist yet.",
+        examples=["domain-alias create old.example --to example.com"])
+    async def domain_alias_create(ctx: CommandContext, alias_domain: str, to: str) -> Reply:
+        alias = normalize_domain(alias_domain)
+        target = normalize_domain(to)
+        uow = ctx.unit
+        if alias == target:
+            raise ValidationError(f"a domain cannot be an alias of itself ({alias})")
+        await domain_row(uow, target)
+        if await is_alias_domain(uow, target):
+            raise ValidationError(f"{target} is itself an alias domain; point {alias} at "
+                                  "the real domain")
+        if await is_alias_domain(uow, alias):
+            raise Conflict(f"{alias} is already an alias domain")
+        existing = await uow.fetchrow("SELECT * FROM domain WHERE domain = $1", alias)
+        if existing is None:
+            await uow.insert("domain", {"domain": alias,
+                                        "description": f"alias domain of {target}"})
+        else:
+            used = await uow.fetchval(
+                "SELECT (SELECT count(*) FROM mailbox WHERE domain=$1) + "
+                "(SELECT count(*) FROM alias WHERE domain=$1)", alias)
+            if used:
+                raise Conflict(f"{alias} has its own mailboxes or aliases; it cannot become "
+                               "an alias domain")
+        await uow.insert("alias_domain", {"alias_domain": alias, "target_domain": target})
+        return Reply(message=f"{alias} → {target}")
+
+    @registry.command("domain-alias list", "List the alias domains")
+    async def domain_alias_list(ctx: CommandContext) -> Reply:
+        async with reader(ctx) as db:
+            rows = [dict(r) for r in await db.fetch(
+                "SELECT alias_domain, target_domain, active FROM alias_domain ORDER BY 1")]
+        return Reply(message=f"{len(rows)} alias domains", data=rows, table=Table(
+            ["alias domain", "target", "active"],
+            [[r["alias_domain"], r["target_domain"], yes(r["active"])] for r in rows],
+            title="alias domains"))
+
+    @registry.command(
+        "domain-alias delete", "Stop a domain being an alias (and delete its domain row)",
+        params=[Arg("alias_domain", "the alias domain", metavar="ALIAS_DOMAIN")],
+        permission="admin", mutating=True, unit="maildb")
+    async def domain_alias_delete(ctx: CommandContext, alias_domain: str) -> Reply:
+        alias = normalize_domain(alias_domain)
+        uow = ctx.unit
+        if not await is_alias_domain(uow, alias):
+            raise NotFound(f"{alias} is not an alias domain")
+        await uow.delete("alias_domain", {"alias_domain": alias})
+        row = await uow.fetchrow("SELECT description FROM domain WHERE domain=$1", alias)
+        if row is not None and str(row["description"]).startswith("alias domain of "):
+            await uow.delete("domain", {"domain": alias})
+        return Reply(message=f"{alias} is no longer an alias domain")

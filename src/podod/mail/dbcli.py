@@ -1,0 +1,148 @@
+"""``podod db init|check|upgrade [--roles]``: create the schema in an empty database, check an
+existing one (saying exactly what is missing), apply pending migrations, grant roles."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import asyncpg
+
+from podod.config import Config
+from podod.errors import ConfigError, PododError, Unavailable
+from podod.mail.database import connect_kwargs
+from podod.mail.schema import MIGRATIONS, REQUIRED, VIEWS, family
+
+VERSION_TABLE = """CREATE TABLE IF NOT EXISTS podod_schema (
+    version integer NOT NULL, applied timestamp with time zone NOT NULL DEFAULT now())"""
+
+
+async def current_version(conn: asyncpg.Connection) -> int | None:
+    exists = await conn.fetchval("SELECT to_regclass('podod_schema') IS NOT NULL")
+    if not exists:
+        return None
+    return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM podod_schema"))
+
+
+async def check_schema(conn: asyncpg.Connection) -> list[str]:
+    """What an existing database lacks, one sentence per problem; empty when compatible."""
+    rows = await conn.fetch(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = current_schema()")
+    have: dict[str, dict[str, str]] = {}
+    for row in rows:
+        have.setdefault(row["table_name"], {})[row["column_name"]] = row["data_type"]
+    problems = []
+    for table, columns in REQUIRED.items():
+        if table not in have:
+            problems.append(f"table {table} is missing")
+            continue
+        for column, wanted in columns.items():
+            actual = have[table].get(column)
+            if actual is None:
+                problems.append(f"column {table}.{column} is missing")
+            elif family(actual) != wanted:
+                problems.append(f"column {table}.{column} is {actual}, expected a {wanted} type")
+    for view, view_columns in VIEWS.items():
+        if view not in have:
+            problems.append(f"view {view} is missing (SOGo's user source)")
+            continue
+        for column in view_columns:
+            if column not in have[view]:
+                problems.append(f"column {view}.{column} is missing")
+    return problems
+
+
+async def apply_migrations(conn: asyncpg.Connection) -> tuple[int, int]:
+    async with conn.transaction():
+        await conn.execute(VERSION_TABLE)
+        await conn.execute("LOCK TABLE podod_schema IN EXCLUSIVE MODE")
+        before = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM podod_schema"))
+        for number, script in enumerate(MIGRATIONS[before:], start=before + 1):
+            await conn.execute(script)
+            await conn.execute("INSERT INTO podod_schema(version) VALUES ($1)", number)
+    return before, len(MIGRATIONS)
+
+
+async def grant_roles(conn: asyncpg.Connection, config: Config) -> list[str]:
+    roles = config.mail.roles
+    done = []
+    for name, password, grants in (
+        (roles.readonly, roles.readonly_password,
+         ["GRANT SELECT ON domain, mailbox, alias, alias_domain, quota2 TO {r}"]),
+        (roles.sogo, roles.sogo_password,
+         ["GRANT SELECT, UPDATE ON sogo_users TO {r}"]),
+    ):
+        if not name:
+            continue
+        ident = '"' + name.replace('"', '""') + '"'
+        exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name)
+        if not exists:
+            if password is None:
+                raise ConfigError(f"mail.roles: role {name} does not exist; give its password "
+                                  "(or password_file) so podod can create it")
+            secret = password.get_secret_value().replace("'", "''")
+            await conn.execute(f"CREATE ROLE {ident} LOGIN PASSWORD '{secret}'")
+            done.append(f"created role {name}")
+        db = await conn.fetchval("SELECT current_database()")
+        await conn.execute(f'GRANT CONNECT ON DATABASE "{db}" TO {ident}')
+        await conn.execute(f"GRANT USAGE ON SCHEMA {await conn.fetchval('SELECT current_schema()')}"
+                           f" TO {ident}")
+        for grant in grants:
+            await conn.execute(grant.format(r=ident))
+        done.append(f"granted {name}")
+    return done
+
+
+async def run(config: Config, action: str, roles: bool) -> int:
+    try:
+        conn = await asyncpg.connect(**connect_kwargs(config.mail.database, None))
+    except PododError:
+        raise
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise Unavailable(f"cannot connect to the mail database: {exc}") from None
+    try:
+        version = await current_version(conn)
+        tables = await conn.fetchval(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = "
+            "current_schema() AND table_name = ANY($1::text[])", list(REQUIRED))
+        if action == "check" or (action == "init" and version is None and tables):
+            problems = await check_schema(conn)
+            if problems:
+                print("The database is not PostfixAdmin-compatible:", file=sys.stderr)
+                for problem in problems:
+                    print(f"  - {problem}", file=sys.stderr)
+                return 1
+            where = "podod schema version " + str(version) if version is not None else \
+                "an existing PostfixAdmin schema (podod will not alter it)"
+            print(f"The mail database is compatible ({where}).")
+        elif action == "upgrade" and version is None and tables:
+            print("This database has a schema podod did not create; 'podod db check' "
+                  "compares it, and podod does not migrate it.", file=sys.stderr)
+            return 1
+        else:
+            before, after = await apply_migrations(conn)
+            if before == after:
+                print(f"The mail schema is up to date (version {after}).")
+            else:
+                print(f"The mail schema is at version {after} (was {before}).")
+        if roles:
+            for line in await grant_roles(conn, config):
+                print(line)
+        return 0
+    finally:
+        await conn.close()
+
+
+def main(config: Config, action: str, *, roles: bool = False) -> int:
+    if not config.mail.database.dsn:
+        raise ConfigError("mail.database.dsn: is required for 'podod db'")
+    try:
+        return asyncio.run(run(config, action, roles))
+    except asyncpg.PostgresError as exc:
+        print(f"the mail database refused: {exc}", file=sys.stderr)
+        return 1
+
+
+__all__: list[Any] = ["apply_migrations", "check_schema", "main"]

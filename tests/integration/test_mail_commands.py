@@ -1,0 +1,258 @@
+"""Mail administration through the real daemon and a real PostgreSQL: sandbox, real changes
+with verified backups, restore, and every kind of bad input leaving the database unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import MailStack, make_mail_config
+from podod.mail.passwords import verify_password
+from podod.testbed.daemon import DaemonProcess
+from podod.testbed.postgres import PgCluster
+
+PASSWORD = "Correct-Horse-7-Battery"
+
+
+def seed(mail: MailStack) -> None:
+    mail.ok("domain", "create", "example.com", "--max-mailboxes", "3", "--quota-mb", "3000",
+            "--max-quota-mb", "1024", real=True)
+    mail.ok("user", "create", "alice@example.com", "--name", "Alice Doe", "--password-stdin",
+            stdin=PASSWORD, real=True)
+    mail.ok("alias", "create", "sales@example.com", "--to", "alice@example.com,bob@remote.org",
+            real=True)
+
+
+def test_sandbox_changes_nothing_and_shows_the_plan(mail: MailStack) -> None:
+    seed(mail)
+    before = mail.dump()
+    for argv, stdin in [
+        (["domain", "create", "example.org"], None),
+        (["domain", "update", "example.com", "--description", "Example"], None),
+        (["user", "create", "bob@example.com", "--generate-password"], None),
+        (["user", "update", "alice@example.com", "--quota-mb", "512"], None),
+        (["user", "reset-password", "alice@example.com", "--password-stdin"], "New-Pass-9-word"),
+        (["alias", "create", "@example.com", "--to", "alice@example.com"], None),
+        (["alias", "update", "sales@example.com", "--add", "carol@remote.org"], None),
+        (["domain-alias", "create", "old.example", "--to", "example.com"], None),
+        (["user", "delete", "alice@example.com"], None),
+        (["domain", "delete", "example.com", "--cascade"], None),
+    ]:
+        reply = mail.ok(*argv, stdin=stdin)
+        assert reply["sandbox"] is True and reply["backup_id"] is None, argv
+        assert reply["changes"], argv
+        assert "secret" not in reply
+    assert mail.dump() == before
+    plan = mail.ok("domain", "delete", "example.com", "--cascade")
+    assert plan["message"] == ("domain example.com would be deleted: 4 rows (1 mailbox, "
+                               "2 alias)")
+    assert [(c["action"], c["target"], c["key"]) for c in plan["changes"]] == [
+        ("delete", "alias", "alice@example.com"), ("delete", "alias", "sales@example.com"),
+        ("delete", "mailbox", "alice@example.com"), ("delete", "domain", "example.com")]
+
+
+def test_real_changes_are_backed_up_and_restorable(mail: MailStack) -> None:
+    seed(mail)
+    assert mail.sql("SELECT goto FROM alias WHERE address='alice@example.com'") == \
+        "alice@example.com"
+    stored = mail.sql("SELECT password FROM mailbox WHERE username='alice@example.com'")
+    assert stored.startswith("{SHA512-CRYPT}$6$rounds=5000$")
+    assert verify_password(PASSWORD, stored)
+    before = mail.dump()
+    reply = mail.ok("user", "delete", "alice@example.com", real=True)
+    backup = str(reply["backup_id"])
+    assert backup and mail.sql("SELECT count(*) FROM mailbox") == "0"
+    assert mail.ok("backup", "verify", backup)["message"] == "1 backup verified"
+    shown = mail.ok("backup", "show", backup)
+    assert shown["data"]["command"] == "user delete" and shown["data"]["problems"] == []
+    sandbox = mail.ok("backup", "restore", backup)
+    assert sandbox["sandbox"] and mail.sql("SELECT count(*) FROM mailbox") == "0"
+    restored = mail.ok("backup", "restore", backup, real=True)
+    assert restored["backup_id"]  # the restore is itself backed up
+    assert mail.dump() == before
+    folder = Path(str(shown["data"]["path"]))
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    assert PASSWORD not in "".join(p.read_text() for p in folder.rglob("*.json"))
+
+
+def test_generated_password_is_shown_once_and_never_audited(mail: MailStack) -> None:
+    mail.ok("domain", "create", "example.com", real=True)
+    reply = mail.ok("user", "create", "bob@example.com", "--generate-password", real=True)
+    secret = str(reply["secret"])
+    assert len(secret) >= 20
+    stored = mail.sql("SELECT password FROM mailbox WHERE username='bob@example.com'")
+    assert verify_password(secret, stored)
+    audit = mail.ok("audit", "list", "--limit", "50")
+    assert secret not in json.dumps(audit)
+    state = sqlite3.connect(mail.root / "state" / "state.db")
+    dump = "\n".join(state.iterdump())
+    assert secret not in dump and PASSWORD not in dump
+    assert secret not in mail.daemon.log()
+
+
+def test_podoctl_password_stdin_and_real_change(mail: MailStack) -> None:
+    mail.ok("domain", "create", "example.com", real=True)
+    result = mail.daemon.podoctl("--execute-real", "--yes", "user", "create",
+                                 "carol@example.com", "--name", "Carol", "--password-stdin",
+                                 input=PASSWORD + "\n")
+    assert result.returncode == 0, result.stderr
+    assert "mailbox carol@example.com created" in result.stdout
+    assert "podoctl backup restore" in result.stdout and "--execute-real" in result.stdout
+    listed = mail.daemon.podoctl("user", "list", json_output=True)
+    assert [u["username"] for u in json.loads(listed.stdout)["data"]] == ["carol@example.com"]
+    bad = mail.daemon.podoctl("user", "create", "nope@@example.com", "--generate-password")
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == ("Error: 'nope@@example.com' is not an e-mail address (it "
+                                  "needs exactly one @)")
+
+
+@pytest.mark.parametrize(("argv", "stdin", "message"), [
+    (["user", "create", "alice@example.com", "--generate-password"], None,
+     "the mailbox alice@example.com already exists"),
+    (["user", "create", "x@nowhere.example", "--generate-password"], None,
+     "the domain nowhere.example does not exist (create it with 'domain create "
+     "nowhere.example')"),
+    (["user", "create", "a..b@example.com", "--generate-password"], None,
+     "the local part 'a..b' of 'a..b@example.com' has characters that are not allowed"),
+    (["user", "create", "x@exa_mple.com", "--generate-password"], None,
+     "'exa_mple.com' is not a valid domain name"),
+    (["user", "create", "weak@example.com", "--password-stdin"], "short",
+     "the password is too short: at least 12 characters are required"),
+    (["user", "create", "big@example.com", "--quota-mb", "2048", "--generate-password"], None,
+     "a mailbox of example.com may have at most 1024 MB, not 2048 MB"),
+    (["user", "create", "nopw@example.com"], None,
+     "user create: give either --password-stdin or --generate-password"),
+    (["domain", "create", "example.com"], None, "the domain example.com already exists"),
+    (["domain", "delete", "example.com"], None,
+     "the domain example.com still has 1 mailboxes, 2 aliases and 0 alias domains; delete "
+     "them first or add --cascade"),
+    (["alias", "create", "sales@example.com", "--to", "alice@example.com"], None,
+     "the alias sales@example.com already exists"),
+    (["alias", "create", "me@example.com", "--to", "me@example.com"], None,
+     "the alias me@example.com cannot forward to itself"),
+    (["alias", "create", "x@example.com", "--to", "ghost@example.com"], None,
+     "the target ghost@example.com is in the local domain example.com but no mailbox or "
+     "alias has that address"),
+    (["alias", "update", "sales@example.com", "--add", "loop@example.com"], None,
+     "the alias sales@example.com would create a loop: sales@example.com → "
+     "loop@example.com → sales@example.com"),
+    (["alias", "delete", "alice@example.com"], None,
+     "alice@example.com is a mailbox's own alias row; delete the mailbox with 'user delete "
+     "alice@example.com'"),
+    (["domain-alias", "create", "example.com", "--to", "example.com"], None,
+     "a domain cannot be an alias of itself (example.com)"),
+    (["user", "show", "nobody@example.com"], None, "there is no mailbox nobody@example.com"),
+])
+def test_bad_input_is_one_sentence_and_changes_nothing(
+        mail: MailStack, argv: list[str], stdin: str | None, message: str) -> None:
+    seed(mail)
+    mail.ok("alias", "create", "loop@example.com", "--to", "sales@example.com", real=True)
+    before = mail.dump()
+    got = mail.fail(*argv, stdin=stdin)
+    assert got.startswith(message), got
+    assert "\n" not in got and "Traceback" not in got
+    assert mail.dump() == before
+
+
+def test_domain_limits(mail: MailStack) -> None:
+    seed(mail)
+    mail.ok("user", "create", "b@example.com", "--quota-mb", "1000", "--generate-password",
+            real=True)
+    assert mail.fail("user", "create", "c@example.com", "--quota-mb", "1024",
+                     "--generate-password") == \
+        "the domain example.com has 976 MB of its 3000 MB quota left, not 1024 MB"
+    mail.ok("user", "create", "c@example.com", "--quota-mb", "10", "--generate-password",
+            real=True)
+    assert mail.fail("user", "create", "d@example.com", "--quota-mb", "1",
+                     "--generate-password") == \
+        "the domain example.com already has its maximum of 3 mailboxes"
+
+
+def test_backup_gate_failure_aborts_the_change(pg: PgCluster, tmp_path: Path,
+                                               mail: MailStack) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the backup folder should be")
+    root = tmp_path / "second"
+    root.mkdir()
+    path = make_mail_config(pg, root, mail.db)
+    text = path.read_text().replace(str(root / "backups"), str(blocker / "backups"))
+    path.write_text(text)
+    daemon = DaemonProcess(path).start()
+    try:
+        before = mail.dump()
+        reply = daemon.request(["domain", "create", "example.net"], execute_real=True)
+        assert reply["ok"] is False and reply["code"] == "backup-failed"
+        assert reply["message"] == ("the backup could not be taken (Not a directory); nothing "
+                                    "was changed")
+        assert mail.dump() == before
+    finally:
+        daemon.stop()
+
+
+def test_domain_admin_is_scoped(pg: PgCluster, tmp_path: Path, mail: MailStack) -> None:
+    seed(mail)
+    mail.ok("domain", "create", "other.org", real=True)
+    path = tmp_path
+    while path != Path("/tmp") and path != path.parent:  # let 'nobody' reach the socket
+        os.chmod(path, os.stat(path).st_mode | 0o055)
+        path = path.parent
+    root = tmp_path / "scoped"
+    root.mkdir()
+    config = make_mail_config(pg, root, mail.db, access={
+        "unix_users": {"nobody": {"role": "domain-admin", "domains": ["example.com"]}}},
+        socket={"path": str(root / "podod.sock"), "mode": "0666"})
+    daemon = DaemonProcess(config).start()
+    try:
+        ok = daemon.request_as(65534, ["user", "create", "dave@example.com",
+                                       "--generate-password"], execute_real=True)
+        assert ok["ok"], ok
+        denied = daemon.request_as(65534, ["user", "create", "eve@other.org",
+                                           "--generate-password"], execute_real=True)
+        assert denied["code"] == "forbidden"
+        assert denied["message"] == "unix:nobody may not manage the domain other.org"
+        assert daemon.request_as(65534, ["domain", "delete", "other.org"])["code"] == \
+            "forbidden"
+        listed = daemon.request_as(65534, ["user", "list"])
+        assert [u["username"] for u in listed["data"]] == ["alice@example.com",
+                                                            "dave@example.com"]
+        assert mail.sql("SELECT count(*) FROM mailbox WHERE domain='other.org'") == "0"
+    finally:
+        daemon.stop()
+
+
+def test_sogo_view_and_password_change_through_it(mail: MailStack) -> None:
+    seed(mail)
+    assert mail.sql("SELECT c_uid, c_cn, mail, domain FROM sogo_users") == \
+        "alice@example.com|Alice Doe|alice@example.com|example.com"
+    mail.sql("UPDATE sogo_users SET c_password='{SHA512-CRYPT}x' WHERE c_uid='alice@example.com'")
+    assert mail.sql("SELECT password FROM mailbox") == "{SHA512-CRYPT}x"
+    mail.ok("user", "update", "alice@example.com", "--active", "no", real=True)
+    assert mail.sql("SELECT count(*) FROM sogo_users") == "0"
+
+
+def test_db_init_is_idempotent_and_check_names_what_is_missing(pg: PgCluster,
+                                                               mail: MailStack) -> None:
+    run = [sys.executable, "-m", "podod.cli", "db"]
+    again = subprocess.run([*run, "init", "-c", str(mail.config_path)], capture_output=True,
+                           text=True)
+    assert again.returncode == 0 and "up to date (version 1)" in again.stdout
+    pg.create_database("foreign", "podod")
+    pg.psql("CREATE TABLE domain (domain varchar(255) PRIMARY KEY, active integer); "
+            "CREATE TABLE mailbox (username varchar(255) PRIMARY KEY); "
+            "ALTER TABLE domain OWNER TO podod; ALTER TABLE mailbox OWNER TO podod", "foreign")
+    path = mail.config_path.read_text().replace(f"/{mail.db}", "/foreign")
+    foreign = mail.root / "foreign.yaml"
+    foreign.write_text(path)
+    check = subprocess.run([*run, "check", "-c", str(foreign)], capture_output=True, text=True)
+    assert check.returncode == 1
+    assert "  - column domain.description is missing" in check.stderr
+    assert "  - column domain.active is integer, expected a bool type" in check.stderr
+    assert "  - table alias is missing" in check.stderr
+    assert "  - view sogo_users is missing (SOGo's user source)" in check.stderr
+    assert "Traceback" not in check.stderr
