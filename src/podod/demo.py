@@ -14,6 +14,14 @@ from pathlib import Path
 DEMO_PORT = 55432
 
 
+class _Stop(Exception):
+    """A stop signal arrived (Ctrl-C, SIGTERM or SIGHUP)."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
 def main() -> int:
     repo = Path.cwd()
     config = repo / "config" / "demo.yaml"
@@ -40,12 +48,16 @@ def main() -> int:
     secret = root / "pg-password"
     secret.write_text(password + "\n")
     os.chmod(secret, 0o600)
+    # Explicit handlers: a backgrounded demo inherits an ignored SIGINT, and SIGTERM would
+    # otherwise kill this runner and leave the cluster and the daemon behind.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_stop)
     cluster = PgCluster(root / "pg", DEMO_PORT)
     print(f"demo: starting a throwaway PostgreSQL cluster on 127.0.0.1:{DEMO_PORT} ...",
           flush=True)
-    cluster.start()
     daemon: subprocess.Popen[bytes] | None = None
     try:
+        cluster.start()
         cluster.create_role("podod", password)
         cluster.create_database("mail", "podod")
         podod = [sys.executable, "-m", "podod.cli"]
@@ -64,13 +76,12 @@ demo: podod is starting in the foreground. In another terminal:
 Changes are sandbox dry runs unless you add --execute-real. Ctrl-C stops everything.
 """, flush=True)
         daemon = subprocess.Popen([*podod, "run", "-c", str(config)])
-        try:
-            return daemon.wait()
-        except KeyboardInterrupt:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(30)
-            return 0
+        return daemon.wait()
+    except _Stop:
+        return 0
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
         if daemon is not None and daemon.poll() is None:
             daemon.terminate()
             daemon.wait(30)
