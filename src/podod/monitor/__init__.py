@@ -1,0 +1,1 @@
+"""Monitoring: collectors, the mail-log parser, the metrics store."""
