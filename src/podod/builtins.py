@@ -1,7 +1,13 @@
-"""podod's own features, loaded through the plugin API in this order."""
+"""podod's own features, loaded through the plugin API in this order.
+
+Components start in this order and stop in reverse: the server connections come before
+anything that uses them (the mail database may be reached through an SSH tunnel), and the
+live state before the collectors and frontends that feed or read it.
+"""
 
 BUILTIN_MODULES: list[str] = [
     "podod.bus.commands",
+    "podod.monitor.live",
     "podod.backup.commands",
     "podod.mail.commands",
 ]

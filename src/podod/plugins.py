@@ -24,6 +24,8 @@ from types import ModuleType
 from typing import Any
 
 from podod.bus.spec import CommandSpec, Handler, Param, Permission
+from podod.monitor.catalog import SeriesInfo, SeriesKind, builtin_series
+from podod.servers.allowlist import AllowList, default_allowlist
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,8 @@ class Registry:
         self.units: dict[str, Callable[..., Any]] = {}
         self.components: dict[str, ComponentSpec] = {}
         self.alert_rule_packs: dict[str, Path] = {}
+        self.allowlist: AllowList = default_allowlist()
+        self.series: dict[str, SeriesInfo] = builtin_series()
         self.plugins: dict[str, PluginInfo] = {}
         self._plugin_settings = plugin_settings or {}
         self._current = "core"
@@ -148,6 +152,25 @@ class Registry:
             raise ValueError(f"component '{name}' is already registered")
         self.components[name] = ComponentSpec(name, factory, self._current)
 
+    def remote_command(self, program: str, *args: str, rest: str | None = None,
+                       purpose: str) -> None:
+        """Allow ``program`` with arguments matching ``args`` (regexes) to run on servers."""
+        self.allowlist.allow(program, *args, rest=rest, purpose=purpose, plugin=self._current)
+
+    def remote_script(self, name: str, text: str, *, purpose: str) -> None:
+        """Allow a fixed shell snippet, run by name (``runner.run_script(name)``)."""
+        self.allowlist.script(name, text, purpose=purpose, plugin=self._current)
+
+    def declare_series(self, name: str, kind: SeriesKind, help: str,
+                       labels: Iterable[str] = (), unit: str = "") -> None:
+        """Describe a series a collector emits (its /metrics HELP and type, docs)."""
+        existing = self.series.get(name)
+        info = SeriesInfo(name, kind, help, tuple(labels), unit, self._current)
+        if existing is not None and (existing.kind, existing.labels) != (kind, info.labels):
+            raise ValueError(f"series '{name}' is already declared by {existing.plugin} "
+                             "with another type or labels")
+        self.series[name] = info
+
     def alert_rules(self, name: str, path: Path) -> None:
         """Offer a YAML alert-rule pack shipped with the plugin."""
         self.alert_rule_packs[name] = Path(path)
@@ -174,14 +197,15 @@ class Registry:
         self.plugins[name] = info
         return info
 
-    def _snapshot(self) -> dict[str, dict[str, Any]]:
+    def _snapshot(self) -> dict[str, Any]:
         return {
             "commands": dict(self.commands), "collectors": dict(self.collectors),
             "notifiers": dict(self.notifiers), "units": dict(self.units),
             "components": dict(self.components), "alert_rule_packs": dict(self.alert_rule_packs),
+            "allowlist": self.allowlist.copy(), "series": dict(self.series),
         }
 
-    def _restore(self, snapshot: dict[str, dict[str, Any]]) -> None:
+    def _restore(self, snapshot: dict[str, Any]) -> None:
         for attr, value in snapshot.items():
             setattr(self, attr, value)
 

@@ -78,7 +78,7 @@ class LiveState:
 
     def __init__(self) -> None:
         self._latest: dict[tuple[str, str, LabelKey], Sample] = {}
-        self.collector_errors: dict[str, int] = {}
+        self.collector_errors: dict[tuple[str, str], int] = {}  # (collector, server)
 
     def update(self, samples: tuple[Sample, ...] | list[Sample]) -> None:
         latest = self._latest

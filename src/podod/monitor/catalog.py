@@ -1,0 +1,97 @@
+"""The catalogue of series: every series podod's own collectors emit, declared once.
+
+The names are Prometheus-style without the ``podod_`` prefix (/metrics adds it); every
+sample also carries its ``server``, which is never listed among the labels here. Base units,
+``_total`` on counters, and no unbounded labels (no addresses, no queue ids). /metrics reads
+HELP and TYPE from here, docs/metrics.md lists the same entries, and plugins add theirs with
+``registry.declare_series``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+SeriesKind = Literal["gauge", "counter"]
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    name: str
+    kind: SeriesKind
+    help: str
+    labels: tuple[str, ...] = ()
+    unit: str = ""
+    plugin: str = "core"
+
+
+_G: SeriesKind = "gauge"
+_C: SeriesKind = "counter"
+
+_BUILTIN: list[tuple[str, SeriesKind, str, tuple[str, ...]]] = [
+    # -- connections (servers/) -----------------------------------------------------------
+    ("ssh_connected", _G, "1 while podod's SSH connection to the server is up (always 1 "
+     "for the machine podod runs on)", ()),
+    ("ssh_rtt_seconds", _G, "Round-trip time of a no-op command on the server", ()),
+    ("ssh_reconnects_total", _C, "Connections podod had to re-establish", ()),
+    # -- services (monitor/collectors) ------------------------------------------------------
+    ("service_up", _G, "1 when systemctl reports the unit active", ("service",)),
+    ("probe_success", _G, "1 when the protocol probe got a valid answer", ("probe",)),
+    ("probe_duration_seconds", _G, "How long the protocol probe took", ("probe",)),
+    # -- the Postfix queue -------------------------------------------------------------------
+    ("postfix_queue_messages", _G, "Messages in the Postfix queue", ("queue",)),
+    ("postfix_queue_size_bytes", _G, "Total size of the messages in the queue", ("queue",)),
+    ("postfix_queue_oldest_message_age_seconds", _G,
+     "Age of the oldest message in the queue (0 when empty)", ("queue",)),
+    # -- mail traffic from the logs ----------------------------------------------------------
+    ("postfix_messages_received_total", _C, "Messages Postfix accepted (cleanup got a "
+     "message-id from smtpd, pickup or the sendmail command)", ()),
+    ("postfix_deliveries_total", _C, "Delivery attempts by transport and outcome "
+     "(sent, deferred, bounced, expired)", ("transport", "status")),
+    ("postfix_smtpd_rejects_total", _C, "SMTP commands Postfix's smtpd rejected, by reply "
+     "code and reason class", ("code", "reason")),
+    ("postfix_sasl_auth_failures_total", _C, "SASL authentication failures at smtpd", ()),
+    ("dovecot_auth_failures_total", _C, "Failed Dovecot logins by protocol", ("protocol",)),
+    ("dovecot_logins_total", _C, "Successful Dovecot logins by protocol", ("protocol",)),
+    ("log_lines_total", _C, "Mail log lines read, by service", ("service",)),
+    ("log_lines_unparsed_total", _C, "Mail log lines of a known service that the parser "
+     "did not recognise", ("service",)),
+    # -- the host (node_exporter-like names) -------------------------------------------------
+    ("node_load1", _G, "1-minute load average", ()),
+    ("node_load5", _G, "5-minute load average", ()),
+    ("node_load15", _G, "15-minute load average", ()),
+    ("node_cpus", _G, "Number of CPUs", ()),
+    ("node_load1_per_cpu", _G, "1-minute load average divided by the number of CPUs", ()),
+    ("node_cpu_seconds_total", _C, "CPU time spent in each mode, summed over all CPUs",
+     ("mode",)),
+    ("node_cpu_busy_ratio", _G, "Share of CPU time not idle since the previous reading", ()),
+    ("node_memory_MemTotal_bytes", _G, "Total memory", ()),
+    ("node_memory_MemAvailable_bytes", _G, "Memory available for new work", ()),
+    ("node_memory_used_ratio", _G, "1 - MemAvailable / MemTotal", ()),
+    ("node_memory_SwapTotal_bytes", _G, "Total swap", ()),
+    ("node_memory_SwapFree_bytes", _G, "Free swap", ()),
+    ("node_filesystem_size_bytes", _G, "Size of the mounted file system", ("mountpoint",)),
+    ("node_filesystem_avail_bytes", _G, "Space available to unprivileged users",
+     ("mountpoint",)),
+    ("node_filesystem_used_ratio", _G, "Used share of the file system (as df shows it)",
+     ("mountpoint",)),
+    ("node_network_receive_bytes_total", _C, "Bytes received", ("device",)),
+    ("node_network_transmit_bytes_total", _C, "Bytes sent", ("device",)),
+    # -- PostgreSQL ---------------------------------------------------------------------------
+    ("postgres_up", _G, "1 when SELECT 1 succeeded", ()),
+    ("postgres_connections", _G, "Backends by state", ("state",)),
+    ("postgres_max_connections", _G, "The max_connections setting", ()),
+    ("postgres_connections_used_ratio", _G, "Backends / max_connections", ()),
+    ("postgres_database_size_bytes", _G, "Size of the database", ("database",)),
+    ("postgres_longest_transaction_seconds", _G, "Age of the oldest open transaction", ()),
+    ("postgres_replication_lag_seconds", _G, "Replay lag on a replica (absent on a primary)",
+     ()),
+    # -- podod itself ---------------------------------------------------------------------------
+    ("collector_errors_total", _C, "Collector runs that failed", ("collector",)),
+    ("alerts_firing", _G, "Alerts firing now", ("rule", "severity")),
+]
+
+
+def builtin_series() -> dict[str, SeriesInfo]:
+    return {name: SeriesInfo(name, kind, help, labels)
+            for name, kind, help, labels in _BUILTIN}
