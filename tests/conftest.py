@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,19 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     for daemon in started:
         daemon.stop()
 
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A folder other local users can reach (for a socket they connect to).
+
+    Not under pytest's tmp_path: pytest resets its base folder to mode 0700, also when another
+    pytest session on the machine starts, which would lock those users out mid-test.
+    """
+    path = Path(tempfile.mkdtemp(prefix="podod-public-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.hookimpl(hookwrapper=True)

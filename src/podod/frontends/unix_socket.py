@@ -143,6 +143,10 @@ class UnixSocketFrontend:
         try:
             actor = actor_for_uid(peer_uid(sock), self.runtime.config.access)
         except Unauthenticated as exc:
+            # Read the request before refusing it: closing first would make the client's
+            # write fail with a broken pipe instead of showing it this sentence.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reader.readline(), 5.0)
             await self._send(writer, _bad(exc.message, exc.code))
             return
         limit = self.settings.max_request_bytes
