@@ -16,6 +16,7 @@ import yaml
 from podod.testbed.daemon import DaemonProcess, base_config, write_config
 from podod.testbed.ports import free_port
 from podod.testbed.postgres import PgCluster
+from podod.testbed.sshd import Sshd
 
 OWNER, OWNER_PW = "podod", "podod-owner-pw"
 _counter = itertools.count()
@@ -89,3 +90,25 @@ def reload_config(stack: MailStack, change: dict[str, object]) -> None:
     config = yaml.safe_load(stack.config_path.read_text())
     config.update(change)
     stack.config_path.write_text(yaml.safe_dump(config))
+
+
+# -- SSH (servers) ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """One real OpenSSH sshd on 127.0.0.1 for the whole session: log in as ``sshd.user`` with
+    ``sshd.client_key``, trusting ``sshd.known_hosts``; ``sshd.server_entry(name, **keys)`` is a
+    ready ``servers:`` item for podod.yaml. Never stop it or change its host key: use
+    ``private_sshd`` for that."""
+    server = Sshd(tmp_path_factory.mktemp("sshd")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_sshd(tmp_path: Path) -> Iterator[Sshd]:
+    """A started sshd of this test's own, free to be stopped, killed, restarted (same port)
+    or given a new host key; stopped after the test."""
+    server = Sshd(tmp_path / "private-sshd").start()
+    yield server
+    server.stop()
