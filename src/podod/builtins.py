@@ -7,6 +7,7 @@ live state before the collectors and frontends that feed or read it.
 
 BUILTIN_MODULES: list[str] = [
     "podod.bus.commands",
+    "podod.servers.commands",
     "podod.monitor.live",
     "podod.backup.commands",
     "podod.mail.commands",

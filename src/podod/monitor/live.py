@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from podod.monitor.model import CollectorFailed, LiveState, SamplesCollected
+from podod.monitor.model import CollectorFailed, LiveState, SamplesCollected, ServerRemoved
 from podod.plugins import Registry
 
 if TYPE_CHECKING:
@@ -24,7 +24,9 @@ class Live:
     async def start(self) -> None:
         events = self.runtime.events
         self._subs = [
-            events.subscribe(SamplesCollected, self._samples, name="live-samples"),
+            # One queue for both, so a removal is handled after the samples before it.
+            events.subscribe((SamplesCollected, ServerRemoved), self._samples,
+                             name="live-samples"),
             events.subscribe(CollectorFailed, self._failed, name="live-failures"),
         ]
 
@@ -33,8 +35,16 @@ class Live:
             self.runtime.events.unsubscribe(sub)
         self._subs = []
 
-    def _samples(self, event: SamplesCollected) -> None:
-        self.state.update(event.samples)
+    def _samples(self, event: SamplesCollected | ServerRemoved) -> None:
+        if isinstance(event, ServerRemoved):
+            self._removed(event)
+        else:
+            self.state.update(event.samples)
+
+    def _removed(self, event: ServerRemoved) -> None:
+        self.state.forget_server(event.server)
+        for key in [k for k in self.state.collector_errors if k[1] == event.server]:
+            del self.state.collector_errors[key]
 
     def _failed(self, event: CollectorFailed) -> None:
         key = (event.collector, event.server)

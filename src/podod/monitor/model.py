@@ -62,6 +62,14 @@ class ServerDisconnected(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ServerRemoved(Event):
+    """The server is no longer managed (``server remove``, or gone from podod.yaml after a
+    reload): forget its latest values and resolve what is pending for it."""
+
+    server: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class StoreDegraded(Event):
     """The metrics store cannot write (full disk, ...): samples are kept in memory."""
 

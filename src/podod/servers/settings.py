@@ -1,23 +1,49 @@
-"""The ``servers:`` list: every mail server podod manages."""
+"""The ``servers:`` list: every mail server podod manages (docs/servers.md explains each key).
+
+The same model validates servers added at run time with ``server add``, so a server from the
+state database obeys exactly the rules of one from podod.yaml.
+"""
 
 from __future__ import annotations
 
 import re
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from podod.servers.allowlist import UNIT
 from podod.settings_base import ConfigPath, Duration, Section
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_TUNNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_HOST = re.compile(r"^[A-Za-z0-9._:%-]+$")
+_UNIT = re.compile(UNIT)
 
 
 class TunnelConfig(Section):
-    """A local port forward: 127.0.0.1:local_port → remote_host:remote_port on the server."""
+    """A local port forward: 127.0.0.1:local_port → remote_host:remote_port, as seen from the
+    server. ``local_port: 0`` takes a free port at the first connect and keeps it across
+    reconnects, so a DSN built from it stays valid while podod runs."""
 
     name: str
     remote_host: str = "127.0.0.1"
     remote_port: int = Field(ge=1, le=65535)
     local_port: int = Field(default=0, ge=0, le=65535)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _TUNNEL_NAME.match(value):
+            raise ValueError("a tunnel name must be lower-case letters, digits, '_' or '-' "
+                             "(at most 32 characters)")
+        return value
+
+    @field_validator("remote_host")
+    @classmethod
+    def _remote_host(cls, value: str) -> str:
+        value = value.strip().removeprefix("[").removesuffix("]")
+        if not value or not _HOST.match(value):
+            raise ValueError(f"'{value}' is not a host name or address")
+        return value
 
 
 class ServerConfig(Section):
@@ -25,16 +51,21 @@ class ServerConfig(Section):
     local: bool = False
     host: str | None = None
     port: int = Field(default=22, ge=1, le=65535)
-    user: str = "root"
-    key_file: ConfigPath | None = None
-    known_hosts: ConfigPath | None = None
+    user: str = "podod"
+    key_file: ConfigPath | None = None  # None: the default keys of podod's user (~/.ssh/id_*)
+    key_passphrase: SecretStr | None = None
+    key_passphrase_file: ConfigPath | None = None
+    known_hosts: ConfigPath | None = None  # None: ~/.ssh/known_hosts of podod's user
     services: list[str] = Field(default_factory=list)
     mail_log: str | None = None  # a file path, or "journal"
     tunnels: list[TunnelConfig] = Field(default_factory=list)
     connect_timeout: Duration = 10.0
     command_timeout: Duration = 30.0
     keepalive: Duration = 15.0
-    max_commands: int = Field(default=4, ge=1)
+    keepalive_count_max: int = Field(default=3, ge=1)
+    max_commands: int = Field(default=4, ge=1, le=64)
+    reconnect_min: Duration = 1.0
+    reconnect_max: Duration = 300.0
 
     @field_validator("name")
     @classmethod
@@ -45,8 +76,76 @@ class ServerConfig(Section):
             )
         return value
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().removeprefix("[").removesuffix("]")
+        if not value or not _HOST.match(value):
+            raise ValueError(f"'{value}' is not a host name or address")
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._][A-Za-z0-9._-]{0,31}", value):
+            raise ValueError(f"'{value}' is not a valid user name")
+        return value
+
+    @field_validator("services")
+    @classmethod
+    def _services(cls, value: list[str]) -> list[str]:
+        for unit in value:
+            if not _UNIT.fullmatch(unit):
+                raise ValueError(f"'{unit}' is not a systemd unit name")
+        return value
+
+    @field_validator("mail_log")
+    @classmethod
+    def _mail_log(cls, value: str | None) -> str | None:
+        if value is None or value == "journal":
+            return value
+        if not value.startswith("/") or any(c in value for c in "\n\0"):
+            raise ValueError("must be an absolute file path, or 'journal' for the systemd "
+                             "journal")
+        return value
+
+    @field_validator("tunnels")
+    @classmethod
+    def _tunnels(cls, value: list[TunnelConfig]) -> list[TunnelConfig]:
+        names: set[str] = set()
+        ports: set[int] = set()
+        for tunnel in value:
+            if tunnel.name in names:
+                raise ValueError(f"tunnel name '{tunnel.name}' is used twice")
+            if tunnel.local_port and tunnel.local_port in ports:
+                raise ValueError(f"local port {tunnel.local_port} is used by two tunnels")
+            names.add(tunnel.name)
+            ports.add(tunnel.local_port)
+        return value
+
     @model_validator(mode="after")
     def _host_or_local(self) -> ServerConfig:
         if not self.local and not self.host:
             raise ValueError("a server needs a host (or local: true for this machine)")
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must not be shorter than reconnect_min")
+        if self.connect_timeout <= 0 or self.command_timeout <= 0 or self.keepalive <= 0:
+            raise ValueError("connect_timeout, command_timeout and keepalive must be longer "
+                             "than 0 s")
         return self
+
+    def tunnel(self, name: str) -> TunnelConfig | None:
+        for tunnel in self.tunnels:
+            if tunnel.name == name:
+                return tunnel
+        return None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as people write it (IPv6 in brackets)."""
+        if self.local:
+            return "this machine"
+        host = self.host or ""
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"

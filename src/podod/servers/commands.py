@@ -1,0 +1,351 @@
+"""``server list|show|add|remove|reconnect|commands`` and the ``servers`` component."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pydantic
+
+from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.spec import Arg, Opt
+from podod.config import format_validation_error
+from podod.durations import format_duration
+from podod.errors import Conflict, NotFound, ValidationError
+from podod.plugins import Registry
+from podod.servers.connection import CONNECTED, ServerConnection, utc
+from podod.servers.hostkeys import key_status, keyscan_hint, known_hosts_path
+from podod.servers.manager import ServerManager
+from podod.servers.settings import ServerConfig
+
+_TUNNEL = re.compile(r"([^:]+):(\[[^\]]+\]|[^:\[\]]+):([^:]+)(?::([^:]+))?")
+_KEY = re.compile(r"[a-z_]+(\[\d+\])?(\.[a-z_]+)?")
+_FLAGS = {"name": "NAME", "host": "--host", "port": "--port", "user": "--user",
+          "key_file": "--key-file", "known_hosts": "--known-hosts", "services": "--services",
+          "mail_log": "--mail-log", "tunnels": "--tunnel"}
+DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
+
+
+def manager_of(ctx: CommandContext) -> ServerManager:
+    manager = ctx.runtime.component("servers")
+    if not isinstance(manager, ServerManager):
+        raise NotFound("the server connections are not running (see 'status')")
+    return manager
+
+
+def _ms(seconds: float | None) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds is not None else "-"
+
+
+def _state_text(s: dict[str, Any]) -> str:
+    if s["state"] == "disconnected":
+        if s.get("attempting"):
+            return "disconnected (trying now)"
+        if s.get("next_attempt_in") is not None:
+            return (f"disconnected (attempt {s['failed_attempts'] + 1} in "
+                    f"{s['next_attempt_in']:.1f} s)")
+    return str(s["state"])
+
+
+def parse_tunnel(spec: str) -> dict[str, Any]:
+    """``name:remote_host:remote_port[:local_port]`` (an IPv6 host in brackets)."""
+    match = _TUNNEL.fullmatch(spec.strip())
+    if match is None:
+        raise ValidationError(f"server add: --tunnel '{spec}' is not "
+                              "NAME:REMOTE_HOST:REMOTE_PORT[:LOCAL_PORT] (for example "
+                              "postgres:127.0.0.1:5432)")
+    name, host, remote, local = match.groups()
+    out: dict[str, Any] = {"name": name, "remote_host": host}
+    for key, value in (("remote_port", remote), ("local_port", local)):
+        if value is None:
+            continue
+        if not value.isdigit():
+            raise ValidationError(f"server add: --tunnel '{spec}': {key.replace('_', ' ')} "
+                                  f"'{value}' is not a port number")
+        out[key] = int(value)
+    return out
+
+
+def _validation_sentence(exc: pydantic.ValidationError, tunnels: list[dict[str, Any]]) -> str:
+    """The first problem, named by the option the admin typed."""
+    line = format_validation_error("server add", exc).splitlines()[0]
+    key, sep, message = line.removeprefix("server add: ").partition(": ")
+    if not sep or not _KEY.fullmatch(key):
+        return line
+    tunnel = re.fullmatch(r"tunnels\[(\d+)\](?:\.(\w+))?", key)
+    if tunnel is not None:
+        name = tunnels[int(tunnel[1])].get("name", "?")
+        field = (tunnel[2] or "").replace("_", " ")
+        return f"server add: --tunnel {name}: {field + ' ' if field else ''}{message}"
+    flag = _FLAGS.get(key.split("[")[0], "--" + key.replace("_", "-"))
+    return f"server add: {flag} {message}"
+
+
+def _check_key(path: Path | None) -> str:
+    """Refuse a key podod could not use; return what will be used."""
+    if path is None:
+        ssh = Path("~", ".ssh").expanduser()
+        found = [ssh / n for n in DEFAULT_KEYS if (ssh / n).is_file()]
+        if not found:
+            raise ValidationError(f"server add: --key-file is needed: podod's user has no "
+                                  f"default key in {ssh}")
+        path = found[0]
+    if not path.is_absolute():
+        raise ValidationError(f"server add: --key-file must be an absolute path, not '{path}'")
+    try:
+        asyncssh.read_private_key(str(path))
+    except FileNotFoundError:
+        raise ValidationError(f"server add: the key file {path} does not exist") from None
+    except PermissionError:
+        raise ValidationError(f"server add: the key file {path} cannot be read by podod "
+                              "(permission denied)") from None
+    except IsADirectoryError:
+        raise ValidationError(f"server add: the key file {path} is a folder") from None
+    except OSError as exc:
+        raise ValidationError(f"server add: the key file {path} cannot be read "
+                              f"({exc.strerror})") from None
+    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
+        if "assphrase" in str(exc):
+            raise ValidationError(f"server add: the key file {path} is protected by a "
+                                  "passphrase; give podod a key without one (or configure "
+                                  "the server in podod.yaml with key_passphrase_file)") from None
+        raise ValidationError(f"server add: the key file {path} is not a private key podod "
+                              "can use") from None
+    return str(path)
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+async def _resolve(host: str, port: int) -> None:
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM), 10)
+    except (OSError, TimeoutError) as exc:
+        reason = getattr(exc, "strerror", None) or "no answer"
+        raise ValidationError(f"server add: the host name {host} cannot be resolved "
+                              f"({reason})") from None
+
+
+async def validate_new_server(manager: ServerManager, name: str, values: dict[str, Any]
+                              ) -> tuple[ServerConfig, list[str]]:
+    """Everything ``server add`` checks, sandbox or real; returns the config and notes."""
+    if manager.source_of(name) is not None:
+        raise Conflict(f"server add: a server named {name} exists already")
+    tunnels = [parse_tunnel(t) for t in values.pop("tunnels", [])]
+    for key in ("key_file", "known_hosts"):
+        value = values.get(key)
+        if value is not None and not os.path.isabs(value):
+            raise ValidationError(f"server add: {_FLAGS[key]} must be an absolute path, "
+                                  f"not '{value}'")
+    data = {"name": name, **{k: v for k, v in values.items() if v is not None},
+            "tunnels": tunnels}
+    try:
+        config = ServerConfig.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(_validation_sentence(exc, tunnels)) from None
+    notes = []
+    key = _check_key(Path(config.key_file) if config.key_file else None)
+    if config.key_file is None:
+        notes.append(f"no --key-file: podod will log in with {key}")
+    hosts = known_hosts_path(config)
+    if config.known_hosts is not None and not hosts.is_file():
+        raise ValidationError(f"server add: the known_hosts file {hosts} does not exist")
+    await _resolve(config.host or "", config.port)
+    status = key_status(config)
+    if status == "unreadable":
+        raise ValidationError(f"server add: the known_hosts file {hosts} cannot be read by "
+                              "podod")
+    if status in ("unknown", "no-file"):
+        notes.append(f"{hosts} has no host key for {config.address} yet: podod will refuse "
+                     f"to connect until you add it after checking its fingerprint "
+                     f"({keyscan_hint(config)})")
+    taken = {port: f"{s['name']}'s tunnel {t['name']}"
+             for s in manager.statuses() for t in s["tunnels"]
+             if (port := t.get("local_port")) and not s["local"]}
+    for tunnel in config.tunnels:
+        if not tunnel.local_port:
+            continue
+        if tunnel.local_port in taken:
+            raise Conflict(f"server add: local port {tunnel.local_port} of tunnel "
+                           f"{tunnel.name} is used by {taken[tunnel.local_port]}")
+        if _port_in_use(tunnel.local_port):
+            raise Conflict(f"server add: local port {tunnel.local_port} of tunnel "
+                           f"{tunnel.name} is already in use on this machine")
+    return config, notes
+
+
+def _show_rows(s: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = [
+        ["name", s["name"]],
+        ["from", "podod.yaml" if s["source"] == "config" else
+         f"server add by {s.get('added_by', '?')} at {utc(s['added_at'])}"
+         if s.get("added_at") else "server add"],
+        ["address", s["address"]],
+    ]
+    if not s["local"]:
+        rows += [["user", s["user"]], ["key file", s["key_file"] or "podod's default keys"],
+                 ["known_hosts", s["known_hosts"]]]
+    rows += [["state", _state_text(s)], ["since", s["since_text"]]]
+    if not s["local"]:
+        error = s["last_error"] or "none"
+        if s["last_error"] and s["last_error_at"]:
+            error = f"{error} (at {utc(s['last_error_at'])})"
+        rows += [["last error", error], ["round trip", _ms(s["rtt_seconds"])],
+                 ["reconnects", s["reconnects"]],
+                 ["commands", f"{s['commands_running']} running (at most "
+                              f"{s['max_commands']})"]]
+    for t in s["tunnels"]:
+        state = "open" if t["open"] else f"closed{': ' + t['error'] if t['error'] else ''}"
+        rows.append([f"tunnel {t['name']}", f"{t['local']} -> {t['remote']} ({state})"])
+    rows += [["services", ", ".join(s["services"]) or "none"],
+             ["mail log", s["mail_log"] or "not followed"]]
+    return rows
+
+
+def setup(registry: Registry) -> None:
+    registry.component("servers", ServerManager)
+
+    @registry.command(
+        "server list", "List the managed servers and the state of their connections",
+        examples=["server list"])
+    async def server_list(ctx: CommandContext) -> Reply:
+        statuses = manager_of(ctx).statuses()
+        rows = [[s["name"], _state_text(s), format_duration(time.time() - s["since"]) + " ago",
+                 s["address"], _ms(s["rtt_seconds"]), s["reconnects"],
+                 s["last_error"] if s["state"] not in (CONNECTED, "local") else ""]
+                for s in statuses]
+        message = f"{len(statuses)} servers" if statuses else \
+            "no servers yet: add one with 'server add' or in podod.yaml"
+        return Reply(message=message, data=statuses, table=Table(
+            ["name", "state", "since", "address", "round trip", "reconnects", "last error"],
+            rows, title="servers"))
+
+    @registry.command(
+        "server show", "Show one server: connection, errors, round trip, tunnels",
+        params=[Arg("name", "the server's name", metavar="NAME")],
+        examples=["server show mx1"])
+    async def server_show(ctx: CommandContext, name: str) -> Reply:
+        s = manager_of(ctx).status(name)
+        return Reply(message=f"server {name}: {_state_text(s)}", data=s,
+                     table=Table(["item", "value"], _show_rows(s), title=f"server {name}"))
+
+    @registry.command(
+        "server add", "Add a server, persist it and connect to it",
+        params=[
+            Arg("name", "a short name: lower-case letters, digits, '.', '_' or '-'",
+                metavar="NAME"),
+            Opt("host", "host name or address of its SSH server", required=True,
+                metavar="HOST"),
+            Opt("port", "SSH port (default 22)", kind="int"),
+            Opt("user", "the SSH user podod logs in as (default podod; use a dedicated "
+                        "non-root user)", metavar="USER"),
+            Opt("key_file", "absolute path of the private key podod logs in with (default: "
+                            "podod's ~/.ssh/id_*)", metavar="PATH"),
+            Opt("known_hosts", "absolute path of the known_hosts file holding its host key "
+                               "(default: podod's ~/.ssh/known_hosts)", metavar="PATH"),
+            Opt("services", "systemd units to watch, e.g. postfix,dovecot", kind="list"),
+            Opt("mail_log", "the mail log to follow: a file path, or 'journal'",
+                metavar="PATH|journal"),
+            Opt("tunnel", "a local port forward NAME:REMOTE_HOST:REMOTE_PORT[:LOCAL_PORT]; "
+                          "repeat the option for more", kind="list", metavar="SPEC"),
+        ],
+        permission="admin", mutating=True,
+        description="The sandbox run checks everything (the name is free, the host resolves, "
+                    "the key file is a readable private key, the known_hosts file, the "
+                    "tunnels' ports) and shows the plan; with --execute-real the server is "
+                    "stored in the state database and connected at once. Its host key must "
+                    "be in the known_hosts file: podod never trusts a key on first use.",
+        examples=["server add mx2 --host mx2.example.org --key-file /etc/podod/ssh/id_ed25519 "
+                  "--known-hosts /etc/podod/ssh/known_hosts --services postfix,dovecot "
+                  "--mail-log /var/log/mail.log --tunnel postgres:127.0.0.1:5432"])
+    async def server_add(ctx: CommandContext, name: str, host: str, port: int | None,
+                         user: str | None, key_file: str | None, known_hosts: str | None,
+                         services: list[str] | None, mail_log: str | None,
+                         tunnel: list[str] | None) -> Reply:
+        manager = manager_of(ctx)
+        config, notes = await validate_new_server(manager, name, {
+            "host": host, "port": port, "user": user, "key_file": key_file,
+            "known_hosts": known_hosts, "services": services, "mail_log": mail_log,
+            "tunnels": tunnel or []})
+        detail: dict[str, Any] = {"address": config.address, "user": config.user}
+        if config.tunnels:
+            detail["tunnels"] = ", ".join(
+                f"{t.name}={t.remote_host}:{t.remote_port}" for t in config.tunnels)
+        ctx.record("insert", "server", name, **detail)
+        data = config.model_dump(mode="json", exclude={"key_passphrase"})
+        if ctx.sandbox:  # the sandbox stops here: nothing stored, nothing connected
+            return Reply(message=f"would add server {name} ({config.address} as "
+                                 f"{config.user}) and connect to it", data=data, notes=notes)
+        connection = await manager.add(config, ctx.actor.name)
+        if connection.state == CONNECTED:
+            rtt = connection.rtt if isinstance(connection, ServerConnection) else None
+            outcome = f"connected (round trip {_ms(rtt)})"
+        else:
+            assert isinstance(connection, ServerConnection)
+            reason = connection.last_error or "the first attempt is still under way"
+            outcome = (f"not connected yet: {reason}; podod keeps trying (see 'server show "
+                       f"{name}')")
+        status = manager.status(name)
+        for t in status["tunnels"]:
+            notes.append(f"tunnel {t['name']}: {t['local']} -> {t['remote']}")
+        return Reply(message=f"added server {name}; {outcome}", data=status, notes=notes)
+
+    @registry.command(
+        "server remove", "Forget a server added with 'server add' and close its connection",
+        params=[Arg("name", "the server's name", metavar="NAME")],
+        permission="admin", mutating=True,
+        description="Servers listed in podod.yaml stay configured: remove them from the file "
+                    "and reload podod instead.",
+        examples=["server remove mx2"])
+    async def server_remove(ctx: CommandContext, name: str) -> Reply:
+        manager = manager_of(ctx)
+        source = manager.source_of(name)
+        if source is None:
+            manager.connection(name)  # raises NotFound with the list of servers
+        if source == "config" and name not in manager.added:
+            raise Conflict(f"server {name} is configured in podod.yaml; remove it there and "
+                           "reload podod (systemctl reload podod)")
+        if ctx.runtime.config.mail.database.via_server == name:
+            raise Conflict(f"server {name} carries the mail database's tunnel "
+                           "(mail.database.via_server); change that first")
+        config = manager.added[name].config
+        ctx.record("delete", "server", name, address=config.address)
+        if ctx.sandbox:  # the sandbox stops here
+            return Reply(message=f"would remove server {name} and close its connection")
+        return Reply(message=await manager.remove(name))
+
+    @registry.command(
+        "server reconnect", "Try to connect to a disconnected server now, without waiting",
+        params=[Arg("name", "the server's name", metavar="NAME")], permission="admin",
+        examples=["server reconnect mx1"])
+    async def server_reconnect(ctx: CommandContext, name: str) -> Reply:
+        connection = manager_of(ctx).connection(name)
+        if connection.state in (CONNECTED, "local"):
+            return Reply(message=f"server {name} is connected; nothing to do")
+        connection.reconnect_now()
+        return Reply(message=f"server {name}: trying to connect now (see 'server show {name}')")
+
+    @registry.command(
+        "server commands", "Show the allow-list: every command podod may run on a server",
+        examples=["server commands"])
+    async def server_commands(ctx: CommandContext) -> Reply:
+        entries = ctx.runtime.registry.allowlist.describe()
+        rows = [[e["command"], e["purpose"], e["plugin"]] for e in entries]
+        return Reply(message=f"{len(entries)} allow-listed commands and scripts; nothing else "
+                             "runs on a server", data=entries,
+                     table=Table(["command (arguments are regular expressions)", "purpose",
+                                  "declared by"], rows, title="allow-list"))
