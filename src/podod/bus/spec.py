@@ -91,7 +91,7 @@ class CommandSpec:
         parts = [self.name]
         for p in self.params:
             text = p.display
-            parts.append(text if (p.positional and p.required) else f"[{text}]")
+            parts.append(text if p.required else f"[{text}]")  # required options too
         if self.mutating:
             parts.append("[--execute-real]")
         return " ".join(parts)
