@@ -98,11 +98,12 @@ def reload_config(stack: MailStack, change: dict[str, object]) -> None:
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     """One real OpenSSH sshd on 127.0.0.1 for the whole session: log in as ``sshd.user`` with
     ``sshd.client_key``, trusting ``sshd.known_hosts``; ``sshd.server_entry(name, **keys)`` is a
-    ready ``servers:`` item for podod.yaml. Never stop it or change its host key: use
+    ready ``servers:`` item for podod.yaml; ``sshd.public_file(name, data)`` makes a file the
+    login user can read (a mail log). Never stop it or change its host key: use
     ``private_sshd`` for that."""
     server = Sshd(tmp_path_factory.mktemp("sshd")).start()
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture
@@ -111,4 +112,4 @@ def private_sshd(tmp_path: Path) -> Iterator[Sshd]:
     or given a new host key; stopped after the test."""
     server = Sshd(tmp_path / "private-sshd").start()
     yield server
-    server.stop()
+    server.close()

@@ -244,6 +244,17 @@ def test_server_add_and_remove(sshd: Sshd, tmp_path: Path,
     assert [s["name"] for s in daemon.request(["server", "list"])["data"]] == ["mx1"]
     assert _stored(daemon) == []
 
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    noted = daemon.request(["server", "add", "mx3", "--host", "127.0.0.1", "--port",
+                            str(sshd.port), "--key-file", str(sshd.client_key),
+                            "--known-hosts", str(empty)])
+    assert noted["ok"] and noted["sandbox"] and noted["plan_id"]
+    assert noted["notes"] == [
+        f"{empty} has no host key for 127.0.0.1:{sshd.port} yet: podod will refuse to connect "
+        f"until you add it after checking its fingerprint (ssh-keyscan -p {sshd.port} "
+        f"127.0.0.1 >> {empty})"]
+
     real = daemon.request(add, execute_real=True)
     assert real["ok"] and real["sandbox"] is False, real["message"]
     assert real["message"].startswith("added server mx2; connected (round trip ")

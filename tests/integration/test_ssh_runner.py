@@ -85,7 +85,9 @@ def latest(seen: list[Event], series: str) -> float | None:
 
 async def test_allow_listed_commands_quoted_bounded_and_timed(sshd: Sshd,
                                                               tmp_path: Path) -> None:
-    servers = [sshd.server_entry("mx1", max_commands=2), {"name": "here", "local": True}]
+    servers = [sshd.server_entry("mx1", max_commands=2),
+               {"name": "here", "local": True,
+                "tunnels": [{"name": "postgres", "remote_port": 5432}]}]
     async with running(tmp_path, servers) as (manager, seen):
         runner = manager.runner("mx1")
         assert isinstance(runner, Runner) and runner.local is False
@@ -134,6 +136,7 @@ async def test_allow_listed_commands_quoted_bounded_and_timed(sshd: Sshd,
         with pytest.raises(NotFound, match=r"there is no server named 'mx9' \(servers: "
                                            r"here, mx1\)"):
             manager.runner("mx9")
+        assert manager.tunnel_address("here", "postgres") == ("127.0.0.1", 5432)
         with pytest.raises(NotFound, match="server mx1 has no tunnel named 'postgres'"):
             manager.tunnel_address("mx1", "postgres")
     connected = [e for e in seen if isinstance(e, ServerConnected)]
@@ -142,9 +145,7 @@ async def test_allow_listed_commands_quoted_bounded_and_timed(sshd: Sshd,
 
 async def test_drop_and_reconnect_events_samples_stream_and_tunnel(
         private_sshd: Sshd, tmp_path: Path) -> None:
-    log = tmp_path / "mail.log"
-    log.write_bytes(b"first line\n\xff\xfe not utf-8\n")
-    private_sshd.grant_read(log)
+    log = private_sshd.public_file("mail.log", b"first line\n\xff\xfe not utf-8\n")
     entry = private_sshd.server_entry(
         "mx1", tunnels=[{"name": "ssh", "remote_port": private_sshd.port}])
     async with running(tmp_path, [entry]) as (manager, seen):
@@ -192,3 +193,24 @@ async def test_drop_and_reconnect_events_samples_stream_and_tunnel(
         writer.close()
         with contextlib.suppress(ServerUnreachable):
             await stream.aclose()
+
+
+async def test_a_silent_peer_is_detected_and_replaced(private_sshd: Sshd, tmp_path: Path) -> None:
+    """No RST, no FIN: the sessions just stop answering (a dead link). Keepalives notice it
+    and podod connects afresh."""
+    entry = private_sshd.server_entry("mx1", keepalive="0.5s", keepalive_count_max=2,
+                                      command_timeout="2s")
+    async with running(tmp_path, [entry]) as (manager, seen):
+        frozen = private_sshd.freeze_sessions()
+        try:
+            assert frozen
+            await until(lambda: any(isinstance(e, ServerDisconnected) for e in seen))
+            reason = next(e for e in seen if isinstance(e, ServerDisconnected)).reason
+            assert reason in ("the connection was lost (Server not responding to keepalive)",
+                              "the round-trip probe failed (no answer within 2 s); reconnecting")
+            assert await manager.wait_connected("mx1", timeout=20)
+            assert (await manager.runner("mx1").run(["echo", "ok"])).stdout == "ok\n"
+            connection = manager.connection("mx1")
+            assert isinstance(connection, ServerConnection) and connection.reconnects == 1
+        finally:
+            private_sshd.thaw(frozen)

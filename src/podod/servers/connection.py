@@ -234,10 +234,11 @@ class ServerConnection:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    if closed.done():
-                        break
-                    reason = ("the round-trip probe failed "
-                              f"({self.describe_failure(exc)}); reconnecting")
+                    if closed.done() or conn.is_closed() or self._lost is not None:
+                        break  # the connection ended under the probe: report why it ended
+                    detail = (f"no answer within {max(self.config.command_timeout, 1.0):g} s"
+                              if isinstance(exc, TimeoutError) else self.describe_failure(exc))
+                    reason = f"the round-trip probe failed ({detail}); reconnecting"
                     log.warning("server %s: %s", self.name, reason)
                     conn.abort()
                     return reason

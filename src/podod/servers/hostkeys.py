@@ -8,6 +8,7 @@ commands that fix it after the admin has checked that fingerprint on the server 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shlex
 from pathlib import Path
@@ -32,6 +33,13 @@ def _host_pattern(config: ServerConfig) -> str:
     return host if config.port == 22 else f"[{host}]:{config.port}"
 
 
+def _ip_or_empty(value: str | None) -> str:
+    try:
+        return str(ipaddress.ip_address(value or ""))
+    except ValueError:
+        return ""
+
+
 def key_status(config: ServerConfig, addr: str | None = None) -> KeyStatus:
     """Whether the known_hosts file has a key for this server (without connecting)."""
     path = known_hosts_path(config)
@@ -42,7 +50,7 @@ def key_status(config: ServerConfig, addr: str | None = None) -> KeyStatus:
     try:
         known = asyncssh.read_known_hosts(str(path))
         port = config.port if config.port != 22 else None
-        trusted = known.match(config.host or "", addr or config.host or "", port)[0]
+        trusted = known.match(config.host or "", _ip_or_empty(addr or config.host), port)[0]
     except (OSError, ValueError):
         return "unreadable"
     return "trusted" if trusted else "unknown"

@@ -10,7 +10,13 @@ running the tests.
 ``stop()`` ends the listening daemon AND its per-connection processes (OpenSSH leaves open
 sessions running when only the listener dies), so a client really loses its connection.
 ``start()`` again reuses the same port; ``regenerate_host_key()`` gives the server a new
-host key (the known_hosts file keeps the old one, so clients must refuse it).
+host key (the known_hosts file keeps the old one, so clients must refuse it); ``close()``
+stops it and removes its public folder.
+
+Files the login user must read (authorized_keys, and a test's mail log) live in
+``public_dir``, a 0755 folder of its own under /tmp: NOT under pytest's temp tree, because
+every pytest run on the machine resets /tmp/pytest-of-<user> to 0700, which would lock the
+unprivileged user out in the middle of another run's tests.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -68,14 +75,6 @@ def _descendants(pid: int) -> list[int]:
             out.append(child)
             todo.append(child)
     return out
-
-
-def _let_others_traverse(folder: Path) -> None:
-    """The unprivileged login user must reach files in a root-owned 0700 temp tree."""
-    for parent in [folder, *folder.parents]:
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            os.chmod(parent, (mode & 0o7777) | 0o001)
 
 
 def ensure_test_user(name: str = TEST_USER) -> str:
@@ -139,7 +138,9 @@ class Sshd:
         self.config_path = self.root / "sshd_config"
         self.host_key = self.root / "ssh_host_ed25519_key"
         self.client_key = self.root / "client_key"
-        self.authorized_keys = self.root / "authorized_keys"
+        self.public_dir = Path(tempfile.mkdtemp(prefix="podod-sshd-"))
+        os.chmod(self.public_dir, 0o755)
+        self.authorized_keys = self.public_dir / "authorized_keys"
         self.known_hosts = self.root / "known_hosts"
         self.pid_file = self.root / "sshd.pid"
         self.log_path = self.root / "sshd.log"
@@ -161,8 +162,6 @@ class Sshd:
         self.config_path.write_text(self._config())
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir
-            os.chmod(self.root, 0o755)
-            _let_others_traverse(self.root)
         self._prepared = True
 
     def _config(self) -> str:
@@ -211,11 +210,12 @@ class Sshd:
                              check=True).stdout
         return out.split()[1]
 
-    def grant_read(self, path: Path) -> None:
-        """Let the login user read ``path`` (a mail log in a temp tree, say)."""
-        path = Path(path)
-        os.chmod(path, path.stat().st_mode | (0o005 if path.is_dir() else 0o004))
-        _let_others_traverse(path.parent)
+    def public_file(self, name: str, content: bytes = b"") -> Path:
+        """A file the login user can read (a mail log for a follower, say)."""
+        path = self.public_dir / name
+        path.write_bytes(content)
+        os.chmod(path, 0o644)
+        return path
 
     def server_entry(self, name: str, **overrides: Any) -> dict[str, Any]:
         """A ``servers:`` item of podod.yaml for this sshd (short timeouts for tests)."""
@@ -284,9 +284,28 @@ class Sshd:
             time.sleep(0.02)
         self.proc = None
 
+    def freeze_sessions(self) -> list[int]:
+        """SIGSTOP the open sessions (not the listener): their clients hear nothing any more,
+        as behind a dead link, while new connections are still accepted."""
+        frozen = _descendants(self.pid) if self.pid else []
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        return frozen
+
+    def thaw(self, pids: list[int]) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def kill(self) -> None:
         """As abrupt as it gets: SIGKILL to the daemon and its sessions."""
         self.stop(signal.SIGKILL)
+
+    def close(self) -> None:
+        """Stop, and remove the public folder."""
+        self.stop()
+        shutil.rmtree(self.public_dir, ignore_errors=True)
 
     def restart(self) -> Sshd:
         self.stop()
@@ -299,4 +318,4 @@ class Sshd:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
