@@ -155,7 +155,10 @@ class Sshd:
             _keygen(self.host_key, "podod-testbed-host")
         if not self.client_key.exists():
             _keygen(self.client_key, "podod-testbed-client")
-        self.authorized_keys.write_text(Path(str(self.client_key) + ".pub").read_text())
+        # What docs/servers.md recommends for podod's key: no pty, agent or X11 forwarding,
+        # only commands and local port forwards.
+        self.authorized_keys.write_text(
+            "restrict,port-forwarding " + Path(str(self.client_key) + ".pub").read_text())
         os.chmod(self.authorized_keys, 0o644)
         if not self.known_hosts.exists():
             self.trust_current_host_key()
