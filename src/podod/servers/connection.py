@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import random
 import socket
 import time
 from dataclasses import dataclass
@@ -224,9 +225,13 @@ class ServerConnection:
         """Measure the round trip every ``keepalive`` seconds until the connection ends;
         return why it ended."""
         closed = asyncio.ensure_future(conn.wait_closed())
+        # A random first phase spreads a fleet's probes over the interval instead of firing
+        # them all at once after a common start.
+        wait = self.config.keepalive * random.uniform(0.5, 1.0)
         try:
             while not closed.done():
-                await asyncio.wait({closed}, timeout=self.config.keepalive)
+                await asyncio.wait({closed}, timeout=wait)
+                wait = self.config.keepalive
                 if closed.done():
                     break
                 try:
