@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -378,3 +379,19 @@ def test_reload_connects_new_and_drops_removed_servers_only(
     assert show(daemon, "mx2")["state"] == "connected"
     listed = json.loads(daemon.podoctl("server", "list", json_output=True).stdout)
     assert [s["name"] for s in listed["data"]] == ["mx2"]
+
+
+def test_viewers_see_servers_but_only_admins_change_them(
+        sshd: Sshd, tmp_path: Path, public_dir: Path, daemons: list[DaemonProcess]) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to ask as another user")
+    path = servers_config(tmp_path, [sshd.server_entry("mx1")],
+                          socket={"path": str(public_dir / "s.sock"), "mode": "0666"},
+                          access={"unix_users": {"nobody": {"role": "viewer"}}})
+    daemon = start(daemons, path)
+    for argv in (["server", "list"], ["server", "show", "mx1"], ["server", "commands"]):
+        assert daemon.request_as(65534, argv)["ok"], argv
+    for argv in (["server", "add", "mx2", "--host", "127.0.0.1"], ["server", "remove", "mx1"],
+                 ["server", "reconnect", "mx1"]):
+        reply = daemon.request_as(65534, argv)
+        assert reply["ok"] is False and reply["code"] == "forbidden", (argv, reply)
