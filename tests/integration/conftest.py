@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +26,21 @@ _counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
-    cluster = PgCluster(tmp_path_factory.mktemp("pg"), free_port())
+def daemons_tmp() -> Iterator[Path]:
+    """A folder for daemons that run as other users (postgres, vmail, postfix, sogo).
+
+    Not under pytest's basetemp: every pytest session that starts on this machine resets
+    /tmp/pytest-of-<user> to mode 0700, which would lock those users out of a running
+    session's sockets and maildirs."""
+    root = Path(tempfile.mkdtemp(prefix="podod-test-"))
+    os.chmod(root, 0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg(daemons_tmp: Path) -> Iterator[PgCluster]:
+    cluster = PgCluster(daemons_tmp / "pg", free_port())
     cluster.start()
     cluster.create_role(OWNER, OWNER_PW, superuser=False)
     cluster.psql(f'ALTER ROLE "{OWNER}" CREATEROLE')
