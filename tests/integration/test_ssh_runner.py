@@ -92,6 +92,7 @@ async def test_allow_listed_commands_quoted_bounded_and_timed(sshd: Sshd,
         runner = manager.runner("mx1")
         assert isinstance(runner, Runner) and runner.local is False
         assert isinstance(manager.runner("here"), LocalRunner)
+        assert [c.name for c in manager.configs()] == ["mx1", "here"]
         # Every argument stays one word for the remote shell: no injection, no expansion.
         result = await runner.run(["echo", "a b; echo pwned", "$HOME", "it's", "`id`"])
         assert result.ok and result.stdout == "a b; echo pwned $HOME it's `id`\n"

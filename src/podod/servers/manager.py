@@ -3,7 +3,7 @@
 Others reach a server only through here: ``runner(name)`` (a :class:`LocalRunner` for
 ``local: true``, otherwise the server's :class:`SSHRunner`, whose commands raise
 ``ServerUnreachable`` while it is down), ``tunnel_address(server, tunnel)`` (the local end
-of a port forward, stable across reconnects), ``servers()`` (configured + added, for
+of a port forward, stable across reconnects), ``configs()`` (configured + added, for
 collectors), ``wait_connected(name)`` (for a log follower resuming after a drop) and
 ``summary()`` (for ``status``).
 
@@ -147,7 +147,7 @@ class ServerManager:
 
     # -- what the rest of podod uses ---------------------------------------------------------
 
-    def servers(self) -> list[ServerConfig]:
+    def configs(self) -> list[ServerConfig]:
         """Every managed server (configured, then added), for collectors and followers."""
         return [c.config for c in self.connections.values()]
 
