@@ -1,0 +1,223 @@
+"""What Postfix, Dovecot and SOGo need to read the podod mail database: the pgsql map files,
+Dovecot's SQL passdb/userdb (2.3 and 2.4 syntax) and SOGo's SQL user source.
+
+The query text lives here once. ``config/postfix``, ``config/dovecot`` and ``config/sogo``
+are rendered from it (``python -m podod.mail.serverconfig config``; a unit test fails when
+they differ), and the test beds in ``podod.testbed`` render their configs from it too, so
+the documented configuration is exactly the one the tests run against real daemons.
+
+The queries are PostfixAdmin's (same tables, same meanings), with boolean ``active`` columns
+and two additions an administrator expects: a switched-off domain stops authenticating its
+mailboxes, and a backup-MX domain is not a local mailbox domain.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SqlLogin:
+    """How a mail server reaches the database: the SELECT-only role for Postfix and
+    Dovecot (``mail.roles.readonly``), the SOGo role for SOGo (``mail.roles.sogo``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 5432
+    dbname: str = "mail"
+    user: str = "mailreader"
+    password: str = "CHANGE-ME"
+
+
+EXAMPLE_READONLY = SqlLogin()
+EXAMPLE_SOGO = SqlLogin(user="sogo")
+
+# --- Postfix ------------------------------------------------------------------------------
+# file name -> (what it answers, query). Postfix expands %s (the whole key), %u (local part)
+# and %d (domain), escaped for SQL. A map whose query uses %u is skipped for "@domain" keys,
+# which is why catch-alls of alias domains need a map of their own.
+POSTFIX_MAPS: dict[str, tuple[str, str]] = {
+    "virtual_mailbox_domains.cf": (
+        "domains (and alias domains) podod hosts: virtual_mailbox_domains",
+        "SELECT domain FROM domain WHERE domain = '%s' AND active = true "
+        "AND backupmx = false"),
+    "virtual_mailbox_maps.cf": (
+        "mailboxes: virtual_mailbox_maps",
+        "SELECT maildir FROM mailbox WHERE username = '%s' AND active = true"),
+    "virtual_alias_domain_mailbox_maps.cf": (
+        "mailboxes addressed through an alias domain: virtual_mailbox_maps",
+        "SELECT maildir FROM mailbox, alias_domain "
+        "WHERE alias_domain.alias_domain = '%d' "
+        "AND mailbox.username = '%u' || '@' || alias_domain.target_domain "
+        "AND mailbox.active = true AND alias_domain.active = true"),
+    "virtual_alias_maps.cf": (
+        "aliases, mailboxes' own alias rows and catch-alls (@domain): virtual_alias_maps",
+        "SELECT goto FROM alias WHERE address = '%s' AND active = true"),
+    "virtual_alias_domain_maps.cf": (
+        "aliases addressed through an alias domain: virtual_alias_maps",
+        "SELECT goto FROM alias, alias_domain "
+        "WHERE alias_domain.alias_domain = '%d' "
+        "AND alias.address = '%u' || '@' || alias_domain.target_domain "
+        "AND alias.active = true AND alias_domain.active = true"),
+    "virtual_alias_domain_catchall_maps.cf": (
+        "the target domain's catch-all, for an alias domain: virtual_alias_maps",
+        "SELECT goto FROM alias, alias_domain "
+        "WHERE alias_domain.alias_domain = '%d' "
+        "AND alias.address = '@' || alias_domain.target_domain "
+        "AND alias.active = true AND alias_domain.active = true"),
+}
+
+# main.cf parameter -> the map files it lists, in lookup order.
+POSTFIX_PARAMETERS: dict[str, list[str]] = {
+    "virtual_mailbox_domains": ["virtual_mailbox_domains.cf"],
+    "virtual_mailbox_maps": ["virtual_mailbox_maps.cf",
+                             "virtual_alias_domain_mailbox_maps.cf"],
+    "virtual_alias_maps": ["virtual_alias_maps.cf", "virtual_alias_domain_maps.cf",
+                           "virtual_alias_domain_catchall_maps.cf"],
+}
+
+
+def postfix_map(name: str, login: SqlLogin) -> str:
+    """One ``pgsql:`` map file (mode 0640 root:postfix: it holds a password)."""
+    purpose, query = POSTFIX_MAPS[name]
+    return (f"# podod: {purpose}\n"
+            f"hosts = inet:{login.host}:{login.port}\n"
+            f"user = {login.user}\n"
+            f"password = {login.password}\n"
+            f"dbname = {login.dbname}\n"
+            f"query = {query}\n")
+
+
+def postfix_main_cf(map_dir: str | Path, *, proxy: bool = True) -> str:
+    """The main.cf lines that use the maps (``proxy:`` shares connections in production)."""
+    kind = "proxy:pgsql:" if proxy else "pgsql:"
+    lines = []
+    for parameter, files in POSTFIX_PARAMETERS.items():
+        maps = ",\n    ".join(f"{kind}{Path(map_dir) / name}" for name in files)
+        lines.append(f"{parameter} =\n    {maps}")
+    return "\n".join(lines) + "\n"
+
+
+# --- Dovecot ------------------------------------------------------------------------------
+# Dovecot 2.3 expands %u; 2.4 spells it %{user}. Both escape it for SQL.
+DOVECOT_PASSWORD_QUERY = (
+    "SELECT mailbox.username AS user, mailbox.password FROM mailbox "
+    "JOIN domain ON domain.domain = mailbox.domain "
+    "WHERE mailbox.username = '{user}' AND mailbox.active = true AND domain.active = true")
+# 2.3: quota_rule, "*:bytes=0" is unlimited (PostfixAdmin's 0).
+DOVECOT_USER_QUERY_23 = (
+    "SELECT '*:bytes=' || mailbox.quota AS quota_rule FROM mailbox "
+    "JOIN domain ON domain.domain = mailbox.domain "
+    "WHERE mailbox.username = '{user}' AND mailbox.active = true AND domain.active = true")
+# 2.4: the quota plugin's settings are userdb fields; 0 means unlimited in PostfixAdmin.
+DOVECOT_USER_QUERY_24 = (
+    "SELECT CASE WHEN mailbox.quota > 0 THEN mailbox.quota || 'B' ELSE 'unlimited' END "
+    "AS quota_storage_size FROM mailbox "
+    "JOIN domain ON domain.domain = mailbox.domain "
+    "WHERE mailbox.username = '{user}' AND mailbox.active = true AND domain.active = true")
+DOVECOT_ITERATE_QUERY = (
+    "SELECT mailbox.username AS user FROM mailbox "
+    "JOIN domain ON domain.domain = mailbox.domain "
+    "WHERE mailbox.active = true AND domain.active = true")
+
+
+def dovecot_sql_conf(login: SqlLogin, scheme: str = "SHA512-CRYPT") -> str:
+    """Dovecot 2.3's ``dovecot-sql.conf.ext`` (passdb and userdb ``driver = sql``; mode
+    0600 root, it holds a password)."""
+    user = "%u"
+    return (
+        "# podod: Dovecot 2.3 SQL passdb and userdb on the podod mail database.\n"
+        "# Used by passdb { driver = sql  args = /etc/dovecot/dovecot-sql.conf.ext } and the\n"
+        "# same userdb { ... }. Stored hashes carry their {SCHEME} prefix; the default only\n"
+        "# applies to hashes without one.\n"
+        "driver = pgsql\n"
+        f"connect = host={login.host} port={login.port} dbname={login.dbname} "
+        f"user={login.user} password={login.password}\n"
+        f"default_pass_scheme = {scheme}\n"
+        f"password_query = {DOVECOT_PASSWORD_QUERY.format(user=user)}\n"
+        f"user_query = {DOVECOT_USER_QUERY_23.format(user=user)}\n"
+        f"iterate_query = {DOVECOT_ITERATE_QUERY}\n")
+
+
+def dovecot24_conf(login: SqlLogin, scheme: str = "SHA512-CRYPT") -> str:
+    """The same for Dovecot 2.4, whose SQL settings live in dovecot.conf itself."""
+    user = "%{user}"
+    return (
+        "# podod: Dovecot 2.4 SQL passdb and userdb on the podod mail database\n"
+        "# (a conf.d file; 2.4 renamed default_pass_scheme, %u and the quota settings).\n"
+        "sql_driver = pgsql\n"
+        f"pgsql {login.host} {{\n"
+        "  parameters {\n"
+        f"    port = {login.port}\n"
+        f"    dbname = {login.dbname}\n"
+        f"    user = {login.user}\n"
+        f"    password = {login.password}\n"
+        "  }\n"
+        "}\n"
+        "passdb sql {\n"
+        f"  default_password_scheme = {scheme}\n"
+        f"  query = {DOVECOT_PASSWORD_QUERY.format(user=user)}\n"
+        "}\n"
+        "userdb sql {\n"
+        f"  query = {DOVECOT_USER_QUERY_24.format(user=user)}\n"
+        f"  iterate_query = {DOVECOT_ITERATE_QUERY}\n"
+        "}\n")
+
+
+# --- SOGo ---------------------------------------------------------------------------------
+SOGO_ALGORITHMS = {"SHA512-CRYPT": "sha512-crypt", "BLF-CRYPT": "blf-crypt",
+                   "ARGON2ID": "argon2id"}
+
+
+def sogo_user_source(login: SqlLogin, scheme: str = "SHA512-CRYPT",
+                     address_book: bool = True) -> str:
+    """The ``SOGoUserSources`` entry for sogo.conf / sogod.plist (the view ``sogo_users``).
+
+    ``prependPasswordScheme`` makes SOGo read the ``{SCHEME}`` prefix podod stores and write
+    it when a user changes the password, so Dovecot keeps accepting it."""
+    url = (f"postgresql://{login.user}:{login.password}@{login.host}:{login.port}/"
+           f"{login.dbname}/sogo_users")
+    return (
+        "SOGoUserSources = (\n"
+        "  {\n"
+        "    type = sql;\n"
+        "    id = mailboxes;\n"
+        f"    viewURL = \"{url}\";\n"
+        "    canAuthenticate = YES;\n"
+        f"    isAddressBook = {'YES' if address_book else 'NO'};\n"
+        "    displayName = \"Mailboxes\";\n"
+        f"    userPasswordAlgorithm = {SOGO_ALGORITHMS[scheme]};\n"
+        "    prependPasswordScheme = YES;\n"
+        "  }\n"
+        ");\n")
+
+
+def example_files() -> dict[str, str]:
+    """The files shipped under config/ (with placeholder logins)."""
+    files = {f"postfix/{name}": postfix_map(name, EXAMPLE_READONLY) for name in POSTFIX_MAPS}
+    files["postfix/main.cf.podod"] = (
+        "# podod: the main.cf lines that use the pgsql maps of this folder\n"
+        "# (copy the .cf files to /etc/postfix/pgsql/, mode 0640 root:postfix).\n"
+        + postfix_main_cf("/etc/postfix/pgsql"))
+    files["dovecot/dovecot-sql.conf.ext"] = dovecot_sql_conf(EXAMPLE_READONLY)
+    files["dovecot/dovecot24-sql.conf"] = dovecot24_conf(EXAMPLE_READONLY)
+    files["sogo/sogo-user-source.conf"] = (
+        "/* podod: SOGo's SQL user source on the sogo_users view (in /etc/sogo/sogo.conf) */\n"
+        + sogo_user_source(EXAMPLE_SOGO))
+    return files
+
+
+def write_examples(folder: Path) -> list[Path]:
+    written = []
+    for name, text in example_files().items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":  # python -m podod.mail.serverconfig config
+    for written_path in write_examples(Path(sys.argv[1] if len(sys.argv) > 1 else "config")):
+        print(written_path)
