@@ -1,20 +1,30 @@
-"""A private Dovecot 2.3 on 127.0.0.1 with SQL passdb/userdb on the mail database."""
+"""A private Dovecot 2.3 on 127.0.0.1 with SQL passdb/userdb on the mail database.
+
+Everything lives under ``root`` (config, sockets, state, log, maildirs); the ports come from
+:func:`free_port`. Dovecot runs in the foreground (``-F``) as our child, its stdio in a file,
+and is stopped by its pid. The SQL config is rendered by :mod:`podod.mail.serverconfig`, the
+same text the documentation ships.
+"""
 
 from __future__ import annotations
 
-import grp
 import imaplib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
+from podod.mail.serverconfig import SqlLogin, dovecot_sql_conf
 from podod.testbed.ports import free_port
+from podod.testbed.postgres import let_others_traverse
+from podod.testbed.process import stop_process, wait_stopped
 
 
 def ensure_vmail() -> tuple[int, int]:
+    """The uid and gid mail is stored as (Debian's packages do not create one)."""
     try:
         entry = pwd.getpwnam("vmail")
     except KeyError:
@@ -25,35 +35,28 @@ def ensure_vmail() -> tuple[int, int]:
 
 
 class Dovecot:
-    def __init__(self, root: Path, *, pg_port: int, db: str, user: str, password: str,
-                 imap_port: int | None = None, lmtp_port: int | None = None) -> None:
+    def __init__(self, root: Path, login: SqlLogin, *, imap_port: int | None = None,
+                 lmtp_port: int | None = None) -> None:
         self.root = Path(root)
+        self.login = login
         self.imap_port = imap_port or free_port()
         self.lmtp_port = lmtp_port or free_port()
         self.config = self.root / "dovecot.conf"
+        self.sql_config = self.root / "dovecot-sql.conf.ext"
         self.base_dir = self.root / "run"
+        self.mail_dir = self.root / "mail"
         self.log_path = self.root / "dovecot.log"
-        self.sql = (f"host=127.0.0.1 port={pg_port} dbname={db} user={user} "
-                    f"password={password}")
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def write_config(self) -> None:
         uid, gid = ensure_vmail()
-        mail = self.root / "mail"
-        mail.mkdir(parents=True, exist_ok=True)
-        os.chown(mail, uid, gid)
+        self.mail_dir.mkdir(parents=True, exist_ok=True)
+        os.chown(self.mail_dir, uid, gid)
+        let_others_traverse(self.mail_dir)  # vmail must reach it through 0700 temp folders
         (self.root / "state").mkdir(exist_ok=True)
-        sql_conf = self.root / "dovecot-sql.conf.ext"
-        sql_conf.write_text(
-            "driver = pgsql\n"
-            f"connect = {self.sql}\n"
-            "default_pass_scheme = SHA512-CRYPT\n"
-            "password_query = SELECT username AS user, password FROM mailbox "
-            "WHERE username = '%u' AND active\n"
-            "user_query = SELECT '*:bytes=' || quota AS quota_rule FROM mailbox "
-            "WHERE username = '%u' AND active\n"
-            "iterate_query = SELECT username AS user FROM mailbox WHERE active\n")
-        os.chmod(sql_conf, 0o600)
-        self.config.write_text(f"""
+        self.sql_config.write_text(dovecot_sql_conf(self.login))
+        os.chmod(self.sql_config, 0o600)
+        self.config.write_text(f"""\
 instance_name = podod-test-{self.imap_port}
 base_dir = {self.base_dir}
 state_dir = {self.root / 'state'}
@@ -63,21 +66,23 @@ protocols = imap lmtp
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+auth_failure_delay = 0
+auth_username_format = %Lu
 mail_uid = {uid}
 mail_gid = {gid}
 first_valid_uid = {uid}
-mail_home = {mail}/%d/%n
+mail_home = {self.mail_dir}/%d/%n
 mail_location = maildir:~/Maildir
 mail_plugins = quota
 default_internal_user = dovecot
 default_login_user = dovenull
 passdb {{
   driver = sql
-  args = {sql_conf}
+  args = {self.sql_config}
 }}
 userdb {{
   driver = sql
-  args = {sql_conf}
+  args = {self.sql_config}
 }}
 plugin {{
   quota = count:User quota
@@ -114,39 +119,69 @@ service anvil {{
 protocol imap {{
   mail_plugins = $mail_plugins imap_quota
 }}
+protocol lmtp {{
+  postmaster_address = postmaster@localhost
+}}
 """)
 
-    def start(self) -> Dovecot:
+    def start(self, timeout: float = 15.0) -> Dovecot:
         self.root.mkdir(parents=True, exist_ok=True)
         self.write_config()
         shutil.rmtree(self.base_dir, ignore_errors=True)  # stale sockets cost 5 s
-        result = subprocess.run(["dovecot", "-c", str(self.config)], capture_output=True,
-                                text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"dovecot did not start: {result.stderr.strip()}")
-        deadline = time.monotonic() + 10
+        with open(self.root / "dovecot.out", "ab") as out:
+            self.proc = subprocess.Popen(["dovecot", "-F", "-c", str(self.config)],
+                                         stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dovecot exited with {self.proc.returncode}: "
+                                   f"{self.output()}")
             try:
                 with imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=2):
                     return self
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"dovecot is not answering on {self.imap_port}")
+        self.stop()
+        raise RuntimeError(f"dovecot is not answering on port {self.imap_port}: "
+                           f"{self.output()}")
+
+    def output(self) -> str:
+        parts = []
+        for path in (self.root / "dovecot.out", self.log_path):
+            if path.exists():
+                parts.append(path.read_text(errors="replace")[-2000:])
+        return "\n".join(parts)
 
     def stop(self) -> None:
-        subprocess.run(["doveadm", "-c", str(self.config), "stop"], capture_output=True)
-        pidfile = self.base_dir / "master.pid"
-        deadline = time.monotonic() + 10
-        while pidfile.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGTERM, timeout=10)
+            self.proc = None
+
+    def stop_begin(self) -> None:
+        """Send TERM without waiting (several test beds can then stop in parallel)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop_wait(self) -> None:
+        if self.proc is not None:
+            wait_stopped(self.proc, timeout=10)
+            self.proc = None
+
+    def doveadm(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["doveadm", "-c", str(self.config), *args],
+                              capture_output=True, text=True, timeout=30)
 
     def auth_test(self, user: str, password: str) -> bool:
-        result = subprocess.run(["doveadm", "-c", str(self.config), "auth", "test", "-x",
-                                 "no-penalty", user, password], capture_output=True, text=True)
+        """``doveadm auth test``: exit 0 accepted, 77 refused; anything else is a broken
+        test bed and raises."""
+        result = self.doveadm("auth", "test", "-x", "no-penalty", user, password)
+        if result.returncode not in (0, 77):
+            raise RuntimeError(f"doveadm auth test failed ({result.returncode}): "
+                               f"{result.stderr.strip()} {self.output()}")
         return result.returncode == 0
 
     def imap_login(self, user: str, password: str) -> bool:
-        with imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=5) as imap:
+        with imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=10) as imap:
             try:
                 imap.login(user, password)
             except imaplib.IMAP4.error:
@@ -154,9 +189,21 @@ protocol imap {{
             imap.logout()
             return True
 
-    def quota_get(self, user: str) -> str:
-        return subprocess.run(["doveadm", "-c", str(self.config), "quota", "get", "-u", user],
-                              capture_output=True, text=True).stdout
+    def quota_limit_kib(self, user: str) -> str:
+        """The STORAGE limit ``doveadm quota get`` reports, in KiB ('-' for unlimited)."""
+        result = self.doveadm("-f", "tab", "quota", "get", "-u", user)
+        if result.returncode != 0:
+            raise RuntimeError(f"doveadm quota get failed: {result.stderr.strip()}")
+        lines = [line.split("\t") for line in result.stdout.splitlines()]
+        header = lines[0]
+        for row in lines[1:]:
+            record = dict(zip(header, row, strict=False))
+            if record.get("Type") == "STORAGE":
+                return record["Limit"]
+        raise RuntimeError(f"no STORAGE quota in: {result.stdout}")
 
+    def __enter__(self) -> Dovecot:
+        return self.start()
 
-__all__ = ["Dovecot", "ensure_vmail", "grp"]
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -21,7 +21,7 @@ def find_pg_bin(name: str) -> str:
     raise FileNotFoundError(f"{name} not found: install Debian's postgresql package")
 
 
-def _let_others_traverse(folder: Path) -> None:
+def let_others_traverse(folder: Path) -> None:
     """The postgres user must reach a root-owned temp folder (0700 under pytest)."""
     for parent in [folder, *folder.parents]:
         mode = parent.stat().st_mode
@@ -51,7 +51,7 @@ class PgCluster:
             folder.mkdir(parents=True, exist_ok=True)
         if self.as_postgres:
             os.chmod(self.root, 0o755)
-            _let_others_traverse(self.root.parent)
+            let_others_traverse(self.root.parent)
             for folder in (self.root, self.sockdir, self.logfile.parent):
                 shutil.chown(folder, "postgres", "postgres")
         if not (self.data / "PG_VERSION").exists():
