@@ -10,6 +10,7 @@ BLF-CRYPT and ARGON2ID come from libpass (ARGON2ID needs argon2-cffi).
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import secrets
 import string
@@ -113,24 +114,65 @@ def generate_password(length: int = 20) -> str:
             return candidate
 
 
-_POOL: ProcessPoolExecutor | None = None
+class HashingPool:
+    """Worker processes that hash passwords (the daemon's ``hashing`` component).
+
+    The C crypt and libpass both hold the GIL, so threads would serialise: processes give
+    one hash per core at a time, and the event loop never waits on a hash. Workers are
+    forked on first use (fast, and no helper processes such as a fork server stay
+    behind); they run only :func:`hash_password`, which touches no lock another thread of
+    the daemon could hold. :meth:`stop` shuts them down with the daemon.
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or os.cpu_count() or 1
+        self._executor: ProcessPoolExecutor | None = None
+
+    def executor(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("fork"))
+        return self._executor
+
+    async def hash(self, password: str, scheme: str = "SHA512-CRYPT", rounds: int = 70000,
+                   backend: str = "auto") -> str:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor(), hash_password, password, scheme,
+                                          rounds, backend)
+
+    async def hash_many(self, passwords: list[str], scheme: str = "SHA512-CRYPT",
+                        rounds: int = 70000, backend: str = "auto") -> list[str]:
+        """Bulk work (imports): every worker busy at once, results in input order."""
+        return list(await asyncio.gather(
+            *(self.hash(p, scheme, rounds, backend) for p in passwords)))
+
+    def worker_pids(self) -> list[int]:
+        processes = getattr(self._executor, "_processes", None) or {}
+        return sorted(processes)
+
+    def shutdown(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.shutdown)
 
 
-def _pool() -> ProcessPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ProcessPoolExecutor(max_workers=os.cpu_count() or 1)
-    return _POOL
+_DEFAULT = HashingPool()
+
+
+def default_pool() -> HashingPool:
+    return _DEFAULT
 
 
 async def hash_async(password: str, scheme: str = "SHA512-CRYPT", rounds: int = 70000) -> str:
     """Hash in a worker process: the event loop never blocks on it."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_pool(), hash_password, password, scheme, rounds)
+    return await _DEFAULT.hash(password, scheme, rounds)
 
 
 def shutdown_pool() -> None:
-    global _POOL
-    if _POOL is not None:
-        _POOL.shutdown(wait=False, cancel_futures=True)
-        _POOL = None
+    _DEFAULT.shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from podod.mail.commands import alias, domain, user
 from podod.mail.database import MailDatabase, MailUnitOfWork
+from podod.mail.passwords import default_pool
 from podod.plugins import Registry
 
 
@@ -13,6 +14,8 @@ def setup(registry: Registry) -> None:
         return MailDatabase(runtime) if config.mail.database.dsn else None  # type: ignore[arg-type]
 
     registry.component("maildb", database)
+    # The password-hashing workers: started on first use, shut down with the daemon.
+    registry.component("hashing", lambda runtime: default_pool())
 
     def unit(ctx: object) -> MailUnitOfWork:
         from podod.mail.commands.common import maildb
