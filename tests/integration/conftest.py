@@ -1,5 +1,7 @@
 """Session fixtures for integration tests: one real PostgreSQL cluster, a fresh mail database
-(schema created by ``podod db init``) and a podod daemon on it per test that asks for one."""
+(schema created by ``podod db init``) and a podod daemon on it per test that asks for one;
+and, once per session, the real mail stack on one shared database: Dovecot and Postfix on the
+SELECT-only role, SOGo on its own role, both created by ``podod db init --roles``."""
 
 from __future__ import annotations
 
@@ -16,9 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from podod.mail.serverconfig import SqlLogin
 from podod.testbed.daemon import DaemonProcess, base_config, write_config
+from podod.testbed.dovecot import Dovecot
 from podod.testbed.ports import free_port
+from podod.testbed.postfix import Postfix
 from podod.testbed.postgres import PgCluster
+from podod.testbed.sogo import SOGo
 from podod.testbed.sshd import Sshd
 
 OWNER, OWNER_PW = "podod", "podod-owner-pw"
@@ -77,15 +83,26 @@ class MailStack:
         return str(reply["message"])
 
 
-def make_mail_config(pg: PgCluster, root: Path, db: str, **extra: object) -> Path:
+def make_mail_config(pg: PgCluster, root: Path, db: str, *,
+                     passwords: dict[str, object] | None = None,
+                     roles: dict[str, object] | None = None,
+                     backup: dict[str, object] | None = None, **extra: object) -> Path:
     secret = root / "pg-password"
     secret.write_text(OWNER_PW)
-    config = base_config(
-        root, mail={"database": {"dsn": f"postgresql://{OWNER}@127.0.0.1:{pg.port}/{db}",
-                                 "password_file": str(secret)},
-                    "passwords": {"rounds": 5000}},
-        backup={"dir": str(root / "backups")}, **extra)
+    mail: dict[str, object] = {
+        "database": {"dsn": f"postgresql://{OWNER}@127.0.0.1:{pg.port}/{db}",
+                     "password_file": str(secret)},
+        "passwords": passwords or {"rounds": 5000}}
+    if roles:
+        mail["roles"] = roles
+    config = base_config(root, mail=mail,
+                         backup={"dir": str(root / "backups"), **(backup or {})}, **extra)
     return write_config(root / "podod.yaml", config)
+
+
+def db_init(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "podod.cli", "db", "init", *extra, "-c",
+                           str(path)], capture_output=True, text=True)
 
 
 @pytest.fixture
@@ -93,8 +110,7 @@ def mail(pg: PgCluster, tmp_path: Path) -> Iterator[MailStack]:
     db = f"mail{next(_counter)}"
     pg.create_database(db, OWNER)
     path = make_mail_config(pg, tmp_path, db)
-    init = subprocess.run([sys.executable, "-m", "podod.cli", "db", "init", "-c", str(path)],
-                          capture_output=True, text=True)
+    init = db_init(path)
     assert init.returncode == 0, init.stderr
     daemon = DaemonProcess(path).start()
     yield MailStack(pg, db, tmp_path, path, daemon)
@@ -129,3 +145,72 @@ def private_sshd(tmp_path: Path) -> Iterator[Sshd]:
     server = Sshd(tmp_path / "private-sshd").start()
     yield server
     server.close()
+
+
+# --- the real mail stack, once per session -------------------------------------------------
+
+READER, READER_PW = "mailreader", "reader-Pw-4711"
+SOGO_ROLE, SOGO_PW = "sogo", "sogo-Pw-4711"
+STACK_DB = "stack"
+ROLES = {"readonly": READER, "readonly_password": READER_PW,
+         "sogo": SOGO_ROLE, "sogo_password": SOGO_PW}
+_domains = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def stack(pg: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailStack]:
+    """One database for the mail-server tests, its roles made by ``podod db init --roles``,
+    and a daemon on it. Tests keep apart by using their own domains (:func:`new_domain`)."""
+    root = tmp_path_factory.mktemp("stack")
+    pg.create_database(STACK_DB, OWNER)
+    path = make_mail_config(pg, root, STACK_DB, roles=ROLES)
+    init = db_init(path, "--roles")
+    assert init.returncode == 0, init.stderr
+    daemon = DaemonProcess(path).start()
+    yield MailStack(pg, STACK_DB, root, path, daemon)
+    daemon.stop()
+
+
+def new_domain(stack: MailStack, **options: str) -> str:
+    """A domain of its own for one test, created for real."""
+    name = f"t{next(_domains)}.example"
+    argv = ["domain", "create", name]
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}", value]
+    stack.ok(*argv, real=True)
+    return name
+
+
+def login(pg: PgCluster, user: str, password: str, db: str = STACK_DB) -> SqlLogin:
+    return SqlLogin(host="127.0.0.1", port=pg.port, dbname=db, user=user, password=password)
+
+
+@pytest.fixture(scope="session")
+def dovecot(stack: MailStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
+    server = Dovecot(tmp_path_factory.mktemp("dovecot"), login(stack.pg, READER, READER_PW))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postfix(stack: MailStack, dovecot: Dovecot,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postfix]:
+    server = Postfix(tmp_path_factory.mktemp("postfix"), login(stack.pg, READER, READER_PW),
+                     lmtp_port=dovecot.lmtp_port)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sogo(stack: MailStack, dovecot: Dovecot,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[SOGo]:
+    stack.pg.create_database("sogo", SOGO_ROLE)  # SOGo's own tables (profiles, sessions)
+    server = SOGo(tmp_path_factory.mktemp("sogo"),
+                  user_source=login(stack.pg, SOGO_ROLE, SOGO_PW),
+                  profile_db=login(stack.pg, SOGO_ROLE, SOGO_PW, db="sogo"),
+                  imap_port=dovecot.imap_port, smtp_port=free_port())
+    server.start()
+    yield server
+    server.stop()
