@@ -8,7 +8,8 @@ A backup is a folder ``<backup dir>/<id>/`` (mode 0700, files 0600):
 - ``tables/<t>.json`` the committed contents of every touched table, read through a
                     separate connection (the change's own transaction is not committed, so
                     that connection sees the state before it)
-- ``dump.pgc``      optionally a full ``pg_dump -Fc`` (``backup.pg_dump: true``)
+- ``dump.pgc``      optionally a full ``pg_dump -Fc`` (``backup.pg_dump: true``), read back
+                    with ``pg_restore --list`` before the change commits
 - ``manifest.json`` id, time, actor, origin, command, tables, changes, and the SHA-256 of
                     every other file
 - ``SHA256SUMS``    sha256sum-compatible checksums of all files, manifest included
@@ -22,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -33,10 +36,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from podod.errors import BackupFailed, NotFound
+from podod.mail.database import connect_kwargs
 
 if TYPE_CHECKING:
     from podod.bus.context import CommandContext
     from podod.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+PG_DUMP_TIMEOUT = 600.0  # seconds; a mail database dumps in seconds, a stuck one must not hang
 
 MIGRATIONS = [
     """
@@ -70,6 +78,14 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_files(folder: Path, files: dict[str, bytes]) -> dict[str, str]:
+    sums = {}
+    for name, data in files.items():
+        _write(folder / name, data)
+        sums[name] = hashlib.sha256(data).hexdigest()
+    return sums
 
 
 def verify_folder(folder: Path) -> list[str]:
@@ -124,13 +140,20 @@ class BackupGate:
 
     async def take(self, uow: Any, ctx: CommandContext) -> str:
         try:
-            return await self._take(uow, ctx)
+            backup_id = await self._take(uow, ctx)
         except BackupFailed:
             raise
         except Exception as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            if getattr(exc, "filename", None):
+                reason = f"{reason}: {exc.filename}"  # type: ignore[attr-defined]
             raise BackupFailed(f"the backup could not be taken ({reason}); nothing was "
                                "changed") from None
+        try:
+            await self.prune()
+        except Exception:  # retention must never undo a verified backup's change
+            log.exception("pruning old backups failed")
+        return backup_id
 
     async def _take(self, uow: Any, ctx: CommandContext) -> str:
         created = time.time()
@@ -138,30 +161,34 @@ class BackupGate:
             "-" + secrets.token_hex(3)
         tables = sorted(uow.touched)
         pool = await uow.database.pool()
-        snapshots: dict[str, str] = {}
+        files: dict[str, bytes] = {
+            "rows.json": json.dumps([{"table": t, "action": a, "key": k, "before": b}
+                                     for t, a, k, b in uow.before_images],
+                                    default=str, indent=1).encode()}
+        # A separate connection sees the committed state: the change is not committed yet.
         async with pool.acquire() as reader:
             for table in tables:
-                snapshots[table] = await reader.fetchval(
-                    f"SELECT coalesce(json_agg(t), '[]'::json)::text FROM {table} t")
-        dump: bytes | None = None
-        settings = self.runtime.config.backup
-        if settings.pg_dump:
-            dump = await self._pg_dump()
-        rows = json.dumps([{"table": t, "action": a, "key": k, "before": b}
-                           for t, a, k, b in uow.before_images], default=str, indent=1)
-        manifest = {
+                files[f"tables/{table}.json"] = (await reader.fetchval(
+                    f"SELECT coalesce(json_agg(t), '[]'::json)::text FROM {table} t")).encode()
+        manifest: dict[str, Any] = {
             "id": backup_id, "created": created, "actor": ctx.actor.name,
             "origin": ctx.request.origin, "command": ctx.spec.name,
             "request_id": ctx.request.id, "tables": tables,
             "changes": [asdict(c) for c in uow.changes()],
+            "pg_dump": bool(self.runtime.config.backup.pg_dump),
         }
-        folder = await asyncio.to_thread(
-            self._write_folder, backup_id, manifest, rows, snapshots, dump)
+        temp = await asyncio.to_thread(self._make_temp, backup_id)
+        try:
+            sums = await asyncio.to_thread(_write_files, temp, files)
+            if self.runtime.config.backup.pg_dump:
+                sums["dump.pgc"] = await self._pg_dump(temp / "dump.pgc")
+            folder = await asyncio.to_thread(self._seal, temp, backup_id, manifest, sums)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, temp, True)
+            raise
         problems = await asyncio.to_thread(verify_folder, folder)
-        if problems:
-            await asyncio.to_thread(shutil.rmtree, folder, True)
-            raise BackupFailed(f"the backup could not be verified ({'; '.join(problems)}); "
-                               "nothing was changed")
+        if not problems and self.runtime.config.backup.pg_dump:
+            problems = await self._check_dump(folder / "dump.pgc")
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         manifest_sha = sha256_file(folder / "manifest.json")
 
@@ -171,58 +198,99 @@ class BackupGate:
                           ",".join(tables), len(uow.before_images), size, manifest_sha,
                           str(folder)))
 
-        await self.runtime.state.run(record)
+        try:
+            if problems:
+                raise BackupFailed(f"the backup could not be verified ({'; '.join(problems)})"
+                                   "; nothing was changed")
+            await self.runtime.state.run(record)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+            raise
         return backup_id
 
-    def _write_folder(self, backup_id: str, manifest: dict[str, Any], rows: str,
-                      snapshots: dict[str, str], dump: bytes | None) -> Path:
+    def _make_temp(self, backup_id: str) -> Path:
         base = self.directory
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
         temp = base / f".tmp-{backup_id}"
-        final = base / backup_id
         temp.mkdir(mode=0o700)
+        (temp / "tables").mkdir(mode=0o700)
+        return temp
+
+    def _seal(self, temp: Path, backup_id: str, manifest: dict[str, Any],
+              sums: dict[str, str]) -> Path:
+        """Write the manifest and SHA256SUMS, then rename the folder into place."""
+        manifest = {**manifest, "files": sums}
+        data = json.dumps(manifest, indent=1, default=str).encode()
+        _write(temp / "manifest.json", data)
+        sums = {**sums, "manifest.json": hashlib.sha256(data).hexdigest()}
+        _write(temp / "SHA256SUMS",
+               "".join(f"{h}  {n}\n" for n, h in sorted(sums.items())).encode())
+        final = temp.parent / backup_id
+        os.rename(temp, final)
+        dir_fd = os.open(temp.parent, os.O_RDONLY)
         try:
-            files: dict[str, bytes] = {"rows.json": rows.encode()}
-            for table, text in snapshots.items():
-                files[f"tables/{table}.json"] = text.encode()
-            if dump is not None:
-                files["dump.pgc"] = dump
-            (temp / "tables").mkdir(mode=0o700)
-            sums = {}
-            for name, data in files.items():
-                _write(temp / name, data)
-                sums[name] = hashlib.sha256(data).hexdigest()
-            manifest = {**manifest, "files": sums}
-            data = json.dumps(manifest, indent=1, default=str).encode()
-            _write(temp / "manifest.json", data)
-            sums["manifest.json"] = hashlib.sha256(data).hexdigest()
-            _write(temp / "SHA256SUMS",
-                   "".join(f"{h}  {n}\n" for n, h in sorted(sums.items())).encode())
-            os.rename(temp, final)
-            dir_fd = os.open(base, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except BaseException:
-            shutil.rmtree(temp, ignore_errors=True)
-            raise
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
         return final
 
-    async def _pg_dump(self) -> bytes:
-        settings = self.runtime.config.mail.database
+    def _pg_env(self) -> tuple[str, dict[str, str]]:
+        """The DSN (through the SSH tunnel when configured) and an environment that carries
+        the password (never on the command line, where ps would show it)."""
+        kwargs = connect_kwargs(self.runtime.config.mail.database, self.runtime)
         env = dict(os.environ)
-        if settings.password is not None:
-            env["PGPASSWORD"] = settings.password.get_secret_value()
-        proc = await asyncio.create_subprocess_exec(
-            self.runtime.config.backup.pg_dump_path, "-Fc", "--dbname", settings.dsn or "",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
-        out, err = await asyncio.wait_for(proc.communicate(), 600)
+        if kwargs.get("password") is not None:
+            env["PGPASSWORD"] = str(kwargs["password"])
+        return str(kwargs["dsn"]), env
+
+    async def _pg_dump(self, target: Path) -> str:
+        """A full ``pg_dump -Fc`` of the mail database into ``target``; its SHA-256."""
+        program = self.runtime.config.backup.pg_dump_path
+        dsn, env = self._pg_env()
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    program, "--format=custom", "--no-password", "--dbname", dsn,
+                    stdout=fd, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+                    env=env)
+            except OSError as exc:
+                raise BackupFailed(f"the backup could not be taken (pg_dump cannot run: "
+                                   f"{program}: {exc.strerror}); nothing was changed") from None
+            try:
+                _, err = await asyncio.wait_for(proc.communicate(), PG_DUMP_TIMEOUT)
+            except BaseException:  # timeout or cancellation: do not leave pg_dump running
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+                raise
+            await asyncio.to_thread(os.fsync, fd)
+        finally:
+            os.close(fd)
         if proc.returncode != 0:
-            raise BackupFailed("the backup could not be taken (pg_dump: "
-                               f"{err.decode(errors='replace').strip()[:200]}); nothing was "
-                               "changed")
-        return out
+            text = err.decode(errors="replace").strip().splitlines()
+            reason = text[-1] if text else f"exit status {proc.returncode}"
+            raise BackupFailed(f"the backup could not be taken (pg_dump: {reason[:200]}); "
+                               "nothing was changed")
+        return await asyncio.to_thread(sha256_file, target)
+
+    async def _check_dump(self, path: Path) -> list[str]:
+        """Read the dump back with ``pg_restore --list``: it must hold the mail tables."""
+        program = str(Path(self.runtime.config.backup.pg_dump_path).with_name("pg_restore"))
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                program, "--list", str(path), stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
+        except OSError as exc:
+            return [f"pg_restore cannot run ({program}: {exc.strerror})"]
+        out, err = await asyncio.wait_for(proc.communicate(), PG_DUMP_TIMEOUT)
+        if proc.returncode != 0:
+            return [f"dump.pgc cannot be read by pg_restore "
+                    f"({err.decode(errors='replace').strip()[:200]})"]
+        listing = out.decode(errors="replace")
+        missing = [t for t in ("domain", "mailbox", "alias")
+                   if not re.search(rf"TABLE DATA \S+ {t} ", listing)]
+        return [f"dump.pgc holds no data of table {t}" for t in missing]
 
     # -- catalog ---------------------------------------------------------------------------
 

@@ -110,6 +110,16 @@ class PgCluster:
                  if not line.startswith("-- Dumped") and "restrict" not in line.lower()]
         return "\n".join(sorted(lines))
 
+    def restore(self, dump: bytes, db: str) -> None:
+        """Load a ``pg_dump -Fc`` archive into the (empty) database ``db``."""
+        argv = [find_pg_bin("pg_restore"), "-h", str(self.sockdir), "-p", str(self.port),
+                "-U", self.superuser, "--no-owner", "--exit-on-error", "-d", db]
+        if self.as_postgres:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        result = subprocess.run(argv, input=dump, capture_output=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_restore failed: {result.stderr.decode().strip()}")
+
     def __enter__(self) -> PgCluster:
         return self.start()
 
