@@ -14,25 +14,58 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 
 
+_CODEPOINT = re.compile(r"Codepoint U\+([0-9A-F]+) at position (\d+) of '(.*)' not allowed")
+
+
+def _idna_reason(message: str, labels: list[str]) -> str:
+    """idna's message, in words that name the offending label or character."""
+    found = _CODEPOINT.search(message)
+    if found:
+        code, position, label = found.groups()
+        return (f"the character {chr(int(code, 16))!r} (U+{code}) at position {position} of "
+                f"'{label}' is not allowed")
+    if "A-label" in message:
+        bad = [label for label in labels if label.startswith("xn--")]
+        if bad:
+            return f"the label '{bad[0]}' is not valid punycode"
+    if "too long" in message.lower():
+        return "a label is longer than 63 characters"
+    return message[:1].lower() + message[1:]
+
+
 def normalize_domain(raw: str) -> str:
+    """The domain as stored: lower case, IDN labels as punycode (``xn--``)."""
     text = raw.strip().rstrip(".")
     if not text:
         raise ValidationError("the domain is empty")
+
+    def bad(reason: str) -> ValidationError:
+        return ValidationError(f"'{raw}' is not a valid domain name ({reason})")
+
+    labels = text.lower().split(".")
+    if len(labels) < 2:
+        raise bad("it needs a dot, like example.com")
+    for label in labels:
+        if not label:
+            raise bad("it has an empty label: two dots in a row")
+        if label.startswith("-") or label.endswith("-"):
+            raise bad(f"the label '{label}' starts or ends with a hyphen")
+        if len(label) > 63:
+            raise bad(f"the label '{label[:20]}…' is longer than 63 characters")
     try:
         ascii_name = idna.encode(text.lower(), uts46=True).decode("ascii")
     except idna.IDNAError as exc:
-        raise ValidationError(f"'{raw}' is not a valid domain name ({exc})") from None
-    labels = ascii_name.split(".")
-    if len(labels) < 2:
-        raise ValidationError(f"'{raw}' is not a valid domain name (it needs a dot, like "
-                              "example.com)")
-    for label in labels:
+        raise bad(_idna_reason(str(exc), labels)) from None
+    ascii_labels = ascii_name.split(".")
+    for label in ascii_labels:
+        if len(label) > 63:
+            raise bad(f"the label '{label[:20]}…' is longer than 63 characters")
         if not _LABEL.match(label):
-            raise ValidationError(f"'{raw}' is not a valid domain name (label '{label}')")
+            raise bad(f"label '{label}'")
     if len(ascii_name) > 253:
-        raise ValidationError(f"'{raw}' is not a valid domain name (longer than 253 characters)")
-    if labels[-1].isdigit():
-        raise ValidationError(f"'{raw}' is not a valid domain name (the last label is a number)")
+        raise bad("longer than 253 characters")
+    if ascii_labels[-1].isdigit():
+        raise bad("the last label is a number")
     return ascii_name
 
 
@@ -42,7 +75,10 @@ def split_address(raw: str, *, allow_catchall: bool = False) -> tuple[str, str]:
     if text.count("@") != 1:
         raise ValidationError(f"'{raw}' is not an e-mail address (it needs exactly one @)")
     local, domain_part = text.split("@")
-    domain = normalize_domain(domain_part) if domain_part else ""
+    try:
+        domain = normalize_domain(domain_part) if domain_part else ""
+    except ValidationError as exc:
+        raise ValidationError(f"'{raw}': {exc.message}") from None
     if not domain:
         raise ValidationError(f"'{raw}' has no domain after the @")
     if local == "":
