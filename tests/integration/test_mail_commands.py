@@ -121,7 +121,8 @@ def test_podoctl_password_stdin_and_real_change(mail: MailStack) -> None:
     (["user", "create", "a..b@example.com", "--generate-password"], None,
      "the local part 'a..b' of 'a..b@example.com' has characters that are not allowed"),
     (["user", "create", "x@exa_mple.com", "--generate-password"], None,
-     "'exa_mple.com' is not a valid domain name"),
+     "'x@exa_mple.com': 'exa_mple.com' is not a valid domain name (the character '_' "
+     "(U+005F) at position 4 of 'exa_mple' is not allowed)"),
     (["user", "create", "weak@example.com", "--password-stdin"], "short",
      "the password is too short: at least 12 characters are required"),
     (["user", "create", "big@example.com", "--quota-mb", "2048", "--generate-password"], None,
@@ -188,8 +189,8 @@ def test_backup_gate_failure_aborts_the_change(pg: PgCluster, tmp_path: Path,
         before = mail.dump()
         reply = daemon.request(["domain", "create", "example.net"], execute_real=True)
         assert reply["ok"] is False and reply["code"] == "backup-failed"
-        assert reply["message"] == ("the backup could not be taken (Not a directory); nothing "
-                                    "was changed")
+        assert reply["message"] == ("the backup could not be taken (Not a directory: "
+                                    f"{blocker}/backups); nothing was changed")
         assert mail.dump() == before
     finally:
         daemon.stop()
@@ -256,3 +257,170 @@ def test_db_init_is_idempotent_and_check_names_what_is_missing(pg: PgCluster,
     assert "  - table alias is missing" in check.stderr
     assert "  - view sogo_users is missing (SOGo's user source)" in check.stderr
     assert "Traceback" not in check.stderr
+
+
+def test_pg_dump_backup_is_taken_verified_and_restorable(pg: PgCluster, tmp_path: Path,
+                                                         mail: MailStack) -> None:
+    seed(mail)
+    root = tmp_path / "dumping"
+    root.mkdir()
+    path = make_mail_config(pg, root, mail.db, backup={"pg_dump": True})
+    before = mail.dump()
+    with DaemonProcess(path) as daemon:
+        reply = daemon.request(["user", "delete", "alice@example.com"], execute_real=True)
+        assert reply["ok"], reply
+        shown = daemon.request(["backup", "show", str(reply["backup_id"])])
+    folder = Path(shown["data"]["path"])
+    assert shown["data"]["problems"] == [] and shown["data"]["manifest"]["pg_dump"] is True
+    assert "dump.pgc" in (folder / "SHA256SUMS").read_text()
+    dump = (folder / "dump.pgc").read_bytes()
+    pg.create_database("restored", "podod")
+    try:
+        pg.restore(dump, "restored")  # the whole database as it was before the change
+        assert pg.dump("restored") == before
+    finally:
+        pg.drop_database("restored")
+    as_sql = subprocess.run(["pg_restore", "-f", "-", str(folder / "dump.pgc")],
+                            capture_output=True, text=True, check=True).stdout
+    assert "alice@example.com" in as_sql and "{SHA512-CRYPT}$6$" in as_sql
+    assert PASSWORD not in as_sql
+    every_file = b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    assert PASSWORD.encode() not in every_file and b"podod-owner-pw" not in every_file
+
+
+@pytest.mark.parametrize(("program", "reason"), [
+    ("/nonexistent/pg_dump", "pg_dump cannot run: /nonexistent/pg_dump: No such file or "
+                             "directory"),
+    ("/bin/false", "pg_dump: exit status 1"),
+])
+def test_a_failing_pg_dump_aborts_the_change(pg: PgCluster, tmp_path: Path, mail: MailStack,
+                                             program: str, reason: str) -> None:
+    root = tmp_path / "failing"
+    root.mkdir()
+    path = make_mail_config(pg, root, mail.db,
+                            backup={"pg_dump": True, "pg_dump_path": program})
+    before = mail.dump()
+    with DaemonProcess(path) as daemon:
+        reply = daemon.request(["domain", "create", "example.net"], execute_real=True)
+        assert reply["code"] == "backup-failed"
+        assert reply["message"] == f"the backup could not be taken ({reason}); nothing was " \
+                                   "changed"
+        assert daemon.request(["backup", "list"])["data"] == []
+        audit = daemon.request(["audit", "list", "--command", "domain"])["data"]
+    assert mail.dump() == before
+    assert list((root / "backups").iterdir()) == []  # no half-written folder stays
+    assert audit[0]["outcome"] == "backup-failed" and audit[0]["backup_id"] is None
+
+
+def test_every_request_is_audited_with_its_backup_and_restore_is_too(mail: MailStack) -> None:
+    seed(mail)
+    sandbox = mail.ok("user", "update", "alice@example.com", "--name", "Alice D.")
+    real = mail.ok("user", "update", "alice@example.com", "--name", "Alice D.", real=True)
+    mail.ok("user", "list")
+    restore_plan = mail.ok("backup", "restore", str(real["backup_id"]))
+    restored = mail.ok("backup", "restore", str(real["backup_id"]), real=True)
+    assert mail.sql("SELECT name FROM mailbox") == "Alice Doe"
+    records = mail.ok("audit", "list", "--limit", "5")["data"]
+    got = [(r["command"], bool(r["execute_real"]), r["outcome"], r["backup_id"])
+           for r in reversed(records)]  # newest first
+    assert got == [
+        ("user update", False, "sandbox", None),
+        ("user update", True, "ok", real["backup_id"]),
+        ("user list", False, "ok", None),
+        ("backup restore", False, "sandbox", None),
+        ("backup restore", True, "ok", restored["backup_id"]),
+    ]
+    assert sandbox["backup_id"] is None and restore_plan["backup_id"] is None
+    assert restored["backup_id"] != real["backup_id"]
+    assert mail.ok("backup", "show", str(restored["backup_id"]))["data"]["command"] == \
+        "backup restore"
+
+
+def test_the_printed_restore_command_undoes_the_change(mail: MailStack) -> None:
+    seed(mail)
+    before = mail.dump()
+    change = mail.daemon.podoctl("--execute-real", "--yes", "alias", "update",
+                                 "sales@example.com", "--set", "carol@remote.org")
+    assert change.returncode == 0, change.stderr
+    line = next(ln for ln in change.stdout.splitlines() if "undo with:" in ln)
+    command = line.split("undo with: ", 1)[1].split()
+    assert command[0] == "podoctl" and command[1:3] == ["backup", "restore"]
+    assert command[-1] == "--execute-real"
+    undo = mail.daemon.podoctl("--yes", *command[1:])
+    assert undo.returncode == 0, undo.stderr
+    assert mail.dump() == before
+
+
+@pytest.mark.parametrize(("raw", "stored"), [
+    ("Bücher.Example", "xn--bcher-kva.example"),
+    ("EXAMPLE.ORG.", "example.org"),
+    ("пример.рф", "xn--e1afmkfd.xn--p1ai"),
+])
+def test_idn_domains_are_stored_as_punycode(mail: MailStack, raw: str, stored: str) -> None:
+    reply = mail.ok("domain", "create", raw, real=True)
+    assert reply["data"] == {"domain": stored}
+    mail.ok("user", "create", f"Info@{raw}", "--generate-password", real=True)
+    assert mail.sql("SELECT username, domain FROM mailbox") == f"info@{stored}|{stored}"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["domain", "create", "bad_label.example"],
+     "'bad_label.example' is not a valid domain name (the character '_' (U+005F) at "
+     "position 4 of 'bad_label' is not allowed)"),
+    (["domain", "create", "-lead.example"],
+     "'-lead.example' is not a valid domain name (the label '-lead' starts or ends with a "
+     "hyphen)"),
+    (["domain", "create", "xn--zz.example"],
+     "'xn--zz.example' is not a valid domain name (the label 'xn--zz' is not valid "
+     "punycode)"),
+    (["domain", "create", "a..b.example"],
+     "'a..b.example' is not a valid domain name (it has an empty label: two dots in a row)"),
+    (["domain", "create", "localhost"],
+     "'localhost' is not a valid domain name (it needs a dot, like example.com)"),
+    (["user", "create", "jürgen@example.com", "--generate-password"],
+     "the local part 'jürgen' of 'jürgen@example.com' has characters that are not allowed"),
+    (["user", "create", "a b@example.com", "--generate-password"],
+     "the local part 'a b' of 'a b@example.com' has characters that are not allowed"),
+    (["alias", "create", "x@example.com", "--to", "bob@exa mple.org"],
+     "'bob@exa mple.org': 'exa mple.org' is not a valid domain name (the character ' ' "
+     "(U+0020) at position 4 of 'exa mple' is not allowed)"),
+])
+def test_bad_addresses_name_the_offending_part(mail: MailStack, argv: list[str],
+                                               message: str) -> None:
+    mail.ok("domain", "create", "example.com", real=True)
+    before = mail.dump()
+    got = mail.fail(*argv)
+    assert got.startswith(message), got
+    assert "\n" not in got and mail.dump() == before
+
+
+def test_user_delete_keeps_the_maildir_unless_asked_and_says_so_truthfully(
+        mail: MailStack) -> None:
+    seed(mail)
+    mail.ok("user", "create", "bob@example.com", "--generate-password", real=True)
+    kept = mail.ok("user", "delete", "bob@example.com", real=True)
+    assert kept["notes"] == ["The maildir example.com/bob/ stays on the mail server."]
+    plan = mail.ok("user", "delete", "alice@example.com", "--remove-maildir")
+    assert any("remove maildir" in note for note in plan["notes"])
+    asked = mail.ok("user", "delete", "alice@example.com", "--remove-maildir", real=True)
+    assert asked["notes"] == [
+        "Aliases that still forward to alice@example.com: sales@example.com (update or "
+        "delete them).",
+        "after: remove maildir example.com/alice/: FAILED (not done yet: podod needs the "
+        "connection to the mail server for that; remove example.com/alice/ under the mail "
+        "root by hand)"]
+    assert mail.sql("SELECT count(*) FROM mailbox") == "0"
+
+
+def test_hashing_workers_run_apart_and_stop_with_the_daemon(mail: MailStack) -> None:
+    import psutil
+
+    mail.ok("domain", "create", "example.com", real=True)
+    mail.ok("user", "create", "a@example.com", "--generate-password", real=True)
+    daemon = psutil.Process(mail.daemon.proc.pid)  # type: ignore[union-attr]
+    workers = [c.pid for c in daemon.children()]
+    assert 1 <= len(workers) <= (os.cpu_count() or 1)
+    mail.daemon.stop()
+    for pid in workers:
+        assert not psutil.pid_exists(pid) or \
+            psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -228,7 +228,8 @@ def setup(registry: Registry) -> None:
         "user delete", "Delete a mailbox and its alias row",
         params=[Arg("address", "the mailbox"),
                 Opt("remove_maildir", "also remove the maildir on the mail server afterwards "
-                    "(not done yet: podod only reports it)", kind="flag")],
+                    "(not done yet: it needs the server connection, and podod says so)",
+                    kind="flag")],
         permission="domain-admin", mutating=True, unit="maildb",
         description="The maildir stays on the mail server unless --remove-maildir is given.")
     async def user_delete(ctx: CommandContext, address: str, remove_maildir: bool) -> Reply:
@@ -240,14 +241,26 @@ def setup(registry: Registry) -> None:
         await uow.delete("quota2", {"username": username})
         await uow.delete("mailbox", {"username": username})
         notes = []
+        maildir = row["maildir"]
         if remove_maildir:
-            async def remove() -> None:
-                raise RuntimeError(f"remove {row['maildir']} by hand on the mail server; "
-                                   "podod does not delete maildirs yet")
+            if ctx.sandbox:
+                notes.append(f"Would remove maildir {maildir} afterwards: not done yet, podod "
+                             "needs the connection to the mail server for that.")
 
-            ctx.after(f"remove maildir {row['maildir']}", remove)
+            async def remove() -> None:
+                raise RuntimeError(f"not done yet: podod needs the connection to the mail "
+                                   f"server for that; remove {maildir} under the mail root "
+                                   "by hand")
+
+            ctx.after(f"remove maildir {maildir}", remove)
         else:
-            notes.append(f"The maildir {row['maildir']} stays on the mail server.")
+            notes.append(f"The maildir {maildir} stays on the mail server.")
+        forwarding = [r["address"] for r in await uow.fetch(
+            "SELECT address FROM alias WHERE ',' || replace(goto, ' ', '') || ',' LIKE "
+            "'%,' || $1 || ',%' ORDER BY address", username)]
+        if forwarding:
+            notes.append(f"Aliases that still forward to {username}: "
+                         f"{', '.join(forwarding)} (update or delete them).")
         return Reply(message=f"mailbox {username} "
                              f"{'deleted' if ctx.execute_real else 'would be deleted'}",
                      notes=notes)

@@ -1,0 +1,106 @@
+"""Password hashing: the C crypt agrees with libpass byte for byte, every scheme verifies,
+the policy speaks plainly, and the hashing pool runs in parallel processes it cleans up."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import psutil
+import pytest
+from passlib.hash import sha512_crypt
+
+from podod.errors import ValidationError
+from podod.mail.passwords import (
+    HashingPool,
+    _c_crypt,
+    c_backend_ok,
+    check_policy,
+    generate_password,
+    hash_password,
+    verify_password,
+)
+
+PASSWORD = "Correct-Horse-7-Battery-Ä"
+
+
+def test_the_c_backend_is_present_and_agrees_with_libpass() -> None:
+    assert c_backend_ok(), "the system's C crypt is missing or disagrees with libpass"
+    crypt = _c_crypt()
+    salt = "abcdefghijklmnop"
+    for rounds in (1000, 5000, 70000):
+        c_out = crypt.crypt(PASSWORD, f"$6$rounds={rounds}${salt}$")
+        py_out = sha512_crypt.using(rounds=rounds, salt=salt).hash(PASSWORD)
+        # the same digest (libpass leaves out the default "rounds=5000$")
+        assert c_out.rsplit("$", 1)[1] == py_out.rsplit("$", 1)[1]
+        assert sha512_crypt.verify(PASSWORD, c_out) and crypt.crypt(PASSWORD, py_out) == py_out
+
+
+def test_sha512_crypt_from_either_backend_verifies_with_the_other() -> None:
+    c_hash = hash_password(PASSWORD, rounds=70000, backend="c")
+    py_hash = hash_password(PASSWORD, rounds=70000, backend="libpass")
+    for stored in (c_hash, py_hash):
+        assert re.fullmatch(r"\{SHA512-CRYPT\}\$6\$rounds=70000\$[./A-Za-z0-9]{16}\$"
+                            r"[./A-Za-z0-9]{86}", stored), stored
+        digest = stored.removeprefix("{SHA512-CRYPT}")
+        assert sha512_crypt.verify(PASSWORD, digest)
+        assert _c_crypt().crypt(PASSWORD, digest) == digest
+        assert verify_password(PASSWORD, stored)
+        assert not verify_password(PASSWORD + "x", stored)
+    assert c_hash != hash_password(PASSWORD, rounds=70000, backend="c")  # fresh salts
+
+
+@pytest.mark.parametrize(("scheme", "pattern"), [
+    ("BLF-CRYPT", r"\{BLF-CRYPT\}\$2y\$10\$.{53}"),
+    ("ARGON2ID", r"\{ARGON2ID\}\$argon2id\$v=19\$m=\d+,t=\d+,p=\d+\$.+"),
+])
+def test_other_schemes(scheme: str, pattern: str) -> None:
+    stored = hash_password(PASSWORD, scheme=scheme)
+    assert re.fullmatch(pattern, stored), stored
+    assert verify_password(PASSWORD, stored)
+    assert not verify_password("Another-Password-1", stored)
+
+
+def test_verify_accepts_what_sogo_and_dovecot_write() -> None:
+    sogo_style = "{sha512-crypt}" + _c_crypt().crypt(PASSWORD, "$6$O7L23ZhU$")  # no rounds=
+    assert verify_password(PASSWORD, sogo_style)
+    assert verify_password(PASSWORD, sogo_style.split("}", 1)[1])  # no prefix at all
+    assert not verify_password(PASSWORD, "{PLAIN}" + PASSWORD)  # never plain text
+    assert not verify_password(PASSWORD, "garbage")
+
+
+@pytest.mark.parametrize(("password", "message"), [
+    ("short-1A", "the password is too short: at least 12 characters are required"),
+    (" leading-space-123", "the password must not start or end with spaces or contain "
+                           "line breaks"),
+    ("aaaaaaaaaaaabbbb", "the password is too weak: it repeats too few characters"),
+])
+def test_policy_names_the_problem(password: str, message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        check_policy(password, 12)
+    assert info.value.message == message
+
+
+def test_generated_passwords_are_strong_and_pass_the_policy() -> None:
+    seen = {generate_password(20) for _ in range(200)}
+    assert len(seen) == 200
+    for password in seen:
+        assert len(password) == 20
+        check_policy(password, 12)
+        assert any(c.isupper() for c in password) and any(c.isdigit() for c in password)
+
+
+async def test_hash_many_runs_on_every_worker_and_stop_ends_them() -> None:
+    pool = HashingPool(workers=2)
+    passwords = [f"Bulk-Password-{i:03d}" for i in range(8)]
+    hashes = await pool.hash_many(passwords, rounds=5000)
+    assert [verify_password(p, h) for p, h in zip(passwords, hashes, strict=True)] == [True] * 8
+    workers = pool.worker_pids()
+    assert len(workers) == 2 and os.getpid() not in workers
+    children = {c.pid for c in psutil.Process().children()}
+    assert set(workers) <= children
+    await pool.stop()
+    assert pool.worker_pids() == []
+    for pid in workers:
+        assert not psutil.pid_exists(pid) or \
+            psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
