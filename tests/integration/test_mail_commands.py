@@ -235,6 +235,9 @@ def test_sogo_view_and_password_change_through_it(mail: MailStack) -> None:
     assert mail.sql("SELECT password FROM mailbox") == "{SHA512-CRYPT}x"
     mail.ok("user", "update", "alice@example.com", "--active", "no", real=True)
     assert mail.sql("SELECT count(*) FROM sogo_users") == "0"
+    mail.ok("user", "update", "alice@example.com", "--active", "yes", real=True)
+    mail.ok("domain", "update", "example.com", "--active", "no", real=True)
+    assert mail.sql("SELECT count(*) FROM sogo_users") == "0"
 
 
 def test_db_init_is_idempotent_and_check_names_what_is_missing(pg: PgCluster,
@@ -242,7 +245,7 @@ def test_db_init_is_idempotent_and_check_names_what_is_missing(pg: PgCluster,
     run = [sys.executable, "-m", "podod.cli", "db"]
     again = subprocess.run([*run, "init", "-c", str(mail.config_path)], capture_output=True,
                            text=True)
-    assert again.returncode == 0 and "up to date (version 1)" in again.stdout
+    assert again.returncode == 0 and "up to date (version 2)" in again.stdout
     pg.create_database("foreign", "podod")
     pg.psql("CREATE TABLE domain (domain varchar(255) PRIMARY KEY, active integer); "
             "CREATE TABLE mailbox (username varchar(255) PRIMARY KEY); "

@@ -213,6 +213,8 @@ def test_sogo_logs_the_user_in_and_refuses_a_deactivated_one(stack: MailStack,
     assert sogo.session().login(user, PASSWORD) == 403
     stack.ok("user", "update", user, "--active", "yes", real=True)
     assert sogo.session().login(user, PASSWORD) == 200
+    stack.ok("domain", "update", domain, "--active", "no", real=True)
+    assert sogo.session().login(user, PASSWORD) == 403
 
 
 def test_a_password_changed_in_sogo_goes_through_the_view_with_the_sogo_role(

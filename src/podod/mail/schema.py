@@ -80,6 +80,16 @@ MIGRATIONS: list[str] = [
                name AS c_cn, username AS mail, domain
         FROM mailbox WHERE active = true
     """,
+    # 2: a switched-off domain hides its mailboxes from SOGo too (Dovecot's and Postfix's
+    # queries check domain.active). A subquery in WHERE keeps the view auto-updatable, and
+    # it runs with the view owner's rights, so SOGo's role needs no grant on domain.
+    """
+    CREATE OR REPLACE VIEW sogo_users AS
+        SELECT username AS c_uid, username AS c_name, password AS c_password,
+               name AS c_cn, username AS mail, domain
+        FROM mailbox
+        WHERE active = true AND domain IN (SELECT domain FROM domain WHERE active = true)
+    """,
 ]
 
 # What a PostfixAdmin-compatible database must have, for checking an existing one.
