@@ -186,17 +186,16 @@ def login(pg: PgCluster, user: str, password: str, db: str = STACK_DB) -> SqlLog
 
 
 @pytest.fixture(scope="session")
-def dovecot(stack: MailStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
-    server = Dovecot(tmp_path_factory.mktemp("dovecot"), login(stack.pg, READER, READER_PW))
+def dovecot(stack: MailStack, daemons_tmp: Path) -> Iterator[Dovecot]:
+    server = Dovecot(daemons_tmp / "dovecot", login(stack.pg, READER, READER_PW))
     server.start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def postfix(stack: MailStack, dovecot: Dovecot,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postfix]:
-    server = Postfix(tmp_path_factory.mktemp("postfix"), login(stack.pg, READER, READER_PW),
+def postfix(stack: MailStack, dovecot: Dovecot, daemons_tmp: Path) -> Iterator[Postfix]:
+    server = Postfix(daemons_tmp / "postfix", login(stack.pg, READER, READER_PW),
                      lmtp_port=dovecot.lmtp_port)
     server.start()
     yield server
@@ -204,10 +203,9 @@ def postfix(stack: MailStack, dovecot: Dovecot,
 
 
 @pytest.fixture(scope="session")
-def sogo(stack: MailStack, dovecot: Dovecot,
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[SOGo]:
+def sogo(stack: MailStack, dovecot: Dovecot, daemons_tmp: Path) -> Iterator[SOGo]:
     stack.pg.create_database("sogo", SOGO_ROLE)  # SOGo's own tables (profiles, sessions)
-    server = SOGo(tmp_path_factory.mktemp("sogo"),
+    server = SOGo(daemons_tmp / "sogo",
                   user_source=login(stack.pg, SOGO_ROLE, SOGO_PW),
                   profile_db=login(stack.pg, SOGO_ROLE, SOGO_PW, db="sogo"),
                   imap_port=dovecot.imap_port, smtp_port=free_port())
