@@ -131,7 +131,7 @@ def test_podoctl_password_stdin_and_real_change(mail: MailStack) -> None:
      "user create: give either --password-stdin or --generate-password"),
     (["domain", "create", "example.com"], None, "the domain example.com already exists"),
     (["domain", "delete", "example.com"], None,
-     "the domain example.com still has 1 mailboxes, 2 aliases and 0 alias domains; delete "
+     "the domain example.com still has 1 mailbox, 2 aliases and 0 alias domains; delete "
      "them first or add --cascade"),
     (["alias", "create", "sales@example.com", "--to", "alice@example.com"], None,
      "the alias sales@example.com already exists"),
@@ -427,3 +427,21 @@ def test_hashing_workers_run_apart_and_stop_with_the_daemon(mail: MailStack) -> 
     for pid in workers:
         assert not psutil.pid_exists(pid) or \
             psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_damaged_backup_is_reported_and_not_restored(mail: MailStack) -> None:
+    seed(mail)
+    reply = mail.ok("user", "update", "alice@example.com", "--name", "Changed", real=True)
+    backup = str(reply["backup_id"])
+    folder = Path(str(mail.ok("backup", "show", backup)["data"]["path"]))
+    rows = folder / "rows.json"
+    rows.write_text(rows.read_text().replace("Alice Doe", "Mallory"))
+    verify = mail.daemon.request(["backup", "verify", "--all"])
+    assert verify["ok"] is False and verify["exit_code"] == 1
+    assert verify["message"] == (f"1 of 4 backups do not verify: {backup}: rows.json does not "
+                                 "match its checksum")
+    before = mail.dump()
+    refused = mail.fail("backup", "restore", backup)
+    assert refused == (f"backup {backup} is damaged (rows.json does not match its checksum); "
+                       "it cannot be restored")
+    assert mail.dump() == before

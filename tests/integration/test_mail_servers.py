@@ -215,6 +215,11 @@ def test_sogo_logs_the_user_in_and_refuses_a_deactivated_one(stack: MailStack,
     assert sogo.session().login(user, PASSWORD) == 200
     stack.ok("domain", "update", domain, "--active", "no", real=True)
     assert sogo.session().login(user, PASSWORD) == 403
+    stack.ok("domain", "update", domain, "--active", "yes", real=True)
+    stack.ok("user", "reset-password", user, "--password-stdin", stdin=NEW_PASSWORD,
+             real=True)  # SOGo caches no old password: the new one counts at once
+    assert sogo.session().login(user, PASSWORD) == 403
+    assert sogo.session().login(user, NEW_PASSWORD) == 200
 
 
 def test_a_password_changed_in_sogo_goes_through_the_view_with_the_sogo_role(

@@ -53,6 +53,10 @@ def setup(registry: Registry) -> None:
                 ["rows", entry["changes"]], ["bytes", entry["bytes"]],
                 ["folder", entry["path"]],
                 ["verifies", "yes" if not problems else "NO: " + "; ".join(problems)]]
+        if manifest.get("pg_dump"):
+            dump = Path(entry["path"]) / "dump.pgc"
+            size = dump.stat().st_size if dump.is_file() else 0
+            rows.append(["pg_dump", f"dump.pgc, {size} bytes (restore it with pg_restore)"])
         for change in manifest.get("changes", []):
             rows.append(["change", f"{change['action']} {change['target']} {change['key']}"])
         return Reply(message=f"backup {id}", data={**entry, "problems": problems,

@@ -53,6 +53,10 @@ FROM domain d
 """
 
 
+def _n(count: int, word: str, plural: str) -> str:
+    return f"{count} {word}{'' if count == 1 else plural}"
+
+
 def _of(n: int) -> str:
     return "unlimited" if not n else str(n)
 
@@ -167,8 +171,9 @@ def setup(registry: Registry) -> None:
             "SELECT count(*) FROM alias_domain WHERE target_domain=$1 AND alias_domain<>$1",
             name)
         if (mailboxes or aliases or alias_domains) and not cascade:
-            raise Conflict(f"the domain {name} still has {mailboxes} mailboxes, {aliases} "
-                           f"aliases and {alias_domains} alias domains; delete them first or "
+            raise Conflict(f"the domain {name} still has {_n(mailboxes, 'mailbox', 'es')}, "
+                           f"{_n(aliases, 'alias', 'es')} and "
+                           f"{_n(alias_domains, 'alias domain', 's')}; delete them first or "
                            "add --cascade")
         counts = {"mailbox": 0, "alias": 0, "alias_domain": 0, "quota2": 0}
         counts["alias_domain"] += len(await uow.delete("alias_domain", {"alias_domain": name}))
