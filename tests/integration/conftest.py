@@ -105,13 +105,21 @@ def db_init(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
                            str(path)], capture_output=True, text=True)
 
 
-@pytest.fixture
-def mail(pg: PgCluster, tmp_path: Path) -> Iterator[MailStack]:
-    db = f"mail{next(_counter)}"
+@pytest.fixture(scope="session")
+def mail_template(pg: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A database made by ``podod db init`` once; each test's database is a copy of it."""
+    db = "mail_template"
     pg.create_database(db, OWNER)
-    path = make_mail_config(pg, tmp_path, db)
-    init = db_init(path)
+    init = db_init(make_mail_config(pg, tmp_path_factory.mktemp("template"), db))
     assert init.returncode == 0, init.stderr
+    return db
+
+
+@pytest.fixture
+def mail(pg: PgCluster, mail_template: str, tmp_path: Path) -> Iterator[MailStack]:
+    db = f"mail{next(_counter)}"
+    pg.psql(f'CREATE DATABASE "{db}" TEMPLATE "{mail_template}" OWNER "{OWNER}"')
+    path = make_mail_config(pg, tmp_path, db)
     daemon = DaemonProcess(path).start()
     yield MailStack(pg, db, tmp_path, path, daemon)
     daemon.stop()
