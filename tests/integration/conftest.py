@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 import yaml
@@ -193,25 +194,45 @@ def login(pg: PgCluster, user: str, password: str, db: str = STACK_DB) -> SqlLog
     return SqlLogin(host="127.0.0.1", port=pg.port, dbname=db, user=user, password=password)
 
 
+class Stoppable(Protocol):
+    def stop_begin(self) -> None: ...
+
+    def stop_wait(self) -> None: ...
+
+
 @pytest.fixture(scope="session")
-def dovecot(stack: MailStack, daemons_tmp: Path) -> Iterator[Dovecot]:
+def stopping() -> Iterator[list[Stoppable]]:
+    """The servers stop side by side: each one's teardown sends TERM, this one waits."""
+    servers: list[Stoppable] = []
+    yield servers
+    for server in servers:
+        server.stop_wait()
+
+
+@pytest.fixture(scope="session")
+def dovecot(stack: MailStack, daemons_tmp: Path,
+            stopping: list[Stoppable]) -> Iterator[Dovecot]:
     server = Dovecot(daemons_tmp / "dovecot", login(stack.pg, READER, READER_PW))
     server.start()
     yield server
-    server.stop()
+    server.stop_begin()
+    stopping.append(server)
 
 
 @pytest.fixture(scope="session")
-def postfix(stack: MailStack, dovecot: Dovecot, daemons_tmp: Path) -> Iterator[Postfix]:
+def postfix(stack: MailStack, dovecot: Dovecot, daemons_tmp: Path,
+            stopping: list[Stoppable]) -> Iterator[Postfix]:
     server = Postfix(daemons_tmp / "postfix", login(stack.pg, READER, READER_PW),
                      lmtp_port=dovecot.lmtp_port)
     server.start()
     yield server
-    server.stop()
+    server.stop_begin()
+    stopping.append(server)
 
 
 @pytest.fixture(scope="session")
-def sogo(stack: MailStack, dovecot: Dovecot, daemons_tmp: Path) -> Iterator[SOGo]:
+def sogo(stack: MailStack, dovecot: Dovecot, daemons_tmp: Path,
+         stopping: list[Stoppable]) -> Iterator[SOGo]:
     stack.pg.create_database("sogo", SOGO_ROLE)  # SOGo's own tables (profiles, sessions)
     server = SOGo(daemons_tmp / "sogo",
                   user_source=login(stack.pg, SOGO_ROLE, SOGO_PW),
@@ -219,4 +240,5 @@ def sogo(stack: MailStack, dovecot: Dovecot, daemons_tmp: Path) -> Iterator[SOGo
                   imap_port=dovecot.imap_port, smtp_port=free_port())
     server.start()
     yield server
-    server.stop()
+    server.stop_begin()
+    stopping.append(server)
