@@ -104,22 +104,35 @@ async def throughput(workers: int | None, backend: str, count: int) -> float:
 
 
 INDEPENDENT = """
-import sys, time
+import sys
 from podod.mail.passwords import hash_password
 count, backend = int(sys.argv[1]), sys.argv[2]
-started = time.perf_counter()
+hash_password("warm-up-password", rounds=1000, backend=backend)
+print("ready", flush=True)
+sys.stdin.readline()
 for _ in range(count):
     hash_password("Bench-Password-7-Long", rounds=70000, backend=backend)
-print(count / (time.perf_counter() - started))
+print("done", flush=True)
 """
 
 
 def independent_rate(processes: int, backend: str, count: int) -> float:
     """What this machine gives ``processes`` separate processes hashing at once (no pool):
-    the ceiling the pool's scaling is measured against (vCPUs may share a physical core)."""
+    the ceiling the pool's scaling is measured against (vCPUs may share a physical core).
+    They start together once all are ready, and the clock stops when the last one ends."""
     procs = [subprocess.Popen([sys.executable, "-c", INDEPENDENT, str(count), backend],
-                              stdout=subprocess.PIPE, text=True) for _ in range(processes)]
-    return sum(float(p.communicate()[0]) for p in procs)
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for _ in range(processes)]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    started = time.perf_counter()
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    for proc in procs:
+        proc.communicate()
+    return processes * count / (time.perf_counter() - started)
 
 
 def seed_mailboxes(cluster: PgCluster, db: str, domain: str, count: int) -> None:
