@@ -9,6 +9,8 @@ BUILTIN_MODULES: list[str] = [
     "podod.bus.commands",
     "podod.servers.commands",
     "podod.monitor.live",
+    "podod.monitor.store",
+    "podod.monitor.commands",
     "podod.backup.commands",
     "podod.mail.commands",
 ]

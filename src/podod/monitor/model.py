@@ -78,7 +78,19 @@ class StoreDegraded(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class StoreRecovered(Event):
-    pass
+    """Writes work again; the backlog kept in memory was written (``dropped``: samples lost
+    because the backlog was full)."""
+
+    flushed: int = 0
+    dropped: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreReset(Event):
+    """metrics.db failed its integrity check at start: it was moved aside, a new one began."""
+
+    reason: str
+    moved_to: str
 
 
 class LiveState:
