@@ -10,6 +10,8 @@ BUILTIN_MODULES: list[str] = [
     "podod.servers.commands",
     "podod.monitor.live",
     "podod.monitor.store",
+    "podod.monitor.scheduler",
+    "podod.monitor.collectors",
     "podod.monitor.commands",
     "podod.backup.commands",
     "podod.mail.commands",

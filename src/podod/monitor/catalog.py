@@ -36,6 +36,8 @@ _BUILTIN: list[tuple[str, SeriesKind, str, tuple[str, ...]]] = [
     ("ssh_reconnects_total", _C, "Connections podod had to re-establish", ()),
     # -- services (monitor/collectors) ------------------------------------------------------
     ("service_up", _G, "1 when systemctl reports the unit active", ("service",)),
+    ("systemd_available", _G, "1 when systemctl answers on the server; 0 where no systemd "
+     "runs (service_up is then not reported)", ()),
     ("probe_success", _G, "1 when the protocol probe got a valid answer", ("probe",)),
     ("probe_duration_seconds", _G, "How long the protocol probe took", ("probe",)),
     # -- the Postfix queue -------------------------------------------------------------------
@@ -43,6 +45,8 @@ _BUILTIN: list[tuple[str, SeriesKind, str, tuple[str, ...]]] = [
     ("postfix_queue_size_bytes", _G, "Total size of the messages in the queue", ("queue",)),
     ("postfix_queue_oldest_message_age_seconds", _G,
      "Age of the oldest message in the queue (0 when empty)", ("queue",)),
+    ("postfix_queue_unparsed_lines", _G, "Lines of the last postqueue -j output that were "
+     "not a queue entry (skipped)", ()),
     # -- mail traffic from the logs ----------------------------------------------------------
     ("postfix_messages_received_total", _C, "Messages Postfix accepted (cleanup got a "
      "message-id from smtpd, pickup or the sendmail command)", ()),
