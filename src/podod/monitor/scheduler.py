@@ -96,10 +96,11 @@ class Scheduler:
 
     async def stop(self) -> None:
         tasks = [job.task for job in self.jobs.values() if job.task is not None]
-        tasks += list(self._abandoned)
-        for task in tasks:
+        for task in [*tasks, *self._abandoned]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._abandoned:  # runs that ignore cancellation get a moment, not forever
+            await asyncio.wait(set(self._abandoned), timeout=2)
         self.jobs.clear()
 
     async def reload(self, config: Any) -> None:
@@ -206,8 +207,9 @@ class Scheduler:
             except Exception as exc:
                 reason = one_line(f"{type(exc).__name__}: {exc}" if str(exc)
                                   else type(exc).__name__)
-                log.debug("collector %s on %s failed", spec.name, job.server_name,
-                          exc_info=True)
+                if reason != job.last_error:  # the traceback once, for whoever debugs it
+                    log.debug("collector %s on %s raised", spec.name, job.server_name,
+                              exc_info=True)
             else:
                 if isinstance(result, list | tuple) and all(
                         isinstance(s, Sample) for s in result):
