@@ -23,7 +23,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,7 +151,8 @@ class MetricsWriter:
         self.path = path
         self.conn = connect(path)
         migrate_sync(self.conn, "metrics", SCHEMA)
-        self._ids: dict[tuple[str, str, LabelKey], tuple[int, bool]] = {}
+        self._ids: dict[tuple[str, str, LabelKey], int] = {}
+        self._counters: set[int] = set()  # ids of counter series
         self._last: dict[int, tuple[int, float]] = {}  # counter series → newest (ts, value)
         self.written = 0
         self.batches = 0
@@ -163,7 +164,7 @@ class MetricsWriter:
     # -- ingest ----------------------------------------------------------------------------
 
     def _series_id(self, key: tuple[str, str, LabelKey], kind: str,
-                   created: list[tuple[str, str, LabelKey]]) -> tuple[int, bool]:
+                   created: list[tuple[str, str, LabelKey]]) -> int:
         name, server, labels = key
         text = labels_text(labels)
         row = self.conn.execute("SELECT id, kind FROM series WHERE name=? AND server=? AND "
@@ -172,12 +173,14 @@ class MetricsWriter:
             cur = self.conn.execute(
                 "INSERT INTO series (name, server, labels, kind, created) VALUES (?,?,?,?,?)",
                 (name, server, text, kind, time.time()))
-            entry = (int(cur.lastrowid or 0), kind == "counter")
+            sid, counter = int(cur.lastrowid or 0), kind == "counter"
             created.append(key)
         else:
-            entry = (int(row[0]), row[1] == "counter")
-        self._ids[key] = entry
-        return entry
+            sid, counter = int(row[0]), row[1] == "counter"
+        self._ids[key] = sid
+        if counter:
+            self._counters.add(sid)
+        return sid
 
     def ingest(self, samples: Sequence[Sample]) -> int:
         """Write ``samples`` and their rollups in one transaction; return how many."""
@@ -186,29 +189,28 @@ class MetricsWriter:
         conn = self.conn
         ids = self._ids
         created: list[tuple[str, str, LabelKey]] = []
-        counters: set[int] = set()
         rows: list[tuple[int, int, float]] = []
+        append = rows.append
         conn.execute("BEGIN IMMEDIATE")
         try:
             for s in samples:
-                key = (s.series, s.server, s.labels)
-                entry = ids.get(key)
-                if entry is None:
-                    entry = self._series_id(key, s.kind, created)
-                if entry[1]:
-                    counters.add(entry[0])
-                rows.append((entry[0], int(s.ts * 1000), float(s.value)))
+                sid = ids.get((s.series, s.server, s.labels))
+                if sid is None:
+                    sid = self._series_id((s.series, s.server, s.labels), s.kind, created)
+                append((sid, int(s.ts * 1000), s.value))
             rows.sort()
-            last = self._counter_state(counters)
+            last: dict[int, tuple[int, float]] = {}
+            rollups = aggregate(rows, self._counters, self._previous, last)
             conn.executemany("INSERT OR REPLACE INTO samples (series_id, ts, value) "
                              "VALUES (?,?,?)", rows)
-            conn.executemany(_UPSERT_ROLLUP, aggregate(rows, counters, last))
+            conn.executemany(_UPSERT_ROLLUP, rollups)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for key in created:  # their ids were rolled back with the transaction
-                ids.pop(key, None)
+                sid = ids.pop(key, None)
+                self._counters.discard(sid or 0)
             raise
         self._last.update(last)
         self.written += len(rows)
@@ -216,19 +218,15 @@ class MetricsWriter:
         self.newest_ts = max(self.newest_ts, rows[-1][1] / 1000 if rows else 0)
         return len(rows)
 
-    def _counter_state(self, counters: Iterable[int]) -> dict[int, tuple[int, float]]:
-        """The newest stored reading of each counter series (a copy: the batch may fail)."""
-        out: dict[int, tuple[int, float]] = {}
-        for sid in counters:
-            known = self._last.get(sid)
-            if known is None:
-                row = self.conn.execute("SELECT ts, value FROM samples WHERE series_id=? "
-                                        "ORDER BY ts DESC LIMIT 1", (sid,)).fetchone()
-                if row is None:
-                    continue
+    def _previous(self, sid: int) -> tuple[int, float] | None:
+        """The newest stored reading of a counter series before this batch."""
+        known = self._last.get(sid)
+        if known is None:
+            row = self.conn.execute("SELECT ts, value FROM samples WHERE series_id=? "
+                                    "ORDER BY ts DESC LIMIT 1", (sid,)).fetchone()
+            if row is not None:
                 known = (int(row[0]), float(row[1]))
-            out[sid] = known
-        return out
+        return known
 
     # -- retention ---------------------------------------------------------------------------
 
@@ -290,34 +288,31 @@ class MetricsWriter:
 
     def _forget(self, sid: int) -> None:
         self._last.pop(sid, None)
-        for key, (known, _) in list(self._ids.items()):
+        self._counters.discard(sid)
+        for key, known in list(self._ids.items()):
             if known == sid:
                 del self._ids[key]
 
 
 def aggregate(rows: Sequence[tuple[int, int, float]], counters: set[int],
+              previous: Callable[[int], tuple[int, float] | None],
               last: dict[int, tuple[int, float]]) -> list[tuple[Any, ...]]:
-    """Rollup rows for ``rows`` (sorted by series, then time). ``last`` holds each counter's
-    newest earlier reading and is advanced in place."""
-    out: list[tuple[Any, ...]] = []
-    append = out.append
+    """Rollup rows for ``rows`` (sorted by series, then time): 5-minute buckets from the
+    samples, hourly buckets merged from those. ``previous(sid)`` gives a counter's newest
+    earlier reading (before this batch); ``last`` receives each counter's newest reading.
+    It runs before the batch is inserted, so ``previous`` sees the stored state."""
+    five: list[list[Any]] = []  # [sid, bucket, count, sum, min, max, last, last_ts, increase]
     cur_sid = -1
     is_counter = False
     prev: tuple[int, float] | None = None
-    # per step: [bucket, count, sum, min, max, last, last_ts, increase]
-    acc: list[list[Any] | None] = [None, None]
+    a: list[Any] = [-1, -1]
     for sid, ts, v in rows:
         if sid != cur_sid:
-            if cur_sid >= 0:
-                if prev is not None and is_counter:
-                    last[cur_sid] = prev
-                for i, a in enumerate(acc):
-                    if a is not None:
-                        append((cur_sid, STEPS[i], *a))
+            if is_counter and prev is not None:
+                last[cur_sid] = prev
             cur_sid = sid
-            acc = [None, None]
             is_counter = sid in counters
-            prev = last.get(sid) if is_counter else None
+            prev = previous(sid) if is_counter else None
         inc: float | None = None
         if is_counter:
             if prev is None or ts <= prev[0]:
@@ -328,32 +323,48 @@ def aggregate(rows: Sequence[tuple[int, int, float]], counters: set[int],
             if prev is None or ts > prev[0]:
                 prev = (ts, v)
         sec = ts // 1000
-        for i in (0, 1):
-            step = STEPS[i]
-            bucket = sec - sec % step
-            a = acc[i]
-            if a is None or a[0] != bucket:
-                if a is not None:
-                    append((sid, step, *a))
-                acc[i] = [bucket, 1, v, v, v, v, ts, inc]
-                continue
-            a[1] += 1
-            a[2] += v
-            if v < a[3]:
-                a[3] = v
-            if v > a[4]:
-                a[4] = v
-            if ts >= a[6]:
-                a[5] = v
-                a[6] = ts
-            if inc is not None:
-                a[7] += inc
-    if cur_sid >= 0:
-        if prev is not None and is_counter:
-            last[cur_sid] = prev
-        for i, a in enumerate(acc):
-            if a is not None:
-                append((cur_sid, STEPS[i], *a))
+        bucket = sec - sec % 300
+        if a[0] != sid or a[1] != bucket:
+            a = [sid, bucket, 1, v, v, v, v, ts, inc]
+            five.append(a)
+            continue
+        a[2] += 1
+        a[3] += v
+        if v < a[4]:
+            a[4] = v
+        elif v > a[5]:
+            a[5] = v
+        if ts >= a[7]:
+            a[6] = v
+            a[7] = ts
+        if inc is not None:
+            a[8] += inc
+    if is_counter and prev is not None:
+        last[cur_sid] = prev
+    out: list[tuple[Any, ...]] = []
+    append = out.append
+    out_hours: list[list[Any]] = []
+    h: list[Any] = [-1, -1]
+    for sid, bucket, count, total, lo, hi, lv, lts, inc in five:
+        append((sid, 300, bucket, count, total, lo, hi, lv, lts, inc))
+        hour = bucket - bucket % 3600
+        if h[0] != sid or h[1] != hour:
+            h = [sid, hour, count, total, lo, hi, lv, lts, inc]
+            out_hours.append(h)
+            continue
+        h[2] += count
+        h[3] += total
+        if lo < h[4]:
+            h[4] = lo
+        if hi > h[5]:
+            h[5] = hi
+        if lts >= h[7]:
+            h[6] = lv
+            h[7] = lts
+        if inc is not None:
+            h[8] = inc if h[8] is None else h[8] + inc
+    for sid, hour, count, total, lo, hi, lv, lts, inc in out_hours:
+        append((sid, 3600, hour, count, total, lo, hi, lv, lts, inc))
     return out
 
 
