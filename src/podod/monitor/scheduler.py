@@ -27,12 +27,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from podod.errors import PododError
+from podod.events import Event
 from podod.monitor.collect import CollectContext
-from podod.monitor.model import CollectorFailed, Sample, SamplesCollected
+from podod.monitor.model import (
+    CollectorFailed,
+    Sample,
+    SamplesCollected,
+    ServerConnected,
+    ServerDisconnected,
+    ServerRemoved,
+)
 from podod.monitor.runners import Runners, monitored_servers
 from podod.plugins import CollectorSpec, Registry
 
 if TYPE_CHECKING:
+    from podod.events import Subscription
     from podod.runtime import Runtime
     from podod.servers.settings import ServerConfig
 
@@ -84,8 +93,14 @@ class Scheduler:
         self._slots = asyncio.Semaphore(runtime.config.monitor.max_concurrent)
         self._slots_size = runtime.config.monitor.max_concurrent
         self._abandoned: set[asyncio.Task[Any]] = set()
+        self._subs: list[Subscription] = []
+        self._planned_servers: set[str] = set()
 
     async def start(self) -> None:
+        # Servers added or removed at run time (server add|remove) change the jobs too.
+        self._subs = [self.runtime.events.subscribe(
+            (ServerConnected, ServerDisconnected, ServerRemoved), self._servers_changed,
+            name="scheduler-servers")]
         self._plan()
         if not self.runtime.config.monitor.enabled:
             log.info("scheduler: monitor.enabled is false; no collector runs")
@@ -95,6 +110,9 @@ class Scheduler:
                      len(monitored_servers(self.runtime)))
 
     async def stop(self) -> None:
+        for sub in self._subs:
+            self.runtime.events.unsubscribe(sub)
+        self._subs = []
         tasks = [job.task for job in self.jobs.values() if job.task is not None]
         for task in [*tasks, *self._abandoned]:
             task.cancel()
@@ -105,6 +123,11 @@ class Scheduler:
 
     async def reload(self, config: Any) -> None:
         self._plan()
+
+    def _servers_changed(self, event: Event) -> None:
+        names = {s.name for s in monitored_servers(self.runtime)}
+        if names != self._planned_servers:
+            self._plan()
 
     # -- planning -------------------------------------------------------------------------------
 
@@ -136,6 +159,7 @@ class Scheduler:
             self._slots = asyncio.Semaphore(size)
             self._slots_size = size
         wanted = self._wanted()
+        self._planned_servers = {s.name for s in monitored_servers(self.runtime)}
         for key in list(self.jobs):
             job = self.jobs[key]
             target = wanted.get(key)
