@@ -104,9 +104,15 @@ class QueueServerSettings(Section):
     config_dir: str | None = None
 
 
+PostqueuePath = Literal["/usr/sbin/postqueue", "/usr/local/sbin/postqueue", "postqueue"]
+
+
 class QueueCollectorSettings(Section):
     """``monitor.collectors.queue``."""
 
+    # Where postqueue is: /usr/sbin on Debian, Ubuntu and RHEL (not on a normal user's PATH),
+    # /usr/local/sbin on the BSDs; "postqueue" looks it up on the login's PATH.
+    postqueue: PostqueuePath = "/usr/sbin/postqueue"
     config_dir: str | None = None  # postqueue -c DIR; null: the system's default instance
     servers: dict[str, QueueServerSettings] = Field(default_factory=dict)
 

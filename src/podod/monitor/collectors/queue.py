@@ -23,7 +23,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from podod.bus.context import CommandContext, Reply, Table
 from podod.bus.spec import Opt
@@ -32,7 +32,7 @@ from podod.monitor.collect import CollectContext
 from podod.monitor.collectors.services import unit_name
 from podod.monitor.model import Sample
 from podod.monitor.runners import monitored_servers, runner_for
-from podod.monitor.settings import QueueCollectorSettings
+from podod.monitor.settings import PostqueuePath, QueueCollectorSettings
 from podod.plugins import Registry
 from podod.servers.allowlist import ABS_PATH
 from podod.servers.runner import Runner
@@ -137,7 +137,8 @@ def postqueue_argv(server: ServerConfig, settings: QueueCollectorSettings) -> li
     own = settings.servers.get(server.name)
     config_dir = (own.config_dir if own is not None and own.config_dir else
                   settings.config_dir)
-    return ["postqueue", "-c", config_dir, "-j"] if config_dir else ["postqueue", "-j"]
+    program = settings.postqueue
+    return [program, "-c", config_dir, "-j"] if config_dir else [program, "-j"]
 
 
 async def read_queue(runner: Runner, argv: list[str]) -> QueueReport:
@@ -171,10 +172,11 @@ def _servers_for(runtime: Runtime, name: str | None) -> list[ServerConfig]:
 
 
 def setup(registry: Registry) -> None:
-    registry.remote_command("postqueue", "-j", purpose="read the Postfix queue (queue "
-                            "collector, queue summary)")
-    registry.remote_command("postqueue", "-c", ABS_PATH, "-j", purpose="read the queue of "
-                            "a Postfix instance with its own configuration folder")
+    for program in get_args(PostqueuePath):
+        registry.remote_command(program, "-j", purpose="read the Postfix queue (queue "
+                                "collector, queue summary)")
+        registry.remote_command(program, "-c", ABS_PATH, "-j", purpose="read the queue of "
+                                "a Postfix instance with its own configuration folder")
     registry.collector("queue")(collect_queue)
 
     @registry.command(
@@ -235,7 +237,8 @@ def setup(registry: Registry) -> None:
         message = "; ".join(lines) if lines else "no queue could be read"
         reply = Reply(message=message, data=data,
                       table=Table(["server", "domain", "deferred rcpts", "messages",
-                                   "top reason"], rows, title="deferred mail by domain"))
+                                   "top reason"], rows,
+                                  title=f"deferred mail by domain ({message})"))
         if failed and not lines:
             raise Unavailable("could not read the queue of " + "; ".join(failed))
         reply.notes = [f"could not read the queue of {f}" for f in failed]
