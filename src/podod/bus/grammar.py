@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from podod.bus.spec import CommandSpec, Param
-from podod.durations import parse_duration
+from podod.durations import format_duration, parse_duration
 from podod.errors import UsageError
 
 GLOBAL_FLAGS = ("--execute-real",)
@@ -208,7 +208,9 @@ def command_help(spec: CommandSpec) -> str:
         for p in spec.params:
             default = ""
             if not p.positional and p.default not in (None, False, [], ()):
-                default = f" (default: {p.default})"
+                shown = format_duration(p.default) if p.kind == "duration" and \
+                    isinstance(p.default, int | float) else p.default
+                default = f" (default: {shown})"
             lines.append(f"  {p.display.ljust(width)}  {p.help}{default}")
     lines += ["", f"Permission: {spec.permission}."]
     if spec.mutating:
