@@ -30,14 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     with_config(sub.add_parser("run", help="run the daemon in the foreground"))
     with_config(sub.add_parser("check-config", help="validate a configuration file and exit"))
-    db = sub.add_parser("db", help="create, check or upgrade the mail database schema")
+    db = sub.add_parser("db", help="create, check or upgrade the mail database schema (through "
+                        "mail.database.via_server's SSH tunnel when that is set)")
     with_config(db)
     db.add_argument("action", choices=["init", "check", "upgrade"],
                     help="init: create the schema (or check an existing one); check: only "
                          "compare; upgrade: apply pending migrations")
     db.add_argument("--roles", action="store_true",
-                    help="also create/grant the read-only (Postfix, Dovecot) and SOGo roles "
-                         "named under mail.roles")
+                    help="also create/grant the roles named under mail.roles: read-only "
+                         "(Postfix, Dovecot), SOGo's, and the quota role (Dovecot's quota "
+                         "dict)")
     lp = sub.add_parser("logparse", help="report on mail log files without a running daemon")
     lp.add_argument("files", nargs="+", metavar="FILE", help="plain or .gz log files")
     lp.add_argument("--json", action="store_true", help="print JSON")

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel
 
 from podod.backup.settings import BackupSettings
+from podod.durations import parse_duration
 from podod.mail.settings import MailSettings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "podod.example.yaml"
@@ -34,7 +35,9 @@ def _compare(model: type[BaseModel], shown: dict[str, Any], where: str) -> list[
             value = value.get_secret_value()
         if isinstance(value, Path):
             value = str(value)
-        if shown[name] != value and not (name.endswith("timeout") and shown[name] == "10s"):
+        if isinstance(value, float) and isinstance(shown[name], str):
+            shown = {**shown, name: parse_duration(shown[name])}  # a Duration: 6h, 10s
+        if shown[name] != value:
             problems.append(f"{where}.{name} shows {shown[name]!r}, the default is {value!r}")
     problems += [f"{where}.{k} is not a setting" for k in shown if k not in model.model_fields]
     return problems

@@ -17,9 +17,12 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from podod.bus.context import Change, CommandContext
-from podod.errors import BackupFailed, Unavailable
+from podod.errors import BackupFailed, NotFound, Unavailable
+from podod.events import Subscription
 from podod.mail.schema import PRIMARY_KEYS
 from podod.mail.settings import DatabaseSettings
+from podod.monitor.model import ServerDisconnected
+from podod.servers.runner import ServerUnreachable
 
 if TYPE_CHECKING:
     from podod.runtime import Runtime
@@ -29,15 +32,15 @@ log = logging.getLogger(__name__)
 HIDDEN_COLUMNS = {"password", "token"}
 
 
-def connect_kwargs(settings: DatabaseSettings, runtime: Runtime | None) -> dict[str, Any]:
-    """asyncpg connection arguments; through an SSH tunnel when ``via_server`` is set."""
+def connect_kwargs(settings: DatabaseSettings, runtime: Runtime | None,
+                   address: tuple[str, int] | None = None) -> dict[str, Any]:
+    """asyncpg connection arguments. Through an SSH tunnel when ``via_server`` is set: the
+    DSN's host and port become ``address`` or, in the daemon, the tunnel's local end."""
     dsn = settings.dsn or ""
-    if settings.via_server:
-        servers = runtime.component("servers") if runtime is not None else None
-        if servers is None or not hasattr(servers, "tunnel_address"):
-            raise Unavailable(f"mail.database.via_server: server {settings.via_server} is "
-                              "not connected (its tunnel cannot be opened)")
-        host, port = servers.tunnel_address(settings.via_server, settings.tunnel or "postgres")
+    if settings.via_server and address is None:
+        address = tunnel_address(settings, runtime)
+    if address is not None:
+        host, port = address
         parts = urlsplit(dsn)
         userinfo = parts.netloc.rpartition("@")[0]
         netloc = (userinfo + "@" if userinfo else "") + f"{host}:{port}"
@@ -48,23 +51,106 @@ def connect_kwargs(settings: DatabaseSettings, runtime: Runtime | None) -> dict[
     return out
 
 
+def tunnel_address(settings: DatabaseSettings, runtime: Runtime | None) -> tuple[str, int]:
+    """The local end of ``via_server``'s tunnel, or ONE sentence from the server manager
+    saying since when and why the server is unreachable."""
+    server, tunnel = settings.via_server or "", settings.tunnel or "postgres"
+    servers = runtime.component("servers") if runtime is not None else None
+    if servers is None:
+        raise Unavailable(f"the mail database is reached through server {server} "
+                          "(mail.database.via_server), but the server connections are not "
+                          "running")
+    try:
+        address: tuple[str, int] = servers.tunnel_address(server, tunnel)
+    except ServerUnreachable as exc:
+        raise ServerUnreachable(f"the mail database cannot be reached: {exc.message}") from None
+    except NotFound as exc:
+        raise Unavailable(f"mail.database.via_server/tunnel: {exc.message}") from None
+    return address
+
+
+def _reason(exc: BaseException) -> str:
+    """asyncpg's and the socket layer's failures in plain words."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+class _PoolFloorFilter(logging.Filter):
+    """asyncpg's pool retries its minimum size in the background and logs a warning with a
+    traceback each time (1 s, 2 s, 4 s, ... apart) while the database is away: keep the
+    first as one line, the repeats at debug level, until a connection works again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reported = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "pool connection floor" not in record.getMessage():
+            return True
+        reason = _reason(record.exc_info[1]) if record.exc_info and record.exc_info[1] \
+            else "unknown reason"
+        record.msg, record.args, record.exc_info, record.exc_text = (
+            "the mail database pool cannot reconnect (%s); retrying with backoff",
+            (reason,), None, None)
+        if self.reported:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        self.reported = True
+        return True
+
+
 class MailDatabase:
     """The ``maildb`` component: a pool, opened lazily so a database that is down at start
-    does not stop the daemon (commands then say it is unreachable)."""
+    does not stop the daemon (commands then say it is unreachable).
+
+    Through a tunnel, the pool is closed when the server disconnects (asyncpg would retry
+    against the dead tunnel), and every command answers the server manager's sentence until
+    the server is back; the next command then opens a new pool."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._pool: asyncpg.Pool | None = None
+        self._floor = _PoolFloorFilter()
+        self._sub: Subscription | None = None
+
+    @property
+    def settings(self) -> DatabaseSettings:
+        return self.runtime.config.mail.database
 
     async def start(self) -> None:
+        logging.getLogger("asyncpg.pool").addFilter(self._floor)
+        self._sub = self.runtime.events.subscribe(ServerDisconnected, self._disconnected,
+                                                  name="maildb-tunnel")
         try:
             await self.pool()
         except Unavailable as exc:
             log.warning("%s; mail commands will retry", exc.message)
 
+    async def _disconnected(self, event: ServerDisconnected) -> None:
+        if event.server == self.settings.via_server and self._pool is not None:
+            log.info("mail database: server %s is down; closing the pool until it is back",
+                     event.server)
+            self._close_now()
+
+    def _close_now(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.terminate()
+
     async def pool(self) -> asyncpg.Pool:
+        settings = self.settings
+        if settings.via_server:
+            try:
+                tunnel_address(settings, self.runtime)
+            except Unavailable:
+                self._close_now()
+                raise
         if self._pool is None:
-            settings = self.runtime.config.mail.database
             try:
                 self._pool = await asyncpg.create_pool(
                     **connect_kwargs(settings, self.runtime), min_size=settings.min_pool,
@@ -72,13 +158,34 @@ class MailDatabase:
             except Unavailable:
                 raise
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                raise Unavailable(f"the mail database cannot be reached ({exc})") from None
+                raise self.unreachable(exc) from None
+            self._floor.reported = False
         return self._pool
 
+    def unreachable(self, exc: BaseException) -> Unavailable:
+        """The one sentence for a failed connection: the server manager's when the tunnel's
+        server is down, otherwise what the database (or the tunnel's far end) said."""
+        settings = self.settings
+        if not settings.via_server:
+            return Unavailable(f"the mail database cannot be reached ({exc})")
+        try:
+            host, port = tunnel_address(settings, self.runtime)
+        except Unavailable as down:
+            self._close_now()
+            return down
+        return Unavailable(f"the mail database cannot be reached through the tunnel "
+                           f"{settings.tunnel or 'postgres'} of server {settings.via_server} "
+                           f"({host}:{port}): {_reason(exc)} (is PostgreSQL running and "
+                           "reachable from that server?)")
+
     async def stop(self) -> None:
+        if self._sub is not None:
+            self.runtime.events.unsubscribe(self._sub)
+            self._sub = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+        logging.getLogger("asyncpg.pool").removeFilter(self._floor)
 
     async def reload(self, config: Any) -> None:
         if self._pool is not None:
@@ -108,13 +215,14 @@ class MailUnitOfWork:
         self.before_images: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]] = []
         self._changes: list[Change] = []
         self._done = False
+        self._pool: asyncpg.Pool | None = None
 
     async def begin(self) -> None:
-        pool = await self.database.pool()
+        pool = self._pool = await self.database.pool()
         try:
             self.conn = await pool.acquire()
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            raise Unavailable(f"the mail database cannot be reached ({exc})") from None
+            raise self.database.unreachable(exc) from None
         self._tx = self.conn.transaction()
         await self._tx.start()
 
@@ -189,7 +297,8 @@ class MailUnitOfWork:
             return
         self._done = True
         try:
-            await self._tx.rollback()
+            if not self.conn.is_closed():
+                await self._tx.rollback()
         finally:
             await self._release()
 
@@ -210,7 +319,14 @@ class MailUnitOfWork:
         return backup_id
 
     async def _release(self) -> None:
-        pool = await self.database.pool()
+        """Back to the pool it came from (closed meanwhile if the tunnel's server went
+        down: then there is nothing to give back)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if pool.is_closing():
+            self.conn.terminate()
+            return
         await pool.release(self.conn)
 
 

@@ -13,6 +13,8 @@ from podod.config import Config
 from podod.errors import ConfigError, PododError, Unavailable
 from podod.mail.database import connect_kwargs
 from podod.mail.schema import MIGRATIONS, REQUIRED, VIEWS, family
+from podod.servers.connection import tunnel_once
+from podod.servers.settings import ServerConfig
 
 VERSION_TABLE = """CREATE TABLE IF NOT EXISTS podod_schema (
     version integer NOT NULL, applied timestamp with time zone NOT NULL DEFAULT now())"""
@@ -73,6 +75,9 @@ async def grant_roles(conn: asyncpg.Connection, config: Config) -> list[str]:
          ["GRANT SELECT ON domain, mailbox, alias, alias_domain, quota2 TO {r}"]),
         (roles.sogo, roles.sogo_password,
          ["GRANT SELECT, UPDATE ON sogo_users TO {r}"]),
+        # Dovecot's quota dict: the usage rows and nothing else (SELECT, and the upsert).
+        (roles.quota, roles.quota_password,
+         ["GRANT SELECT, INSERT, UPDATE, DELETE ON quota2 TO {r}"]),
     ):
         if not name:
             continue
@@ -96,12 +101,41 @@ async def grant_roles(conn: asyncpg.Connection, config: Config) -> list[str]:
 
 
 async def run(config: Config, action: str, roles: bool) -> int:
+    settings = config.mail.database
+    if not settings.via_server:
+        return await _run_on(config, action, roles, None)
+    async with tunnel_once(via_server(config), settings.tunnel or "postgres") as address:
+        return await _run_on(config, action, roles, address)
+
+
+def via_server(config: Config) -> ServerConfig:
+    """The server of ``mail.database.via_server`` from podod.yaml (``podod db`` runs without
+    the daemon, so it knows only the servers listed there)."""
+    name = config.mail.database.via_server
+    tunnel = config.mail.database.tunnel or "postgres"
+    for server in config.servers:
+        if server.name == name:
+            if server.tunnel(tunnel) is None:
+                names = ", ".join(t.name for t in server.tunnels) or "none"
+                raise ConfigError(f"mail.database.tunnel: server {name} has no tunnel named "
+                                  f"'{tunnel}' (its tunnels: {names})")
+            return server
+    known = ", ".join(s.name for s in config.servers) or "none"
+    raise ConfigError(f"mail.database.via_server: podod.yaml lists no server named '{name}' "
+                      f"(servers: {known}; 'podod db' does not know servers added with "
+                      "'server add')")
+
+
+async def _run_on(config: Config, action: str, roles: bool,
+                  address: tuple[str, int] | None) -> int:
     try:
-        conn = await asyncpg.connect(**connect_kwargs(config.mail.database, None))
+        conn = await asyncpg.connect(**connect_kwargs(config.mail.database, None, address))
     except PododError:
         raise
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        raise Unavailable(f"cannot connect to the mail database: {exc}") from None
+        where = (f" through the tunnel of server {config.mail.database.via_server}"
+                 if address is not None else "")
+        raise Unavailable(f"cannot connect to the mail database{where}: {exc}") from None
     try:
         version = await current_version(conn)
         tables = await conn.fetchval(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from podod.settings_base import ConfigPath, Duration, Section
 
@@ -44,9 +45,87 @@ class DatabaseRoles(Section):
     sogo: str | None = None
     sogo_password: SecretStr | None = None
     sogo_password_file: ConfigPath | None = None
+    quota: str | None = None
+    quota_password: SecretStr | None = None
+    quota_password_file: ConfigPath | None = None
+
+
+# A folder path podod passes to remote commands: absolute, no "." or ".." segment, no segment
+# starting with "-", and only characters that need no quoting in a shell, a regular
+# expression or a sudoers rule (besides "." and "+", which are escaped there).
+_REMOTE_PATH = re.compile(r"(/[A-Za-z0-9_.+@-]+)+")
+
+
+def _remote_path(value: str) -> str:
+    value = value.rstrip("/")
+    if not _REMOTE_PATH.fullmatch(value):
+        raise ValueError("must be an absolute folder path (not /) of letters, digits and "
+                         "'._+@-', for example /var/vmail")
+    for part in value.split("/")[1:]:
+        if part in (".", "..") or part.startswith("-"):
+            raise ValueError(f"must not contain a '{part}' segment")
+    return value
+
+
+class MaildirSettings(Section):
+    """Where the maildirs live, for ``user delete --remove-maildir`` and the maildir trash.
+
+    podod never deletes a maildir at once: it moves it into ``trash`` (same filesystem: a
+    rename), where ``user restore-maildir`` finds it after a ``backup restore``, and purges
+    it ``trash_days`` later.
+    """
+
+    server: str | None = None
+    root: str = "/var/vmail"
+    trash: str | None = None
+    run_as: str | None = "vmail"
+    trash_days: int = Field(default=30, ge=0)
+    purge_interval: Duration = 21600.0
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        return _remote_path(value)
+
+    @field_validator("trash")
+    @classmethod
+    def _trash(cls, value: str | None) -> str | None:
+        return None if value is None else _remote_path(value)
+
+    @field_validator("run_as")
+    @classmethod
+    def _run_as(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", value):
+            raise ValueError(f"'{value}' is not a user name")
+        return value
+
+    @field_validator("purge_interval")
+    @classmethod
+    def _interval(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("purge_interval must not be negative")
+        return value
+
+    @model_validator(mode="after")
+    def _trash_apart(self) -> MaildirSettings:
+        trash = self.trash_path
+        if trash == self.root or self.root.startswith(trash + "/"):
+            raise ValueError("trash must not be root or a folder above it")
+        if trash.startswith(self.root + "/"):
+            first = trash[len(self.root) + 1:].split("/")[0]
+            if not first.startswith("."):
+                raise ValueError("a trash inside root must be a hidden folder (its name "
+                                 "starting with '.', e.g. /var/vmail/.podod-trash), so no "
+                                 "domain's folder can be mistaken for it")
+        return self
+
+    @property
+    def trash_path(self) -> str:
+        return self.trash or f"{self.root}/.podod-trash"
 
 
 class MailSettings(Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     passwords: PasswordSettings = Field(default_factory=PasswordSettings)
     roles: DatabaseRoles = Field(default_factory=DatabaseRoles)
+    maildir: MaildirSettings = Field(default_factory=MaildirSettings)

@@ -19,13 +19,16 @@ import logging
 import random
 import socket
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncssh
 
 from podod.durations import format_duration
+from podod.errors import NotFound
+from podod.events import EventBus
 from podod.monitor.model import Sample, SamplesCollected, ServerConnected, ServerDisconnected
 from podod.servers.allowlist import AllowList
 from podod.servers.backoff import Backoff
@@ -33,9 +36,6 @@ from podod.servers.hostkeys import explain_refused_key, known_hosts_path
 from podod.servers.runner import LocalRunner, Runner, ServerUnreachable
 from podod.servers.settings import ServerConfig, TunnelConfig
 from podod.servers.ssh_runner import SSHRunner
-
-if TYPE_CHECKING:
-    from podod.events import EventBus
 
 log = logging.getLogger(__name__)
 
@@ -432,6 +432,46 @@ class ServerConnection:
             "tunnels": [t.describe() for t in self.tunnels.values()],
             "services": list(c.services), "mail_log": c.mail_log,
         }
+
+
+@contextlib.asynccontextmanager
+async def tunnel_once(config: ServerConfig, tunnel: str) -> AsyncIterator[tuple[str, int]]:
+    """For tools that run without the daemon (``podod db``): connect to ``config`` once, with
+    exactly the daemon's checks (known_hosts, key, timeouts) and failure sentences, forward a
+    free local port to ``tunnel``'s far end, yield ``(host, port)``, close everything.
+
+    A ``local: true`` server yields the service's own address. Failures raise
+    :class:`ServerUnreachable` with one sentence."""
+    spec = config.tunnel(tunnel)
+    if spec is None:
+        names = ", ".join(t.name for t in config.tunnels) or "none"
+        raise NotFound(f"server {config.name} has no tunnel named '{tunnel}' (its tunnels: "
+                       f"{names})")
+    if config.local:
+        yield spec.remote_host, spec.remote_port
+        return
+    connection = ServerConnection(config, EventBus(), AllowList())  # nobody listens: a one-off
+    try:
+        conn = await connection._connect()
+    except Exception as exc:
+        raise ServerUnreachable(f"cannot connect to server {config.name} ({config.address}): "
+                                f"{connection.describe_failure(exc)}") from None
+    try:
+        try:
+            listener = await conn.forward_local_port("127.0.0.1", 0, spec.remote_host,
+                                                     spec.remote_port)
+        except (asyncssh.Error, OSError) as exc:
+            raise ServerUnreachable(f"server {config.name} refused the tunnel {tunnel} to "
+                                    f"{spec.remote_host}:{spec.remote_port} "
+                                    f"({connection.describe_failure(exc)})") from None
+        try:
+            yield "127.0.0.1", listener.get_port()
+        finally:
+            listener.close()
+    finally:
+        conn.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.wait_closed(), 2)
 
 
 class LocalServer:

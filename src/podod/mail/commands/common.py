@@ -26,12 +26,13 @@ def maildb(ctx: CommandContext) -> MailDatabase:
 @asynccontextmanager
 async def reader(ctx: CommandContext) -> AsyncIterator[asyncpg.Connection]:
     """A connection for read-only commands."""
-    pool = await maildb(ctx).pool()
+    database = maildb(ctx)
+    pool = await database.pool()
     try:
         async with pool.acquire() as conn:
             yield conn
     except (OSError, TimeoutError) as exc:
-        raise Unavailable(f"the mail database cannot be reached ({exc})") from None
+        raise database.unreachable(exc) from None
 
 
 async def domain_row(db: Any, domain: str) -> dict[str, Any]:
@@ -55,6 +56,16 @@ def non_negative(name: str, value: int | None) -> None:
 
 def yes(value: bool) -> str:
     return "yes" if value else "no"
+
+
+def size(value_bytes: int) -> str:
+    """Usage as people read it (1024-based, like the quotas in MB)."""
+    value = float(value_bytes)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 def mb(value_bytes: int) -> str:
