@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 # Debian packages the tests use (real components, never mocks).
 APT_PACKAGES := postgresql postgresql-client openssh-server openssh-client \
 	dovecot-core dovecot-imapd dovecot-lmtpd dovecot-pgsql postfix postfix-pgsql \
-	sogo memcached prometheus prometheus-alertmanager pflogsumm systemd
+	sogo memcached prometheus prometheus-alertmanager pflogsumm systemd sudo
 
 .PHONY: help venv deps demo test lint unit integration bench clean
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from podod.mail.commands import alias, domain, user
+from podod.mail.commands import alias, domain, maildir, user
 from podod.mail.database import MailDatabase, MailUnitOfWork
 from podod.mail.passwords import default_pool
 from podod.plugins import Registry
@@ -26,3 +26,4 @@ def setup(registry: Registry) -> None:
     domain.setup(registry)
     user.setup(registry)
     alias.setup(registry)
+    maildir.setup(registry)

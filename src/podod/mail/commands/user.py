@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from podod.bus.context import CommandContext, Reply, Table
 from podod.bus.spec import Arg, Opt
-from podod.errors import Conflict, NotFound, UsageError, ValidationError
+from podod.errors import Conflict, NotFound, PododError, UsageError, ValidationError
 from podod.mail.addresses import normalize_address, normalize_domain
 from podod.mail.commands.common import (
     MB,
@@ -15,6 +16,7 @@ from podod.mail.commands.common import (
     mb,
     non_negative,
     reader,
+    size,
     yes,
 )
 from podod.mail.passwords import check_policy, generate_password, hash_async
@@ -142,17 +144,19 @@ def setup(registry: Registry) -> None:
         async with reader(ctx) as db:
             rows = await db.fetch(
                 "SELECT m.username, m.name, m.quota, m.active, m.domain, "
-                "coalesce(q.bytes, 0) AS used FROM mailbox m "
+                "coalesce(q.bytes, 0) AS used, coalesce(q.messages, 0) AS messages "
+                "FROM mailbox m "
                 "LEFT JOIN quota2 q ON q.username = m.username "
                 "WHERE ($1::text[] IS NULL OR m.domain = ANY($1::text[])) AND "
                 "($2::text IS NULL OR m.username ILIKE '%' || $2 || '%' OR "
                 "m.name ILIKE '%' || $2 || '%') ORDER BY m.username LIMIT $3",
                 domains, search, limit)
         data = [dict(r) for r in rows]
-        table = [[r["username"], r["name"], mb(r["quota"]), f"{r['used'] // MB} MB",
+        table = [[r["username"], r["name"], mb(r["quota"]), size(r["used"]), r["messages"],
                   yes(r["active"])] for r in data]
         return Reply(message=f"{len(data)} mailboxes", data=data, table=Table(
-            ["address", "name", "quota", "used", "active"], table, title="mailboxes"))
+            ["address", "name", "quota", "used", "messages", "active"], table,
+            title="mailboxes"))
 
     @registry.command("user show", "Show one mailbox", params=[Arg("address", "the mailbox")])
     async def user_show(ctx: CommandContext, address: str) -> Reply:
@@ -165,13 +169,16 @@ def setup(registry: Registry) -> None:
                                       username)
             forwards = await db.fetchval("SELECT goto FROM alias WHERE address=$1", username)
         used = usage["bytes"] if usage else 0
+        messages = usage["messages"] if usage else 0
         rows = [["address", username], ["name", row["name"]], ["active", yes(row["active"])],
                 ["quota", mb(row["quota"])],
-                ["used", f"{used // MB} MB, {usage['messages'] if usage else 0} messages"],
+                ["used", f"{size(used)}, {messages} messages" + (
+                    f" ({100 * used / row['quota']:.0f} % of the quota)" if row["quota"] else "")],
                 ["maildir", row["maildir"]], ["delivers to", forwards or "-"],
                 ["password scheme", str(row["password"]).split("}")[0].lstrip("{") or "-"],
                 ["created", str(row["created"])[:19]], ["modified", str(row["modified"])[:19]]]
-        return Reply(message=f"mailbox {username}", data={**_public(row), "used": used},
+        return Reply(message=f"mailbox {username}",
+                     data={**_public(row), "used": used, "messages": messages},
                      table=Table(["item", "value"], rows, title=f"mailbox {username}"))
 
     @registry.command(
@@ -227,34 +234,26 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "user delete", "Delete a mailbox and its alias row",
         params=[Arg("address", "the mailbox"),
-                Opt("remove_maildir", "also remove the maildir on the mail server afterwards "
-                    "(not done yet: it needs the server connection, and podod says so)",
+                Opt("remove_maildir", "afterwards, move the maildir into the trash on "
+                    "mail.maildir.server (purged after mail.maildir.trash_days)",
                     kind="flag")],
         permission="domain-admin", mutating=True, unit="maildb",
-        description="The maildir stays on the mail server unless --remove-maildir is given.")
+        description="The maildir stays on the mail server unless --remove-maildir is given; "
+                    "then it is moved into the maildir trash once the deletion is committed, "
+                    "and 'user restore-maildir' brings it back after a backup restore.")
     async def user_delete(ctx: CommandContext, address: str, remove_maildir: bool) -> Reply:
         username = normalize_address(address)
         ctx.require_domain(username.split("@")[1])
         uow = ctx.unit
         row = await _mailbox(uow, username)
+        notes: list[str] = []
+        if remove_maildir:
+            _remove_maildir_after(ctx, username, row["maildir"], notes)
         await uow.delete("alias", {"address": username})
         await uow.delete("quota2", {"username": username})
         await uow.delete("mailbox", {"username": username})
-        notes = []
-        maildir = row["maildir"]
-        if remove_maildir:
-            if ctx.sandbox:
-                notes.append(f"Would remove maildir {maildir} afterwards: not done yet, podod "
-                             "needs the connection to the mail server for that.")
-
-            async def remove() -> None:
-                raise RuntimeError(f"not done yet: podod needs the connection to the mail "
-                                   f"server for that; remove {maildir} under the mail root "
-                                   "by hand")
-
-            ctx.after(f"remove maildir {maildir}", remove)
-        else:
-            notes.append(f"The maildir {maildir} stays on the mail server.")
+        if not remove_maildir:
+            notes.append(f"The maildir {row['maildir']} stays on the mail server.")
         forwarding = [r["address"] for r in await uow.fetch(
             "SELECT address FROM alias WHERE ',' || replace(goto, ' ', '') || ',' LIKE "
             "'%,' || $1 || ',%' ORDER BY address", username)]
@@ -264,3 +263,41 @@ def setup(registry: Registry) -> None:
         return Reply(message=f"mailbox {username} "
                              f"{'deleted' if ctx.execute_real else 'would be deleted'}",
                      notes=notes)
+
+
+def _remove_maildir_after(ctx: CommandContext, username: str, maildir: str,
+                          notes: list[str]) -> None:
+    """Check everything the move needs now (nothing is changed if something is missing),
+    then plan it as an after-action: it runs only once the deletion is committed."""
+    from podod.mail.commands.maildir import maildirs_of
+    from podod.mail.maildirs import split_maildir
+
+    domain, name = split_maildir(maildir, username)
+    manager = maildirs_of(ctx)
+    ops = manager.ops("--remove-maildir")
+    layout, server = ops.layout, ops.server
+    when = time.time()
+    home, target = layout.home(domain, name), layout.entry_path(domain, name, when)
+    by_hand = layout.by_hand(["mkdir", "-p", "--", f"{layout.trash}/{domain}"],
+                             ["mv", "-T", "--", home, target])
+    days = manager.settings.trash_days
+    kept = f"for {days} days" if days else "until you purge it"
+    if ctx.sandbox:
+        notes.append(f"Would move the maildir {home} into the trash ({target}) on {server} "
+                     f"once the deletion is committed; it stays there {kept}.")
+
+    async def move() -> None:
+        try:
+            moved = await ops.move_to_trash(domain, name, when)
+        except PododError as exc:
+            raise PododError(f"{exc.message}; the mailbox is deleted, so move its maildir by "
+                             f"hand on {server}: {by_hand}") from None
+        if moved is None:
+            notes.append(f"There was no maildir {home} on {server} (the mailbox never received "
+                         "mail nor logged in): nothing was moved.")
+            return
+        notes.append(f"The maildir stays in the trash {kept}; to undo: podoctl backup restore "
+                     f"{ctx.backup_id} --execute-real, then podoctl user restore-maildir "
+                     f"{username} --execute-real")
+
+    ctx.after(f"move maildir {home} to {target} on {server}", move)
