@@ -1,7 +1,8 @@
 """Session fixtures for integration tests: one real PostgreSQL cluster, a fresh mail database
 (schema created by ``podod db init``) and a podod daemon on it per test that asks for one;
 and, once per session, the real mail stack on one shared database: Dovecot and Postfix on the
-SELECT-only role, SOGo on its own role, both created by ``podod db init --roles``."""
+SELECT-only role (Dovecot's quota dict on the quota role), SOGo on its own role, all created
+by ``podod db init --roles``."""
 
 from __future__ import annotations
 
@@ -160,9 +161,11 @@ def private_sshd(tmp_path: Path) -> Iterator[Sshd]:
 
 READER, READER_PW = "mailreader", "reader-Pw-4711"
 SOGO_ROLE, SOGO_PW = "sogo", "sogo-Pw-4711"
+QUOTA_ROLE, QUOTA_PW = "mailquota", "quota-Pw-4711"
 STACK_DB = "stack"
 ROLES = {"readonly": READER, "readonly_password": READER_PW,
-         "sogo": SOGO_ROLE, "sogo_password": SOGO_PW}
+         "sogo": SOGO_ROLE, "sogo_password": SOGO_PW,
+         "quota": QUOTA_ROLE, "quota_password": QUOTA_PW}
 _domains = itertools.count()
 
 
@@ -212,7 +215,8 @@ def stopping() -> Iterator[list[Stoppable]]:
 @pytest.fixture(scope="session")
 def dovecot(stack: MailStack, daemons_tmp: Path,
             stopping: list[Stoppable]) -> Iterator[Dovecot]:
-    server = Dovecot(daemons_tmp / "dovecot", login(stack.pg, READER, READER_PW))
+    server = Dovecot(daemons_tmp / "dovecot", login(stack.pg, READER, READER_PW),
+                     quota_login=login(stack.pg, QUOTA_ROLE, QUOTA_PW))
     server.start()
     yield server
     server.stop_begin()

@@ -17,6 +17,8 @@ import asyncpg
 import pytest
 
 from conftest import (
+    QUOTA_PW,
+    QUOTA_ROLE,
     READER,
     READER_PW,
     SOGO_PW,
@@ -199,6 +201,56 @@ def test_mail_through_postfix_reaches_the_dovecot_mailbox(stack: MailStack, post
     assert inbox_count(dovecot, user, PASSWORD) == 4, postfix.output()
 
 
+def quota2(stack: MailStack, user: str) -> tuple[int, int] | None:
+    row = stack.sql(f"SELECT bytes || ' ' || messages FROM quota2 WHERE username = '{user}'")
+    if not row:
+        return None
+    used, messages = row.split()
+    return int(used), int(messages)
+
+
+def test_dovecot_writes_usage_into_quota2_and_podoctl_reports_it(
+        stack: MailStack, postfix: Postfix, dovecot: Dovecot) -> None:
+    """Dovecot's quota dict (the rendered dovecot-dict-sql.conf.ext, on the quota role)
+    counts what LMTP delivers; user show and user list read it back."""
+    domain = new_domain(stack)
+    user = f"quinn@{domain}"
+    stack.ok("user", "create", user, "--quota-mb", "10", "--password-stdin", stdin=PASSWORD,
+             real=True)
+    body = "x" * 2000
+    with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=10) as smtp:
+        for n in (1, 2):
+            smtp.sendmail("sender@remote.example", [user],
+                          f"Subject: quota {n}\r\n\r\n{body}\r\n")
+
+    def counted() -> tuple[int, int] | None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            usage = quota2(stack, user)
+            if usage is not None and usage[1] == 2:
+                return usage
+            time.sleep(0.1)
+        return quota2(stack, user)
+
+    usage = counted()
+    assert usage is not None and usage[1] == 2, (usage, postfix.output(), dovecot.output())
+    used = usage[0]
+    assert 4000 < used < 8000  # two messages of a little over 2000 bytes
+    shown = stack.ok("user", "show", user)
+    assert shown["data"]["used"] == used and shown["data"]["messages"] == 2
+    rows = dict(shown["table"]["rows"])
+    assert rows["used"] == f"{used / 1024:.1f} KB, 2 messages (0 % of the quota)"
+    listed = stack.ok("user", "list", "--domain", domain)
+    assert [(r["username"], r["used"], r["messages"]) for r in listed["data"]] == [
+        (user, used, 2)]
+    text = stack.daemon.podoctl("user", "list", "--domain", domain).stdout
+    assert f"{used / 1024:.1f} KB" in text and "messages" in text
+    # Dovecot reads the same usage back (the dict is its quota), and the limit from userdb.
+    quota = dovecot.doveadm("-f", "tab", "quota", "get", "-u", user).stdout
+    assert f"STORAGE\t{-(-used // 1024)}\t{10 * 1024}" in quota, quota  # KiB, rounded up
+    assert "MESSAGE\t2\t" in quota, quota
+
+
 # --- SOGo -----------------------------------------------------------------------------------
 
 def test_sogo_logs_the_user_in_and_refuses_a_deactivated_one(stack: MailStack,
@@ -264,6 +316,15 @@ async def test_the_server_roles_have_only_the_grants_they_need(stack: MailStack)
     for sql in ("SELECT * FROM mailbox", "UPDATE mailbox SET name = name",
                 "SELECT * FROM alias", "DELETE FROM sogo_users"):
         assert await _try(SOGO_ROLE, SOGO_PW, port, sql) == "denied", sql
+    # Dovecot's quota dict: its upsert and unset on quota2, nothing anywhere else.
+    for sql in ("INSERT INTO quota2 (username, bytes) VALUES ('q@x.example', 1) ON CONFLICT "
+                "(username) DO UPDATE SET bytes = quota2.bytes + 1",
+                "UPDATE quota2 SET messages = messages WHERE false",
+                "DELETE FROM quota2 WHERE username = 'q@x.example'"):
+        assert await _try(QUOTA_ROLE, QUOTA_PW, port, sql) == "ok", sql
+    for sql in ("SELECT * FROM mailbox", "UPDATE mailbox SET quota = quota",
+                "SELECT * FROM sogo_users", "DELETE FROM alias"):
+        assert await _try(QUOTA_ROLE, QUOTA_PW, port, sql) == "denied", sql
 
 
 # --- password schemes -----------------------------------------------------------------------
@@ -298,4 +359,5 @@ def test_db_init_roles_is_repeatable(stack: MailStack) -> None:
     again = subprocess.run([sys.executable, "-m", "podod.cli", "db", "init", "--roles", "-c",
                             str(stack.config_path)], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.splitlines()[1:] == [f"granted {READER}", f"granted {SOGO_ROLE}"]
+    assert again.stdout.splitlines()[1:] == [f"granted {READER}", f"granted {SOGO_ROLE}",
+                                             f"granted {QUOTA_ROLE}"]

@@ -9,6 +9,9 @@ from podod.mail.serverconfig import (
     POSTFIX_MAPS,
     POSTFIX_PARAMETERS,
     SqlLogin,
+    dovecot24_quota_conf,
+    dovecot_dict_sql_conf,
+    dovecot_quota_conf,
     dovecot_sql_conf,
     example_files,
     postfix_map,
@@ -42,3 +45,18 @@ def test_logins_are_rendered_into_the_files() -> None:
     assert "connect = host=db.example port=6432 dbname=mx user=reader password=s3\n" in sql
     assert "default_pass_scheme = BLF-CRYPT\n" in sql
     assert "username = '%u'" in sql
+
+
+def test_the_quota_dict_writes_quota2_with_the_quota_role() -> None:
+    login = SqlLogin(host="db.example", port=6432, dbname="mx", user="quota", password="s3")
+    text = dovecot_dict_sql_conf(login)
+    assert "connect = host=db.example port=6432 dbname=mx user=quota password=s3\n" in text
+    for key, column in (("storage", "bytes"), ("messages", "messages")):
+        assert (f"map {{\n  pattern = priv/quota/{key}\n  table = quota2\n  username_field = "
+                f"username\n  value_field = {column}\n}}\n") in text
+    conf = dovecot_quota_conf("/etc/dovecot/x.ext", mail_user="mail")
+    assert "  quota = dict:User quota::proxy::sqlquota\n" in conf
+    assert "  sqlquota = pgsql:/etc/dovecot/x.ext\n" in conf and "    user = mail\n" in conf
+    v24 = dovecot24_quota_conf(login)
+    assert "quota_clone = yes" in v24 and "    pgsql db.example {\n" in v24
+    assert "      sql_table = quota2\n" in v24 and "      value_field bytes {\n" in v24

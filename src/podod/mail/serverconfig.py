@@ -32,6 +32,7 @@ class SqlLogin:
 
 EXAMPLE_READONLY = SqlLogin()
 EXAMPLE_SOGO = SqlLogin(user="sogo")
+EXAMPLE_QUOTA = SqlLogin(user="mailquota")
 
 # --- Postfix ------------------------------------------------------------------------------
 # file name -> (what it answers, query). Postfix expands %s (the whole key), %u (local part)
@@ -165,6 +166,104 @@ def dovecot24_conf(login: SqlLogin, scheme: str = "SHA512-CRYPT") -> str:
         "}\n")
 
 
+# --- Dovecot's quota usage in quota2 --------------------------------------------------------
+# Dovecot's dict keys -> quota2's columns (PostfixAdmin's table: username, bytes, messages).
+QUOTA_MAPS = {"priv/quota/storage": "bytes", "priv/quota/messages": "messages"}
+QUOTA_DICT = "sqlquota"
+
+
+def dovecot_dict_sql_conf(login: SqlLogin) -> str:
+    """Dovecot 2.3's ``dovecot-dict-sql.conf.ext``: the quota dict writes usage into
+    ``quota2`` with the quota role (``mail.roles.quota``). The dict process reads it as
+    Dovecot's internal user: mode 0640 root:dovecot (it holds a password)."""
+    maps = "".join(
+        "map {\n"
+        f"  pattern = {pattern}\n"
+        "  table = quota2\n"
+        "  username_field = username\n"
+        f"  value_field = {column}\n"
+        "}\n" for pattern, column in QUOTA_MAPS.items())
+    return (
+        "# podod: Dovecot 2.3 quota dict -> the quota2 table of the podod mail database.\n"
+        f"# Used by dict {{ {QUOTA_DICT} = pgsql:/etc/dovecot/dovecot-dict-sql.conf.ext }}.\n"
+        f"connect = host={login.host} port={login.port} dbname={login.dbname} "
+        f"user={login.user} password={login.password}\n"
+        + maps)
+
+
+def dovecot_quota_conf(dict_sql_path: str | Path = "/etc/dovecot/dovecot-dict-sql.conf.ext",
+                       mail_user: str = "vmail") -> str:
+    """Dovecot 2.3's dovecot.conf lines: the quota plugin on the SQL dict (through the dict
+    proxy, whose socket the mail processes, running as ``mail_user``, must reach). The
+    limit still comes from the userdb's ``quota_rule``."""
+    return (
+        "# podod: quota usage in quota2, through the SQL dict (Dovecot 2.3)\n"
+        "mail_plugins = $mail_plugins quota\n"
+        "plugin {\n"
+        f"  quota = dict:User quota::proxy::{QUOTA_DICT}\n"
+        "}\n"
+        "dict {\n"
+        f"  {QUOTA_DICT} = pgsql:{dict_sql_path}\n"
+        "}\n"
+        "service dict {\n"
+        "  unix_listener dict {\n"
+        "    mode = 0600\n"
+        f"    user = {mail_user}\n"
+        "  }\n"
+        "}\n"
+        "protocol imap {\n"
+        "  mail_plugins = $mail_plugins imap_quota\n"
+        "}\n")
+
+
+def dovecot24_quota_conf(login: SqlLogin, mail_user: str = "vmail") -> str:
+    """The same for Dovecot 2.4, which dropped the dict quota backend: the count driver
+    enforces, quota_clone copies the usage into quota2."""
+    maps = "".join(
+        f"    dict_map {pattern} {{\n"
+        "      sql_table = quota2\n"
+        "      username_field = username\n"
+        f"      value_field {column} {{\n"
+        "        type = uint\n"
+        "      }\n"
+        "    }\n" for pattern, column in QUOTA_MAPS.items())
+    return (
+        "# podod: Dovecot 2.4 quota (count) with its usage cloned into quota2\n"
+        "mail_plugins {\n"
+        "  quota = yes\n"
+        "  quota_clone = yes\n"
+        "}\n"
+        "quota \"User quota\" {\n"
+        "  driver = count\n"
+        "}\n"
+        "dict_server {\n"
+        f"  dict {QUOTA_DICT} {{\n"
+        "    driver = sql\n"
+        "    sql_driver = pgsql\n"
+        f"    pgsql {login.host} {{\n"
+        "      parameters {\n"
+        f"        port = {login.port}\n"
+        f"        dbname = {login.dbname}\n"
+        f"        user = {login.user}\n"
+        f"        password = {login.password}\n"
+        "      }\n"
+        "    }\n"
+        + maps +
+        "  }\n"
+        "}\n"
+        "quota_clone {\n"
+        "  dict proxy {\n"
+        f"    name = {QUOTA_DICT}\n"
+        "  }\n"
+        "}\n"
+        "service dict {\n"
+        "  unix_listener dict {\n"
+        "    mode = 0600\n"
+        f"    user = {mail_user}\n"
+        "  }\n"
+        "}\n")
+
+
 # --- SOGo ---------------------------------------------------------------------------------
 SOGO_ALGORITHMS = {"SHA512-CRYPT": "sha512-crypt", "BLF-CRYPT": "blf-crypt",
                    "ARGON2ID": "argon2id"}
@@ -202,6 +301,9 @@ def example_files() -> dict[str, str]:
         + postfix_main_cf("/etc/postfix/pgsql"))
     files["dovecot/dovecot-sql.conf.ext"] = dovecot_sql_conf(EXAMPLE_READONLY)
     files["dovecot/dovecot24-sql.conf"] = dovecot24_conf(EXAMPLE_READONLY)
+    files["dovecot/dovecot-dict-sql.conf.ext"] = dovecot_dict_sql_conf(EXAMPLE_QUOTA)
+    files["dovecot/quota.conf"] = dovecot_quota_conf()
+    files["dovecot/dovecot24-quota.conf"] = dovecot24_quota_conf(EXAMPLE_QUOTA)
     files["sogo/sogo-user-source.conf"] = (
         "/* podod: SOGo's SQL user source on the sogo_users view (in /etc/sogo/sogo.conf) */\n"
         + sogo_user_source(EXAMPLE_SOGO))

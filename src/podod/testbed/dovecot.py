@@ -8,6 +8,7 @@ same text the documentation ships.
 
 from __future__ import annotations
 
+import grp
 import imaplib
 import os
 import pwd
@@ -17,7 +18,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from podod.mail.serverconfig import SqlLogin, dovecot_sql_conf
+from podod.mail.serverconfig import (
+    SqlLogin,
+    dovecot_dict_sql_conf,
+    dovecot_quota_conf,
+    dovecot_sql_conf,
+)
 from podod.testbed.ports import free_port
 from podod.testbed.postgres import let_others_traverse
 from podod.testbed.process import stop_process, wait_stopped
@@ -36,13 +42,17 @@ def ensure_vmail() -> tuple[int, int]:
 
 class Dovecot:
     def __init__(self, root: Path, login: SqlLogin, *, imap_port: int | None = None,
-                 lmtp_port: int | None = None) -> None:
+                 lmtp_port: int | None = None, quota_login: SqlLogin | None = None) -> None:
+        """``quota_login``: write quota usage into quota2 through the SQL dict (the role of
+        ``mail.roles.quota``); without it, the count backend keeps usage to itself."""
         self.root = Path(root)
         self.login = login
+        self.quota_login = quota_login
         self.imap_port = imap_port or free_port()
         self.lmtp_port = lmtp_port or free_port()
         self.config = self.root / "dovecot.conf"
         self.sql_config = self.root / "dovecot-sql.conf.ext"
+        self.dict_config = self.root / "dovecot-dict-sql.conf.ext"
         self.base_dir = self.root / "run"
         self.mail_dir = self.root / "mail"
         self.log_path = self.root / "dovecot.log"
@@ -56,6 +66,15 @@ class Dovecot:
         (self.root / "state").mkdir(exist_ok=True)
         self.sql_config.write_text(dovecot_sql_conf(self.login))
         os.chmod(self.sql_config, 0o600)
+        if self.quota_login is not None:
+            self.dict_config.write_text(dovecot_dict_sql_conf(self.quota_login))
+            os.chmod(self.dict_config, 0o640)  # read by the dict process, user dovecot
+            os.chown(self.dict_config, 0, grp.getgrnam("dovecot").gr_gid)
+            quota = dovecot_quota_conf(self.dict_config, mail_user="vmail")
+        else:
+            quota = ("mail_plugins = quota\nplugin {\n  quota = count:User quota\n"
+                     "  quota_vsizes = yes\n}\nprotocol imap {\n"
+                     "  mail_plugins = $mail_plugins imap_quota\n}\n")
         self.config.write_text(f"""\
 instance_name = podod-test-{self.imap_port}
 base_dir = {self.base_dir}
@@ -73,8 +92,7 @@ mail_gid = {gid}
 first_valid_uid = {uid}
 mail_home = {self.mail_dir}/%d/%n
 mail_location = maildir:~/Maildir
-mail_plugins = quota
-default_internal_user = dovecot
+{quota}default_internal_user = dovecot
 default_login_user = dovenull
 passdb {{
   driver = sql
@@ -83,10 +101,6 @@ passdb {{
 userdb {{
   driver = sql
   args = {self.sql_config}
-}}
-plugin {{
-  quota = count:User quota
-  quota_vsizes = yes
 }}
 service imap-login {{
   inet_listener imap {{
@@ -115,9 +129,6 @@ service anvil {{
   unix_listener anvil-auth-penalty {{
     mode = 0
   }}
-}}
-protocol imap {{
-  mail_plugins = $mail_plugins imap_quota
 }}
 protocol lmtp {{
   postmaster_address = postmaster@localhost
