@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from podod.bus.context import CommandContext, Reply, Table
 from podod.bus.spec import Arg, Opt
 from podod.errors import Conflict, NotFound, PododError, Unavailable, ValidationError
-from podod.mail.addresses import normalize_address
+from podod.mail.addresses import normalize_address, normalize_domain
 from podod.mail.commands.common import reader
 from podod.mail.maildirs import MaildirManager, TrashEntry, split_maildir, sudoers_rule
 from podod.plugins import Registry
@@ -45,8 +45,8 @@ def setup(registry: Registry) -> None:
         ops = manager.ops("maildir list")
         days = manager.settings.trash_days
         now = time.time()
-        entries = [e for e in await ops.entries()
-                   if domain is None or e.domain == domain.strip().lower()]
+        only = normalize_domain(domain) if domain is not None else None
+        entries = [e for e in await ops.entries() if only is None or e.domain == only]
         data = [_row(e, days, now) for e in entries]
         rows = [[e.entry, e.address, _utc(e.moved_at),
                  _utc(e.moved_at + days * 86400) if days else "never"] for e in entries]
