@@ -55,6 +55,15 @@ def samples_of(server: str, result: TlsResult) -> list[Sample]:
 
 
 def setup(registry: Registry) -> None:
+    registry.declare_series("tls_cert_not_after_timestamp_seconds", "gauge",
+                            "When the endpoint's certificate expires (Unix time)", ["endpoint"])
+    registry.declare_series("tls_cert_valid", "gauge",
+                            "1 when the certificate chain and host name verify", ["endpoint"])
+    registry.declare_series("tls_probe_success", "gauge",
+                            "1 when a certificate could be read from the endpoint",
+                            ["endpoint"])
+    registry.declare_series("tls_probe_duration_seconds", "gauge",
+                            "How long the TLS probe of the endpoint took", ["endpoint"])
     settings = registry.settings()
     endpoints = endpoints_from(settings)
     ca_file = settings.get("ca_file")

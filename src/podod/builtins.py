@@ -15,4 +15,6 @@ BUILTIN_MODULES: list[str] = [
     "podod.monitor.commands",
     "podod.backup.commands",
     "podod.mail.commands",
+    "podod.alerts.commands",
+    "podod.frontends.metrics",
 ]

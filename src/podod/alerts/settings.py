@@ -1,18 +1,347 @@
-"""The ``alerts:`` section: rule files, grouping timings and notifiers."""
+"""The ``alerts:`` section: rule files, grouping timings, maintenance windows and notifiers.
+
+Rule files are read and validated together with the configuration, so ``podod
+check-config`` checks them too and a reload (SIGHUP) with a broken rule file is rejected as
+a whole: the running rules stay. Every notifier kind has its own model; an entry whose
+``type`` is not built in is a plugin's notifier, checked against that plugin's model when
+the alert engine starts.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+import zoneinfo
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import (
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
+from podod.alerts.matchers import MatcherError, from_mapping
+from podod.alerts.rules import RuleSet, load_rule_files
+from podod.alerts.templates import compile_template
 from podod.settings_base import ConfigPath, Duration, Section
 
+_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def _check_matchers(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("must be a mapping of label to value, e.g. {severity: critical}")
+    try:
+        from_mapping(value)
+    except MatcherError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def _check_template(value: str | None) -> str | None:
+    if value is not None:
+        compile_template(value)  # a ValueError names the line
+    return value
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+# -- notifiers -----------------------------------------------------------------------------
+
+class NotifierBase(Section):
+    """What every notifier has: a name, a route filter, and its retry policy."""
+
+    name: str | None = None  # default: the type
+    send_resolved: bool = True
+    match: dict[str, Any] = Field(default_factory=dict)  # only alerts matching all of these
+    timeout: Duration = 10.0
+    retry_initial: Duration = 1.0
+    retry_max: Duration = 300.0
+    give_up_after: Duration = 3600.0
+    queue_size: int = Field(default=1000, ge=1)
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _match(cls, value: Any) -> dict[str, Any]:
+        return _check_matchers(value)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.match(value):
+            raise ValueError("must be letters, digits, '.', '_' or '-'")
+        return value
+
+    @property
+    def label(self) -> str:
+        return self.name or str(getattr(self, "type", "notifier"))
+
+
+class WebhookNotifierSettings(NotifierBase):
+    type: Literal["webhook"]
+    url: str = ""  # or url_file, for receivers whose URL is itself the secret
+    url_file: ConfigPath | None = None
+    token: SecretStr | None = None  # sent as "Authorization: Bearer <token>"
+    token_file: ConfigPath | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    template: str | None = None  # Jinja2; default: the Alertmanager webhook JSON (v4)
+    template_file: ConfigPath | None = None
+    content_type: str = "application/json"
+    max_alerts: int = Field(default=0, ge=0)  # 0: all
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return _check_template(value)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value) if value else value
+
+    @model_validator(mode="after")
+    def _url_given(self) -> WebhookNotifierSettings:
+        if not self.url:
+            raise ValueError("url (or url_file) is required")
+        if self.url_file is not None:  # filled from the file: check what it held
+            try:
+                _http_url(self.url)
+            except ValueError as exc:
+                raise ValueError(f"url_file: {self.url_file} {exc}") from None
+        return self
+
+
+class EmailNotifierSettings(NotifierBase):
+    model_config = ConfigDict(populate_by_name=True)
+
+    type: Literal["email"]
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    tls: Literal["auto", "starttls", "implicit", "none"] = "auto"
+    tls_verify: bool = True
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: ConfigPath | None = None
+    sender: str = Field(alias="from")
+    to: list[str] = Field(min_length=1)
+    subject: str = ("[{{ status | upper }}{% if status == 'firing' %}:{{ firing | length }}"
+                    "{% endif %}] {{ title }}")
+    body: str | None = None  # Jinja2; default: a plain-text listing of the alerts
+
+    @field_validator("subject", "body")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return _check_template(value)
+
+    @field_validator("sender", "to")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        for address in [value] if isinstance(value, str) else value:
+            if "@" not in address or any(c in address for c in " \r\n<>,"):
+                raise ValueError(f"'{address}' is not a mail address")
+        return value
+
+
+class AlertmanagerNotifierSettings(NotifierBase):
+    type: Literal["alertmanager"]
+    url: str  # the Alertmanager's base URL, e.g. http://127.0.0.1:9093
+    token: SecretStr | None = None
+    token_file: ConfigPath | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    resend_interval: Duration = 60.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+class MatrixNotifierSettings(NotifierBase):
+    type: Literal["matrix"]
+    homeserver: str
+    user_id: str
+    access_token: SecretStr | None = None
+    access_token_file: ConfigPath | None = None
+    room_id: str
+    msgtype: Literal["m.notice", "m.text"] = "m.notice"
+    template: str | None = None  # Jinja2 for the plain-text body; default: a short listing
+
+    @field_validator("homeserver")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value)
+
+    @field_validator("user_id")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        if not re.match(r"^@[^:\s]+:\S+$", value):
+            raise ValueError("must be a Matrix user id such as @podod:example.org")
+        return value
+
+    @field_validator("room_id")
+    @classmethod
+    def _room(cls, value: str) -> str:
+        # room ids of room version 12 have no server part (!hash); aliases always do
+        if not re.match(r"^(![^\s]+|#[^:\s]+:\S+)$", value):
+            raise ValueError("must be a room id (!abc:example.org) or alias (#ops:example.org)")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return _check_template(value)
+
+    @model_validator(mode="after")
+    def _token(self) -> MatrixNotifierSettings:
+        if self.access_token is None:
+            raise ValueError("access_token_file (or access_token) is required")
+        return self
+
+
+class PluginNotifierSettings(NotifierBase):
+    """A notifier a plugin registers: its own keys are checked when the engine starts."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+
+
+BUILTIN_NOTIFIERS = ("webhook", "email", "alertmanager", "matrix")
+
+
+def _notifier_kind(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    # Tags contain "[" so the config error formatter leaves them out of the key path.
+    return f"notifier[{kind}]" if kind in BUILTIN_NOTIFIERS else "notifier[plugin]"
+
+
+NotifierSettings = Annotated[
+    Annotated[WebhookNotifierSettings, Tag("notifier[webhook]")]
+    | Annotated[EmailNotifierSettings, Tag("notifier[email]")]
+    | Annotated[AlertmanagerNotifierSettings, Tag("notifier[alertmanager]")]
+    | Annotated[MatrixNotifierSettings, Tag("notifier[matrix]")]
+    | Annotated[PluginNotifierSettings, Tag("notifier[plugin]")],
+    Discriminator(_notifier_kind),
+]
+
+
+# -- maintenance windows ---------------------------------------------------------------------
+
+class MaintenanceWindowSettings(Section):
+    """A recurring window: from every time ``schedule`` fires, for ``duration``."""
+
+    name: str
+    schedule: str  # crontab: minute hour day-of-month month day-of-week
+    duration: Duration
+    timezone: str = "UTC"
+    servers: list[str] = Field(default_factory=list)  # empty: every server
+    match: dict[str, Any] = Field(default_factory=dict)
+    reason: str = ""
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"'{value}' is not a time zone such as UTC or Europe/Berlin") \
+                from None
+        return value
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _match(cls, value: Any) -> dict[str, Any]:
+        return _check_matchers(value)
+
+    @field_validator("duration")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be longer than 0s, e.g. 2h")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        from podod.alerts.maintenance import cron_trigger
+
+        cron_trigger(value, "UTC")  # a ValueError names the problem
+        return value
+
+
+# -- the section ------------------------------------------------------------------------------
 
 class AlertSettings(Section):
     enabled: bool = True
     rule_files: list[ConfigPath] = Field(default_factory=list)
+    evaluation_interval: Duration = 10.0
+    group_by: list[str] = Field(default_factory=lambda: ["server"])
     group_wait: Duration = 30.0
     group_interval: Duration = 300.0
     repeat_interval: Duration = 4 * 3600.0
-    notifiers: list[dict[str, Any]] = Field(default_factory=list)
+    resolve_wait: Duration = 10.0
+    silence_reminder: Duration = 900.0
+    history_retention: Duration = 90 * 86400.0
+    external_url: str = ""
+    notifiers: list[NotifierSettings] = Field(default_factory=list)
+    maintenance: list[MaintenanceWindowSettings] = Field(default_factory=list)
+
+    _ruleset: RuleSet = PrivateAttr(default_factory=RuleSet)
+
+    @field_validator("group_by")
+    @classmethod
+    def _labels(cls, value: list[str]) -> list[str]:
+        for label in value:
+            if not _LABEL.match(label):
+                raise ValueError(f"'{label}' is not a label name (letters, digits and _)")
+        return value
+
+    @field_validator("evaluation_interval")
+    @classmethod
+    def _interval(cls, value: float) -> float:
+        if value < 0.05:
+            raise ValueError("must be at least 50ms")
+        return value
+
+    @field_validator("notifiers")
+    @classmethod
+    def _unique(cls, value: list[NotifierBase]) -> list[NotifierBase]:
+        seen: set[str] = set()
+        for notifier in value:
+            if notifier.label in seen:
+                raise ValueError(f"two notifiers are called '{notifier.label}'; give each "
+                                 "a distinct name")
+            seen.add(notifier.label)
+        return value
+
+    @field_validator("maintenance")
+    @classmethod
+    def _unique_windows(cls, value: list[MaintenanceWindowSettings]
+                        ) -> list[MaintenanceWindowSettings]:
+        names = [w.name for w in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two maintenance windows are called '{name}'")
+        return value
+
+    @model_validator(mode="after")
+    def _load_rules(self) -> AlertSettings:
+        # A broken rule file raises ConfigError (not a ValueError), which pydantic passes
+        # through: its message names the rule file, not podod.yaml.
+        self._ruleset = load_rule_files(list(self.rule_files))
+        return self
+
+    @property
+    def ruleset(self) -> RuleSet:
+        return self._ruleset

@@ -69,11 +69,13 @@ _BUILTIN: list[tuple[str, SeriesKind, str, tuple[str, ...]]] = [
     ("node_cpu_seconds_total", _C, "CPU time spent in each mode, summed over all CPUs",
      ("mode",)),
     ("node_cpu_busy_ratio", _G, "Share of CPU time not idle since the previous reading", ()),
-    ("node_memory_MemTotal_bytes", _G, "Total memory", ()),
-    ("node_memory_MemAvailable_bytes", _G, "Memory available for new work", ()),
+    # snake_case, not node_exporter's MemTotal: promtool check metrics rejects camelCase
+    ("node_memory_mem_total_bytes", _G, "Total memory (MemTotal)", ()),
+    ("node_memory_mem_available_bytes", _G, "Memory available for new work (MemAvailable)",
+     ()),
     ("node_memory_used_ratio", _G, "1 - MemAvailable / MemTotal", ()),
-    ("node_memory_SwapTotal_bytes", _G, "Total swap", ()),
-    ("node_memory_SwapFree_bytes", _G, "Free swap", ()),
+    ("node_memory_swap_total_bytes", _G, "Total swap (SwapTotal)", ()),
+    ("node_memory_swap_free_bytes", _G, "Free swap (SwapFree)", ()),
     ("node_filesystem_size_bytes", _G, "Size of the mounted file system", ("mountpoint",)),
     ("node_filesystem_avail_bytes", _G, "Space available to unprivileged users",
      ("mountpoint",)),
@@ -90,9 +92,18 @@ _BUILTIN: list[tuple[str, SeriesKind, str, tuple[str, ...]]] = [
     ("postgres_longest_transaction_seconds", _G, "Age of the oldest open transaction", ()),
     ("postgres_replication_lag_seconds", _G, "Replay lag on a replica (absent on a primary)",
      ()),
-    # -- podod itself ---------------------------------------------------------------------------
-    ("collector_errors_total", _C, "Collector runs that failed", ("collector",)),
-    ("alerts_firing", _G, "Alerts firing now", ("rule", "severity")),
+    # -- podod itself (server="podod" unless the metric is about a server) ------------------
+    ("build_info", _G, "Always 1: the running podod's version", ("version",)),
+    ("commands_total", _C, "Requests the command bus handled, by command, frontend and "
+     "outcome (ok, sandbox, or the error code)", ("command", "origin", "result")),
+    ("collector_errors_total", _C, "Collector runs that failed, per server", ("collector",)),
+    ("backup_last_success_timestamp_seconds", _G, "When the newest verified backup before a "
+     "real change was taken (Unix time)", ()),
+    ("backup_last_success_age_seconds", _G, "Seconds since the newest verified backup", ()),
+    ("alerts_firing", _G, "Alerts firing now, per server (muted ones included)",
+     ("rule", "severity")),
+    ("notifications_total", _C, "Notifications by notifier and outcome (sent, failed after "
+     "every retry, dropped from a full queue)", ("notifier", "result")),
 ]
 
 

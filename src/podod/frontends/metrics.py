@@ -1,0 +1,409 @@
+"""``/metrics``: every series of every server, and podod's own health, for Prometheus.
+
+The ``metrics`` component serves ``http://127.0.0.1:9571/metrics`` (``metrics.listen`` and
+``metrics.port``). What it exposes is defined once, by :class:`LiveCollector`, a
+prometheus-client custom collector over the live state and the series catalogue:
+
+- every series as ``podod_<name>``, HELP and TYPE from the catalogue (base units, ``_total``
+  on counters); a series no catalogue entry describes is still exposed, with a generic HELP,
+  as a counter if it is one and ends in ``_total``, else as a gauge (or untyped);
+- every sample labelled ``server`` (a collector label called ``server`` or ``instance``
+  becomes ``exported_server`` / ``exported_instance``, as Prometheus itself renames);
+- podod's own metrics carry ``server="podod"`` (the name collectors that are not per
+  server use) unless they are about a server: ``podod_collector_errors_total`` and
+  ``podod_alerts_firing`` name the server they concern.
+
+The Prometheus text format (what Prometheus asks for by default) is written by
+:class:`TextRenderer`, which caches each series' line prefix and is tested to produce
+exactly the bytes ``prometheus_client.generate_latest`` produces from the same collector,
+about five times faster; OpenMetrics, when asked for, goes through prometheus-client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.utils import floatToGoString
+
+from podod import __version__
+from podod.events import CommandCompleted, Subscription
+from podod.monitor.catalog import SeriesInfo
+from podod.monitor.model import LabelKey, Sample
+from podod.plugins import Registry
+
+if TYPE_CHECKING:
+    from podod.config import Config
+    from podod.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+PREFIX = "podod_"
+SELF = "podod"  # the server label of metrics about podod itself
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_INVALID = re.compile(r"[^a-zA-Z0-9_:]")
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
+_RENAMED = {"server": "exported_server", "instance": "exported_instance"}
+BACKUP_CACHE_SECONDS = 10.0
+_INF = float("inf")
+SeriesKey = tuple[str, str, LabelKey]
+
+
+def metric_name(series: str) -> str:
+    """The exposed name: ``podod_`` + the series name in snake_case, legal characters only."""
+    name = _INVALID.sub("_", _CAMEL.sub(r"\1_\2", series)).lower()
+    if name.startswith(PREFIX):
+        name = name[len(PREFIX):]
+    if not name or name[0].isdigit():
+        name = "_" + name
+    return PREFIX + name
+
+
+def label_name(label: str) -> str:
+    name = _INVALID.sub("_", label).replace(":", "_")
+    if not name or name[0].isdigit():
+        name = "_" + name
+    return _RENAMED.get(name, name)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _help(text: str) -> str:
+    return text.replace("\\", r"\\").replace("\n", r"\n")
+
+
+@dataclass
+class FamilyInfo:
+    """One exposed metric family: its names and type."""
+
+    base: str  # e.g. podod_postfix_deliveries (counters without _total)
+    sample_name: str  # e.g. podod_postfix_deliveries_total
+    kind: str  # gauge | counter | unknown
+    help: str
+
+    @property
+    def text_type(self) -> str:
+        return "untyped" if self.kind == "unknown" else self.kind
+
+
+def family_for(series: str, info: SeriesInfo | None, sample_kind: str = "gauge"
+               ) -> FamilyInfo:
+    name = metric_name(series)
+    kind: str
+    if info is not None:
+        kind, help_text = info.kind, info.help
+    else:
+        help_text = f"{series} (emitted by a collector without a catalogue entry)"
+        kind = sample_kind
+    if kind == "counter":
+        if name.endswith("_total"):
+            return FamilyInfo(name[: -len("_total")], name, "counter", help_text)
+        kind = "unknown"  # a counter without _total is exposed untyped, under its own name
+    if kind not in ("gauge", "counter"):
+        kind = "unknown"
+    return FamilyInfo(name, name, kind, help_text)
+
+
+@dataclass
+class SelfMetrics:
+    """podod's own health, as the exposition reads it at each scrape."""
+
+    commands: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    collector_errors: dict[tuple[str, str], int] = field(default_factory=dict)
+    backup_last: float | None = None
+    alerts_firing: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    notifications: dict[tuple[str, str], int] = field(default_factory=dict)
+    now: float = 0.0
+
+    def samples(self) -> Iterator[Sample]:
+        """The same as samples of the catalogue's ``podod itself`` series."""
+        yield Sample("build_info", SELF, 1.0, Sample.labels_of(version=__version__))
+        for (command, origin, result), n in sorted(self.commands.items()):
+            yield Sample("commands_total", SELF, float(n),
+                         Sample.labels_of(command=command, origin=origin, result=result),
+                         "counter")
+        for (collector, server), n in sorted(self.collector_errors.items()):
+            yield Sample("collector_errors_total", server, float(n),
+                         Sample.labels_of(collector=collector), "counter")
+        if self.backup_last is not None:
+            yield Sample("backup_last_success_timestamp_seconds", SELF, self.backup_last)
+            yield Sample("backup_last_success_age_seconds", SELF,
+                         max(0.0, self.now - self.backup_last))
+        for (rule, severity, server), n in sorted(self.alerts_firing.items()):
+            yield Sample("alerts_firing", server, float(n),
+                         Sample.labels_of(rule=rule, severity=severity))
+        for (notifier, result), n in sorted(self.notifications.items()):
+            yield Sample("notifications_total", SELF, float(n),
+                         Sample.labels_of(notifier=notifier, result=result), "counter")
+
+
+class Exposition:
+    """Families and samples from the live state, the catalogue and podod's own metrics."""
+
+    def __init__(self, catalog: dict[str, SeriesInfo]) -> None:
+        self.catalog = catalog
+        self._families: dict[tuple[str, str], FamilyInfo] = {}
+
+    def family(self, sample: Sample) -> FamilyInfo:
+        key = (sample.series, sample.kind)
+        fam = self._families.get(key)
+        if fam is None:
+            fam = self._families[key] = family_for(sample.series,
+                                                   self.catalog.get(sample.series),
+                                                   sample.kind)
+        return fam
+
+    @staticmethod
+    def labels(sample: Sample) -> list[tuple[str, str]]:
+        out = [("server", sample.server)]
+        out += [(label_name(k), v) for k, v in sample.labels]
+        out.sort()
+        return out
+
+    def grouped(self, samples: Iterable[Sample]) -> dict[str, tuple[FamilyInfo, list[Sample]]]:
+        families: dict[str, tuple[FamilyInfo, list[Sample]]] = {}
+        for sample in samples:
+            fam = self.family(sample)
+            entry = families.get(fam.sample_name)
+            if entry is None:
+                entry = families[fam.sample_name] = (fam, [])
+            entry[1].append(sample)
+        return families
+
+
+class LiveCollector:
+    """The prometheus-client custom collector: ``collect()`` yields one Metric per family."""
+
+    def __init__(self, exposition: Exposition, samples: Iterable[Sample]) -> None:
+        self.exposition = exposition
+        self._samples = samples
+
+    def collect(self) -> Iterator[Metric]:
+        grouped = self.exposition.grouped(self._samples)
+        for name in sorted(grouped):
+            fam, samples = grouped[name]
+            metric = Metric(fam.base, fam.help, fam.kind)
+            for sample in samples:
+                metric.add_sample(fam.sample_name, dict(self.exposition.labels(sample)),
+                                  sample.value)
+            yield metric
+
+
+class TextRenderer:
+    """The Prometheus text format (0.0.4), byte for byte what ``generate_latest`` writes
+    for :class:`LiveCollector`, with each series' line prefix computed once."""
+
+    def __init__(self, exposition: Exposition) -> None:
+        self.exposition = exposition
+        self._prefix: dict[SeriesKey, tuple[int, str, str]] = {}  # key → family, prefix, kind
+        self._families: list[FamilyInfo] = []
+        self._family_index: dict[str, int] = {}
+
+    def _line_prefix(self, sample: Sample) -> tuple[int, str, str]:
+        fam = self.exposition.family(sample)
+        index = self._family_index.get(fam.sample_name)
+        if index is None:
+            index = self._family_index[fam.sample_name] = len(self._families)
+            self._families.append(fam)
+        labels = ",".join(f'{k}="{_escape(v)}"' for k, v in self.exposition.labels(sample))
+        return index, f"{fam.sample_name}{{{labels}}} ", sample.kind
+
+    def render(self, items: Iterable[tuple[SeriesKey, Sample]]) -> str:
+        cache = self._prefix
+        get = cache.get
+        buckets: list[list[str]] = [[] for _ in self._families]
+        fmt = floatToGoString
+        inf = _INF
+        for key, s in items:
+            hit = get(key)
+            if hit is None or hit[2] != s.kind:
+                hit = cache[key] = self._line_prefix(s)
+                buckets.extend([] for _ in range(len(self._families) - len(buckets)))
+            value = s.value
+            if value.__class__ is not float:
+                value = float(value)
+            # floatToGoString differs from repr only for NaN, infinities and >= 1e6
+            buckets[hit[0]].append(hit[1] + (repr(value) if -inf < value < 1e6 else
+                                             fmt(value)))
+        count = sum(len(b) for b in buckets)
+        if len(cache) > 4 * max(1024, count):
+            cache.clear()  # series that went away: do not keep their prefixes forever
+        out: list[str] = []
+        order = sorted(range(len(buckets)), key=lambda i: self._families[i].sample_name)
+        for i in order:
+            lines = buckets[i]
+            if not lines:
+                continue
+            fam = self._families[i]
+            name = fam.sample_name
+            out.append(f"# HELP {name} {_help(fam.help)}\n# TYPE {name} {fam.text_type}\n")
+            out.append("\n".join(lines))
+            out.append("\n")
+        return "".join(out)
+
+
+def keyed(samples: Iterable[Sample]) -> list[tuple[SeriesKey, Sample]]:
+    return [((s.series, s.server, s.labels), s) for s in samples]
+
+
+class MetricsEndpoint:
+    """The ``metrics`` component."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.exposition = Exposition(runtime.registry.series)
+        self.renderer = TextRenderer(self.exposition)
+        self.commands: Counter[tuple[str, str, str]] = Counter()
+        self._sub: Subscription | None = None
+        self._runner: web.AppRunner | None = None
+        self._bound: tuple[str, int] | None = None
+        self._lock = asyncio.Lock()
+        self._backup: tuple[float, float | None] = (0.0, None)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return self._bound
+
+    async def start(self) -> None:
+        self._sub = self.runtime.events.subscribe(CommandCompleted, self._command,
+                                                  name="metrics-commands")
+        await self._listen(self.runtime.config.metrics.listen, self.runtime.config.metrics.port)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            self.runtime.events.unsubscribe(self._sub)
+            self._sub = None
+        await self._close()
+
+    async def reload(self, config: Config) -> None:
+        wanted = (config.metrics.listen, config.metrics.port)
+        if self._bound is not None and wanted[0] == self._bound[0] and \
+                wanted[1] in (0, self._bound[1]):
+            return
+        await self._close()
+        await self._listen(*wanted)
+
+    async def _listen(self, host: str, port: int) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/", self._index)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise RuntimeError(f"metrics.listen/port: cannot listen on {host}:{port} "
+                               f"({reason})") from None
+        self._runner = runner
+        sockets = [s for s in (site._server.sockets if site._server else [])]  # type: ignore[attr-defined]
+        bound = sockets[0].getsockname() if sockets else (host, port)
+        self._bound = (str(bound[0]), int(bound[1]))
+        log.info("serving /metrics on http://%s:%d/metrics", *self._bound)
+
+    async def _close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+            self._bound = None
+
+    def _command(self, event: CommandCompleted) -> None:
+        # Only registered command names: a typo must not become a new label value.
+        command = event.command if event.command in self.runtime.registry.commands \
+            else "unknown"
+        self.commands[(command, event.origin, event.result)] += 1
+
+    # -- what a scrape sees -------------------------------------------------------------------
+
+    async def self_metrics(self) -> SelfMetrics:
+        now = time.time()
+        live = self.runtime.component("live")
+        alerts = self.runtime.component("alerts")
+        out = SelfMetrics(commands=self.commands, now=now)
+        if live is not None:
+            out.collector_errors = dict(live.state.collector_errors)
+        if alerts is not None:
+            out.alerts_firing = alerts.engine.firing_counts()
+            for name, queue in alerts.engine.queues.items():
+                out.notifications[(name, "sent")] = queue.sent
+                out.notifications[(name, "failed")] = queue.failed
+                out.notifications[(name, "dropped")] = queue.dropped
+        out.backup_last = await self._backup_last(now)
+        return out
+
+    async def _backup_last(self, now: float) -> float | None:
+        checked, value = self._backup
+        if now - checked < BACKUP_CACHE_SECONDS:
+            return value
+        gate = self.runtime.component("backup")
+        if gate is not None and hasattr(gate, "last_success"):
+            try:
+                value = await gate.last_success()
+            except Exception:
+                log.debug("cannot read the backup catalog", exc_info=True)
+        self._backup = (now, value)
+        return value
+
+    def snapshot(self, own: SelfMetrics) -> list[tuple[SeriesKey, Sample]]:
+        """The samples of one scrape, taken on the event loop (the live state changes)."""
+        live = self.runtime.component("live")
+        items = live.state.items() if live is not None else []
+        items.extend(keyed(own.samples()))
+        return items
+
+    def collector(self, items: list[tuple[SeriesKey, Sample]]) -> LiveCollector:
+        return LiveCollector(self.exposition, [s for _, s in items])
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        items = self.snapshot(await self.self_metrics())
+        accept = request.headers.get("Accept", "")
+        async with self._lock:  # one render at a time: the renderer's cache is shared
+            if "application/openmetrics-text" in accept:
+                registry = CollectorRegistry(auto_describe=False)
+                registry.register(self.collector(items))
+                body = await asyncio.to_thread(openmetrics.generate_latest, registry)
+                content_type = openmetrics.CONTENT_TYPE_LATEST
+            else:
+                # Rendering 30 000 lines takes tens of milliseconds: off the event loop.
+                text = await asyncio.to_thread(self.renderer.render, items)
+                body = text.encode()
+                content_type = TEXT_CONTENT_TYPE
+        headers = {"Content-Type": content_type}
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            body = await asyncio.to_thread(gzip.compress, body, 1)
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
+
+    async def _index(self, request: web.Request) -> web.Response:
+        return web.Response(content_type="text/html", text=(
+            "<html><head><title>podod</title></head><body><h1>podod "
+            f"{__version__}</h1><p><a href=\"/metrics\">Metrics</a></p></body></html>"))
+
+
+def factory(runtime: Runtime) -> MetricsEndpoint | None:
+    if not runtime.config.metrics.enabled:
+        return None
+    return MetricsEndpoint(runtime)
+
+
+def setup(registry: Registry) -> None:
+    registry.component("metrics", factory)
+
