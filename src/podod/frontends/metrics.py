@@ -162,9 +162,9 @@ class Exposition:
         key = (sample.series, sample.kind)
         fam = self._families.get(key)
         if fam is None:
-            fam = self._families[key] = family_for(sample.series,
-                                                   self.catalog.get(sample.series),
-                                                   sample.kind)
+            info = self.catalog.get(sample.series) or \
+                self.catalog.get(metric_name(sample.series).removeprefix(PREFIX))
+            fam = self._families[key] = family_for(sample.series, info, sample.kind)
         return fam
 
     @staticmethod
