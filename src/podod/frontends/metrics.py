@@ -63,7 +63,8 @@ SeriesKey = tuple[str, str, LabelKey]
 
 def metric_name(series: str) -> str:
     """The exposed name: ``podod_`` + the series name in snake_case, legal characters only."""
-    name = _INVALID.sub("_", _CAMEL.sub(r"\1_\2", series)).lower()
+    # colons are for recording rules, not exporters
+    name = _INVALID.sub("_", _CAMEL.sub(r"\1_\2", series)).replace(":", "_").lower()
     if name.startswith(PREFIX):
         name = name[len(PREFIX):]
     if not name or name[0].isdigit():
