@@ -42,9 +42,10 @@ def setup(registry: Registry) -> None:
         return Reply(message=f"published {publish(ctx, collector, samples)} samples")
 
     @registry.command("feed fleet", "Publish every catalogued series for N servers",
-                      params=[Opt("servers", "how many", kind="int", default=3)])
-    async def feed_fleet(ctx: CommandContext, servers: int) -> Reply:
-        samples = fleet_samples(fleet_names(servers))
+                      params=[Opt("servers", "how many", kind="int", default=3),
+                              Opt("seed", "vary the values", kind="int", default=1)])
+    async def feed_fleet(ctx: CommandContext, servers: int, seed: int) -> Reply:
+        samples = fleet_samples(fleet_names(servers), seed=seed)
         return Reply(message=f"published {publish(ctx, 'feeder', samples)} samples")
 
     @registry.command("feed connection", "Publish a server (dis)connection event",

@@ -47,7 +47,9 @@ def odd_samples() -> list[Sample]:
         Sample("probe_duration_seconds", "mx1", 1234567.891, Sample.labels_of(probe="smtp")),
         Sample("postfix_deliveries_total", "mx1", 10**20, Sample.labels_of(
             transport="smtp", status="sent"), "counter"),
-    ]
+    ] + [Sample("postfix_queue_size_bytes", "mx1", value, Sample.labels_of(queue=str(i)))
+         for i, value in enumerate([1e6, 1e7, 123456789.0, 1e15 + 1, 9999999999999998.0,
+                                    1e16, 999999.9999, -5e6, 2**53, 1234567.5, 0.1])]
 
 
 def all_series() -> dict[str, Any]:

@@ -59,6 +59,7 @@ _RENAMED = {"server": "exported_server", "instance": "exported_instance"}
 BACKUP_CACHE_SECONDS = 10.0
 _INF = float("inf")
 SeriesKey = tuple[str, str, LabelKey]
+_EXPONENT = [f"e+{n - 1:02d}" for n in range(18)]  # by the number of digits
 
 
 def metric_name(series: str) -> str:
@@ -206,42 +207,56 @@ class LiveCollector:
 
 class TextRenderer:
     """The Prometheus text format (0.0.4), byte for byte what ``generate_latest`` writes
-    for :class:`LiveCollector`, with each series' line prefix computed once."""
+    for :class:`LiveCollector`, with each series' line prefix computed once.
+
+    The prefix cache is keyed by the identity of the live state's key tuples, which stay
+    the same objects for as long as a series exists: hashing an int is much cheaper than
+    hashing a nested tuple 30 000 times per scrape. The key itself is kept in the entry
+    and compared by identity, so a reused id can never return another series' prefix.
+    """
 
     def __init__(self, exposition: Exposition) -> None:
         self.exposition = exposition
-        self._prefix: dict[SeriesKey, tuple[int, str, str]] = {}  # key → family, prefix, kind
+        # id(key) → (family index, line prefix, kind, key)
+        self._prefix: dict[int, tuple[int, str, str, SeriesKey]] = {}
         self._families: list[FamilyInfo] = []
         self._family_index: dict[str, int] = {}
 
-    def _line_prefix(self, sample: Sample) -> tuple[int, str, str]:
+    def _line_prefix(self, key: SeriesKey, sample: Sample) -> tuple[int, str, str, SeriesKey]:
         fam = self.exposition.family(sample)
         index = self._family_index.get(fam.sample_name)
         if index is None:
             index = self._family_index[fam.sample_name] = len(self._families)
             self._families.append(fam)
         labels = ",".join(f'{k}="{_escape(v)}"' for k, v in self.exposition.labels(sample))
-        return index, f"{fam.sample_name}{{{labels}}} ", sample.kind
+        return index, f"{fam.sample_name}{{{labels}}} ", sample.kind, key
 
-    def render(self, items: Iterable[tuple[SeriesKey, Sample]]) -> str:
+    def render(self, items: dict[SeriesKey, Sample]) -> str:
         cache = self._prefix
         get = cache.get
         buckets: list[list[str]] = [[] for _ in self._families]
         fmt = floatToGoString
         inf = _INF
-        for key, s in items:
-            hit = get(key)
-            if hit is None or hit[2] != s.kind:
-                hit = cache[key] = self._line_prefix(s)
+        exponent = _EXPONENT
+        for key, s in items.items():
+            hit = get(id(key))
+            if hit is None or hit[3] is not key or hit[2] != s.kind:
+                hit = cache[id(key)] = self._line_prefix(key, s)
                 buckets.extend([] for _ in range(len(self._families) - len(buckets)))
             value = s.value
             if value.__class__ is not float:
                 value = float(value)
-            # floatToGoString differs from repr only for NaN, infinities and >= 1e6
-            buckets[hit[0]].append(hit[1] + (repr(value) if -inf < value < 1e6 else
-                                             fmt(value)))
-        count = sum(len(b) for b in buckets)
-        if len(cache) > 4 * max(1024, count):
+            # floatToGoString differs from repr only for NaN, infinities and >= 1e6, where
+            # Go writes 1.2345678e+07; whole numbers (counters, bytes) are done here faster
+            if -inf < value < 1e6:
+                text = repr(value)
+            elif 1e6 <= value < 1e16 and value.is_integer():
+                digits = str(int(value))
+                text = (digits[0] + "." + digits[1:]).rstrip("0.") + exponent[len(digits)]
+            else:
+                text = fmt(value)
+            buckets[hit[0]].append(hit[1] + text)
+        if len(cache) > 2 * len(items) + 1024:
             cache.clear()  # series that went away: do not keep their prefixes forever
         out: list[str] = []
         order = sorted(range(len(buckets)), key=lambda i: self._families[i].sample_name)
@@ -257,8 +272,8 @@ class TextRenderer:
         return "".join(out)
 
 
-def keyed(samples: Iterable[Sample]) -> list[tuple[SeriesKey, Sample]]:
-    return [((s.series, s.server, s.labels), s) for s in samples]
+def keyed(samples: Iterable[Sample]) -> dict[SeriesKey, Sample]:
+    return {(s.series, s.server, s.labels): s for s in samples}
 
 
 class MetricsEndpoint:
@@ -274,6 +289,7 @@ class MetricsEndpoint:
         self._bound: tuple[str, int] | None = None
         self._lock = asyncio.Lock()
         self._backup: tuple[float, float | None] = (0.0, None)
+        self._own_keys: dict[SeriesKey, SeriesKey] = {}
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -361,15 +377,18 @@ class MetricsEndpoint:
         self._backup = (now, value)
         return value
 
-    def snapshot(self, own: SelfMetrics) -> list[tuple[SeriesKey, Sample]]:
+    def snapshot(self, own: SelfMetrics) -> dict[SeriesKey, Sample]:
         """The samples of one scrape, taken on the event loop (the live state changes)."""
         live = self.runtime.component("live")
-        items = live.state.items() if live is not None else []
-        items.extend(keyed(own.samples()))
+        items: dict[SeriesKey, Sample] = live.state.snapshot() if live is not None else {}
+        interned = self._own_keys
+        for sample in own.samples():
+            key = (sample.series, sample.server, sample.labels)
+            items[interned.setdefault(key, key)] = sample  # the same key object each time
         return items
 
-    def collector(self, items: list[tuple[SeriesKey, Sample]]) -> LiveCollector:
-        return LiveCollector(self.exposition, [s for _, s in items])
+    def collector(self, items: dict[SeriesKey, Sample]) -> LiveCollector:
+        return LiveCollector(self.exposition, list(items.values()))
 
     # -- HTTP ---------------------------------------------------------------------------------
 

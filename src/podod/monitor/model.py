@@ -114,9 +114,10 @@ class LiveState:
             if series is None or name == series:
                 yield sample
 
-    def items(self) -> list[tuple[tuple[str, str, LabelKey], Sample]]:
-        """A snapshot of (series, server, labels) → latest sample, safe to use elsewhere."""
-        return list(self._latest.items())
+    def snapshot(self) -> dict[tuple[str, str, LabelKey], Sample]:
+        """A copy of (series, server, labels) → latest sample, safe to read on another
+        thread while the live state goes on changing (a dict copy allocates no tuples)."""
+        return dict(self._latest)
 
     def get(self, series: str, server: str, **labels: str) -> Sample | None:
         return self._latest.get((series, server, Sample.labels_of(**labels)))
