@@ -75,7 +75,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="podod-bench-") as tmp:
         rules_path = Path(tmp) / "rules.yaml"
         rules_path.write_text(yaml.safe_dump(fifty_rules()))
-        settings = AlertSettings.model_validate({"rule_files": [str(rules_path)]})
+        settings = AlertSettings.model_validate({"rule_files": [str(rules_path)],
+                                                 "default_rules": False})
     clock = ManualClock(time.time())
     engine = AlertEngine(settings, None, clock=clock, stale_after=lambda c: 90.0)
     servers = fleet_names(args.servers)

@@ -54,7 +54,7 @@ class Stack:
         root.mkdir(parents=True, exist_ok=True)
         self.rules = root / "alerts.yaml"
         self.rules.write_text(yaml.safe_dump(RULES))
-        settings = {"enabled": True, "rule_files": [str(self.rules)],
+        settings = {"enabled": True, "rule_files": [str(self.rules)], "default_rules": False,
                     "evaluation_interval": "0.2s", "group_wait": "0.5s",
                     "group_interval": "2s", "repeat_interval": "1h", "resolve_wait": "0.3s",
                     "notifiers": notifiers, **alerts}

@@ -79,9 +79,9 @@ class Harness:
         rules = tmp / "rules.yaml"
         if not rules.exists():
             rules.write_text(yaml.safe_dump(RULES))
-        data = {"rule_files": [str(rules)], "group_wait": "30s", "group_interval": "5m",
-                "repeat_interval": "4h", "resolve_wait": "10s", "evaluation_interval": "10s",
-                **settings}
+        data = {"rule_files": [str(rules)], "default_rules": False, "group_wait": "30s",
+                "group_interval": "5m", "repeat_interval": "4h", "resolve_wait": "10s",
+                "evaluation_interval": "10s", **settings}
         self.settings = AlertSettings.model_validate(data)
         self.clock = clock
         self.engine = AlertEngine(self.settings, state, clock=clock,
@@ -482,7 +482,8 @@ async def test_rules_removed_on_reload_resolve_their_alerts(h: Harness,
     rules = dict(RULES)
     rules["rules"] = [r for r in RULES["rules"] if r["name"] != "DiskFull"]  # type: ignore[index]
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules))
-    settings = AlertSettings.model_validate({"rule_files": [str(tmp_path / "rules.yaml")]})
+    settings = AlertSettings.model_validate({"rule_files": [str(tmp_path / "rules.yaml")],
+                                             "default_rules": False})
     h.engine.configure(settings, settings.ruleset)
     assert h.states() == {}
     sent = await h.step(10, evaluate=False)

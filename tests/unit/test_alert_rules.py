@@ -4,6 +4,7 @@ sentence naming the file, the rule and the key."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from podod.alerts.rules import load_rule_files, parse_threshold
 from podod.alerts.templates import compile_template
 from podod.config import load_config, parse_config
 from podod.errors import ConfigError
+from podod.plugins import Registry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,6 +42,8 @@ def write(tmp_path: Path, text: str, name: str = "alerts.yaml") -> Path:
 
 def test_default_pack_loads_and_covers_the_issue() -> None:
     ruleset = load_rule_files([REPO / "config" / "alerts.example.yaml"])
+    assert (REPO / "config" / "alerts.example.yaml").resolve() == \
+        (REPO / "src" / "podod" / "alerts" / "default_rules.yaml").resolve()
     series = {r.series for r in ruleset.rules}
     for needed in ("ssh_connected", "service_up", "postfix_queue_messages",
                    "postfix_queue_oldest_message_age_seconds", "postfix_deliveries_total",
@@ -112,6 +116,19 @@ def test_bad_rule_file_is_one_sentence(tmp_path: Path, text: str, message: str) 
     assert "\n" not in str(info.value)
 
 
+def test_default_rules_apply_and_a_rule_file_replaces_one_by_name(tmp_path: Path) -> None:
+    defaults = parse_config({}, source="podod.yaml").alerts.ruleset
+    assert len(defaults.rules) == 21 and len(defaults.inhibit) == 3
+    mine = write(tmp_path, GOOD.replace("threshold: 500", "threshold: 50"))
+    config = parse_config({"alerts": {"rule_files": [str(mine)]}}, source="podod.yaml")
+    rules = config.alerts.ruleset.by_name()
+    assert len(rules) == 21 and rules["QueueTooLarge"].threshold == 50
+    assert rules["QueueTooLarge"].source == "alerts.yaml"
+    only = parse_config({"alerts": {"rule_files": [str(mine)], "default_rules": False}},
+                        source="podod.yaml")
+    assert [r.name for r in only.alerts.ruleset.rules] == ["QueueTooLarge"]
+
+
 def test_missing_rule_file_and_globs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_rule_files([tmp_path / "nope.yaml"])
@@ -144,7 +161,7 @@ def test_config_check_validates_rule_files(tmp_path: Path) -> None:
         "alerts.yaml: rule 'QueueTooLarge' (rules[0]): for: 'eventually' is not a duration "
         "such as 30s, 5m, 2h or 7d")
     rules.write_text(GOOD)
-    assert load_config(config).alerts.ruleset.rules[0].for_ == 600
+    assert load_config(config).alerts.ruleset.by_name()["QueueTooLarge"].for_ == 600
 
 
 @pytest.mark.parametrize(("section", "message"), [
@@ -236,3 +253,33 @@ def test_matchers_and_templates() -> None:
     assert template.render(value="x", size=None, r=None, n=None).startswith("x None")
     sandboxed = compile_template("{{ ''.__class__.__mro__ }}")
     assert "template error" in sandboxed.render()
+
+
+def test_docs_list_the_default_pack_and_every_alerts_command() -> None:
+    from podod.alerts import docs
+    from podod.plugins import load_builtins
+
+    assert docs.main(["--check", str(REPO / "docs" / "alerts.md")]) == 0
+    text = (REPO / "docs" / "alerts.md").read_text()
+    registry = Registry()
+    load_builtins(registry, ["podod.alerts.commands"])
+    documented = set(re.findall(r"^\| `(alerts [a-z]+)", text, re.M))
+    assert documented == {n for n in registry.commands if n.startswith("alerts ")}
+
+
+def test_the_documented_webhook_template_renders_json() -> None:
+    import json
+
+    from podod.alerts.notifiers.webhook import WebhookNotifier
+    from podod.alerts.notify import AlertSnapshot, Notification
+    from podod.alerts.settings import WebhookNotifierSettings
+
+    text = (REPO / "docs" / "alerts.md").read_text()
+    template = re.search(r"`template: '(.*)'`", text)
+    assert template
+    hook = WebhookNotifier(WebhookNotifierSettings(type="webhook", url="http://127.0.0.1:1/",
+                                                   template=template.group(1)))
+    snap = AlertSnapshot("ab", "firing", {"alertname": "DiskFull", "server": "mx1"},
+                         {"summary": "/ is \"full\""}, 0.0, None, 1.0)
+    body = json.loads(hook.body(Notification("w", "g", {"server": "mx1"}, [snap])))
+    assert body == {"text": 'mx1: DiskFull\n/ is "full"'}

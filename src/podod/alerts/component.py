@@ -19,6 +19,7 @@ from podod.alerts import store
 from podod.alerts.clock import Clock
 from podod.alerts.engine import AlertEngine
 from podod.alerts.notify import NotifierQueue
+from podod.alerts.rules import RuleSet, combine, read_rule_file
 from podod.alerts.settings import AlertSettings, NotifierBase, PluginNotifierSettings
 from podod.errors import ConfigError
 from podod.events import Subscription
@@ -65,9 +66,29 @@ class AlertsComponent:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
+    def ruleset(self, settings: AlertSettings) -> RuleSet:
+        """The configured rules with the plugins' packs beneath them: a plugin's rule never
+        replaces a rule of the same name from podod's pack or a rule file."""
+        packs = RuleSet()
+        for name, path in sorted(self.runtime.registry.alert_rule_packs.items()):
+            try:
+                pack = read_rule_file(path)
+            except ConfigError as exc:
+                log.error("the alert rules of plugin %s are not used: %s", name, exc.message)
+                continue
+            known = {r.name for r in packs.rules}
+            pack.rules = [r for r in pack.rules if r.name not in known]
+            packs = combine(packs, pack)
+        configured = settings.ruleset
+        names = {r.name for r in configured.rules}
+        packs.rules = [r for r in packs.rules if r.name not in names]
+        return combine(packs, configured)
+
     async def start(self) -> None:
         await self.runtime.state.migrate("alerts", store.MIGRATIONS)
-        self._apply_notifiers(self.runtime.config.alerts)
+        settings = self.runtime.config.alerts
+        self.engine.configure(settings, self.ruleset(settings))
+        self._apply_notifiers(settings)
         restored = await self.engine.restore()
         if restored:
             log.info("restored %d pending or firing alerts", restored)
@@ -99,7 +120,7 @@ class AlertsComponent:
     async def reload(self, config: Config) -> None:
         """The new configuration was validated as a whole (rule files included)."""
         settings = config.alerts
-        self.engine.configure(settings, settings.ruleset)
+        self.engine.configure(settings, self.ruleset(settings))
         try:
             self._apply_notifiers(settings)
         except ConfigError as exc:

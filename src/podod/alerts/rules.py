@@ -454,3 +454,19 @@ def merge(rulesets: list[RuleSet]) -> RuleSet:
 def load_rule_files(paths: list[Path]) -> RuleSet:
     """Read, validate and merge every rule file; the first problem is a ConfigError."""
     return merge([read_rule_file(p) for p in expand(paths)])
+
+
+DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
+
+
+def default_rules() -> RuleSet:
+    return read_rule_file(DEFAULT_RULES)
+
+
+def combine(base: RuleSet, files: RuleSet) -> RuleSet:
+    """``base`` (the default pack, plugin packs) with the rule files on top: a rule in a
+    rule file replaces the base rule of the same name; inhibit rules add up."""
+    own = {r.name for r in files.rules}
+    out = RuleSet([r for r in base.rules if r.name not in own] + list(files.rules),
+                  list(base.inhibit) + list(files.inhibit), list(base.files) + list(files.files))
+    return out

@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from podod.alerts.matchers import MatcherError, from_mapping
-from podod.alerts.rules import RuleSet, load_rule_files
+from podod.alerts.rules import RuleSet, combine, default_rules, load_rule_files
 from podod.alerts.templates import compile_template
 from podod.settings_base import ConfigPath, Duration, Section
 
@@ -284,6 +284,7 @@ class MaintenanceWindowSettings(Section):
 
 class AlertSettings(Section):
     enabled: bool = True
+    default_rules: bool = True
     rule_files: list[ConfigPath] = Field(default_factory=list)
     evaluation_interval: Duration = 10.0
     group_by: list[str] = Field(default_factory=lambda: ["server"])
@@ -339,7 +340,8 @@ class AlertSettings(Section):
     def _load_rules(self) -> AlertSettings:
         # A broken rule file raises ConfigError (not a ValueError), which pydantic passes
         # through: its message names the rule file, not podod.yaml.
-        self._ruleset = load_rule_files(list(self.rule_files))
+        files = load_rule_files(list(self.rule_files))
+        self._ruleset = combine(default_rules(), files) if self.default_rules else files
         return self
 
     @property
