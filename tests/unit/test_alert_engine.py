@@ -497,3 +497,37 @@ def test_payload_is_json_serialisable() -> None:
                          {"summary": "s"}, START, None, 1.0)
     note = Notification("webhook", '{server="mx1"}', {"server": "mx1"}, [snap])
     assert json.loads(json.dumps(note.alertmanager()))["groupKey"] == '{}:{server="mx1"}'
+
+
+async def test_a_reminder_is_sent_once_even_across_a_restart(tmp_path: Path) -> None:
+    from podod.alerts import store
+
+    clock = ManualClock(START)
+    state = StateDB(tmp_path / "state.db")
+    await state.open()
+    await state.migrate("alerts", store.MIGRATIONS)
+    h = Harness(tmp_path, clock, state)
+    now = clock.now()
+    silence = Silence.new("silence", (Matcher.make("server", "=", "mx1"),), now, now + 3600,
+                          "moving racks", "unix:root")
+    await state.run(store.insert_silence, silence.row())
+    h.engine.add_silence(silence)
+    sent = await h.step(2700)
+    assert [n.kind for n in sent] == ["reminder"]
+    await h.close()
+    h2 = Harness(tmp_path, clock, state)
+    await h2.engine.restore()
+    assert h2.engine.silences[silence.id].reminded
+    assert await h2.step(60) == []
+    await h2.close()
+    await state.close()
+
+
+async def test_alerts_of_servers_no_longer_managed_resolve_when_stale(h: Harness) -> None:
+    h.feed("gone", "node_filesystem_used_ratio", 0.99, mountpoint="/")
+    h.feed("kept", "node_filesystem_used_ratio", 0.99, mountpoint="/")
+    await h.step(31)
+    assert h.engine.resolve_unknown({"kept"}) == 0  # still fresh: not yet
+    await h.step(100, refresh=False)
+    assert h.engine.resolve_unknown({"kept"}) == 1
+    assert h.states() == {"DiskFull@kept": "firing"}

@@ -210,6 +210,9 @@ class AlertsComponent:
             engine.evaluate_all()
         engine.expire_silences()
         engine.reminders_due()
+        known = self._known_servers()
+        if known is not None:
+            engine.resolve_unknown(known)
         engine.flush_due()
         engine.resend_due()
         await engine.persist()
@@ -238,6 +241,16 @@ class AlertsComponent:
             delay = max(0.01, wake_at - self.clock.now())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+
+    def _known_servers(self) -> set[str] | None:
+        """The servers podod manages, when a server manager can say (else None)."""
+        servers = self.runtime.component("servers")
+        if servers is None or not hasattr(servers, "summary"):
+            return None
+        names = {str(s.get("name")) for s in servers.summary()}
+        names.update(s.name for s in self.runtime.config.servers)
+        names.add("podod")
+        return names
 
     def _warn_unknown_series(self) -> None:
         known = self.runtime.registry.series

@@ -228,6 +228,7 @@ class AlertEngine:
         self._dirty_logs: dict[tuple[str, str], NotifyLog] = {}
         self._dropped_groups: set[str] = set()
         self._history: list[HistoryRow] = []
+        self._reminded: list[str] = []
         self.on_wakeup: Callable[[], None] | None = None
         self.evaluations = 0
         self.configure(settings, settings.ruleset)
@@ -316,6 +317,16 @@ class AlertEngine:
                     if idx.rule.name not in done:
                         done.add(idx.rule.name)
                         self._evaluate(idx, name, now)
+
+    def resolve_unknown(self, known: set[str]) -> int:
+        """Resolve the alerts of servers podod no longer manages once their data is stale
+        (a server removed from podod.yaml while podod was stopped)."""
+        now = self.clock.now()
+        gone = [a for a in self.alerts.values()
+                if a.server not in known and not self._fresh(a, now)]
+        for alert in gone:
+            self._clear(alert, now, force=True, detail="server no longer managed")
+        return len(gone)
 
     def forget_server(self, server: str) -> None:
         """A server removed from podod: its data goes, its alerts resolve."""
@@ -775,6 +786,7 @@ class AlertEngine:
             if silence.ends - silence.starts <= lead or silence.ends - now > lead:
                 continue
             silence.reminded = True
+            self._reminded.append(silence.id)
             due.append(silence)
             self._remind(silence, now)
         return due
@@ -834,21 +846,25 @@ class AlertEngine:
     # -- persistence --------------------------------------------------------------------------
 
     def has_changes(self) -> bool:
-        return bool(self._dirty or self._dirty_logs or self._history or self._dropped_groups)
+        return bool(self._dirty or self._dirty_logs or self._history or self._dropped_groups
+                    or self._reminded)
 
     async def persist(self) -> None:
         if self.state is None or not self.has_changes():
             self._history.clear()
+            self._reminded.clear()
             return
         dirty, self._dirty = self._dirty, {}
         logs, self._dirty_logs = self._dirty_logs, {}
         dropped, self._dropped_groups = self._dropped_groups, set()
         history, self._history = self._history, []
+        reminded, self._reminded = self._reminded, []
         rows = [r for r in dirty.values() if r is not None]
         deleted = [fp for fp, r in dirty.items() if r is None]
         log_rows = [(g, n, sorted(lg.firing), sorted(lg.resolved), lg.sent_at)
                     for (g, n), lg in logs.items()]
-        await self.state.run(store.save, rows, deleted, log_rows, sorted(dropped), history)
+        await self.state.run(store.save, rows, deleted, log_rows, sorted(dropped), history,
+                             reminded)
 
     async def restore(self) -> int:
         """Load pending/firing alerts, unsent resolutions, notification logs and silences."""

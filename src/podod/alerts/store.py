@@ -79,7 +79,8 @@ class HistoryRow:
 
 def save(conn: sqlite3.Connection, alerts: list[dict[str, Any]], deleted: list[str],
          logs: list[tuple[str, str, list[str], list[str], float]],
-         dropped_logs: list[str], history: list[HistoryRow]) -> None:
+         dropped_logs: list[str], history: list[HistoryRow],
+         reminded: list[str] | None = None) -> None:
     """Write one batch of changes in one transaction."""
     conn.execute("BEGIN")
     try:
@@ -105,6 +106,9 @@ def save(conn: sqlite3.Connection, alerts: list[dict[str, Any]], deleted: list[s
                 "value, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(h.ts, h.event, h.rule, h.server, h.fingerprint, h.severity, h.value,
                   h.detail) for h in history])
+        if reminded:
+            conn.executemany("UPDATE alert_silences SET reminded=1 WHERE id=?",
+                             [(i,) for i in reminded])
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -127,10 +131,6 @@ def insert_silence(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
 def end_silence(conn: sqlite3.Connection, silence_id: str, by: str, at: float) -> None:
     conn.execute("UPDATE alert_silences SET ended_by=?, ended_at=?, ends=min(ends, ?) "
                  "WHERE id=?", (by, at, at, silence_id))
-
-
-def mark_reminded(conn: sqlite3.Connection, silence_id: str) -> None:
-    conn.execute("UPDATE alert_silences SET reminded=1 WHERE id=?", (silence_id,))
 
 
 def silences(conn: sqlite3.Connection, since: float) -> list[dict[str, Any]]:
