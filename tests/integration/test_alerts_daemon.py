@@ -18,6 +18,7 @@ from podod.testbed.daemon import DaemonProcess, base_config, write_config
 from podod.testbed.ports import free_port
 from podod.testbed.prometheus import Alertmanager
 from podod.testbed.receivers import SmtpReceiver, WebhookReceiver
+from podod.testbed.sshd import Sshd
 from podod.testbed.synapse import Synapse, available
 
 REPO = Path(__file__).resolve().parents[2]
@@ -207,16 +208,16 @@ def test_restart_keeps_a_firing_alert_firing_without_a_duplicate(
         tmp_path: Path, receiver: WebhookReceiver) -> None:
     stack = Stack(tmp_path, [{"type": "webhook", "url": receiver.url}]).start()
     try:
-        stack.feed("mx1", "node_filesystem_used_ratio", 0.99, mountpoint="/")
+        stack.feed("local1", "node_filesystem_used_ratio", 0.99, mountpoint="/")
         receiver.wait_for(lambda b: len(b) == 1)
         stack.stop()
         stack.start()
         assert [a["rule"] for a in stack.firing()] == ["DiskFull"]
         for _ in range(5):  # still full after the restart
-            stack.feed("mx1", "node_filesystem_used_ratio", 0.99, mountpoint="/")
+            stack.feed("local1", "node_filesystem_used_ratio", 0.99, mountpoint="/")
             time.sleep(1.0)
         assert len(receiver.bodies()) == 1  # no duplicate notification
-        stack.feed("mx1", "node_filesystem_used_ratio", 0.5, mountpoint="/")
+        stack.feed("local1", "node_filesystem_used_ratio", 0.5, mountpoint="/")
         bodies = receiver.wait_for(lambda b: len(b) == 2)
         assert bodies[1]["status"] == "resolved"
     finally:
@@ -360,3 +361,46 @@ def test_firing_alerts_show_on_metrics(tmp_path: Path, receiver: WebhookReceiver
                '1.0' in text
     finally:
         stack.stop()
+
+
+def test_end_to_end_an_sshd_that_stops_fires_server_unreachable_and_resolves(
+        private_sshd: Sshd, tmp_path: Path, receiver: WebhookReceiver) -> None:
+    """The default pack, with ServerUnreachable's for: shortened by a rule file of the same
+    name; the real server manager, a real sshd stopped and started again."""
+    rules = tmp_path / "site.yaml"
+    rules.write_text(yaml.safe_dump({"rules": [
+        {"name": "ServerUnreachable", "series": "ssh_connected", "op": "==", "threshold": 0,
+         "for": "3s", "severity": "critical",
+         "summary": "{{ server }}: podod cannot reach the server over SSH"}]}))
+    config = base_config(
+        tmp_path, servers=[private_sshd.server_entry("mx1")],
+        alerts={"enabled": True, "rule_files": [str(rules)], "evaluation_interval": "0.5s",
+                "group_wait": "1s", "resolve_wait": "0.5s",
+                "notifiers": [{"type": "webhook", "url": receiver.url}]})
+    daemon = DaemonProcess(write_config(tmp_path / "podod.yaml", config)).start()
+    try:
+        def state() -> str:
+            reply = daemon.request(["server", "show", "mx1"])
+            return str(reply["data"]["state"]) if reply["ok"] else ""
+
+        wait_for(lambda: state() == "connected", 30, "mx1 connected")
+        assert len(daemon.request(["alerts", "rules"])["data"]) == 21  # the default pack
+        private_sshd.stop()
+        started = time.monotonic()
+        bodies = receiver.wait_for(lambda b: len(b) >= 1, 60)
+        assert time.monotonic() - started >= 3.0  # not before its for:
+        assert bodies[0]["status"] == "firing"
+        assert [a["labels"]["alertname"] for a in bodies[0]["alerts"]] == ["ServerUnreachable"]
+        assert bodies[0]["alerts"][0]["annotations"]["summary"] == \
+            "mx1: podod cannot reach the server over SSH"
+        private_sshd.start()
+        wait_for(lambda: state() == "connected", 60, "mx1 connected again")
+        bodies = receiver.wait_for(lambda b: any(x["status"] == "resolved" for x in b), 30)
+        assert [b["status"] for b in bodies] == ["firing", "resolved"]
+        assert bodies[1]["alerts"][0]["labels"]["alertname"] == "ServerUnreachable"
+        events = [(h["event"], h["rule"]) for h in
+                  reversed(daemon.request(["alerts", "history"])["data"])]
+        assert events[:2] == [("firing", "ServerUnreachable"), ("notified", "ServerUnreachable")]
+        assert ("resolved", "ServerUnreachable") in events
+    finally:
+        daemon.stop()

@@ -28,6 +28,7 @@ from podod.monitor.model import (
     SamplesCollected,
     ServerConnected,
     ServerDisconnected,
+    ServerRemoved,
 )
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ class AlertsComponent:
             events.subscribe(SamplesCollected, self._on_samples, name="alerts-samples"),
             events.subscribe((ServerConnected, ServerDisconnected), self._on_connection,
                              name="alerts-connections"),
+            events.subscribe(ServerRemoved, self._on_removed, name="alerts-removed"),
         ]
         if self.run_loop:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="alerts")
@@ -200,6 +202,10 @@ class AlertsComponent:
         self.engine.ingest([sample], "servers", event.server, sticky=True)
         if self.engine.has_changes():
             await self.engine.persist()
+
+    async def _on_removed(self, event: ServerRemoved) -> None:
+        self.engine.forget_server(event.server)
+        await self.engine.persist()
 
     # -- the loop -----------------------------------------------------------------------------
 
