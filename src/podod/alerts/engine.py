@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from podod.alerts import store
 from podod.alerts.clock import Clock, SystemClock
-from podod.alerts.maintenance import RecurringWindow
 from podod.alerts.matchers import Matcher, matches_all
 from podod.alerts.notify import AlertSnapshot, Notification, NotifierQueue
 from podod.alerts.rules import InhibitRule, Rule, RuleSet
@@ -43,6 +42,7 @@ from podod.alerts.store import HistoryRow
 from podod.monitor.model import LabelKey, Sample
 
 if TYPE_CHECKING:
+    from podod.alerts.maintenance import RecurringWindow
     from podod.alerts.settings import AlertSettings
     from podod.state import StateDB
 
@@ -240,7 +240,11 @@ class AlertEngine:
         self.settings = settings
         self.rules = list(ruleset.rules)
         self.inhibit = list(ruleset.inhibit)
-        self.windows = [RecurringWindow.from_settings(w) for w in settings.maintenance]
+        self.windows = []
+        if settings.maintenance:  # APScheduler is imported only when windows are configured
+            from podod.alerts.maintenance import RecurringWindow
+
+            self.windows = [RecurringWindow.from_settings(w) for w in settings.maintenance]
         old = self._rule_index
         self._rule_index = {r.name: _RuleIndex(r) for r in self.rules}
         for name, idx in self._rule_index.items():

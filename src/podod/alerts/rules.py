@@ -21,6 +21,7 @@ docs/alerts.md explains every field. A broken file is reported as
 
 from __future__ import annotations
 
+import functools
 import glob
 import re
 from dataclasses import dataclass, field
@@ -459,8 +460,16 @@ def load_rule_files(paths: list[Path]) -> RuleSet:
 DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
 
 
-def default_rules() -> RuleSet:
+@functools.lru_cache(maxsize=1)
+def _default_rules() -> RuleSet:
     return read_rule_file(DEFAULT_RULES)
+
+
+def default_rules() -> RuleSet:
+    """The packaged default pack, read and compiled once per process (rules are never
+    changed after compilation; every caller gets its own lists)."""
+    pack = _default_rules()
+    return RuleSet(list(pack.rules), list(pack.inhibit), list(pack.files))
 
 
 def combine(base: RuleSet, files: RuleSet) -> RuleSet:

@@ -33,10 +33,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import Metric
-from prometheus_client.openmetrics import exposition as openmetrics
-from prometheus_client.utils import floatToGoString
 
 from podod import __version__
 from podod.events import CommandCompleted, Subscription
@@ -45,6 +41,8 @@ from podod.monitor.model import LabelKey, Sample
 from podod.plugins import Registry
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
     from podod.config import Config
     from podod.runtime import Runtime
 
@@ -195,6 +193,8 @@ class LiveCollector:
         self._samples = samples
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import Metric
+
         grouped = self.exposition.grouped(self._samples)
         for name in sorted(grouped):
             fam, samples = grouped[name]
@@ -232,6 +232,9 @@ class TextRenderer:
         return index, f"{fam.sample_name}{{{labels}}} ", sample.kind, key
 
     def render(self, items: dict[SeriesKey, Sample]) -> str:
+        # prometheus-client is imported at the first scrape, not at start-up (3 MB)
+        from prometheus_client.utils import floatToGoString
+
         cache = self._prefix
         get = cache.get
         buckets: list[list[str]] = [[] for _ in self._families]
@@ -397,6 +400,9 @@ class MetricsEndpoint:
         accept = request.headers.get("Accept", "")
         async with self._lock:  # one render at a time: the renderer's cache is shared
             if "application/openmetrics-text" in accept:
+                from prometheus_client import CollectorRegistry
+                from prometheus_client.openmetrics import exposition as openmetrics
+
                 registry = CollectorRegistry(auto_describe=False)
                 registry.register(self.collector(items))
                 body = await asyncio.to_thread(openmetrics.generate_latest, registry)
