@@ -253,8 +253,8 @@ async def _create(ctx: CommandContext, comp: AlertsComponent, kind: str,
                           now, now + duration, reason, ctx.actor.name)
     hits = [a for a in comp.engine.listing() if silence.matches(a["labels"])]
     what = f"{describe(matchers)} for {format_duration(duration)}"
-    ctx.record("insert", kind, silence.id, matches=describe(matchers),
-               until=_ts(silence.ends), reason=reason)
+    ctx.record("insert", kind, describe(matchers), until=_ts(silence.ends) + " UTC",
+               reason=reason)
     affected = f"{len(hits)} alert{'s' if len(hits) != 1 else ''} firing or pending match " \
                "it now"
     if ctx.sandbox:
