@@ -136,7 +136,8 @@ class AlertsComponent:
     # -- notifiers ----------------------------------------------------------------------------
 
     def _apply_notifiers(self, settings: AlertSettings) -> None:
-        wanted = [n.model_dump(mode="json", by_alias=True) for n in settings.notifiers]
+        # python-mode dumps keep SecretStr, which compares by value: a rotated token counts
+        wanted = [n.model_dump(by_alias=True) for n in settings.notifiers]
         if wanted == self._notifier_settings and self.engine.queues:
             return
         queues = self.build_notifiers(settings)

@@ -292,6 +292,10 @@ class AlertEngine:
         by_series = self._by_series
         latest = 0.0
         for s in samples:
+            if s.ts > latest:
+                latest = s.ts
+            if s.series not in by_series:
+                continue  # no rule reads it: keep neither its value nor its history
             per_server = index.get(s.series)
             if per_server is None:
                 per_server = index[s.series] = {}
@@ -304,10 +308,7 @@ class AlertEngine:
             entry.collector = collector
             entry.sticky = sticky
             entry.update(float(s.value), s.ts, windows.get(s.series))
-            if s.ts > latest:
-                latest = s.ts
-            if s.series in by_series:
-                touched.setdefault(s.server, set()).add(s.series)
+            touched.setdefault(s.server, set()).add(s.series)
         servers = set(touched)
         if server is not None:
             servers.add(server)
@@ -348,12 +349,15 @@ class AlertEngine:
         """Evaluate every rule on every server that has data for it; returns the count."""
         now = self.clock.now()
         count = 0
+        with_alerts: dict[str, set[str]] = {}
+        for rule_name, server in self._by_rule_server:
+            with_alerts.setdefault(rule_name, set()).add(server)
         for idx in self._rule_index.values():
             rule = idx.rule
             servers = set(self.index.get(rule.series, ()))
             if rule.divided_by is not None:
                 servers.update(self.index.get(rule.divided_by.series, ()))
-            servers.update(s for (r, s) in self._by_rule_server if r == rule.name)
+            servers.update(with_alerts.get(rule.name, ()))
             for server in servers:
                 self._evaluate(idx, server, now)
                 count += 1
