@@ -276,6 +276,39 @@ def test_email_through_a_real_smtp_server(tmp_path: Path) -> None:
             stack.stop()
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_email_with_smtp_auth_and_a_refused_login(tmp_path: Path) -> None:
+    (tmp_path / "good").write_text("mail-s3cret\n")
+    (tmp_path / "bad").write_text("wrong-s3cret\n")
+    with SmtpReceiver(login=("podod", "mail-s3cret")) as smtp:
+        common = {"type": "email", "smtp_host": "127.0.0.1", "smtp_port": smtp.port,
+                  "tls": "auto", "username": "podod", "from": "podod@example.org",
+                  "to": ["ops@example.org"], "retry_initial": "0.1s", "retry_max": "0.2s",
+                  "give_up_after": "1s"}
+        stack = Stack(tmp_path, [{**common, "name": "good",
+                                  "password_file": str(tmp_path / "good")},
+                                 {**common, "name": "bad",
+                                  "password_file": str(tmp_path / "bad")}]).start()
+        try:
+            stack.feed("mx1", "node_filesystem_used_ratio", 0.99, mountpoint="/var")
+            assert smtp.wait_for(1)[0]["Subject"] == "[FIRING:1] mx1: DiskFull"
+
+            def failed() -> list[dict[str, Any]]:
+                return [h for h in stack.ok("alerts", "history")["data"]
+                        if h["event"] == "notify-failed"]
+
+            rows = wait_for(failed, 30, "the give-up of the bad login")
+            assert rows[0]["detail"].startswith("bad: alerts firing, 1 alert: gave up after ")
+            assert rows[0]["detail"].endswith(
+                f"the SMTP server 127.0.0.1:{smtp.port} refused the login of podod (535)")
+            time.sleep(0.5)
+            assert len(smtp.messages) == 1
+            log = stack.daemon.log()
+            assert "s3cret" not in log and "refused the login of podod" in log
+        finally:
+            stack.stop()
+
+
 def test_forwarding_to_a_real_alertmanager(tmp_path: Path) -> None:
     with Alertmanager(tmp_path / "am") as am:
         assert isinstance(am, Alertmanager)

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import OWNER, make_mail_config
+from podod.frontends.metrics import BACKUP_CACHE_SECONDS
 from podod.testbed.daemon import DaemonProcess
 from podod.testbed.ports import free_port
+from podod.testbed.postgres import PgCluster
 from podod.testbed.prometheus import PrometheusServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,3 +154,42 @@ def _answers(port: int) -> bool:
         return "podod_build_info" in scrape(port)[0]
     except OSError:
         return False
+
+
+def test_collector_errors_carry_the_server(start_daemon: Start) -> None:
+    port = free_port()
+    daemon = metrics_daemon(start_daemon, port)
+    for _ in range(2):
+        assert daemon.request(["feed", "failure", "queue", "mx1"])["ok"]
+    assert daemon.request(["feed", "failure", "system", "mx2"])["ok"]
+    expected = 'podod_collector_errors_total{collector="queue",server="mx1"} 2.0'
+    assert wait_for(lambda: expected in scrape(port)[0])
+    assert 'podod_collector_errors_total{collector="system",server="mx2"} 1.0' in \
+        scrape(port)[0]
+
+
+def test_the_last_backup_is_on_metrics(pg: PgCluster, mail_template: str,
+                                       tmp_path: Path) -> None:
+    db = "metrics_backup"
+    pg.psql(f'CREATE DATABASE "{db}" TEMPLATE "{mail_template}" OWNER "{OWNER}"')
+    port = free_port()
+    path = make_mail_config(pg, tmp_path, db, metrics={"enabled": True,
+                                                        "listen": "127.0.0.1", "port": port})
+    daemon = DaemonProcess(path).start()
+    try:
+        assert "podod_backup_last_success" not in scrape(port)[0]
+        reply = daemon.request(["domain", "create", "metrics.example"], execute_real=True)
+        assert reply["ok"] and reply["backup_id"], reply
+        time.sleep(BACKUP_CACHE_SECONDS + 0.5)  # /metrics reads the catalog every 10 s
+        text = scrape(port)[0]
+        stamp = re.search(r'^podod_backup_last_success_timestamp_seconds\{server="podod"\} '
+                          r'(\S+)$', text, re.M)
+        assert stamp and abs(float(stamp.group(1)) - time.time()) < 60
+        age = re.search(r'^podod_backup_last_success_age_seconds\{server="podod"\} (\S+)$',
+                        text, re.M)
+        assert age and 0 <= float(age.group(1)) < 60
+        assert 'podod_commands_total{command="domain create",origin="socket",result="ok",' \
+               'server="podod"} 1.0' in text
+    finally:
+        daemon.stop()
+        pg.drop_database(db)

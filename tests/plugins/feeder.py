@@ -4,6 +4,7 @@ alert engine can be driven through the real daemon before (and besides) real col
     feed samples [--collector NAME]      JSON list on stdin: {series, server, value, labels, kind}
     feed fleet --servers N               every catalogued series for N servers
     feed connection SERVER up|down       a ServerConnected / ServerDisconnected event
+    feed failure COLLECTOR SERVER        a CollectorFailed event
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from typing import Any
 
 from podod.bus.context import CommandContext, Reply
 from podod.bus.spec import Arg, Opt
-from podod.monitor.model import Sample, SamplesCollected, ServerConnected, ServerDisconnected
+from podod.monitor.model import (
+    CollectorFailed,
+    Sample,
+    SamplesCollected,
+    ServerConnected,
+    ServerDisconnected,
+)
 from podod.plugins import Registry
 from podod.testbed.fleet import fleet_names, fleet_samples
 
@@ -57,3 +64,10 @@ def setup(registry: Registry) -> None:
             ServerDisconnected(server=server, reason="test")
         ctx.runtime.events.publish(event)
         return Reply(message=f"{server} {state}")
+
+    @registry.command("feed failure", "Publish a collector failure",
+                      params=[Arg("collector", "the collector"), Arg("server", "the server")])
+    async def feed_failure(ctx: CommandContext, collector: str, server: str) -> Reply:
+        ctx.runtime.events.publish(CollectorFailed(collector=collector, server=server,
+                                                   reason="test"))
+        return Reply(message=f"{collector} failed on {server}")

@@ -89,10 +89,16 @@ class WebhookReceiver:
 
 
 class SmtpReceiver:
-    """A real SMTP server (aiosmtpd) on loopback that keeps every message it accepts."""
+    """A real SMTP server (aiosmtpd) on loopback that keeps every message it accepts.
 
-    def __init__(self, port: int | None = None) -> None:
+    With ``login=(user, password)`` it requires SMTP AUTH (PLAIN/LOGIN; without TLS, as this
+    is loopback) and refuses other credentials.
+    """
+
+    def __init__(self, port: int | None = None, *,
+                 login: tuple[str, str] | None = None) -> None:
         from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult, LoginPassword
 
         self.port = port or free_port()
         self.messages: list[Message] = []
@@ -105,7 +111,22 @@ class SmtpReceiver:
                 receiver.messages.append(message_from_bytes(envelope.content))
                 return "250 Message accepted for delivery"
 
-        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.logins: list[str] = []
+        options: dict[str, Any] = {}
+        if login is not None:
+            def authenticate(server: Any, session: Any, envelope: Any, mechanism: str,
+                             data: Any) -> AuthResult:
+                if isinstance(data, LoginPassword):
+                    user = data.login.decode()
+                    receiver.logins.append(user)
+                    ok = (user, data.password.decode()) == login
+                    return AuthResult(success=ok, handled=False)
+                return AuthResult(success=False, handled=False)
+
+            options = {"authenticator": authenticate, "auth_required": True,
+                       "auth_require_tls": False}
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port,
+                                      **options)
 
     def start(self) -> SmtpReceiver:
         self._controller.start()
