@@ -531,3 +531,28 @@ async def test_alerts_of_servers_no_longer_managed_resolve_when_stale(h: Harness
     await h.step(100, refresh=False)
     assert h.engine.resolve_unknown({"kept"}) == 1
     assert h.states() == {"DiskFull@kept": "firing"}
+
+
+async def test_a_counter_alert_survives_a_restart_until_its_rate_is_known(
+        tmp_path: Path) -> None:
+    from podod.alerts import store
+
+    clock = ManualClock(START)
+    state = StateDB(tmp_path / "state.db")
+    await state.open()
+    await state.migrate("alerts", store.MIGRATIONS)
+    h = Harness(tmp_path, clock, state)
+    h.feed("mx1", "dovecot_auth_failures_total", 0, protocol="imap")
+    await h.step(60)
+    h.feed("mx1", "dovecot_auth_failures_total", 500, protocol="imap")
+    assert len(await h.step(31)) == 1
+    await h.close()
+    h2 = Harness(tmp_path, clock, state)  # restarted: no counter history
+    await h2.engine.restore()
+    h2.feed("mx1", "dovecot_auth_failures_total", 510, protocol="imap")
+    assert h2.states() == {"AuthBurst@mx1": "firing"}  # one reading decides nothing
+    await h2.step(60)
+    h2.feed("mx1", "dovecot_auth_failures_total", 511, protocol="imap")
+    assert h2.states() == {}  # 1 failure a minute since: resolved
+    await h2.close()
+    await state.close()

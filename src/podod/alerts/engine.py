@@ -231,6 +231,7 @@ class AlertEngine:
         self._reminded: list[str] = []
         self.on_wakeup: Callable[[], None] | None = None
         self.evaluations = 0
+        self._undecided = False
         self.configure(settings, settings.ruleset)
 
     # -- configuration ------------------------------------------------------------------------
@@ -385,7 +386,8 @@ class AlertEngine:
                 continue
             if window is not None:
                 delta = entry.delta(window)
-                if delta is None:
+                if delta is None:  # one reading so far (after a restart): no rate yet
+                    self._undecided = True
                     continue
                 increase, span, full = delta
                 if rule.rate is not None:
@@ -425,6 +427,7 @@ class AlertEngine:
     def _evaluate(self, idx: _RuleIndex, server: str, now: float) -> None:
         self.evaluations += 1
         serial = self.evaluations
+        self._undecided = False
         rule = idx.rule
         if idx.server_matchers and not idx.server_ok(server):
             return
@@ -459,8 +462,8 @@ class AlertEngine:
                     alert.seen = serial
                     if alert.state == "pending" and now - alert.active_since >= rule.for_:
                         self._fire(alert, now)
-        if not existing:
-            return
+        if not existing or self._undecided:
+            return  # a counter with too little history decides nothing: alerts stay as they are
         alive: bool | None = None
         for inst, alert in list(existing.items()):
             if alert.seen == serial:
