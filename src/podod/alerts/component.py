@@ -226,8 +226,9 @@ class AlertsComponent:
         now = self.clock.now()
         if now - self._last_prune >= PRUNE_EVERY and self.runtime.state is not None:
             self._last_prune = now
-            await self.runtime.state.run(store.prune,
-                                         now - self.runtime.config.alerts.history_retention)
+            cutoff = now - self.runtime.config.alerts.history_retention
+            while await self.runtime.state.run(store.prune, cutoff) >= store.PRUNE_STEP:
+                await asyncio.sleep(0)  # small steps: other state.db users get their turn
 
     async def _loop(self) -> None:
         next_eval = 0.0

@@ -12,6 +12,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+PRUNE_STEP = 5000  # history rows deleted per transaction
+
 MIGRATIONS = [
     """
     CREATE TABLE alert_state (
@@ -162,6 +164,6 @@ def history(conn: sqlite3.Connection, since: float, limit: int, server: str | No
 def prune(conn: sqlite3.Connection, before: float) -> int:
     """Drop history and ended silences older than ``before``, a bounded step at a time."""
     cur = conn.execute("DELETE FROM alert_history WHERE id IN (SELECT id FROM alert_history "
-                       "WHERE ts < ? LIMIT 5000)", (before,))
+                       "WHERE ts < ? LIMIT ?)", (before, PRUNE_STEP))
     conn.execute("DELETE FROM alert_silences WHERE ends < ?", (before,))
     return cur.rowcount
