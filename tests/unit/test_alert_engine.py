@@ -556,3 +556,21 @@ async def test_a_counter_alert_survives_a_restart_until_its_rate_is_known(
     assert h2.states() == {}  # 1 failure a minute since: resolved
     await h2.close()
     await state.close()
+
+
+async def test_history_is_pruned_in_steps(tmp_path: Path) -> None:
+    from podod.alerts import store
+    from podod.alerts.store import HistoryRow
+
+    state = StateDB(tmp_path / "state.db")
+    await state.open()
+    await state.migrate("alerts", store.MIGRATIONS)
+    old = [HistoryRow(START - 100 * 86400, "firing", "R", "mx1", "f", "warning", 1.0, "")
+           for _ in range(store.PRUNE_STEP + 10)]
+    new = [HistoryRow(START, "firing", "R", "mx1", "f", "warning", 1.0, "")]
+    await state.run(store.save, [], [], [], [], old + new)
+    cutoff = START - 90 * 86400
+    assert await state.run(store.prune, cutoff) == store.PRUNE_STEP
+    assert await state.run(store.prune, cutoff) == 10
+    assert len(await state.run(store.history, 0, 100, None, None)) == 1
+    await state.close()
