@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import MailStack, new_domain
 from podod.testbed.daemon import DaemonProcess, base_config, write_config
+from podod.testbed.dovecot import Dovecot
 from podod.testbed.ports import free_port
+from podod.testbed.postfix import Postfix
 from podod.testbed.prometheus import Alertmanager
 from podod.testbed.receivers import SmtpReceiver, WebhookReceiver
 from podod.testbed.sshd import Sshd
@@ -274,6 +277,43 @@ def test_email_through_a_real_smtp_server(tmp_path: Path) -> None:
             assert smtp.wait_for(2)[1]["Subject"] == "[RESOLVED] mx1: DiskFull"
         finally:
             stack.stop()
+
+
+def test_email_through_the_test_postfix_into_a_dovecot_mailbox(
+        tmp_path: Path, stack: MailStack, postfix: Postfix, dovecot: Dovecot) -> None:
+    """The notifier hands its message to a real Postfix, which delivers it over LMTP to a
+    real Dovecot mailbox that podod created."""
+    import email
+    import imaplib
+
+    domain = new_domain(stack)
+    user, password = f"postmaster@{domain}", "Alert-Inbox-2024-x"
+    stack.ok("user", "create", user, "--password-stdin", stdin=password, real=True)
+    alerts = Stack(tmp_path, [{"type": "email", "smtp_host": "127.0.0.1",
+                               "smtp_port": postfix.smtp_port, "from": f"podod@{domain}",
+                               "to": [user]}]).start()
+    try:
+        alerts.feed("mx1", "node_filesystem_used_ratio", 0.99, mountpoint="/var")
+
+        def fetched() -> list[email.message.Message]:
+            with imaplib.IMAP4("127.0.0.1", dovecot.imap_port, timeout=10) as imap:
+                imap.login(user, password)
+                imap.select("INBOX", readonly=True)
+                _, found = imap.search(None, "ALL")
+                out = []
+                for number in found[0].split():
+                    _, data = imap.fetch(number, "(RFC822)")
+                    raw = data[0][1]  # type: ignore[index]
+                    out.append(email.message_from_bytes(bytes(raw)))  # type: ignore[arg-type]
+                imap.logout()
+            return out
+
+        messages = wait_for(fetched, 30, "the alert in the mailbox")
+        assert messages[0]["Subject"] == "[FIRING:1] mx1: DiskFull"
+        assert messages[0]["Auto-Submitted"] == "auto-generated"
+        assert "/var is 99.0% full" in messages[0].get_payload(decode=True).decode()
+    finally:
+        alerts.stop()
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
