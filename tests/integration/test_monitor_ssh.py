@@ -59,7 +59,7 @@ def daemon(sshd: Sshd, pg: PgCluster, tmp_path: Path) -> Iterator[DaemonProcess]
 
 
 def test_a_remote_server_measured_over_ssh(daemon: DaemonProcess, sshd: Sshd) -> None:
-    total = wait_for(lambda: latest(daemon, "node_memory_MemTotal_bytes", "mx1"))
+    total = wait_for(lambda: latest(daemon, "node_memory_mem_total_bytes", "mx1"))
     assert total == psutil.virtual_memory().total  # the same machine, read through /proc
     cpus = wait_for(lambda: latest(daemon, "node_cpus", "mx1"))
     assert cpus == psutil.cpu_count()

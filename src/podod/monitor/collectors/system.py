@@ -202,14 +202,14 @@ def samples_of(snap: Snapshot, server: str, settings: SystemCollectorSettings,
                 gauge("node_cpu_busy_ratio", min(1.0, max(0.0, 1 - d_idle / d_total)))
         state["cpu"] = (total, idle)
     if snap.mem_total:
-        gauge("node_memory_MemTotal_bytes", snap.mem_total)
+        gauge("node_memory_mem_total_bytes", snap.mem_total)
         if snap.mem_available is not None:
-            gauge("node_memory_MemAvailable_bytes", snap.mem_available)
+            gauge("node_memory_mem_available_bytes", snap.mem_available)
             gauge("node_memory_used_ratio", 1 - snap.mem_available / snap.mem_total)
     if snap.swap_total is not None:
-        gauge("node_memory_SwapTotal_bytes", snap.swap_total)
+        gauge("node_memory_swap_total_bytes", snap.swap_total)
     if snap.swap_free is not None:
-        gauge("node_memory_SwapFree_bytes", snap.swap_free)
+        gauge("node_memory_swap_free_bytes", snap.swap_free)
     ignore_types = set(settings.ignore_fs_types)
     ignore_mounts = re.compile(settings.ignore_mountpoints)
     for mount, (fstype, size, avail, used) in sorted(snap.filesystems.items()):
