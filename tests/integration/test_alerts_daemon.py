@@ -477,3 +477,29 @@ def test_end_to_end_an_sshd_that_stops_fires_server_unreachable_and_resolves(
         assert ("resolved", "ServerUnreachable") in events
     finally:
         daemon.stop()
+
+
+def test_a_rule_on_what_a_real_collector_measures(tmp_path: Path,
+                                                  receiver: WebhookReceiver) -> None:
+    """The system collector measures this machine; a rule that its root file system is in
+    use at all fires from those real samples."""
+    rules = tmp_path / "site.yaml"
+    rules.write_text(yaml.safe_dump({"rules": [
+        {"name": "RootInUse", "series": "node_filesystem_used_ratio",
+         "match": {"mountpoint": "/"}, "op": ">", "threshold": 0, "severity": "info",
+         "summary": "{{ server }}: / is {{ value | percent }} used"}]}))
+    config = base_config(
+        tmp_path, servers=[{"name": "local1", "local": True}],
+        monitor={"enabled": True, "interval": "1s"},
+        alerts={"enabled": True, "default_rules": False, "rule_files": [str(rules)],
+                "group_wait": "0.5s", "evaluation_interval": "0.5s",
+                "notifiers": [{"type": "webhook", "url": receiver.url}]})
+    daemon = DaemonProcess(write_config(tmp_path / "podod.yaml", config)).start()
+    try:
+        bodies = receiver.wait_for(lambda b: len(b) >= 1, 60)
+        alert = bodies[0]["alerts"][0]
+        assert alert["labels"] == {"alertname": "RootInUse", "server": "local1",
+                                   "severity": "info", "mountpoint": "/"}
+        assert alert["annotations"]["summary"].startswith("local1: / is ")
+    finally:
+        daemon.stop()

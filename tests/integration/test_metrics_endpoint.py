@@ -193,3 +193,25 @@ def test_the_last_backup_is_on_metrics(pg: PgCluster, mail_template: str,
     finally:
         daemon.stop()
         pg.drop_database(db)
+
+
+def test_real_collectors_of_the_local_machine_pass_promtool(start_daemon: Start) -> None:
+    port = free_port()
+    daemon = start_daemon(
+        servers=[{"name": "local1", "local": True}],
+        monitor={"enabled": True, "interval": "1s"},
+        metrics={"enabled": True, "listen": "127.0.0.1", "port": port})
+    assert wait_for(lambda: 'podod_node_load1{server="local1"}' in scrape(port)[0], 60)
+    text, _ = scrape(port)
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing (Debian package prometheus)"
+    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                           text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert 'podod_ssh_connected{server="local1"} 1.0' in text
+    assert re.search(r'^podod_node_memory_mem_total_bytes\{server="local1"\} \S+$', text, re.M)
+    assert re.search(r'^podod_node_filesystem_used_ratio\{mountpoint="/",server="local1"\} ',
+                     text, re.M)
+    uncatalogued = [line for line in text.splitlines() if "without a catalogue entry" in line]
+    assert uncatalogued == []
+    assert daemon.request(["status"])["ok"]
