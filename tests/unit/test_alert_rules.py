@@ -283,3 +283,12 @@ def test_the_documented_webhook_template_renders_json() -> None:
                          {"summary": "/ is \"full\""}, 0.0, None, 1.0)
     body = json.loads(hook.body(Notification("w", "g", {"server": "mx1"}, [snap])))
     assert body == {"text": 'mx1: DiskFull\n/ is "full"'}
+
+
+def test_a_config_with_rules_can_be_deep_copied() -> None:
+    config = parse_config({}, source="podod.yaml")
+    copy = config.model_copy(deep=True)
+    assert [r.name for r in copy.alerts.ruleset.rules] == \
+        [r.name for r in config.alerts.ruleset.rules]
+    assert copy.alerts.ruleset.rules[0].summary.render(server="mx1") == \
+        "mx1: podod cannot reach the server over SSH"

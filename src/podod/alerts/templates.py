@@ -87,6 +87,12 @@ class Template:
     def __repr__(self) -> str:
         return f"Template({self.source!r})"
 
+    def __copy__(self) -> Template:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Template:
+        return self  # compiled and never changed: a copy of a config may share it
+
 
 def compile_template(source: str) -> Template:
     """Compile ``source``; a syntax error is a ValueError with one plain sentence."""
