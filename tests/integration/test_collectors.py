@@ -193,7 +193,7 @@ def replica(pg: PgCluster) -> Iterator[PgCluster]:
             shutil.chown(folder, "postgres", "postgres")
     result = cluster._run([find_pg_bin("pg_basebackup"), "-h", "127.0.0.1", "-p",
                            str(pg.port), "-U", "repl", "-D", str(cluster.data), "-R",
-                           "-X", "stream", "--no-sync"],
+                           "-X", "stream", "--no-sync", "--checkpoint=fast"],
                           env={**os.environ, "PGPASSWORD": "repl-pw"})
     assert result.returncode == 0, result.stderr
     cluster.start()
