@@ -109,6 +109,8 @@ class BackupGate:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self._last_success: float | None = None
+        self._last_loaded = False
 
     @property
     def directory(self) -> Path:
@@ -149,6 +151,7 @@ class BackupGate:
                 reason = f"{reason}: {exc.filename}"  # type: ignore[attr-defined]
             raise BackupFailed(f"the backup could not be taken ({reason}); nothing was "
                                "changed") from None
+        self._last_success = time.time()
         try:
             await self.prune()
         except Exception:  # retention must never undo a verified backup's change
@@ -306,9 +309,15 @@ class BackupGate:
         return dict(row)
 
     async def last_success(self) -> float | None:
-        value = await self.runtime.state.run(
-            lambda c: c.execute("SELECT max(created) FROM backups").fetchone()[0])
-        return float(value) if value is not None else None
+        """When the newest verified backup was taken: read from the catalog once, then kept
+        up to date by :meth:`take` (/metrics asks on every scrape)."""
+        if not self._last_loaded:
+            value = await self.runtime.state.run(
+                lambda c: c.execute("SELECT max(created) FROM backups").fetchone()[0])
+            if value is not None:
+                self._last_success = max(float(value), self._last_success or 0.0)
+            self._last_loaded = True
+        return self._last_success
 
     async def verify(self, backup_id: str) -> list[str]:
         entry = await self.get(backup_id)

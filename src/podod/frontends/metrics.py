@@ -54,7 +54,6 @@ TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _INVALID = re.compile(r"[^a-zA-Z0-9_:]")
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _RENAMED = {"server": "exported_server", "instance": "exported_instance"}
-BACKUP_CACHE_SECONDS = 10.0
 _INF = float("inf")
 SeriesKey = tuple[str, str, LabelKey]
 _EXPONENT = [f"e+{n - 1:02d}" for n in range(18)]  # by the number of digits
@@ -291,7 +290,6 @@ class MetricsEndpoint:
         self._runner: web.AppRunner | None = None
         self._bound: tuple[str, int] | None = None
         self._lock = asyncio.Lock()
-        self._backup: tuple[float, float | None] = (0.0, None)
         self._own_keys: dict[SeriesKey, SeriesKey] = {}
 
     @property
@@ -364,20 +362,18 @@ class MetricsEndpoint:
                 out.notifications[(name, "sent")] = queue.sent
                 out.notifications[(name, "failed")] = queue.failed
                 out.notifications[(name, "dropped")] = queue.dropped
-        out.backup_last = await self._backup_last(now)
+        out.backup_last = await self._backup_last()
         return out
 
-    async def _backup_last(self, now: float) -> float | None:
-        checked, value = self._backup
-        if now - checked < BACKUP_CACHE_SECONDS:
-            return value
+    async def _backup_last(self) -> float | None:
         gate = self.runtime.component("backup")
-        if gate is not None and hasattr(gate, "last_success"):
-            try:
-                value = await gate.last_success()
-            except Exception:
-                log.debug("cannot read the backup catalog", exc_info=True)
-        self._backup = (now, value)
+        if gate is None or not hasattr(gate, "last_success"):
+            return None
+        try:
+            value: float | None = await gate.last_success()  # kept in memory by the gate
+        except Exception:
+            log.debug("cannot read the backup catalog", exc_info=True)
+            return None
         return value
 
     def snapshot(self, own: SelfMetrics) -> dict[SeriesKey, Sample]:
