@@ -213,3 +213,124 @@ def test_monitor_switched_off_runs_nothing(start_daemon: Any) -> None:
     assert reply["ok"] and reply["data"] == []
     assert "switched off" in reply["message"]
 
+
+
+# -- cycles: is every server measured once per interval? -------------------------------------
+
+FIVE = [{"name": f"mx{i}", "local": True} for i in range(5)]
+
+
+async def test_cycles_of_a_collector_that_keeps_up(tmp_path: Path) -> None:
+    registry = Registry()
+
+    @registry.collector("quick")
+    async def quick(ctx: CollectContext) -> list[Sample]:
+        await asyncio.sleep(0.05 if ctx.server_name != "mx3" else 0.2)
+        return [Sample("test_value", ctx.server_name, 1.0)]
+
+    monitor = {"enabled": True, "interval": "1s", "max_concurrent": 8}
+    async with runtime_for(tmp_path, registry, servers=FIVE, monitor=monitor) as rt:
+        log = EventLog(rt, SamplesCollected)
+        scheduler = Scheduler(rt)
+        await scheduler.start()
+        await asyncio.sleep(4.6)
+        summary = scheduler.cycle_summary("quick")
+        await scheduler.stop()
+    cycles = summary["recent"]
+    assert summary["jobs"] == 5 and summary["interval"] == 1
+    assert len(cycles) >= 3
+    full = cycles[1:]  # the first one may be partial: jobs whose phase had passed at start
+    assert all(c["jobs"] == 5 and c["ok"] == 5 and c["fits"] for c in full), full
+    assert [c["cycle"] for c in cycles] == list(range(cycles[0]["cycle"],
+                                                      cycles[0]["cycle"] + len(cycles)))
+    for c in full:
+        assert c["failed"] == c["skipped"] == c["overran"] == 0
+        assert c["slowest_server"] == "mx3" and 0.2 <= c["slowest"] < 0.9
+        assert c["slowest"] <= c["cycle_time"] < 1  # turn -> end, for the slowest
+        assert c["window_start"] <= c["first_start"] <= c["last_end"]
+        assert c["span"] == c["last_end"] - c["first_start"]
+    assert summary["not_fitting"] == 0 and summary["cycle_time_max"] < 1
+    published = [s for e in log.of(SamplesCollected) if e.collector == "scheduler"
+                 for s in e.samples]
+    assert {s.server for s in published} == {"podod"}
+    by_name = {(s.series, dict(s.labels).get("outcome")): s for s in published}
+    assert by_name[("collector_interval_seconds", None)].value == 1.0
+    assert by_name[("collector_cycle_jobs", None)].value == 5.0
+    assert by_name[("collector_cycle_runs", "ok")].value == 5.0
+    assert by_name[("collector_cycle_runs", "overran")].value == 0.0
+    assert dict(by_name[("collector_cycle_seconds", None)].labels) == {"collector": "quick"}
+
+
+async def test_cycles_of_a_collector_that_cannot_keep_up(tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture
+                                                        ) -> None:
+    """One slot, five servers, 0.5 s per run, a 1 s interval: 2.5 s of work per second."""
+    registry = Registry()
+
+    @registry.collector("slow")
+    async def slow(ctx: CollectContext) -> list[Sample]:
+        await asyncio.sleep(0.5)
+        return []
+
+    monitor = {"enabled": True, "interval": "1s", "max_concurrent": 1}
+    async with runtime_for(tmp_path, registry, servers=FIVE, monitor=monitor) as rt:
+        scheduler = Scheduler(rt)
+        await scheduler.start()
+        await asyncio.sleep(6.5)
+        summary = scheduler.cycle_summary("slow")
+        await scheduler.stop()
+    closed = summary["recent"]
+    assert closed and summary["not_fitting"] >= 2
+    bad = [c for c in closed if not c["fits"]]
+    assert all(c["skipped"] + c["overran"] > 0 for c in bad)
+    assert summary["skipped"] > 0 and summary["overran"] > 0
+    assert max(c["cycle_time"] for c in bad) >= 1.0  # someone waited beyond the interval
+    assert max(c["longest_wait"] for c in bad) > 0.5  # for the one slot
+    warnings = [r.getMessage() for r in caplog.records
+                if "did not fit its 1s interval" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # once, not every cycle
+
+
+def test_collector_cycles_command_and_its_bad_input(start_daemon: Any, tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "tick.py").write_text(
+        "def setup(registry):\n"
+        "    @registry.collector('tick', interval=1)\n"
+        "    async def tick(ctx):\n"
+        "        return []\n")
+    daemon: DaemonProcess = start_daemon(
+        plugins={"dirs": [str(plugins)], "entry_points": False},
+        servers=[{"name": "here", "local": True}, {"name": "there", "local": True}],
+        monitor={"enabled": True, "store": {"flush_interval": 0.2},
+                 "intervals": {"system": "1s", "services": "1s", "queue": "1s",
+                               "postgres": "1s"}})
+    deadline = time.monotonic() + 30
+    reply: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        reply = daemon.request(["collector", "cycles", "--collector", "tick", "--last", "2"])
+        if reply["ok"] and len(reply["data"][0]["recent"]) == 2:
+            break
+        time.sleep(0.3)
+    summary = reply["data"][0]
+    assert summary["collector"] == "tick" and summary["jobs"] == 2
+    assert [c["fits"] for c in summary["recent"]] == [True, True]
+    assert reply["message"].startswith("tick: 2 jobs every 1s;")
+    overview = daemon.request(["collector", "cycles"])
+    assert overview["ok"], overview["message"]
+    assert {s["collector"] for s in overview["data"]} >= {"tick", "system", "services"}
+    query = ["metrics", "query", "collector_cycle_runs", "--server", "podod", "--label",
+             "collector=tick", "--label", "outcome=ok", "--since", "5m"]
+    while time.monotonic() < deadline and not (series := daemon.request(query))["ok"]:
+        time.sleep(0.3)
+    assert series["ok"], series["message"]
+    assert series["data"]["results"][0]["points"][-1]["value"] == 2.0
+    for argv, words in [
+        (["collector", "cycles", "--collector", "nope"],
+         "collector cycles: there is no collector named 'nope' running (collectors: "),
+        (["collector", "cycles", "--last", "0"],
+         "collector cycles: --last must be between 1 and 1000"),
+    ]:
+        bad = daemon.request(argv)
+        assert not bad["ok"] and bad["message"].startswith(words), bad["message"]
+        assert "\n" not in bad["message"]

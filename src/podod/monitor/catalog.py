@@ -97,6 +97,14 @@ _BUILTIN: list[tuple[str, SeriesKind, str, tuple[str, ...]]] = [
     ("commands_total", _C, "Requests the command bus handled, by command, frontend and "
      "outcome (ok, sandbox, or the error code)", ("command", "origin", "result")),
     ("collector_errors_total", _C, "Collector runs that failed, per server", ("collector",)),
+    ("collector_cycle_seconds", _G, "Cycle time of the collector's last closed cycle: the "
+     "longest any of its runs took from its turn to its end (waiting for a slot plus "
+     "running); at or above the interval the cycle overran", ("collector",)),
+    ("collector_interval_seconds", _G, "The collector's interval", ("collector",)),
+    ("collector_cycle_jobs", _G, "Jobs (servers) due in the collector's last closed cycle",
+     ("collector",)),
+    ("collector_cycle_runs", _G, "Runs of the collector's last closed cycle by outcome (ok, "
+     "failed, skipped, overran)", ("collector", "outcome")),
     ("backup_last_success_timestamp_seconds", _G, "When the newest verified backup before a "
      "real change was taken (Unix time)", ()),
     ("backup_last_success_age_seconds", _G, "Seconds since the newest verified backup", ()),

@@ -1,5 +1,5 @@
-"""Commands that read the measurements: ``metrics query|series|status`` and
-``collector list``."""
+"""Commands that read the measurements: ``metrics query|series|status``, ``collector list``
+and ``collector cycles``."""
 
 from __future__ import annotations
 
@@ -174,6 +174,8 @@ def setup(registry: Registry) -> None:
         return Reply(message=message, data=status,
                      table=Table(["item", "value"], rows, title="metrics store"))
 
+    cycles_setup(registry)
+
     @registry.command("collector list",
                       "Show every collector job: interval, last run, duration, last error")
     async def collector_list(ctx: CommandContext) -> Reply:
@@ -190,6 +192,87 @@ def setup(registry: Registry) -> None:
                      table=Table(["collector", "server", "every", "runs", "failures",
                                   "last run (UTC)", "took", "samples", "last error"], rows,
                                  title="collectors"))
+
+
+def _secs(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
+
+
+def _cycle_row(c: dict[str, Any]) -> list[Any]:
+    slowest = (f"{c['slowest_server']} ({_secs(c['slowest'])})" if c["slowest_server"]
+               else "-")
+    return [_ts(c["window_start"]), c["jobs"], c["ok"], c["failed"], c["skipped"],
+            c["overran"], _secs(c["cycle_time"]), _secs(c["span"]),
+            _secs(c["longest_wait"]), slowest, "yes" if c["fits"] else "NO"]
+
+
+def cycles_setup(registry: Registry) -> None:
+    @registry.command(
+        "collector cycles", "Show whether each collector measures every server once per "
+        "interval: its recent cycles, cycle time, skipped and overrun runs",
+        params=[Opt("collector", "only this collector, one row per recent cycle"),
+                Opt("last", "how many recent cycles to show with --collector", kind="int",
+                    default=10)],
+        description="A collector's cycle is one turn of each of its jobs (servers) within "
+                    "one interval. The cycle time is the longest any run took from its turn "
+                    "to its end (waiting for a free slot plus running); span is the first "
+                    "run's start to the last run's end (close to the interval, since runs "
+                    "are spread over it). A run overran when it ended after its next turn "
+                    "was due; that turn is then skipped. A cycle fits when every job ran "
+                    "once, none was skipped and none overran.",
+        examples=["collector cycles", "collector cycles --collector system --last 20"],
+    )
+    async def collector_cycles(ctx: CommandContext, collector: str | None, last: int
+                               ) -> Reply:
+        if last < 1 or last > 1000:
+            raise ValidationError("collector cycles: --last must be between 1 and 1000")
+        scheduler = ctx.runtime.component("scheduler")
+        if scheduler is None or not hasattr(scheduler, "cycle_summary"):
+            raise Unavailable("collector cycles: the scheduler is not running")
+        if not ctx.runtime.config.monitor.enabled:
+            return Reply(message="monitoring is switched off (monitor.enabled: false)",
+                         data=[], table=Table(["collector"], [], title="collector cycles"))
+        names: list[str] = scheduler.collectors()
+        if collector is not None:
+            if collector not in names:
+                known = ", ".join(names) or "none are running"
+                raise NotFound(f"collector cycles: there is no collector named "
+                               f"'{collector}' running (collectors: {known})")
+            summary = scheduler.cycle_summary(collector, last)
+            rows = [_cycle_row(c) for c in summary["recent"]]
+            message = (f"{collector}: {summary['jobs']} jobs every "
+                       f"{format_duration(summary['interval'])}; {summary['cycles']} cycles "
+                       f"kept, {summary['not_fitting']} did not fit; cycle time median "
+                       f"{_secs(summary['cycle_time_median'])}, max "
+                       f"{_secs(summary['cycle_time_max'])}")
+            return Reply(message=message, data=[summary], table=Table(
+                ["cycle (UTC)", "jobs", "ok", "failed", "skipped", "overran", "cycle time",
+                 "span", "longest wait", "slowest", "fits"], rows, title=message))
+        summaries = [scheduler.cycle_summary(name, 1) for name in names]
+        rows = []
+        for s in summaries:
+            last_row = _cycle_row(s["recent"][-1]) if s["recent"] else ["-"] * 11
+            del last_row[1]  # the cycle's jobs: the current count is shown instead
+            rows.append([s["collector"], format_duration(s["interval"]), s["jobs"], *last_row,
+                         _secs(s["cycle_time_median"]), _secs(s["cycle_time_max"]),
+                         f"{s['not_fitting']} of {s['cycles']}"])
+        bad = [s["collector"] for s in summaries if s["recent"] and
+               not s["recent"][-1]["fits"]]
+        waiting = [s["collector"] for s in summaries if not s["recent"]]
+        if bad:
+            message = "the last cycle did not fit its interval: " + ", ".join(bad)
+        elif waiting and len(waiting) == len(summaries):
+            message = "no cycle has finished yet (the first one ends within two intervals)"
+        else:
+            message = f"the last cycle of every collector fit its interval ({len(rows)} " \
+                      "collectors)"
+        return Reply(message=message, data=summaries, table=Table(
+            ["collector", "every", "jobs", "last cycle (UTC)", "ok", "failed", "skipped", "overran",
+             "cycle time", "span", "longest wait", "slowest", "fits", "cycle time median",
+             "max", "did not fit"], rows, title="collector cycles (last closed cycle; "
+                                               "median and max over the kept cycles)"))
 
 
 async def _explain_empty(ctx: CommandContext, store: Store, name: str, server: str | None,

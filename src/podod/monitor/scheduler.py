@@ -13,6 +13,10 @@ A run's samples are published as ``SamplesCollected``; a failure (exception, tim
 result that is not a list of samples, a server that cannot be reached) as
 ``CollectorFailed`` with a one-line reason, logged once when it starts failing (repeats at
 debug level) and once when it works again; it is retried at the next interval.
+
+Every turn is also accounted to its collector's *cycle* (:mod:`podod.monitor.cycles`): when
+a cycle closes, its figures are published as the ``collector_cycle_*`` series of server
+``podod`` and kept for ``collector cycles``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -29,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from podod.errors import PododError
 from podod.events import Event
 from podod.monitor.collect import CollectContext
+from podod.monitor.cycles import Cycle, CycleStats
 from podod.monitor.model import (
     CollectorFailed,
     Sample,
@@ -74,6 +80,7 @@ class Job:
     last_duration: float | None = None
     last_samples: int = 0
     started: float = field(default_factory=time.time)
+    first_cycle: int = 0  # the cycle of the job's first turn (cycles.py)
 
     @property
     def server_name(self) -> str:
@@ -95,6 +102,9 @@ class Scheduler:
         self._abandoned: set[asyncio.Task[Any]] = set()
         self._subs: list[Subscription] = []
         self._planned_servers: set[str] = set()
+        self._by_collector: dict[str, list[Job]] = {}
+        self.cycles = CycleStats(self._expected)
+        self._overrunning: set[str] = set()
 
     async def start(self) -> None:
         # Servers added or removed at run time (server add|remove) change the jobs too.
@@ -179,6 +189,13 @@ class Scheduler:
         for key in list(self._states):
             if key not in wanted:
                 del self._states[key]
+        by_collector: dict[str, list[Job]] = {}
+        for job in self.jobs.values():
+            by_collector.setdefault(job.spec.name, []).append(job)
+        for gone in set(self._by_collector) - set(by_collector):
+            self.cycles.forget(gone)
+        self._by_collector = by_collector
+        self._publish_cycles(self.cycles.close_all_due(time.time()))
 
     # -- running --------------------------------------------------------------------------------
 
@@ -186,31 +203,43 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         interval = job.interval
         offset = spread(f"{job.key[0]}/{job.key[1]}", interval)
-        next_at = loop.time() + (offset - time.time() % interval) % interval
+        # turn k is due at k·interval + offset (Unix time): the same phase after a restart
+        now = time.time()
+        k = math.ceil((now - offset) / interval)
+        job.first_cycle = k
+        next_at = loop.time() + (k * interval + offset - now)
         while True:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
-            await self.run_job(job)
+            await self.run_job(job, turn=k * interval + offset)
             next_at += interval
+            k += 1
             late = loop.time() - next_at
             if late > 0:
                 missed = int(late // interval) + 1
+                turns = [(k + i) * interval + offset for i in range(missed)]
                 next_at += missed * interval
+                k += missed
                 job.skipped += missed
+                self._publish_cycles(self.cycles.skipped(
+                    job.spec.name, job.server_name, interval, turns, time.time()))
                 log.debug("collector %s on %s: skipped %d turn(s) (the run took too long or "
                           "waited for a free slot)", job.key[0], job.key[1], missed)
 
-    async def run_job(self, job: Job) -> None:
-        """One run of ``job``: publish its samples or its failure."""
+    async def run_job(self, job: Job, turn: float | None = None) -> None:
+        """One run of ``job``: publish its samples or its failure. ``turn``: when the run
+        was due (Unix time), for the cycle statistics; None for a run out of turn."""
         async with self._slots:
-            await self._run(job)
+            await self._run(job, turn)
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job, turn: float | None = None) -> None:
         spec = job.spec
         runner = self.runners.get(job.server) if job.server is not None else None
         ctx = CollectContext(self.runtime, spec.name, job.server, runner, job.state)
         timeout = min(self.runtime.config.monitor.timeout, job.interval)
         started = time.monotonic()
         job.last_run = time.time()
+        if turn is not None:
+            self.cycles.started(spec.name, job.server_name, job.interval, turn, job.last_run)
         reason: str | None = None
         samples: list[Sample] = []
         task = asyncio.ensure_future(self._call(spec, ctx))
@@ -218,6 +247,8 @@ class Scheduler:
             done, _ = await asyncio.wait({task}, timeout=timeout)
         except asyncio.CancelledError:
             task.cancel()
+            if turn is not None:  # the job was stopped (reload, stop): not a late run
+                self.cycles.cancelled(spec.name, job.server_name, job.interval, turn)
             raise
         if not done:
             task.cancel()
@@ -244,6 +275,10 @@ class Scheduler:
         job.runs += 1
         job.last_duration = time.monotonic() - started
         events = self.runtime.events
+        if turn is not None:
+            self._publish_cycles(self.cycles.finished(
+                spec.name, job.server_name, job.interval, turn, job.last_run,
+                job.last_run + job.last_duration, reason is None))
         if reason is None:
             job.last_samples = len(samples)
             if job.consecutive_failures:
@@ -285,6 +320,55 @@ class Scheduler:
                 t.exception()
 
         task.add_done_callback(done)
+
+    # -- cycles ---------------------------------------------------------------------------------
+
+    def _expected(self, collector: str, index: int) -> int:
+        return sum(1 for job in self._by_collector.get(collector, ())
+                   if job.first_cycle <= index)
+
+    def _publish_cycles(self, closed: list[Cycle]) -> None:
+        """Closed cycles become series of server ``podod`` (alert rules and /metrics)."""
+        if not closed:
+            return
+        samples: list[Sample] = []
+        for cycle in closed:
+            now = cycle.closed_at or time.time()
+
+            def gauge(name: str, value: float, *, cycle: Cycle = cycle, now: float = now,
+                      **labels: str) -> None:
+                samples.append(Sample(name, "podod", float(value), Sample.labels_of(
+                    collector=cycle.collector, **labels), "gauge", now))
+
+            gauge("collector_cycle_seconds", cycle.cycle_time)
+            gauge("collector_interval_seconds", cycle.interval)
+            gauge("collector_cycle_jobs", cycle.jobs)
+            for outcome in ("ok", "failed", "skipped", "overran"):
+                gauge("collector_cycle_runs", getattr(cycle, outcome), outcome=outcome)
+            # logged once when cycles stop fitting, once when they fit again
+            if not cycle.fits and cycle.collector not in self._overrunning:
+                self._overrunning.add(cycle.collector)
+                log.warning("collector %s: a cycle did not fit its %gs interval (%d of %d "
+                            "jobs ran, %d skipped, %d overran; cycle time %.1fs): raise "
+                            "monitor.max_concurrent or the interval, or see 'collector "
+                            "cycles'", cycle.collector, cycle.interval, cycle.runs,
+                            cycle.jobs, cycle.skipped, cycle.overran, cycle.cycle_time)
+            elif cycle.fits and cycle.collector in self._overrunning:
+                self._overrunning.discard(cycle.collector)
+                log.info("collector %s: its cycles fit the %gs interval again",
+                         cycle.collector, cycle.interval)
+        self.runtime.events.publish(SamplesCollected(collector="scheduler", server="podod",
+                                                     samples=tuple(samples)))
+
+    def cycle_summary(self, collector: str, last: int | None = None) -> dict[str, Any]:
+        self._publish_cycles(self.cycles.close_due(collector, time.time()))
+        jobs = self._by_collector.get(collector, [])
+        interval = jobs[0].interval if jobs else None
+        return {"collector": collector, "interval": interval, "jobs": len(jobs),
+                **self.cycles.summary(collector, last)}
+
+    def collectors(self) -> list[str]:
+        return sorted(self._by_collector)
 
     # -- for commands ---------------------------------------------------------------------------
 
