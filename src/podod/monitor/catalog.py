@@ -92,6 +92,13 @@ _BUILTIN: list[tuple[str, SeriesKind, str, tuple[str, ...]]] = [
     ("postgres_longest_transaction_seconds", _G, "Age of the oldest open transaction", ()),
     ("postgres_replication_lag_seconds", _G, "Replay lag on a replica (absent on a primary)",
      ()),
+    # -- Dovecot's own statistics (doveadm stats dump; metrics defined in dovecot.conf) ------
+    ("dovecot_stats_events_total", _C, "Events a Dovecot stats metric counted (reset when "
+     "Dovecot reloads)", ("metric",)),
+    ("dovecot_stats_duration_seconds_total", _C, "Summed duration of the events a Dovecot "
+     "stats metric counted", ("metric",)),
+    ("dovecot_stats_field_total", _C, "Summed value of another field a Dovecot stats metric "
+     "lists (bytes_in, bytes_out, ...)", ("metric", "field")),
     # -- podod itself (server="podod" unless the metric is about a server) ------------------
     ("build_info", _G, "Always 1: the running podod's version", ("version",)),
     ("commands_total", _C, "Requests the command bus handled, by command, frontend and "

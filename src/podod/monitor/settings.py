@@ -28,6 +28,13 @@ def _regex(value: str) -> str:
     return value
 
 
+def _abs_path(value: str | None) -> str | None:
+    """A path given to a remote command: absolute, without spaces or shell characters."""
+    if value is not None and not re.fullmatch(r"/[A-Za-z0-9@%+=:,./_-]*", value):
+        raise ValueError("must be an absolute path without spaces or shell characters")
+    return value
+
+
 class SystemCollectorSettings(Section):
     """``monitor.collectors.system``."""
 
@@ -119,9 +126,35 @@ class QueueCollectorSettings(Section):
     @field_validator("config_dir")
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"/[A-Za-z0-9@%+=:,./_-]*", value):
-            raise ValueError("must be an absolute path without spaces or shell characters")
-        return value
+        return _abs_path(value)
+
+
+class DovecotServerSettings(Section):
+    socket: str | None = None
+
+    @field_validator("socket")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        return _abs_path(value)
+
+
+DoveadmPath = Literal["/usr/bin/doveadm", "/usr/local/bin/doveadm", "doveadm"]
+
+
+class DovecotCollectorSettings(Section):
+    """``monitor.collectors.dovecot``."""
+
+    doveadm: DoveadmPath = "/usr/bin/doveadm"
+    # doveadm stats dump -s SOCKET; null: the stats-reader socket in the base_dir of the
+    # server's dovecot.conf (/run/dovecot/stats-reader on Debian)
+    socket: str | None = None
+    max_metrics: int = Field(default=100, ge=1, le=10_000)
+    servers: dict[str, DovecotServerSettings] = Field(default_factory=dict)
+
+    @field_validator("socket")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        return _abs_path(value)
 
 
 class PostgresTarget(Section):
@@ -144,6 +177,7 @@ COLLECTOR_SETTINGS: dict[str, type[Section]] = {
     "services": ServicesCollectorSettings,
     "queue": QueueCollectorSettings,
     "postgres": PostgresCollectorSettings,
+    "dovecot": DovecotCollectorSettings,
 }
 
 

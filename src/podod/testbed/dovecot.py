@@ -3,7 +3,9 @@
 Everything lives under ``root`` (config, sockets, state, log, maildirs); the ports come from
 :func:`free_port`. Dovecot runs in the foreground (``-F``) as our child, its stdio in a file,
 and is stopped by its pid. The SQL config is rendered by :mod:`podod.mail.serverconfig`, the
-same text the documentation ships.
+same text the documentation ships. It defines the stats metrics docs/monitoring.md recommends
+(``podod.monitor.collectors.dovecot.METRICS_CONF``) and lets group ``stats_group`` (``adm``:
+the SSH test bed's login is a member) read them with ``doveadm stats dump``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from podod.mail.serverconfig import (
     dovecot_quota_conf,
     dovecot_sql_conf,
 )
+from podod.monitor.collectors.dovecot import METRICS_CONF, stats_reader_conf
 from podod.testbed.ports import free_port
 from podod.testbed.postgres import let_others_traverse
 from podod.testbed.process import stop_process, wait_stopped
@@ -42,10 +45,13 @@ def ensure_vmail() -> tuple[int, int]:
 
 class Dovecot:
     def __init__(self, root: Path, login: SqlLogin, *, imap_port: int | None = None,
-                 lmtp_port: int | None = None, quota_login: SqlLogin | None = None) -> None:
+                 lmtp_port: int | None = None, quota_login: SqlLogin | None = None,
+                 stats_group: str = "adm") -> None:
         """``quota_login``: write quota usage into quota2 through the SQL dict (the role of
-        ``mail.roles.quota``); without it, the count backend keeps usage to itself."""
+        ``mail.roles.quota``); without it, the count backend keeps usage to itself.
+        ``stats_group``: the group that may read the statistics (stats-reader)."""
         self.root = Path(root)
+        self.stats_group = stats_group
         self.login = login
         self.quota_login = quota_login
         self.imap_port = imap_port or free_port()
@@ -133,7 +139,7 @@ service anvil {{
 protocol lmtp {{
   postmaster_address = postmaster@localhost
 }}
-""")
+{stats_reader_conf(self.stats_group)}{METRICS_CONF}""")
 
     def start(self, timeout: float = 15.0) -> Dovecot:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -177,6 +183,18 @@ protocol lmtp {{
         if self.proc is not None:
             wait_stopped(self.proc, timeout=10)
             self.proc = None
+
+    @property
+    def stats_socket(self) -> Path:
+        """What ``doveadm stats dump -s`` reads."""
+        return self.base_dir / "stats-reader"
+
+    def reload(self) -> None:
+        """``doveadm reload`` (as ``systemctl reload dovecot`` does): the stats process starts
+        again, every counter from zero."""
+        result = self.doveadm("reload")
+        if result.returncode != 0:
+            raise RuntimeError(f"doveadm reload failed: {result.stderr.strip()}")
 
     def doveadm(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["doveadm", "-c", str(self.config), *args],

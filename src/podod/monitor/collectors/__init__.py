@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from podod.monitor.collectors import postgres, queue, services, system
+from podod.monitor.collectors import dovecot, postgres, queue, services, system
 from podod.plugins import Registry
 
 
 def setup(registry: Registry) -> None:
-    for module in (system, services, queue, postgres):
+    for module in (system, services, queue, postgres, dovecot):
         module.setup(registry)
