@@ -4,6 +4,7 @@ which probes a server gets, and the monitor settings' checks."""
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,12 @@ import pytest
 from podod.config import parse_config
 from podod.errors import ConfigError, ValidationError
 from podod.monitor.catalog import builtin_series
-from podod.monitor.collectors.dovecot import dump_samples, parse_stats_dump
+from podod.monitor.collectors.dovecot import (
+    METRICS_CONF,
+    dump_samples,
+    parse_stats_dump,
+    stats_reader_conf,
+)
 from podod.monitor.collectors.services import probes_for, unit_name
 from podod.monitor.collectors.system import parse_snapshot, samples_of
 from podod.monitor.query import plan_query
@@ -185,6 +191,12 @@ def test_doveadm_stats_dump_of_a_real_dovecot() -> None:
     capped, dropped = dump_samples(dump, "mx1", NOW, 2)
     assert dropped == len(dump.metrics) - 2
     assert {dict(s.labels)["metric"] for s in capped} == {"auth_success", "auth_failure"}
+
+
+def test_docs_show_the_dovecot_metrics_the_test_bed_runs() -> None:
+    docs = (FIXTURES.parents[1] / "docs" / "monitoring.md").read_text()
+    assert textwrap.indent(METRICS_CONF, "  ") in docs
+    assert textwrap.indent(stats_reader_conf("podod"), "  ") in docs
 
 
 def test_doveadm_stats_dump_damage() -> None:

@@ -203,7 +203,8 @@ def _secs(value: float | None) -> str:
 def _cycle_row(c: dict[str, Any]) -> list[Any]:
     slowest = (f"{c['slowest_server']} ({_secs(c['slowest'])})" if c["slowest_server"]
                else "-")
-    return [_ts(c["window_start"]), c["jobs"], c["ok"], c["failed"], c["skipped"],
+    due = datetime.fromtimestamp(c["window_start"], UTC).strftime("%H:%M:%S")
+    return [due, c["jobs"], c["ok"], c["failed"], c["skipped"],
             c["overran"], _secs(c["cycle_time"]), _secs(c["span"]),
             _secs(c["longest_wait"]), slowest, "yes" if c["fits"] else "NO"]
 
@@ -249,15 +250,18 @@ def cycles_setup(registry: Registry) -> None:
                        f"{_secs(summary['cycle_time_max'])}")
             return Reply(message=message, data=[summary], table=Table(
                 ["cycle (UTC)", "jobs", "ok", "failed", "skipped", "overran", "cycle time",
-                 "span", "longest wait", "slowest", "fits"], rows, title=message))
+                 "span", "wait", "slowest", "fits"], rows, title=message))
         summaries = [scheduler.cycle_summary(name, 1) for name in names]
         rows = []
         for s in summaries:
-            last_row = _cycle_row(s["recent"][-1]) if s["recent"] else ["-"] * 11
-            del last_row[1]  # the cycle's jobs: the current count is shown instead
-            rows.append([s["collector"], format_duration(s["interval"]), s["jobs"], *last_row,
-                         _secs(s["cycle_time_median"]), _secs(s["cycle_time_max"]),
-                         f"{s['not_fitting']} of {s['cycles']}"])
+            c = s["recent"][-1] if s["recent"] else None
+            figures = [c["ok"], c["failed"], c["skipped"], c["overran"],
+                       _secs(c["cycle_time"])] if c else ["-"] * 5
+            slowest = (f"{c['slowest_server']} ({_secs(c['slowest'])})"
+                       if c and c["slowest_server"] else "-")
+            rows.append([s["collector"], format_duration(s["interval"]), s["jobs"], *figures,
+                         _secs(s["cycle_time_median"]), _secs(s["cycle_time_max"]), slowest,
+                         ("yes" if c["fits"] else "NO") if c else "-"])
         bad = [s["collector"] for s in summaries if s["recent"] and
                not s["recent"][-1]["fits"]]
         waiting = [s["collector"] for s in summaries if not s["recent"]]
@@ -269,10 +273,10 @@ def cycles_setup(registry: Registry) -> None:
             message = f"the last cycle of every collector fit its interval ({len(rows)} " \
                       "collectors)"
         return Reply(message=message, data=summaries, table=Table(
-            ["collector", "every", "jobs", "last cycle (UTC)", "ok", "failed", "skipped", "overran",
-             "cycle time", "span", "longest wait", "slowest", "fits", "cycle time median",
-             "max", "did not fit"], rows, title="collector cycles (last closed cycle; "
-                                               "median and max over the kept cycles)"))
+            ["collector", "every", "jobs", "ok", "failed", "skipped", "overran",
+             "cycle time", "median", "max", "slowest", "fits"], rows,
+            title="collector cycles: the last closed cycle; the median and max cycle time "
+                  "over the kept ones"))
 
 
 async def _explain_empty(ctx: CommandContext, store: Store, name: str, server: str | None,
