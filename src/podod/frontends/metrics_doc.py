@@ -24,7 +24,9 @@ REPO = Path(__file__).resolve().parents[3]
 
 #: podod's own metrics that are about podod, not about one server: ``server="podod"``.
 ABOUT_PODOD = {"build_info", "commands_total", "backup_last_success_timestamp_seconds",
-               "backup_last_success_age_seconds", "notifications_total"}
+               "backup_last_success_age_seconds", "notifications_total",
+               "collector_cycle_seconds", "collector_interval_seconds", "collector_cycle_jobs",
+               "collector_cycle_runs"}
 
 
 def all_series(plugin_dir: Path = REPO / "plugins") -> dict[str, SeriesInfo]:
