@@ -7,7 +7,8 @@ PIP := $(VENV)/bin/pip
 
 # Debian packages the tests use (real components, never mocks).
 APT_PACKAGES := postgresql postgresql-client openssh-server openssh-client \
-	dovecot-core dovecot-imapd dovecot-lmtpd dovecot-pgsql postfix postfix-pgsql \
+	dovecot-core dovecot-imapd dovecot-lmtpd dovecot-pgsql dovecot-pop3d dovecot-submissiond \
+	postfix postfix-pgsql \
 	sogo memcached prometheus prometheus-alertmanager pflogsumm systemd sudo
 
 # A real Matrix homeserver for the Matrix notifier's tests: Synapse from PyPI (Debian has

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     lp = sub.add_parser("logparse", help="report on mail log files without a running daemon")
     lp.add_argument("files", nargs="+", metavar="FILE", help="plain or .gz log files")
     lp.add_argument("--json", action="store_true", help="print JSON")
+    lp.add_argument("--by", choices=["day", "hour"], default="day",
+                    help="traffic per day (default) or per hour")
+    lp.add_argument("--top", type=int, default=10, metavar="N",
+                    help="how many top senders and recipients (default 10)")
     return parser
 
 
@@ -65,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return db_main(load_config(args.config), args.action, roles=args.roles)
         if args.cmd == "logparse":
-            from podod.monitor.logreport import main as logparse_main
+            from podod.monitor.traffic.logparse import main as logparse_main
 
-            return logparse_main(args.files + (["--json"] if args.json else []))
+            return logparse_main([*args.files, "--by", args.by, "--top", str(args.top),
+                                  *(["--json"] if args.json else [])])
     except PododError as exc:
         print(exc.message, file=sys.stderr)
         return exc.exit_code

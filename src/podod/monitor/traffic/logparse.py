@@ -1,0 +1,141 @@
+"""``podod logparse FILE... [--json]``: the traffic report of mail log files, no daemon.
+
+Files are read in the order given (oldest first, as pflogsumm reads them: ``mail.log.2.gz
+mail.log.1 mail.log``), plain or gzip-compressed; a message that starts in one file and ends
+in the next is followed across them. Syslog timestamps have no year and no zone: the year
+comes from each file's modification time, the zone is this machine's (set ``TZ`` to read
+another server's logs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+from podod.errors import PododError, UsageError
+from podod.monitor.traffic import report as reports
+from podod.monitor.traffic.clock import LogClock, local_zone
+from podod.monitor.traffic.parser import MailLogParser
+from podod.monitor.traffic.tally import Tally
+
+READ_HINT = 1 << 16  # bytes per readlines() batch
+
+
+class NotALog(PododError):
+    code = "not-a-log"
+    exit_code = 1
+
+
+@dataclass
+class ParseRun:
+    parser: MailLogParser
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def tally(self) -> Tally:
+        return self.parser.tally
+
+
+def open_log(path: Path) -> IO[str]:
+    """A text stream of a plain or gzip-compressed log; errors name the file."""
+    try:
+        if path.is_dir():
+            raise UsageError(f"{path}: is a folder, not a log file")
+        with open(path, "rb") as probe:
+            magic = probe.read(2)
+        if magic == b"\x1f\x8b":
+            return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+        return open(path, encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except PermissionError:
+        raise UsageError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def parse_files(paths: list[Path], *, parser: MailLogParser | None = None) -> ParseRun:
+    """Parse ``paths`` in order into one parser (a global top list unless one is given)."""
+    if parser is None:
+        parser = MailLogParser(Tally(top_scope="global", top_capacity=100_000),
+                               clock=LogClock(local_zone()))
+    run = ParseRun(parser)
+    for path in paths:
+        stream = open_log(path)
+        parser.start_file(os.stat(path).st_mtime)
+        lines = 0
+        malformed = parser.malformed
+        try:
+            with stream:
+                while True:
+                    batch = stream.readlines(READ_HINT)
+                    if not batch:
+                        break
+                    lines += len(batch)
+                    parser.feed_lines(batch)
+        except (EOFError, gzip.BadGzipFile, zlib.error):
+            raise NotALog(f"{path}: is not a complete gzip file") from None
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        bad = parser.malformed - malformed
+        if lines and bad == lines:
+            raise NotALog(f"{path}: does not look like a mail log (no line starts with a "
+                          "syslog or RFC 3339 timestamp)")
+        run.files.append({"file": str(path), "lines": lines, "without_timestamp": bad})
+    parser.fold_tops()
+    return run
+
+
+def service_counts(parser: MailLogParser) -> tuple[dict[str, int], dict[str, int]]:
+    lines: dict[str, int] = {}
+    unparsed: dict[str, int] = {}
+    for svc in parser.services():
+        if svc.lines:
+            lines[svc.name] = lines.get(svc.name, 0) + svc.lines
+            unparsed[svc.name] = unparsed.get(svc.name, 0) + svc.unparsed
+    return lines, unparsed
+
+
+def report_of(run: ParseRun, *, by: str = "day", top: int = 10) -> dict[str, Any]:
+    lines, unparsed = service_counts(run.parser)
+    return reports.build(run.tally, zone=run.parser.clock.zone, by=by, top=top, lines=lines,
+                         unparsed=unparsed, extra={"files": run.files})
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"podod logparse: {message}\n")
+
+
+def main(argv: list[str]) -> int:
+    ap = _Parser(prog="podod logparse", description=__doc__.splitlines()[0])
+    ap.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--by", choices=("day", "hour"), default="day")
+    ap.add_argument("--top", type=int, default=10, metavar="N")
+    args = ap.parse_args(argv)
+    if args.top < 0:
+        ap.error("--top must not be negative")
+    try:
+        run = parse_files(args.files)
+    except PododError as exc:
+        print(f"podod logparse: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    report = report_of(run, by=args.by, top=args.top)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    from rich.console import Console
+
+    console = Console()
+    for table in reports.rich_tables(report):
+        console.print(table)
+    return 0
