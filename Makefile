@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 # Debian packages the tests use (real components, never mocks).
 APT_PACKAGES := postgresql postgresql-client openssh-server openssh-client \
 	dovecot-core dovecot-imapd dovecot-lmtpd dovecot-pgsql dovecot-pop3d dovecot-submissiond \
-	postfix postfix-pgsql \
+	postfix postfix-pgsql systemd-journal-remote \
 	sogo memcached prometheus prometheus-alertmanager pflogsumm systemd sudo
 
 # A real Matrix homeserver for the Matrix notifier's tests: Synapse from PyPI (Debian has

@@ -13,6 +13,7 @@ BUILTIN_MODULES: list[str] = [
     "podod.monitor.scheduler",
     "podod.monitor.collectors",
     "podod.monitor.commands",
+    "podod.monitor.traffic",
     "podod.backup.commands",
     "podod.mail.commands",
     "podod.alerts.commands",

@@ -19,6 +19,7 @@ from podod.backup.settings import BackupSettings
 from podod.errors import ConfigError
 from podod.mail.settings import MailSettings
 from podod.monitor.settings import MonitorSettings
+from podod.monitor.traffic.settings import TrafficSettings
 from podod.servers.settings import ServerConfig
 from podod.settings_base import ConfigPath, Duration, Section
 
@@ -101,6 +102,7 @@ class Config(Section):
     backup: BackupSettings = Field(default_factory=BackupSettings)
     servers: list[ServerConfig] = Field(default_factory=list)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    traffic: TrafficSettings = Field(default_factory=TrafficSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 

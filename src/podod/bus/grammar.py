@@ -150,6 +150,11 @@ def parse(argv: list[str], commands: Mapping[str, CommandSpec]) -> Parsed:
                 params[param.name] = converted
             continue
         pos_values.append(token)
+    if positionals and positionals[-1].kind == "list" and len(pos_values) > len(positionals):
+        # A list as the last positional takes all remaining values: "FILE...".
+        last = len(positionals) - 1
+        params[positionals[last].name] = [v for v in pos_values[last:] if v]
+        pos_values = pos_values[:last]
     if len(pos_values) > len(positionals):
         extra = pos_values[len(positionals)]
         raise UsageError(f"{spec.name}: unexpected argument '{extra}' "

@@ -66,6 +66,9 @@ F_FROM = 2       # qmgr logged its from= (sender counted once)
 F_DEFERRED = 4
 
 _DIGITS = "0123456789"
+# No line starts with two newlines (lines end at their first one): the hour key before the
+# first line, which sends it down the slow path.
+_NO_LINE = "\n\n"
 _CONNECT = ("connect from ", "disconnect from ")
 _LEVELS = ("Info: ", "Warning: ", "Error: ", "Fatal: ", "Panic: ", "Debug: ")
 
@@ -127,7 +130,7 @@ class MailLogParser:
         self._services: dict[str, Service] = {}  # "host tag[pid]" -> service
         self._bases: dict[str, Service] = {}     # "host tag" -> service
         self._named: dict[tuple[str, str], Service] = {}
-        self._last_key = "\x00"  # no line starts with it: the first line takes the slow path
+        self._last_key = _NO_LINE
         self._last_off = ""
         self._iso = False
         self._hour = 0
@@ -396,10 +399,33 @@ class MailLogParser:
             top_domain.merge(domains.items())
             addresses.clear()
 
+    def take_tally(self) -> Tally:
+        """The counts so far; counting goes on into a fresh tally (a follower's flush)."""
+        self.fold_tops()
+        old = self.tally
+        self.tally = Tally(top_capacity=old.top_capacity, top_scope=old.top_scope)
+        self._last_key = _NO_LINE  # the next line fetches its bucket from the new tally
+        self._bucket = defaultdict(int)
+        self._tops = ()
+        if self.tally.top_scope != "hour":
+            lists = self.tally.top_lists(0)
+            self._tops = tuple(lists[k] for k in t.TOP_KINDS)
+        return old
+
+    def take_service_counts(self) -> dict[str, tuple[int, int]]:
+        """Lines and unrecognised lines per service label since the last call."""
+        out: dict[str, tuple[int, int]] = {}
+        for svc in self._named.values():
+            if svc.lines or svc.unparsed:
+                lines, unparsed = out.get(svc.name, (0, 0))
+                out[svc.name] = (lines + svc.lines, unparsed + svc.unparsed)
+                svc.lines = svc.unparsed = 0
+        return out
+
     def start_file(self, reference: float) -> None:
         """A new file begins: its syslog year is inferred from ``reference`` (its mtime)."""
         self.clock.set_reference(reference)
-        self._last_key = "\x00"
+        self._last_key = _NO_LINE
         self._min_passed = False
 
     def _not_before(self, lines: Iterable[str], min_time: int) -> Iterator[str]:
@@ -483,8 +509,10 @@ class MailLogParser:
                 bucket[t.HELD] += 1
             elif line.startswith("discard: ", r):
                 bucket[t.DISCARDED] += 1
-            elif line.startswith("milter-reject: ", r):
-                bucket[_reject_key("milter", reply_code(line, r))] += 1
+            elif line.startswith("milter-reject: ", r):  # (pflogsumm does not count these)
+                code = reply_code(line, r)
+                bucket[_reject_key("milter", code if code != "other"
+                                   else dsn_reply_code(line))] += 1
                 bucket[t.REJECTED] += 1
             elif line.startswith("warning: ", p):
                 if "authentication failed" in line:
