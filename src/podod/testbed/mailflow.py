@@ -91,7 +91,10 @@ class _Receiver:
 
 
 class MailFlow:
-    def __init__(self, root: Path) -> None:
+    """``shared_log``: Dovecot writes into Postfix's log file too (one mail log with both,
+    as syslog gives), instead of its own ``dovecot.log``."""
+
+    def __init__(self, root: Path, *, shared_log: bool = False) -> None:
         self.root = Path(root)
         self.smtp_port = free_port()
         self.submission_port = free_port()
@@ -105,7 +108,7 @@ class MailFlow:
         self.pf_dir = self.root / "postfix"
         self.dc_dir = self.root / "dovecot"
         self.maillog = self.root / "maillog"
-        self.dovecot_log = self.root / "dovecot.log"
+        self.dovecot_log = self.maillog if shared_log else self.root / "dovecot.log"
         self.counts = FlowCounts()
 
     # -- configuration ---------------------------------------------------------------------

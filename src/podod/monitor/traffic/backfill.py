@@ -87,7 +87,7 @@ async def backfill(traffic: Traffic, server: ServerConfig, runner: Any, files: l
     position = await store.run(store.position, server.name)
     parser = MailLogParser(Tally(top_scope="hour", top_capacity=traffic.settings.top_candidates),
                            clock=LogClock(traffic.zone))
-    parser.min_time = position.followed_since if position is not None else None
+    parser.until = position.followed_since if position is not None else None
     results = []
     for path in paths:
         results.append(await _read_file(traffic, server, runner, parser, path,
@@ -105,7 +105,7 @@ async def _read_file(traffic: Traffic, server: ServerConfig, runner: Any,
     result = FileResult(path)
     argv = ["gzip", "-dc", "--", path] if path.endswith(".gz") else ["cat", "--", path]
     parser.start_file(float(mtime))
-    skipped_before = parser.skipped_old
+    skipped_before = parser.skipped_live
     malformed_before = parser.malformed
     head: str | None = None
     known = 0
@@ -136,7 +136,7 @@ async def _read_file(traffic: Traffic, server: ServerConfig, runner: Any,
     parser.feed_lines(batch)
     tally = parser.take_tally()
     parser.take_service_counts()
-    result.skipped_live = parser.skipped_old - skipped_before
+    result.skipped_live = parser.skipped_live - skipped_before
     fed = result.lines - result.skipped_known
     result.counted = fed - result.skipped_live
     if head is None:

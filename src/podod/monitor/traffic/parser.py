@@ -109,7 +109,7 @@ class MailLogParser:
     ``max_messages`` bounds the per-queue-id state; ``max_age`` (seconds) evicts queue ids
     older than a message can stay queued. ``track_changes`` records which queue ids changed
     so a follower can persist exactly that state with the counts (see ``take_changes``).
-    ``min_time`` skips lines older than it (backfill of logs podod already followed).
+    ``until`` skips lines from that time on (a backfill of logs podod already followed).
     """
 
     def __init__(self, tally: Tally | None = None, *, clock: LogClock | None = None,
@@ -121,10 +121,10 @@ class MailLogParser:
         self.max_age = max_age
         self.pending: dict[str, list[object]] = {}  # qid -> [flags, size, hour, transport]
         self.changed: set[str] | None = set() if track_changes else None
-        self.min_time: int | None = None
-        self._min_passed = False
+        self.until: int | None = None   # count only lines older than this (backfill)
+        self._until_reached = False
         self.malformed = 0      # lines without a timestamp podod understands
-        self.skipped_old = 0    # lines before min_time
+        self.skipped_live = 0   # lines from ``until`` on
         self.first_hour: int | None = None
         self.last_hour: int | None = None
         self._services: dict[str, Service] = {}  # "host tag[pid]" -> service
@@ -182,8 +182,8 @@ class MailLogParser:
         self.feed_lines((line,))
 
     def feed_lines(self, lines: Iterable[str]) -> None:
-        if self.min_time is not None:
-            lines = self._not_before(lines, self.min_time)
+        if self.until is not None:
+            lines = self._before(lines, self.until)
         services = self._services
         pending = self.pending
         changed = self.changed
@@ -377,6 +377,8 @@ class MailLogParser:
         """Count the addresses collected since the last fold into the top lists (of the
         current hour): domains are lower-cased (pflogsumm's normal form), the empty sender
         is ``from=<>``."""
+        if not (self._senders or self._rcpts):
+            return
         tops = self._tops
         for addresses, top_addr, top_domain in ((self._senders, tops[0], tops[2]),
                                                 (self._rcpts, tops[1], tops[3])):
@@ -426,15 +428,15 @@ class MailLogParser:
         """A new file begins: its syslog year is inferred from ``reference`` (its mtime)."""
         self.clock.set_reference(reference)
         self._last_key = _NO_LINE
-        self._min_passed = False
+        self._until_reached = False
 
-    def _not_before(self, lines: Iterable[str], min_time: int) -> Iterator[str]:
-        """Lines from ``min_time`` on (backfill skips what the follower already counted).
-        Logs are in time order: once a line reaches ``min_time``, the rest follows."""
+    def _before(self, lines: Iterable[str], until: int) -> Iterator[str]:
+        """Lines older than ``until`` (a backfill skips what the follower counted live).
+        Logs are in time order: once a line reaches ``until``, the rest is skipped."""
         clock = self.clock
         for line in lines:
-            if self._min_passed:
-                yield line
+            if self._until_reached:
+                self.skipped_live += 1
                 continue
             if line[:1] in _DIGITS:
                 te = line.find(" ")
@@ -442,11 +444,11 @@ class MailLogParser:
             else:
                 h = clock.syslog_hour(line[:9]) if len(line) > 16 and line[15] == " " \
                     else None
-            if h is None or h + _seconds(line) >= min_time:
-                self._min_passed = h is not None
-                yield line
-            else:
-                self.skipped_old += 1
+            if h is not None and h + _seconds(line) >= until:
+                self._until_reached = True
+                self.skipped_live += 1
+                continue
+            yield line
 
     # -- per-message state -----------------------------------------------------------------
 

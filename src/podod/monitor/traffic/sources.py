@@ -11,9 +11,10 @@ so a remote log is read exactly like a local one.
   finishes the old file first). tail's own notice of a truncation comes in band, at the
   exact place in the stream (``2>&1``).
 - ``gzip -dc -- PATH`` / ``cat -- PATH``: whole files (rotated logs, backfill).
-- ``journalctl --no-pager -o json -f SYSLOG_FACILITY=2 --after-cursor=C`` (or
+- ``journalctl --no-pager -o json -f --lines=all SYSLOG_FACILITY=2 --after-cursor=C`` (or
   ``--since=-Ns`` the first time; ``--directory=DIR`` for ``journal:DIR``): the mail
-  facility of the journal, one JSON object per entry, each with its ``__CURSOR``.
+  facility of the journal, one JSON object per entry, each with its ``__CURSOR``
+  (``-f`` alone would start with only the last 10 entries).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def register(registry: Registry) -> None:
     registry.remote_command("gzip", "-dc", "--", LOG_PATH,
                             purpose="read a compressed rotated mail log")
     registry.remote_command("cat", "--", LOG_PATH, purpose="read a rotated mail log")
-    registry.remote_command("journalctl", "--no-pager", "-o", "json", "-f",
+    registry.remote_command("journalctl", "--no-pager", "-o", "json", "-f", "--lines=all",
                             "SYSLOG_FACILITY=2", rf"--after-cursor={CURSOR}|--since=-[0-9]+s",
                             rest=rf"--directory={ABS_PATH}",
                             purpose="follow the mail facility of the systemd journal")
@@ -97,7 +98,7 @@ def first_line(text: str) -> str:
 
 
 def journal_argv(cursor: str | None, backlog: float, directory: str | None) -> list[str]:
-    argv = ["journalctl", "--no-pager", "-o", "json", "-f", "SYSLOG_FACILITY=2",
+    argv = ["journalctl", "--no-pager", "-o", "json", "-f", "--lines=all", "SYSLOG_FACILITY=2",
             f"--after-cursor={cursor}" if cursor else f"--since=-{max(int(backlog), 1)}s"]
     if directory:
         argv.append(f"--directory={directory}")
