@@ -11,6 +11,7 @@ from podod.bus.context import CommandContext, Reply, Table
 from podod.bus.spec import Arg, Opt
 from podod.durations import format_duration
 from podod.errors import NotFound, Unavailable, ValidationError
+from podod.monitor.runners import monitored_servers
 from podod.monitor.traffic import report as reports
 from podod.monitor.traffic.backfill import backfill
 from podod.monitor.traffic.component import Traffic, runner_for
@@ -31,7 +32,7 @@ def _traffic(ctx: CommandContext) -> Traffic:
 def _servers(ctx: CommandContext, server: str | None) -> list[str] | None:
     if server is None:
         return None
-    names = {s.name for s in ctx.runtime.config.servers}
+    names = {s.name for s in monitored_servers(ctx.runtime)}
     if server not in names:
         raise NotFound(f"there is no server named '{server}'")
     return [server]
@@ -73,7 +74,7 @@ def setup_commands(registry: Registry) -> None:
         await traffic.flush_all()
         tally = await traffic.store.run(traffic.store.tally, servers, start)
         report = reports.build(tally, zone=traffic.zone, by=by, since=start, top=top)
-        report["servers"] = servers or sorted({s.name for s in ctx.runtime.config.servers})
+        report["servers"] = servers or sorted({s.name for s in monitored_servers(ctx.runtime)})
         where = f"on {server}" if server else "on all servers"
         rows: list[list[Any]] = [[p["label"], *(p[k] for k in reports.PERIOD_KEYS)]
                                  for p in report["periods"]]
@@ -142,15 +143,12 @@ def setup_commands(registry: Registry) -> None:
     )
     async def traffic_backfill(ctx: CommandContext, server: str, files: list[str]) -> Reply:
         traffic = _traffic(ctx)
-        configured = {s.name: s for s in ctx.runtime.config.servers}
+        configured = {s.name: s for s in monitored_servers(ctx.runtime)}
         if server not in configured:
             raise NotFound(f"there is no server named '{server}'")
         if not files:
             raise ValidationError("name at least one log file to import")
         runner = runner_for(ctx.runtime, configured[server])
-        if runner is None:
-            raise Unavailable(f"{server} cannot be reached yet (the servers component is "
-                              "not running)")
         results = await backfill(traffic, configured[server], runner, files,
                                  sandbox=ctx.sandbox)
         for r in results:

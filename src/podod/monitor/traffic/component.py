@@ -10,15 +10,23 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from podod.monitor.model import Sample, SamplesCollected
+from podod.events import Event
+from podod.monitor.model import (
+    Sample,
+    SamplesCollected,
+    ServerConnected,
+    ServerDisconnected,
+    ServerRemoved,
+)
+from podod.monitor.runners import Runners, monitored_servers
 from podod.monitor.traffic import tally as t
 from podod.monitor.traffic.clock import LogClock, local_zone
 from podod.monitor.traffic.follower import LogFollower
 from podod.monitor.traffic.store import Batch, TrafficStore
-from podod.servers.runner import LocalRunner
 
 if TYPE_CHECKING:
     from podod.config import Config
+    from podod.events import Subscription
     from podod.runtime import Runtime
     from podod.servers.settings import ServerConfig
 
@@ -39,14 +47,23 @@ ALWAYS = (t.RECEIVED, t.SASL_FAILURES)  # published as 0 before the first event
 
 
 def runner_for(runtime: Runtime, server: ServerConfig) -> Any:
-    """The server's Runner: from the servers component when it runs, else (``local: true``)
-    a LocalRunner of our own; None when the server cannot be reached yet."""
-    servers = runtime.component("servers")
-    if servers is not None and hasattr(servers, "runner"):
-        return servers.runner(server.name)
-    if server.local:
-        return LocalRunner(server.name, runtime.registry.allowlist)
-    return None
+    """The server's Runner, as the scheduler gets it: the servers component's (SSH, or
+    local), else a LocalRunner for ``local: true``, else one whose commands say why the
+    server cannot be reached."""
+    return Runners(runtime).get(server)
+
+
+async def wait_connected(runtime: Runtime, server: str, timeout: float) -> None:
+    """Wait until ``server`` is connected again (at most ``timeout``)."""
+    servers: Any = runtime.component("servers")
+    wait = getattr(servers, "wait_connected", None)
+    if wait is None:
+        await asyncio.sleep(timeout)
+        return
+    try:
+        await wait(server, timeout)
+    except Exception:  # removed meanwhile: the component stops this follower anyway
+        await asyncio.sleep(timeout)
 
 
 def samples_of(server: str, totals: dict[str, int], now: float) -> list[Sample]:
@@ -80,18 +97,26 @@ class Traffic:
         self.totals: dict[str, dict[str, int]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[None]] = []
+        self._subs: list[Subscription] = []
+        self._planning = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.store.open()
         self.totals = await self.store.run(self.store.totals)
-        for server in self.runtime.config.servers:
-            await self._start_follower(server)
+        await self._plan()
+        # Servers added or removed at run time (server add|remove) start or stop followers.
+        self._subs = [self.runtime.events.subscribe(
+            (ServerConnected, ServerDisconnected, ServerRemoved), self._servers_changed,
+            name="traffic-servers")]
         self._background = [asyncio.create_task(self._publish_loop(), name="traffic-publish"),
                             asyncio.create_task(self._prune_loop(), name="traffic-prune")]
 
     async def stop(self) -> None:
+        for sub in self._subs:
+            self.runtime.events.unsubscribe(sub)
+        self._subs = []
         for task in self._background:
             task.cancel()
         for name in list(self._tasks):
@@ -103,29 +128,40 @@ class Traffic:
 
     async def reload(self, config: Config) -> None:
         self.settings = config.traffic
-        wanted = {s.name: s for s in config.servers}
-        for name in list(self._tasks):
-            server = wanted.get(name)
-            if server is None or server.mail_log != self.specs.get(name):
-                await self._stop_follower(name)
-        for server in config.servers:
-            if server.name not in self._tasks:
-                await self._start_follower(server)
+        await self._plan()
+
+    async def _servers_changed(self, event: Event) -> None:
+        await self._plan()
+
+    async def _plan(self) -> None:
+        """A follower for every server with ``mail_log``; restart one whose log changed."""
+        async with self._planning:
+            wanted = {s.name: s for s in monitored_servers(self.runtime) if s.mail_log}
+            for name in list(self._tasks):
+                server = wanted.get(name)
+                if server is None or server.mail_log != self.specs.get(name):
+                    await self._stop_follower(name)
+            for server in wanted.values():
+                if server.name not in self._tasks:
+                    await self._start_follower(server)
+
+    def servers(self) -> list[ServerConfig]:
+        return monitored_servers(self.runtime)
 
     async def _start_follower(self, server: ServerConfig) -> None:
         if not server.mail_log:
             return
         runner = runner_for(self.runtime, server)
-        if runner is None:
-            self.problems[server.name] = ("waiting for the servers component (remote servers "
-                                          "are reached over SSH)")
-            log.warning("traffic %s: %s", server.name, self.problems[server.name])
-            return
-        self.problems.pop(server.name, None)
         position = await self.store.run(self.store.position, server.name)
         pending = await self.store.run(self.store.pending, server.name)
+        name = server.name
+
+        async def ready(timeout: float) -> None:
+            await wait_connected(self.runtime, name, timeout)
+
         follower = LogFollower(server.name, server.mail_log, runner, self.settings, self.commit,
-                               clock=LogClock(self.zone), position=position, pending=pending)
+                               clock=LogClock(self.zone), position=position, pending=pending,
+                               ready=ready)
         self.followers[server.name] = follower
         self.specs[server.name] = server.mail_log
         self._tasks[server.name] = asyncio.create_task(follower.run(),
@@ -183,7 +219,7 @@ class Traffic:
 
     def status(self) -> list[dict[str, Any]]:
         rows = []
-        for server in self.runtime.config.servers:
+        for server in monitored_servers(self.runtime):
             if not server.mail_log:
                 continue
             follower = self.followers.get(server.name)

@@ -72,12 +72,14 @@ def line_time(line: str, clock: LogClock) -> int | None:
 class LogFollower:
     def __init__(self, server: str, log_spec: str, runner: Any, settings: TrafficSettings,
                  commit: Commit, *, clock: LogClock, position: Position | None,
-                 pending: list[tuple[str, int, int, int, str]]) -> None:
+                 pending: list[tuple[str, int, int, int, str]],
+                 ready: Callable[[float], Awaitable[None]] | None = None) -> None:
         self.server = server
         self.spec = log_spec
         self.runner = runner
         self.settings = settings
         self.commit_batch = commit
+        self.ready = ready  # waits (bounded) until the server is reachable again
         self.clock = clock
         self.position = position
         self.followed_since = position.followed_since if position is not None else None
@@ -125,7 +127,11 @@ class LogFollower:
             await self.flush()
             if self.status.lines > started:
                 delay = 1.0
-            await asyncio.sleep(delay)
+            if self.ready is not None:  # back as soon as the connection is
+                await self.ready(delay)
+                await asyncio.sleep(0.05)
+            else:
+                await asyncio.sleep(delay)
             delay = min(delay * 2, self.settings.reconnect_max)
 
     # -- batching --------------------------------------------------------------------------
