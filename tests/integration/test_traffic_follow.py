@@ -9,6 +9,7 @@ import gzip
 import io
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from podod.monitor.traffic.clock import LogClock
 from podod.monitor.traffic.follower import LogFollower
 from podod.monitor.traffic.parser import MailLogParser
 from podod.monitor.traffic.settings import TrafficSettings
-from podod.monitor.traffic.store import Batch, TrafficStore
+from podod.monitor.traffic.store import Batch, Position, TrafficStore
 from podod.monitor.traffic.tally import Tally
 from podod.plugins import Registry
 from podod.servers.runner import LocalRunner
@@ -65,16 +66,25 @@ class Harness:
         self.runner = LocalRunner("mx1", registry.allowlist)
         self.task: asyncio.Task[None] | None = None
         self.follower: LogFollower | None = None
+        self.fail_commits: set[int] = set()
+        self.commits = 0
 
     async def commit(self, batch: Batch) -> None:
+        self.commits += 1
+        if self.commits in self.fail_commits:  # as SQLite says on a full disk
+            raise sqlite3.OperationalError("database or disk is full")
         await self.store.run(self.store.commit, batch)
+
+    async def reload(self) -> tuple[Position | None, list[tuple[str, int, int, int, str]]]:
+        return (await self.store.run(self.store.position, "mx1"),
+                await self.store.run(self.store.pending, "mx1"))
 
     async def start(self, spec: str | None = None) -> None:
         position = await self.store.run(self.store.position, "mx1")
         pending = await self.store.run(self.store.pending, "mx1")
         self.follower = LogFollower("mx1", spec or str(self.path), self.runner, SETTINGS,
                                     self.commit, clock=LogClock(UTC), position=position,
-                                    pending=pending)
+                                    pending=pending, reload=self.reload)
         self.task = asyncio.create_task(self.follower.run())
 
     async def crash(self) -> None:
@@ -162,6 +172,19 @@ async def test_copytruncate_while_following(harness: Harness) -> None:
     await asyncio.sleep(0.2)
     harness.write(lines[1700:])
     await harness.caught_up(lines)
+
+
+async def test_failed_commits_lose_and_repeat_nothing(harness: Harness) -> None:
+    lines = log_lines(3000, 9)
+    harness.fail_commits = {2, 3, 6}  # e.g. a full disk, twice
+    harness.write(lines[:1500])
+    await harness.start()
+    for i in range(1500, 3000, 250):
+        harness.write(lines[i:i + 250])
+        await asyncio.sleep(0.15)
+    await harness.caught_up(lines)
+    assert harness.commits > 6
+    assert harness.follower is not None and harness.follower.status.last_error
 
 
 async def test_crash_in_the_middle_of_a_file_and_restart(harness: Harness) -> None:

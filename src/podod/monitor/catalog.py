@@ -48,14 +48,16 @@ _BUILTIN: list[tuple[str, SeriesKind, str, tuple[str, ...]]] = [
     ("postfix_queue_unparsed_lines", _G, "Lines of the last postqueue -j output that were "
      "not a queue entry (skipped)", ()),
     # -- mail traffic from the logs ----------------------------------------------------------
-    ("postfix_messages_received_total", _C, "Messages Postfix accepted (cleanup got a "
-     "message-id from smtpd, pickup or the sendmail command)", ()),
+    ("postfix_messages_received_total", _C, "Messages Postfix received, as pflogsumm counts "
+     "them: smtpd accepted one from a client, or pickup took one from the sendmail command",
+     ()),
     ("postfix_deliveries_total", _C, "Delivery attempts by transport and outcome "
      "(sent, deferred, bounced, expired)", ("transport", "status")),
-    ("postfix_smtpd_rejects_total", _C, "SMTP commands Postfix's smtpd rejected, by reply "
-     "code and reason class", ("code", "reason")),
+    ("postfix_smtpd_rejects_total", _C, "Rejects by Postfix (smtpd, postscreen, and cleanup's "
+     "header/body/milter checks), by reply code and reason class", ("code", "reason")),
     ("postfix_sasl_auth_failures_total", _C, "SASL authentication failures at smtpd", ()),
-    ("dovecot_auth_failures_total", _C, "Failed Dovecot logins by protocol", ("protocol",)),
+    ("dovecot_auth_failures_total", _C, "Failed Dovecot login attempts by protocol",
+     ("protocol",)),
     ("dovecot_logins_total", _C, "Successful Dovecot logins by protocol", ("protocol",)),
     ("log_lines_total", _C, "Mail log lines read, by service", ("service",)),
     ("log_lines_unparsed_total", _C, "Mail log lines of a known service that the parser "

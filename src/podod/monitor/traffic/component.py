@@ -159,9 +159,13 @@ class Traffic:
         async def ready(timeout: float) -> None:
             await wait_connected(self.runtime, name, timeout)
 
+        async def reload() -> tuple[Any, list[tuple[str, int, int, int, str]]]:
+            return (await self.store.run(self.store.position, name),
+                    await self.store.run(self.store.pending, name))
+
         follower = LogFollower(server.name, server.mail_log, runner, self.settings, self.commit,
                                clock=LogClock(self.zone), position=position, pending=pending,
-                               ready=ready)
+                               ready=ready, reload=reload)
         self.followers[server.name] = follower
         self.specs[server.name] = server.mail_log
         self._tasks[server.name] = asyncio.create_task(follower.run(),

@@ -73,20 +73,22 @@ class LogFollower:
     def __init__(self, server: str, log_spec: str, runner: Any, settings: TrafficSettings,
                  commit: Commit, *, clock: LogClock, position: Position | None,
                  pending: list[tuple[str, int, int, int, str]],
-                 ready: Callable[[float], Awaitable[None]] | None = None) -> None:
+                 ready: Callable[[float], Awaitable[None]] | None = None,
+                 reload: Callable[[], Awaitable[tuple[Position | None,
+                                                      list[tuple[str, int, int, int, str]]]]]
+                 | None = None) -> None:
         self.server = server
         self.spec = log_spec
         self.runner = runner
         self.settings = settings
         self.commit_batch = commit
         self.ready = ready  # waits (bounded) until the server is reachable again
+        self.reload = reload  # the committed position and messages in flight, from the store
+        self._broken = False  # a commit failed: parser state is ahead of the store
         self.clock = clock
         self.position = position
         self.followed_since = position.followed_since if position is not None else None
-        self.parser = MailLogParser(
-            Tally(top_scope="hour", top_capacity=settings.top_candidates), clock=clock,
-            max_messages=settings.max_messages, track_changes=True)
-        self.parser.restore(pending)
+        self.parser = self._new_parser(pending)
         self.status = FollowerStatus(source=log_spec)
         self._lines: list[str] = []
         self._pending_position: Position | None = None
@@ -94,6 +96,24 @@ class LogFollower:
         self._last_data = time.monotonic()
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+
+    def _new_parser(self, pending: list[tuple[str, int, int, int, str]]) -> MailLogParser:
+        parser = MailLogParser(
+            Tally(top_scope="hour", top_capacity=self.settings.top_candidates),
+            clock=self.clock, max_messages=self.settings.max_messages, track_changes=True)
+        parser.restore(pending)
+        return parser
+
+    async def _resync(self) -> None:
+        """After a failed commit: back to exactly what the store has."""
+        if self.reload is None:
+            return
+        position, pending = await self.reload()
+        self.position = position
+        self.parser = self._new_parser(pending)
+        self._lines = []
+        self._pending_position = None
+        self._broken = False
 
     @property
     def is_journal(self) -> bool:
@@ -106,6 +126,8 @@ class LogFollower:
         while True:
             started = self.status.lines
             try:
+                if self._broken:
+                    await self._resync()
                 if self.is_journal:
                     await self._journal_session()
                 else:
@@ -113,7 +135,8 @@ class LogFollower:
                 self.status.state = "reconnecting"
             except Restart as exc:
                 log.info("traffic %s: %s", self.server, exc)
-                await self.flush()
+                with contextlib.suppress(Exception):
+                    await self.flush()
                 delay = 1.0
                 continue
             except asyncio.CancelledError:
@@ -124,7 +147,8 @@ class LogFollower:
                 self.status.last_error = reason
                 log.warning("traffic %s: following %s failed: %s", self.server, self.spec,
                             reason)
-            await self.flush()
+            with contextlib.suppress(Exception):
+                await self.flush()
             if self.status.lines > started:
                 delay = 1.0
             if self.ready is not None:  # back as soon as the connection is
@@ -177,7 +201,16 @@ class LogFollower:
                     self.clock.zone, reference=time.time())) or int(time.time())
             position.followed_since = self.followed_since
             batch = Batch(self.server, tally, totals, position, kept, gone)
-            await self.commit_batch(batch)
+            try:
+                await self.commit_batch(batch)
+            except BaseException:
+                # Nothing of the batch is stored: the next session re-reads it from the
+                # committed position, with the parser state the store has (a full disk
+                # simply pauses counting; the log is the buffer).
+                self._broken = True
+                self._lines = []
+                self._pending_position = None
+                raise
             self.position = position
             self._pending_position = None
 

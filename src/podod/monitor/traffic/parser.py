@@ -392,6 +392,8 @@ class MailLogParser:
                     addr = domain = raw
                     if not raw:
                         addr, domain = "from=<>", "<>"
+                elif raw.islower():  # most addresses: nothing to normalise
+                    addr, domain = raw, raw[at + 1:]
                 else:
                     domain = raw[at + 1:].lower()
                     addr = raw[:at + 1] + domain

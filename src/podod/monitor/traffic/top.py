@@ -36,6 +36,11 @@ class TopCounter:
         """Add many (key, count) pairs: the bulk form of :meth:`add`."""
         counts = self.counts
         limit = 2 * self.capacity
+        if not counts and self.floor == 0:
+            items = list(items)
+            if len(items) < limit:  # the common first merge: a plain copy (in C)
+                counts.update(items)
+                return
         get = counts.get
         for key, n in items:
             value = get(key)
