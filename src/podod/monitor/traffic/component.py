@@ -127,7 +127,11 @@ class Traffic:
         await self.store.close()
 
     async def reload(self, config: Config) -> None:
-        self.settings = config.traffic
+        if config.traffic != self.settings:  # followers take the new settings on restart
+            self.settings = config.traffic
+            self.zone = local_zone(self.settings.timezone)
+            for name in list(self._tasks):
+                await self._stop_follower(name)
         await self._plan()
 
     async def _servers_changed(self, event: Event) -> None:
