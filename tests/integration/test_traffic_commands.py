@@ -55,13 +55,20 @@ def append(path: Path, lines: list[str]) -> None:
         f.writelines(lines)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0,
+             daemon: DaemonProcess | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.1)
-    raise AssertionError("timed out")
+    detail = ""
+    if daemon is not None:
+        status = daemon.request(["traffic", "status"])
+        data = report(daemon)
+        detail = (f"; report: {({k: data[k] for k in TOTALS})}; traffic status: "
+                  f"{status.get('data')}; log: {daemon.log()[-2000:]}")
+    raise AssertionError("timed out" + detail)
 
 
 def report(daemon: DaemonProcess, *args: str) -> dict[str, Any]:
@@ -79,11 +86,10 @@ def test_report_top_and_status_from_a_followed_log(start_daemon: Start, tmp_path
     daemon = start_daemon(servers=[{"name": "mx1", "local": True, "mail_log": str(log)}],
                           traffic={**FAST, "timezone": "UTC"})
     expected = truth(lines[:2500])
-    wait_for(lambda: {k: report(daemon)[k] for k in TOTALS} == expected)
-    with open(log, "a") as f:
-        f.writelines(lines[2500:])
+    wait_for(lambda: {k: report(daemon)[k] for k in TOTALS} == expected, daemon=daemon)
+    append(log, lines[2500:])
     expected = truth(lines)
-    wait_for(lambda: {k: report(daemon)[k] for k in TOTALS} == expected)
+    wait_for(lambda: {k: report(daemon)[k] for k in TOTALS} == expected, daemon=daemon)
     data = report(daemon, "--server", "mx1", "--by", "hour")
     assert sum(p["received"] for p in data["periods"]) == expected["received"]
     assert data["periods"][0]["label"].endswith(":00")

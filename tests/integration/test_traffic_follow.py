@@ -68,11 +68,13 @@ class Harness:
         self.follower: LogFollower | None = None
         self.fail_commits: set[int] = set()
         self.commits = 0
+        self.commit_delay = 0.0
 
     async def commit(self, batch: Batch) -> None:
         self.commits += 1
         if self.commits in self.fail_commits:  # as SQLite says on a full disk
             raise sqlite3.OperationalError("database or disk is full")
+        await asyncio.sleep(self.commit_delay)  # a slow disk, a busy machine
         await self.store.run(self.store.commit, batch)
 
     async def reload(self) -> tuple[Position | None, list[tuple[str, int, int, int, str]]]:
@@ -185,6 +187,16 @@ async def test_failed_commits_lose_and_repeat_nothing(harness: Harness) -> None:
     await harness.caught_up(lines)
     assert harness.commits > 6
     assert harness.follower is not None and harness.follower.status.last_error
+
+
+async def test_lines_read_during_a_slow_commit_are_committed_too(harness: Harness) -> None:
+    lines = log_lines(2000, 10)
+    harness.commit_delay = 0.4
+    await harness.start()
+    for i in range(0, 2000, 100):  # small writes, many of them while a commit waits
+        harness.write(lines[i:i + 100])
+        await asyncio.sleep(0.07)
+    await harness.caught_up(lines)
 
 
 async def test_crash_in_the_middle_of_a_file_and_restart(harness: Harness) -> None:

@@ -212,7 +212,12 @@ class LogFollower:
                 self._pending_position = None
                 raise
             self.position = position
-            self._pending_position = None
+            if self._pending_position is position:
+                # (lines read while the commit ran have a newer position: keep it)
+                self._pending_position = None
+            # The interval counts from the end of a commit: a slow one (a busy disk) must
+            # not make every following line a commit of its own.
+            self._last_flush = time.monotonic()
 
     # -- files -----------------------------------------------------------------------------
 
