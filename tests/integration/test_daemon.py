@@ -88,7 +88,7 @@ def test_sandbox_then_real_change_through_a_plugin(start_daemon: Start) -> None:
 
 
 def test_socket_protocol_survives_bad_input(start_daemon: Start) -> None:
-    daemon = start_daemon(socket={"path": "x", "max_request_bytes": 4096})
+    daemon = start_daemon(socket={"path": "x", "max_request_bytes": 8192})
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(str(daemon.socket_path))
         reader = sock.makefile("rb")
@@ -98,6 +98,11 @@ def test_socket_protocol_survives_bad_input(start_daemon: Start) -> None:
             (b'{"argv": "status"}\n', "the request needs 'argv', a list of strings"),
             (b'{"argv": ["status"], "stdin": 5}\n', "'stdin' must be a string"),
             (b"\xff\xfe\x00garbage\n", "the request is not valid JSON"),
+            (b"[" * 1500 + b"]" * 1500 + b"\n", "the request is nested too deeply"),
+            (b'{"argv": ["status"], "n": ' + b"9" * 4400 + b"}\n",
+             "the request holds a value that cannot be read"),
+            (b'{"argv": ["user", "show", "\\ud800@example.com"]}\n',
+             "the request holds text that is not valid Unicode"),
         ]:
             sock.sendall(line)
             reply = json.loads(reader.readline())
@@ -109,9 +114,10 @@ def test_socket_protocol_survives_bad_input(start_daemon: Start) -> None:
         sock.connect(str(daemon.socket_path))
         sock.sendall(b'{"argv": ["' + b"a" * 10000 + b'"]}\n')
         reply = json.loads(sock.makefile("rb").readline())
-        assert reply["message"] == "request larger than 4096 bytes; refused"
+        assert reply["message"] == "request larger than 8192 bytes; refused"
     assert daemon.request(["status"])["ok"]
     assert daemon.proc is not None and daemon.proc.poll() is None
+    assert "Traceback" not in daemon.log()
 
 
 def test_sighup_reload_good_and_bad(start_daemon: Start) -> None:
@@ -140,6 +146,24 @@ def test_sigterm_stops_quickly_and_removes_the_socket(start_daemon: Start) -> No
     assert time.monotonic() - started < 5
     assert not daemon.socket_path.exists()
     assert "stopped" in daemon.log()
+
+
+def test_sigterm_does_not_wait_for_idle_connections(start_daemon: Start) -> None:
+    """A podoctl waiting at its prompt, or any client that connected and sent nothing (or
+    half a line), must not hold the daemon's stop for the in-flight grace period."""
+    daemon = start_daemon()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as idle, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as halfway:
+        idle.connect(str(daemon.socket_path))
+        halfway.connect(str(daemon.socket_path))
+        halfway.sendall(b'{"argv": ["sta')
+        assert daemon.request(["status"])["ok"]  # both are accepted by now
+        daemon.signal(signal.SIGTERM)
+        assert daemon.proc is not None
+        assert daemon.proc.wait(8) == 0  # the grace for requests in flight is 10 s
+        assert idle.recv(100) == b""  # closed, not left hanging
+    assert "in flight" not in daemon.log() and "Traceback" not in daemon.log()
+    assert not daemon.socket_path.exists()
 
 
 def test_systemd_notify_ready_watchdog_stopping(start_daemon: Start, tmp_path: Path) -> None:

@@ -57,6 +57,10 @@ def peer_uid(sock: socket.socket) -> int:
     return int(uid)
 
 
+def _encode(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, default=str, ensure_ascii=False).encode("utf-8", "replace") + b"\n"
+
+
 def _bad(message: str, code: str = "bad-request") -> dict[str, Any]:
     return {"type": "reply", **Reply(ok=False, message=message, code=code,
                                      exit_code=2).to_dict()}
@@ -69,6 +73,8 @@ class UnixSocketFrontend:
         self.path = Path(self.settings.path)
         self._server: asyncio.AbstractServer | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._busy: set[asyncio.Task[None]] = set()  # handlers running a request right now
+        self._stopping = False
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,8 +106,15 @@ class UnixSocketFrontend:
         return True
 
     async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting; connections waiting for their next request are closed at once,
+        requests in flight get ``grace`` seconds to finish, then are cancelled."""
+        self._stopping = True
         if self._server is not None:
             self._server.close()
+        idle = [t for t in self._handlers if not t.done() and t not in self._busy]
+        for task in idle:
+            task.cancel()
+        await asyncio.gather(*idle, return_exceptions=True)
         pending = [t for t in self._handlers if not t.done()]
         if pending:
             log.info("waiting up to %.0f s for %d request(s) in flight", grace, len(pending))
@@ -124,7 +137,7 @@ class UnixSocketFrontend:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
-            raise
+            pass  # the daemon is stopping; this task is the connection's own, nothing awaits it
         except Exception:
             log.exception("socket connection failed")
         finally:
@@ -134,7 +147,7 @@ class UnixSocketFrontend:
                 await writer.wait_closed()
 
     async def _send(self, writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
-        writer.write(json.dumps(obj, default=str, ensure_ascii=False).encode() + b"\n")
+        writer.write(_encode(obj))
         await writer.drain()
 
     async def _conversation(self, reader: asyncio.StreamReader,
@@ -150,7 +163,9 @@ class UnixSocketFrontend:
             await self._send(writer, _bad(exc.message, exc.code))
             return
         limit = self.settings.max_request_bytes
-        while True:
+        task = asyncio.current_task()
+        assert task is not None
+        while not self._stopping:
             try:
                 line = await reader.readuntil(b"\n")
             except asyncio.IncompleteReadError as exc:
@@ -175,7 +190,18 @@ class UnixSocketFrontend:
 
             bus = self.runtime.bus
             assert bus is not None
-            reply = await bus.execute(request, progress)
+            self._busy.add(task)
+            try:
+                reply = await bus.execute(request, progress)
+            except asyncio.CancelledError:
+                # Stopping: say so instead of just closing (the bus rolled back and audited).
+                with contextlib.suppress(Exception):
+                    writer.write(_encode(_bad(
+                        "the request was cancelled because podod is stopping; nothing was "
+                        "committed", "cancelled") | {"exit_code": 1}))
+                raise
+            finally:
+                self._busy.discard(task)
             await self._send(writer, {"type": "reply", **reply.to_dict()})
 
     def _request(self, line: bytes, actor: Actor) -> Request | dict[str, Any]:
@@ -183,6 +209,10 @@ class UnixSocketFrontend:
             obj = json.loads(line)
         except (UnicodeDecodeError, json.JSONDecodeError):
             return _bad("the request is not valid JSON")
+        except RecursionError:
+            return _bad("the request is nested too deeply")
+        except ValueError:  # e.g. an integer of more than 4300 digits
+            return _bad("the request holds a value that cannot be read")
         if not isinstance(obj, dict):
             return _bad("the request must be a JSON object with an 'argv' list")
         argv = obj.get("argv")
@@ -191,5 +221,10 @@ class UnixSocketFrontend:
         stdin = obj.get("stdin")
         if stdin is not None and not isinstance(stdin, str):
             return _bad("'stdin' must be a string")
+        try:
+            for text in (*argv, stdin or ""):
+                text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate such as "\ud800"
+            return _bad("the request holds text that is not valid Unicode")
         return Request(argv=argv, actor=actor, origin="socket",
                        execute_real=obj.get("execute_real") is True, stdin=stdin)
