@@ -7,6 +7,7 @@ confirmation on a terminal unless ``--yes``; without a terminal it needs ``--yes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -44,6 +45,13 @@ class Unreachable(Exception):
     pass
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader went away ('| head'): main() ends quietly (rich would exit 1)."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 class Connection:
     def __init__(self, path: str, timeout: float | None = None) -> None:
         self.path = path
@@ -61,12 +69,14 @@ class Connection:
         except OSError as exc:
             raise Unreachable(f"podod is not answering on {path} ({exc.strerror}). Start it "
                               "with 'systemctl start podod' (or 'make demo').") from None
-        self.file = self.sock.makefile("rwb")
+        self.file = self.sock.makefile("rb")
 
     def request(self, payload: dict[str, Any], on_progress: Callable[[str], None]
                 ) -> dict[str, Any]:
-        self.file.write(json.dumps(payload).encode() + b"\n")
-        self.file.flush()
+        try:
+            self.sock.sendall(json.dumps(payload).encode() + b"\n")
+        except BrokenPipeError:
+            pass  # the daemon refused the request (too large) and closed: read why
         while True:
             line = self.file.readline()
             if not line:
@@ -93,7 +103,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def render(reply: Reply, console: Console, err: Console) -> None:
+def render(reply: Reply, console: Console, err: Console, *, asking: bool = False) -> None:
     if not reply.ok:
         err.print(f"[bold red]Error:[/] {reply.message}", highlight=False, markup=True)
         return
@@ -121,8 +131,10 @@ def render(reply: Reply, console: Console, err: Console) -> None:
                       highlight=False)
     for note in reply.notes:
         console.print(note, highlight=False, markup=False)
-    if reply.sandbox:
-        console.print("To apply it, repeat the command with --execute-real.", highlight=False)
+    if reply.sandbox and not asking:
+        hint = f", or run: podoctl confirm {reply.plan_id}" if reply.plan_id else ""
+        console.print(f"To apply it, repeat the command with --execute-real{hint}.",
+                      highlight=False, markup=False)
 
 
 def parse_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -152,6 +164,10 @@ def parse_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
             opts["yes"] = True
         elif token in ("-h", "--help") and not rest:
             opts["help"] = True
+        elif token.startswith("-") and not rest:
+            raise ValueError(f"unknown option {token} (podoctl's own options are --socket, "
+                             "--json, --execute-real and --yes; command options follow the "
+                             "command; see 'podoctl --help')")
         else:
             rest.append(token)
     return opts, rest
@@ -159,8 +175,34 @@ def parse_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    console = Console(soft_wrap=True)  # long lines stay whole for scripts and logs
-    err = Console(stderr=True, soft_wrap=True)
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # 'podoctl user list | head': the reader went away, fine
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("\nInterrupted; nothing was changed by podoctl.", file=sys.stderr)
+        return 130
+
+
+def _read_secret() -> str:
+    """A password for --password-stdin: asked twice on a terminal, one line from a pipe."""
+    if not sys.stdin.isatty():
+        return sys.stdin.read().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat the password: ") != first:
+        raise ValueError("the two passwords differ; nothing was sent")
+    return first
+
+
+def _main(argv: list[str]) -> int:
+    console = _Console(soft_wrap=True)  # long lines stay whole for scripts and logs
+    if not console.is_terminal:
+        console.width = 10_000  # piped: never fold an address in a table cell ('| grep')
+    err = _Console(stderr=True, soft_wrap=True)
     try:
         opts, rest = parse_globals(argv)
     except ValueError as exc:
@@ -171,12 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK if opts["help"] else EXIT_USAGE
     stdin_secret = None
     if any(token.endswith("-stdin") for token in rest):
-        if sys.stdin.isatty():
-            import getpass
-
-            stdin_secret = getpass.getpass("Password: ")
-        else:
-            stdin_secret = sys.stdin.read().rstrip("\n")
+        try:
+            stdin_secret = _read_secret()
+        except ValueError as exc:
+            print(f"podoctl: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     real = opts["execute_real"]
     if real and not opts["yes"] and not sys.stdin.isatty():
         print("podoctl: refusing a real change without a terminal to confirm on; add --yes "
@@ -192,13 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     except Unreachable as exc:
         print(f"podoctl: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    sent_real = False
     try:
         payload: dict[str, Any] = {"argv": rest, "execute_real": False, "stdin": stdin_secret}
         if real and not opts["yes"]:
             plan = Reply.from_dict(_strip(conn.request(payload, progress)))
             if not plan.ok or not plan.sandbox:
                 return _finish(plan, opts, console, err)
-            render(plan, console, err)
+            render(plan, console, err, asking=True)
             answer = input("Apply this change for real? [y/N] ").strip().lower()
             if answer not in ("y", "yes"):
                 print("Nothing was changed.")
@@ -206,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             payload = {"argv": ["confirm", plan.plan_id or ""], "execute_real": False}
         elif real:
             payload["execute_real"] = True
+        sent_real = real
         reply = Reply.from_dict(_strip(conn.request(payload, progress)))
     except Unreachable as exc:
         print(f"podoctl: {exc}", file=sys.stderr)
@@ -214,7 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"podoctl: the connection to podod failed ({exc})", file=sys.stderr)
         return EXIT_UNREACHABLE
     except (EOFError, KeyboardInterrupt):
-        print("\nNothing was changed.", file=sys.stderr)
+        if sent_real:  # the daemon goes on with a request it has received
+            print("\nInterrupted while podod was applying the change: it may still be "
+                  "completed; see 'podoctl audit list'.", file=sys.stderr)
+        else:
+            print("\nNothing was changed.", file=sys.stderr)
         return EXIT_FAILED
     finally:
         conn.close()
