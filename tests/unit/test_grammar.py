@@ -25,7 +25,8 @@ COMMANDS = {s.name: s for s in [
     spec("user create", Arg("address", "the address"), Opt("name", "full name"),
          Opt("quota_mb", "quota", kind="int"), Opt("password", "pw", secret=True),
          Opt("generate_password", "gen", kind="flag"), mutating=True),
-    spec("user list", Opt("domain", "d"), Opt("active", "a", kind="bool")),
+    spec("user list", Opt("domain", "d"), Opt("active", "a", kind="bool"),
+         Opt("limit", "at most", kind="int", default=100, minimum=1, maximum=1000)),
     spec("alias update", Arg("address", "a"), Opt("add", "targets", kind="list")),
     spec("alerts silence", Arg("rule", "r"), Opt("for_", "how long", kind="duration",
                                                   metavar="DURATION")),
@@ -77,6 +78,12 @@ def test_lists_repeat_and_split_and_booleans() -> None:
      "alerts silence: --for 'soon' is not a duration such as 30s, 5m, 2h or 7d"),
     (["traffic", "report", "--by", "week"],
      "traffic report: --by must be one of hour, day, not 'week'"),
+    (["user"], "'user' needs one of the words create, list (see 'help user')"),
+    (["user", "list", "--limit", "0"], "user list: --limit must be at least 1, not 0"),
+    (["user", "list", "--limit", "-5"], "user list: --limit must be at least 1, not -5"),
+    (["user", "list", "--limit", "1001"], "user list: --limit must be at most 1000, not 1001"),
+    (["user", "create", "a@b.c", "--quota-mb", "9" * 25],
+     f"user create: --quota-mb must be at most {2**63 - 1}, not {'9' * 25}"),
 ])
 def test_errors_are_one_sentence(argv: list[str], message: str) -> None:
     with pytest.raises(UsageError) as info:
@@ -91,6 +98,8 @@ def test_help_flag_and_generated_help() -> None:
     text = grammar.command_help(COMMANDS["user create"])
     assert text.startswith("Usage: user create ADDRESS")
     assert "--quota-mb N" in text and "sandbox dry run unless --execute-real" in text
+    assert "(default: )" not in grammar.command_help(
+        spec("x y", Opt("name", "a name", default="")))
 
 
 def test_secrets_are_redacted() -> None:

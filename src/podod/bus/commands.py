@@ -83,7 +83,8 @@ def setup(registry: Registry) -> None:
 
     @registry.command(
         "audit list", "Show the most recent audit records",
-        params=[Opt("limit", "how many records", kind="int", default=20),
+        params=[Opt("limit", "how many records", kind="int", default=20, minimum=1,
+                    maximum=10_000),
                 Opt("actor", "only this actor (e.g. unix:alice)"),
                 Opt("command", "only commands starting with this (e.g. 'user')"),
                 Opt("since", "only records newer than this (e.g. 24h)", kind="duration")],
@@ -91,8 +92,6 @@ def setup(registry: Registry) -> None:
     )
     async def audit_list(ctx: CommandContext, limit: int, actor: str | None,
                          command: str | None, since: float | None) -> Reply:
-        if limit < 1 or limit > 10_000:
-            raise UsageError("audit list: --limit must be between 1 and 10000")
         bus = ctx.runtime.bus
         assert bus is not None
         since_ts = time.time() - since if since else None

@@ -17,6 +17,7 @@ from podod.durations import format_duration, parse_duration
 from podod.errors import UsageError
 
 GLOBAL_FLAGS = ("--execute-real",)
+INT_LIMIT = 2**63 - 1  # what a bigint column and SQLite hold
 _TRUE = {"yes", "true", "on", "1", "y"}
 _FALSE = {"no", "false", "off", "0", "n"}
 
@@ -61,7 +62,10 @@ def find_command(argv: list[str], commands: Mapping[str, CommandSpec]
             nouns[parts[0]].append(" ".join(parts[1:]))
     if words[0] in nouns and nouns[words[0]]:
         verbs = sorted(nouns[words[0]])
-        attempt = " ".join(words[1:2]) or "(nothing)"
+        if len(words) == 1:
+            raise UsageError(f"'{words[0]}' needs one of the words {', '.join(verbs)} "
+                             f"(see 'help {words[0]}')")
+        attempt = words[1]
         close = difflib.get_close_matches(attempt, verbs, n=1)
         hint = f"; did you mean '{words[0]} {close[0]}'?" if close else ""
         raise UsageError(f"unknown command '{words[0]} {attempt}': '{words[0]}' has "
@@ -76,9 +80,16 @@ def _convert(spec: CommandSpec, param: Param, raw: str) -> Any:
     label = param.display.split()[0] if not param.positional else param.display
     if param.kind == "int":
         try:
-            return int(raw)
+            number = int(raw)
         except ValueError:
             raise UsageError(f"{spec.name}: {label} must be a whole number, not '{raw}'") from None
+        least = param.minimum if param.minimum is not None else -INT_LIMIT
+        most = param.maximum if param.maximum is not None else INT_LIMIT
+        if number < least:
+            raise UsageError(f"{spec.name}: {label} must be at least {least}, not {raw}")
+        if number > most:
+            raise UsageError(f"{spec.name}: {label} must be at most {most}, not {raw}")
+        return number
     if param.kind == "bool":
         low = raw.lower()
         if low in _TRUE:
@@ -212,7 +223,7 @@ def command_help(spec: CommandSpec) -> str:
         width = max(len(p.display) for p in spec.params)
         for p in spec.params:
             default = ""
-            if not p.positional and p.default not in (None, False, [], ()):
+            if not p.positional and p.default not in (None, False, [], (), ""):
                 shown = format_duration(p.default) if p.kind == "duration" and \
                     isinstance(p.default, int | float) else p.default
                 default = f" (default: {shown})"
@@ -237,6 +248,7 @@ def help_data(spec: CommandSpec) -> dict[str, Any]:
         "mutating": spec.mutating, "examples": list(spec.examples),
         "params": [{"name": p.name, "flag": None if p.positional else p.flag,
                     "positional": p.positional, "kind": p.kind, "required": p.required,
-                    "help": p.help, "default": p.default, "choices": list(p.choices)}
+                    "help": p.help, "default": p.default, "choices": list(p.choices),
+                    "minimum": p.minimum, "maximum": p.maximum}
                    for p in spec.params],
     }

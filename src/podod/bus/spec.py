@@ -20,7 +20,9 @@ class Param:
     """One positional argument or ``--option`` of a command.
 
     ``name`` is the Python keyword the handler receives; the option is spelled with dashes
-    (``quota_mb`` → ``--quota-mb``). ``secret`` values never reach the audit record.
+    (``quota_mb`` → ``--quota-mb``). ``secret`` values never reach the audit record. An
+    ``int`` is checked against ``minimum``/``maximum`` by the parser, and always fits in 64
+    bits (a database column), so a handler never sees an absurd number.
     """
 
     name: str
@@ -32,6 +34,8 @@ class Param:
     choices: tuple[str, ...] = ()
     secret: bool = False
     metavar: str | None = None
+    minimum: int | None = None  # int options: the smallest and largest value accepted
+    maximum: int | None = None
 
     @property
     def flag(self) -> str:
