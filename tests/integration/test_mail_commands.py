@@ -49,6 +49,13 @@ def test_sandbox_changes_nothing_and_shows_the_plan(mail: MailStack) -> None:
         assert reply["changes"], argv
         assert "secret" not in reply
     assert mail.dump() == before
+    # The sentence of a sandbox run says what would happen, not that it happened.
+    for argv, said in [
+            (["domain", "update", "example.com", "--description", "E"],
+             "domain example.com would be updated"),
+            (["user", "update", "alice@example.com", "--name", "A"],
+             "mailbox alice@example.com would be updated")]:
+        assert mail.ok(*argv)["message"] == said
     plan = mail.ok("domain", "delete", "example.com", "--cascade")
     assert plan["message"] == ("domain example.com would be deleted: 4 rows (1 mailbox, "
                                "2 alias)")
@@ -149,6 +156,23 @@ def test_podoctl_password_stdin_and_real_change(mail: MailStack) -> None:
     (["domain-alias", "create", "example.com", "--to", "example.com"], None,
      "a domain cannot be an alias of itself (example.com)"),
     (["user", "show", "nobody@example.com"], None, "there is no mailbox nobody@example.com"),
+    # Numbers a database column cannot hold, and text it cannot take, are refused up front
+    # (they used to end as "failed on an internal error").
+    (["domain", "update", "example.com", "--quota-mb", "9" * 20], None,
+     f"domain update: --quota-mb must be at most 1000000000, not {'9' * 20}"),
+    (["domain", "update", "example.com", "--max-mailboxes", "3000000000"], None,
+     "domain update: --max-mailboxes must be at most 2147483647, not 3000000000"),
+    (["user", "update", "alice@example.com", "--quota-mb", "-1"], None,
+     "user update: --quota-mb must be at least 0, not -1"),
+    (["user", "list", "--limit", "-1"], None, "user list: --limit must be at least 1, not -1"),
+    (["backup", "list", "--limit", "0"], None, "backup list: --limit must be at least 1, not 0"),
+    (["user", "update", "alice@example.com", "--name", "x" * 300], None,
+     "--name may have at most 255 characters, not 300"),
+    (["domain", "update", "example.com", "--description", "two\nlines"], None,
+     "--description must not contain control characters such as a line break or a tab"),
+    (["user", "create", "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 63 + ".com",
+      "--generate-password"], None, "the address 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa…' "
+     "has 260 characters; an e-mail address may have at most 254"),
 ])
 def test_bad_input_is_one_sentence_and_changes_nothing(
         mail: MailStack, argv: list[str], stdin: str | None, message: str) -> None:
@@ -159,6 +183,23 @@ def test_bad_input_is_one_sentence_and_changes_nothing(
     assert got.startswith(message), got
     assert "\n" not in got and "Traceback" not in got
     assert mail.dump() == before
+
+
+def test_what_the_database_refuses_is_one_sentence(mail: MailStack) -> None:
+    """A rule the database enforces on its own (here a CHECK constraint an administrator
+    added; also a row another tool created a moment ago) surfaces as one sentence, in the
+    sandbox too, and nothing changes."""
+    seed(mail)
+    mail.sql("ALTER TABLE mailbox ADD CONSTRAINT no_test_names CHECK (name <> 'Test')")
+    before = mail.dump()
+    for real in (False, True):
+        got = mail.fail("user", "update", "alice@example.com", "--name", "Test", real=real)
+        assert got == ('the database refused the change: new row for relation "mailbox" '
+                       'violates check constraint "no_test_names"; nothing was changed'), got
+    assert mail.dump() == before
+    assert "Traceback" not in mail.daemon.log()
+    audit = json.dumps(mail.ok("audit", "list", "--limit", "5"))
+    assert "SHA512-CRYPT" not in audit  # the failing row (with the hash) is never shown
 
 
 def test_domain_limits(mail: MailStack) -> None:

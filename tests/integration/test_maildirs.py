@@ -178,7 +178,7 @@ def test_maildir_purge_and_the_sudoers_rule(stack: MailStack, dovecot: Dovecot, 
     ok(daemon, "maildir", "purge", "--older-than", "0", real=True)
     assert not new.exists()
     assert fail(daemon, "maildir", "purge", "--older-than", "-1") == (
-        "--older-than must not be negative")
+        "maildir purge: --older-than must be at least 0, not -1")
     # The rule podoctl shows is the one the test bed installed (and sudo enforces).
     shown = ok(daemon, "maildir", "sudoers")["message"]
     assert shown == sudoers_rule(MaildirLayout(str(dovecot.mail_dir), ssh_trash, "vmail"),

@@ -28,7 +28,8 @@ def setup(registry: Registry) -> None:
     registry.component("backup", BackupGate)
 
     @registry.command("backup list", "List the backups taken before real changes",
-                      params=[Opt("limit", "how many", kind="int", default=20)],
+                      params=[Opt("limit", "how many", kind="int", default=20, minimum=1,
+                                  maximum=100_000)],
                       permission="admin")
     async def backup_list(ctx: CommandContext, limit: int) -> Reply:
         entries = await gate_of(ctx).entries(limit)

@@ -93,6 +93,13 @@ def split_address(raw: str, *, allow_catchall: bool = False) -> tuple[str, str]:
     return local.lower(), domain
 
 
+MAX_ADDRESS = 254  # RFC 5321's limit for a path, and what a varchar(255) column holds
+
+
 def normalize_address(raw: str, *, allow_catchall: bool = False) -> str:
     local, domain = split_address(raw, allow_catchall=allow_catchall)
-    return f"{local}@{domain}"
+    address = f"{local}@{domain}"
+    if len(address) > MAX_ADDRESS:
+        raise ValidationError(f"the address '{address[:40]}…' has {len(address)} characters; "
+                              f"an e-mail address may have at most {MAX_ADDRESS}")
+    return address

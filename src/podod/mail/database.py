@@ -17,7 +17,15 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from podod.bus.context import Change, CommandContext
-from podod.errors import BackupFailed, NotFound, Unavailable
+from podod.errors import (
+    BackupFailed,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    PododError,
+    Unavailable,
+    ValidationError,
+)
 from podod.events import Subscription
 from podod.mail.schema import PRIMARY_KEYS
 from podod.mail.settings import DatabaseSettings
@@ -78,6 +86,41 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
+
+
+def sql_error(exc: BaseException) -> PododError | None:
+    """What the database refused, as one sentence; None for a programming error (a bug,
+    which the bus reports with a request id).
+
+    Handlers check what they can first; this is the net under them: a row another
+    request created a moment ago, a value too long for its column, a database that went
+    away in the middle of a command, a role without the rights it needs."""
+    if isinstance(exc, asyncpg.PostgresError):
+        what = str(getattr(exc, "message", "") or exc).rstrip(".")
+        detail = str(getattr(exc, "detail", "") or "").rstrip(".")
+        if detail.startswith("Failing row contains"):
+            detail = ""  # the whole row, password hash included: never in a reply or audit
+        text = f"{what} ({detail})" if detail else what
+        if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+            return Conflict(f"the database refused the change: {text}; nothing was changed")
+        if isinstance(exc, asyncpg.DataError):
+            return ValidationError(f"the database refused a value: {text}; nothing was "
+                                   "changed")
+        if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+            return PermissionDenied(f"the mail database refused podod's role: {text} (the "
+                                    "role in mail.database.dsn should own the tables)")
+        if isinstance(exc, asyncpg.TransactionRollbackError | asyncpg.LockNotAvailableError):
+            return Conflict(f"the database is busy with a conflicting change ({text}); "
+                            "nothing was changed, try again")
+        if isinstance(exc, asyncpg.PostgresConnectionError |
+                      asyncpg.exceptions.OperatorInterventionError):
+            return Unavailable(f"the connection to the mail database was lost ({text}); "
+                               "nothing was committed")
+        return None
+    if isinstance(exc, asyncpg.InterfaceError | ConnectionError):
+        return Unavailable(f"the connection to the mail database was lost ({_reason(exc)}); "
+                           "nothing was committed")
+    return None
 
 
 class _PoolFloorFilter(logging.Filter):
@@ -226,14 +269,25 @@ class MailUnitOfWork:
         self._tx = self.conn.transaction()
         await self._tx.start()
 
+    async def _query(self, method: str, sql: str, *args: Any) -> Any:
+        """Every statement of the unit: what the database refuses becomes one sentence."""
+        try:
+            return await getattr(self.conn, method)(sql, *args)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError) as exc:
+            refused = sql_error(exc)
+            if refused is None:
+                raise
+            raise refused from None
+
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return list(await self.conn.fetch(sql, *args))
+        return list(await self._query("fetch", sql, *args))
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        return await self.conn.fetchrow(sql, *args)
+        record: asyncpg.Record | None = await self._query("fetchrow", sql, *args)
+        return record
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await self.conn.fetchval(sql, *args)
+        return await self._query("fetchval", sql, *args)
 
     def _record(self, action: str, table: str, key: dict[str, Any], before: dict[str, Any] | None,
                 detail: dict[str, Any]) -> None:
@@ -244,7 +298,7 @@ class MailUnitOfWork:
     async def insert(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
         columns = list(row)
         placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-        record = await self.conn.fetchrow(
+        record = await self.fetchrow(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) RETURNING *",
             *row.values())
         assert record is not None
@@ -260,7 +314,7 @@ class MailUnitOfWork:
     async def update(self, table: str, where: dict[str, Any], values: dict[str, Any]
                      ) -> list[dict[str, Any]]:
         clause, args = self._where(where)
-        before = [dict(r) for r in await self.conn.fetch(
+        before = [dict(r) for r in await self.fetch(
             f"SELECT * FROM {table} WHERE {clause} FOR UPDATE", *args)]
         if not before:
             return []
@@ -272,7 +326,7 @@ class MailUnitOfWork:
             else:
                 set_args.append(value)
                 sets.append(f"{column} = ${len(args) + len(set_args)}")
-        rows = [dict(r) for r in await self.conn.fetch(
+        rows = [dict(r) for r in await self.fetch(
             f"UPDATE {table} SET {', '.join(sets)} WHERE {clause} RETURNING *",
             *args, *set_args)]
         shown = {k: ("(changed)" if k in HIDDEN_COLUMNS else v)
@@ -283,7 +337,7 @@ class MailUnitOfWork:
 
     async def delete(self, table: str, where: dict[str, Any]) -> list[dict[str, Any]]:
         clause, args = self._where(where)
-        rows = [dict(r) for r in await self.conn.fetch(
+        rows = [dict(r) for r in await self.fetch(
             f"DELETE FROM {table} WHERE {clause} RETURNING *", *args)]
         for old in rows:
             self._record("delete", table, _key_of(table, old), old, {})
@@ -299,6 +353,9 @@ class MailUnitOfWork:
         try:
             if not self.conn.is_closed():
                 await self._tx.rollback()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            # The connection broke: its transaction died with it, nothing was committed.
+            log.debug("rollback on a broken connection: %s", exc)
         finally:
             await self._release()
 
@@ -314,6 +371,12 @@ class MailUnitOfWork:
         self._done = True
         try:
             await self._tx.commit()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError) as exc:
+            refused = sql_error(exc)
+            if refused is None:
+                raise
+            raise type(refused)(f"{refused.message} (backup {backup_id} was taken but not "
+                                "needed)") from None
         finally:
             await self._release()
         return backup_id

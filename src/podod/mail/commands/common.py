@@ -10,9 +10,11 @@ import asyncpg
 
 from podod.bus.context import CommandContext
 from podod.errors import NotFound, Unavailable, ValidationError
-from podod.mail.database import MailDatabase
+from podod.mail.database import MailDatabase, sql_error
 
 MB = 1024 * 1024
+MAX_QUOTA_MB = 1_000_000_000  # a petabyte: beyond any mailbox, and bytes still fit a bigint
+MAX_COUNT = 2**31 - 1  # domain.mailboxes and domain.aliases are integer columns
 
 
 def maildb(ctx: CommandContext) -> MailDatabase:
@@ -33,6 +35,11 @@ async def reader(ctx: CommandContext) -> AsyncIterator[asyncpg.Connection]:
             yield conn
     except (OSError, TimeoutError) as exc:
         raise database.unreachable(exc) from None
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        refused = sql_error(exc)
+        if refused is None:
+            raise
+        raise refused from None
 
 
 async def domain_row(db: Any, domain: str) -> dict[str, Any]:
@@ -47,6 +54,17 @@ async def is_alias_domain(db: Any, domain: str) -> str | None:
     value = await db.fetchval(
         "SELECT target_domain FROM alias_domain WHERE alias_domain = $1", domain)
     return str(value) if value is not None else None
+
+
+def plain_text(option: str, value: str | None, limit: int = 255) -> None:
+    """A name or description as the database column and SOGo's address book take it."""
+    if value is None:
+        return
+    if len(value) > limit:
+        raise ValidationError(f"{option} may have at most {limit} characters, not {len(value)}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValidationError(f"{option} must not contain control characters such as a line "
+                              "break or a tab")
 
 
 def non_negative(name: str, value: int | None) -> None:

@@ -8,15 +8,28 @@ from podod.bus.context import CommandContext, Reply, Table
 from podod.bus.spec import Arg, Opt
 from podod.errors import Conflict, NotFound, ValidationError
 from podod.mail.addresses import normalize_domain
-from podod.mail.commands.common import domain_row, is_alias_domain, non_negative, reader, yes
+from podod.mail.commands.common import (
+    MAX_COUNT,
+    MAX_QUOTA_MB,
+    domain_row,
+    is_alias_domain,
+    non_negative,
+    plain_text,
+    reader,
+    yes,
+)
 from podod.plugins import Registry
 
 LIMITS = [
     Opt("description", "a description"),
-    Opt("quota_mb", "total quota of all mailboxes in MB (0: unlimited)", kind="int"),
-    Opt("max_quota_mb", "largest quota of one mailbox in MB (0: unlimited)", kind="int"),
-    Opt("max_mailboxes", "how many mailboxes (0: unlimited)", kind="int"),
-    Opt("max_aliases", "how many aliases (0: unlimited)", kind="int"),
+    Opt("quota_mb", "total quota of all mailboxes in MB (0: unlimited)", kind="int",
+        minimum=0, maximum=MAX_QUOTA_MB),
+    Opt("max_quota_mb", "largest quota of one mailbox in MB (0: unlimited)", kind="int",
+        minimum=0, maximum=MAX_QUOTA_MB),
+    Opt("max_mailboxes", "how many mailboxes (0: unlimited)", kind="int", minimum=0,
+        maximum=MAX_COUNT),
+    Opt("max_aliases", "how many aliases (0: unlimited)", kind="int", minimum=0,
+        maximum=MAX_COUNT),
 ]
 
 
@@ -25,6 +38,7 @@ def _limits(description: str | None, quota_mb: int | None, max_quota_mb: int | N
     for name, value in (("--quota-mb", quota_mb), ("--max-quota-mb", max_quota_mb),
                         ("--max-mailboxes", max_mailboxes), ("--max-aliases", max_aliases)):
         non_negative(name, value)
+    plain_text("--description", description)
     values: dict[str, Any] = {}
     if description is not None:
         values["description"] = description
@@ -151,7 +165,8 @@ def setup(registry: Registry) -> None:
             raise ValidationError("domain update: nothing to change (give an option such as "
                                   "--description or --active)")
         await uow.update("domain", {"domain": name}, values)
-        return Reply(message=f"domain {name} updated")
+        return Reply(message=f"domain {name} "
+                             f"{'updated' if ctx.execute_real else 'would be updated'}")
 
     @registry.command(
         "domain delete", "Delete a domain (refused while it has mailboxes or aliases)",
@@ -250,4 +265,5 @@ def setup(registry: Registry) -> None:
         row = await uow.fetchrow("SELECT description FROM domain WHERE domain=$1", alias)
         if row is not None and str(row["description"]).startswith("alias domain of "):
             await uow.delete("domain", {"domain": alias})
-        return Reply(message=f"{alias} is no longer an alias domain")
+        return Reply(message=f"{alias} is no longer an alias domain" if ctx.execute_real
+                     else f"{alias} would no longer be an alias domain")

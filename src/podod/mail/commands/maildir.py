@@ -58,7 +58,8 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "maildir purge", "Delete maildirs that have been in the trash long enough",
         params=[Opt("older_than", "purge entries moved at least this many days ago "
-                    "(default: mail.maildir.trash_days; 0: everything)", kind="int")],
+                    "(default: mail.maildir.trash_days; 0: everything)", kind="int",
+                    minimum=0, maximum=100_000)],
         permission="admin", mutating=True,
         description="podod runs this itself every mail.maildir.purge_interval. A purged "
                     "maildir is gone for good: restore its mailbox before that.")

@@ -10,11 +10,13 @@ from podod.bus.spec import Arg, Opt
 from podod.errors import Conflict, NotFound, PododError, UsageError, ValidationError
 from podod.mail.addresses import normalize_address, normalize_domain
 from podod.mail.commands.common import (
+    MAX_QUOTA_MB,
     MB,
     domain_row,
     is_alias_domain,
     mb,
     non_negative,
+    plain_text,
     reader,
     size,
     yes,
@@ -84,7 +86,7 @@ def setup(registry: Registry) -> None:
         params=[Arg("address", "the mailbox address, e.g. alice@example.com"),
                 Opt("name", "the person's full name", default=""),
                 Opt("quota_mb", "mailbox quota in MB (default: the domain's largest, or "
-                    "unlimited)", kind="int"),
+                    "unlimited)", kind="int", minimum=0, maximum=MAX_QUOTA_MB),
                 *PASSWORD_OPTS,
                 Opt("inactive", "create it switched off", kind="flag")],
         permission="domain-admin", mutating=True, unit="maildb", reads_stdin=True,
@@ -97,6 +99,7 @@ def setup(registry: Registry) -> None:
         local, domain_name = username.split("@")
         ctx.require_domain(domain_name)
         non_negative("--quota-mb", quota_mb)
+        plain_text("--name", name)
         uow = ctx.unit
         domain = await domain_row(uow, domain_name)
         if await is_alias_domain(uow, domain_name):
@@ -132,7 +135,8 @@ def setup(registry: Registry) -> None:
         "user list", "List mailboxes",
         params=[Opt("domain", "only this domain"),
                 Opt("search", "only addresses or names containing this text"),
-                Opt("limit", "at most this many", kind="int", default=100000)])
+                Opt("limit", "at most this many", kind="int", default=100000, minimum=1,
+                    maximum=10_000_000)])
     async def user_list(ctx: CommandContext, domain: str | None, search: str | None,
                         limit: int) -> Reply:
         domains: list[str] | None = None
@@ -184,7 +188,8 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "user update", "Change a mailbox's name, quota or active flag",
         params=[Arg("address", "the mailbox"), Opt("name", "the full name"),
-                Opt("quota_mb", "quota in MB (0: unlimited)", kind="int"),
+                Opt("quota_mb", "quota in MB (0: unlimited)", kind="int", minimum=0,
+                    maximum=MAX_QUOTA_MB),
                 Opt("active", "switch the mailbox on or off", kind="bool")],
         permission="domain-admin", mutating=True, unit="maildb")
     async def user_update(ctx: CommandContext, address: str, name: str | None,
@@ -193,6 +198,7 @@ def setup(registry: Registry) -> None:
         domain_name = username.split("@")[1]
         ctx.require_domain(domain_name)
         non_negative("--quota-mb", quota_mb)
+        plain_text("--name", name)
         uow = ctx.unit
         await _mailbox(uow, username)
         values: dict[str, Any] = {}
@@ -211,7 +217,8 @@ def setup(registry: Registry) -> None:
         if active is not None:
             await uow.update("alias", {"address": username, "goto": username},
                              {"active": active})
-        return Reply(message=f"mailbox {username} updated")
+        return Reply(message=f"mailbox {username} "
+                             f"{'updated' if ctx.execute_real else 'would be updated'}")
 
     @registry.command(
         "user reset-password", "Set a new password for a mailbox",
