@@ -163,4 +163,8 @@ def run(config_path: Path) -> int:
     except PododError as exc:
         log.error("%s", exc.message)
         return exc.exit_code
+    except OSError as exc:  # a folder it cannot create, a socket path it cannot bind, ...
+        where = f": {exc.filename}" if exc.filename else ""
+        log.error("podod cannot start: %s%s", exc.strerror or exc, where)
+        return 1
     return 0

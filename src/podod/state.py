@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from podod.errors import PododError
+
 T = TypeVar("T")
 
 
@@ -43,7 +45,13 @@ class StateDB:
         return self._conn
 
     async def open(self) -> None:
-        self._conn = await self.run(lambda _c: self._open(), _raw=True)
+        try:
+            self._conn = await self.run(lambda _c: self._open(), _raw=True)
+        except sqlite3.DatabaseError as exc:
+            raise PododError(
+                f"the state database {self.path} cannot be opened ({exc}); it holds the audit "
+                "log and the backup catalog: restore it from a copy, or move it aside to "
+                "start with an empty one", code="state-db") from None
 
     def open_sync(self) -> None:
         """For command-line tools that do not run the event loop."""

@@ -136,6 +136,31 @@ def test_sighup_reload_good_and_bad(start_daemon: Start) -> None:
     assert daemon.request(["status"])["ok"]  # still serving on the old configuration
 
 
+@pytest.mark.parametrize(("layout", "message"), [
+    ({"state_dir": "file/state"}, "podod cannot start: Not a directory: {root}/file/state"),
+    ({"socket": {"path": "file/podod.sock"}}, "podod cannot start: File exists: {root}/file"),
+    ({"state_dir": "broken"}, "the state database {root}/broken/state.db cannot be opened "
+                              "(file is not a database); it holds the audit log"),
+    ({"socket": {"path": "s.sock", "group": "no-such-group-here"}},
+     "socket.group: there is no group 'no-such-group-here'"),
+])
+def test_start_failures_are_one_sentence(tmp_path: Path, layout: dict[str, object],
+                                         message: str) -> None:
+    (tmp_path / "file").write_text("a file where a folder should be")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "state.db").write_bytes(b"not sqlite " * 100)
+    config = {"state_dir": "state", "socket": {"path": "podod.sock"},
+              "monitor": {"enabled": False}, "metrics": {"enabled": False}, **layout}
+    path = tmp_path / "podod.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([sys.executable, "-m", "podod.cli", "run", "-c", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode in (1, 2)
+    errors = [line for line in result.stderr.splitlines() if "level=error" in line]
+    assert len(errors) == 1 and message.format(root=tmp_path) in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_sigterm_stops_quickly_and_removes_the_socket(start_daemon: Start) -> None:
     daemon = start_daemon()
     assert daemon.socket_path.exists()
