@@ -37,16 +37,24 @@ class SocketSettings(Section):
     group: str | None = None
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
 
-    @field_validator("mode")
+    @field_validator("mode", mode="before")
     @classmethod
-    def _octal(cls, value: str) -> str:
+    def _octal(cls, value: object) -> str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            # YAML 1.1 reads an unquoted 0660 as the octal number 0o660 (432).
+            if not 0 <= value <= 0o777:
+                raise ValueError("must be an octal file mode such as 0660 (write it in "
+                                 "quotes: \"0660\")")
+            return f"0{value:o}"
+        if not isinstance(value, str):
+            raise ValueError("must be an octal file mode such as 0660")
         try:
-            mode = int(str(value), 8)
+            mode = int(value, 8)
         except ValueError:
             raise ValueError("must be an octal file mode such as 0660") from None
-        if mode > 0o777:
+        if not 0 <= mode <= 0o777:
             raise ValueError("must be an octal file mode such as 0660")
-        return str(value)
+        return value
 
     @property
     def mode_bits(self) -> int:
@@ -61,8 +69,18 @@ class Grant(Section):
 
     @field_validator("domains")
     @classmethod
-    def _lower(cls, value: list[str]) -> list[str]:
-        return [d.strip().lower().rstrip(".") for d in value]
+    def _normalised(cls, value: list[str]) -> list[str]:
+        """As the mail database stores them (IDN as punycode), or the grant never matches."""
+        from podod.errors import ValidationError
+        from podod.mail.addresses import normalize_domain
+
+        out = []
+        for domain in value:
+            try:
+                out.append(normalize_domain(domain))
+            except ValidationError as exc:
+                raise ValueError(exc.message) from None
+        return out
 
 
 class AccessSettings(Section):
@@ -81,8 +99,8 @@ class PluginSettings(Section):
 
 
 class CommandSettings(Section):
-    plan_ttl: Duration = 600.0
-    timeout: Duration = 300.0
+    plan_ttl: Duration = Field(default=600.0, gt=0)
+    timeout: Duration = Field(default=300.0, gt=0)
 
 
 class MetricsSettings(Section):
@@ -168,6 +186,8 @@ def format_validation_error(source: str, exc: pydantic.ValidationError) -> str:
     for error in exc.errors():
         # Drop pydantic's internal union/function tags from the location.
         loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
+        if error["type"] == "secret_file":  # raised by the section: name the key itself
+            loc = (*loc, error["ctx"]["key"])
         key = _key_path(loc)
         text = _message(error)
         lines.append(f"{source}: {key}: {text}" if key else f"{source}: {text}")

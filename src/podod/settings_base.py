@@ -63,13 +63,12 @@ class Section(BaseModel):
                 text = Path(path).read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise PydanticCustomError(
-                    "secret_file",
-                    "{key}: cannot read {path} ({reason})",
+                    "secret_file", "cannot read {path} ({reason})",
                     {"key": name, "path": str(path), "reason": exc.strerror or str(exc)},
                 ) from None
             if getattr(self, target) not in (None, ""):
                 raise PydanticCustomError(
-                    "secret_file", "{key}: give either {target} or {key}, not both",
+                    "secret_file", "give either {target} or {key}, not both",
                     {"key": name, "target": target},
                 )
             annotation = type(self).model_fields[target].annotation

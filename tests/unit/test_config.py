@@ -40,6 +40,23 @@ def write(tmp_path: Path, text: str, name: str = "podod.yaml") -> Path:
     ("access:\n  unix_users:\n    bob: {role: root}\n",
      "podod.yaml: access.unix_users.bob.role: must be one of 'admin', 'domain-admin' or "
      "'viewer'"),
+    ("access:\n  unix_users:\n    bob: {role: domain-admin, domains: [exa mple.org]}\n",
+     "podod.yaml: access.unix_users.bob.domains: 'exa mple.org' is not a valid domain name"),
+    ("socket: {mode: 660}\n",
+     'podod.yaml: socket.mode: must be an octal file mode such as 0660 (write it in quotes: '
+     '"0660")'),
+    ("commands: {timeout: 0}\n", "podod.yaml: commands.timeout: must be greater than 0"),
+    ("mail: {database: {dsn: 'mysql://u@h/mail'}}\n",
+     "podod.yaml: mail.database.dsn: must be a PostgreSQL URL such as "
+     "postgresql://podod@127.0.0.1:5432/mail"),
+    ("mail: {database: {dsn: 'not a dsn'}}\n",
+     "podod.yaml: mail.database.dsn: must be a PostgreSQL URL such as"),
+    ("mail: {database: {dsn: 'postgresql://u@h:port/mail'}}\n",
+     "podod.yaml: mail.database.dsn: is not a valid URL (Port could not be cast"),
+    ("mail: {database: {dsn: 'postgresql://u:secret@h/mail'}}\n",
+     "podod.yaml: mail.database.dsn: must not hold the password; give it as password_file"),
+    ("mail: {database: {min_pool: 9, max_pool: 2}}\n",
+     "podod.yaml: mail.database: min_pool must not be larger than max_pool"),
 ])
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -67,8 +84,18 @@ def test_unreadable_secret_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, "mail:\n  database:\n    password_file: missing\n"))
     assert str(info.value) == (
-        f"podod.yaml: mail.database: password_file: cannot read {tmp_path / 'missing'} "
+        f"podod.yaml: mail.database.password_file: cannot read {tmp_path / 'missing'} "
         "(No such file or directory)")
+
+
+def test_what_yaml_does_to_values(tmp_path: Path) -> None:
+    """An unquoted 0660 is the octal number YAML 1.1 makes of it; an IDN grant matches the
+    punycode the mail database stores."""
+    config = load_config(write(tmp_path, (
+        "socket: {mode: 0640}\naccess:\n  unix_users:\n    bob: {role: domain-admin, "
+        "domains: [Bücher.Example.]}\n")))
+    assert config.socket.mode_bits == 0o640
+    assert config.access.unix_users["bob"].domains == ["xn--bcher-kva.example"]
 
 
 def test_example_and_demo_configs_are_valid(tmp_path: Path) -> None:

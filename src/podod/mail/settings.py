@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -26,7 +27,33 @@ class DatabaseSettings(Section):
     tunnel: str | None = None
     min_pool: int = Field(default=1, ge=0)
     max_pool: int = Field(default=5, ge=1)
-    connect_timeout: Duration = 10.0
+    connect_timeout: Duration = Field(default=10.0, gt=0)
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, value: str | None) -> str | None:
+        """A libpq URL for PostgreSQL, without a password (ps shows pg_dump's arguments,
+        and a DSN ends up in messages): check-config says so, not a traceback later."""
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - parsing the port raises for a bad one
+        except ValueError as exc:
+            raise ValueError(f"is not a valid URL ({exc})") from None
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a PostgreSQL URL such as "
+                             "postgresql://podod@127.0.0.1:5432/mail")
+        if parts.password is not None or "password=" in parts.query:
+            raise ValueError("must not hold the password; give it as password_file (mode "
+                             "0600)")
+        return value
+
+    @model_validator(mode="after")
+    def _pool(self) -> DatabaseSettings:
+        if self.min_pool > self.max_pool:
+            raise ValueError("min_pool must not be larger than max_pool")
+        return self
 
 
 class PasswordSettings(Section):
