@@ -3,6 +3,7 @@ with verified backups, restore, and every kind of bad input leaving the database
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -488,3 +489,33 @@ def test_a_damaged_backup_is_reported_and_not_restored(mail: MailStack) -> None:
     assert refused == (f"backup {backup} is damaged (rows.json does not match its checksum); "
                        "it cannot be restored")
     assert mail.dump() == before
+
+
+def _rewrite_sums(folder: Path) -> None:
+    """What someone who can write the backup folder can do: make SHA256SUMS agree."""
+    names = [line.split("  ", 1)[1] for line in (folder / "SHA256SUMS").read_text().splitlines()]
+    (folder / "SHA256SUMS").write_text("".join(
+        f"{hashlib.sha256((folder / n).read_bytes()).hexdigest()}  {n}\n" for n in names))
+
+
+def test_a_backup_forged_with_matching_sha256sums_is_caught(mail: MailStack) -> None:
+    """The catalog in state.db holds the manifest's hash and the manifest every file's, so
+    a rows.json rewritten together with SHA256SUMS does not verify, and is not restored."""
+    seed(mail)
+    backup = str(mail.ok("user", "update", "alice@example.com", "--name", "Changed",
+                         real=True)["backup_id"])
+    folder = Path(str(mail.ok("backup", "show", backup)["data"]["path"]))
+    rows = folder / "rows.json"
+    rows.write_text(rows.read_text().replace('"mailbox"', '"mailbox; DROP TABLE domain --"'))
+    _rewrite_sums(folder)
+    problem = "rows.json does not match its checksum in manifest.json"
+    assert mail.fail("backup", "verify", backup) == \
+        f"1 of 1 backups do not verify: {backup}: {problem}"
+    before = mail.dump()
+    assert mail.fail("backup", "restore", backup) == \
+        f"backup {backup} is damaged ({problem}); it cannot be restored"
+    assert mail.dump() == before
+    (folder / "manifest.json").write_text("{not json")
+    _rewrite_sums(folder)
+    shown = mail.ok("backup", "show", backup)  # still shown, and says why it is broken
+    assert shown["data"]["problems"] == ["manifest.json differs from the one in the catalog"]

@@ -47,8 +47,11 @@ def setup(registry: Registry) -> None:
         problems = await gate.verify(id)
         manifest: dict[str, Any] = {}
         path = Path(entry["path"]) / "manifest.json"
-        if path.is_file():
-            manifest = json.loads(path.read_text())
+        if path.is_file() and not any(p.startswith("manifest.json") for p in problems):
+            try:
+                manifest = json.loads(path.read_text())
+            except ValueError:
+                manifest = {}
         rows = [["id", id], ["time (UTC)", _ts(entry["created"])], ["actor", entry["actor"]],
                 ["command", entry["command"]], ["tables", entry["tables"]],
                 ["rows", entry["changes"]], ["bytes", entry["bytes"]],

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from podod.errors import BackupFailed, NotFound
 from podod.mail.database import connect_kwargs
+from podod.mail.schema import PRIMARY_KEYS
 
 if TYPE_CHECKING:
     from podod.bus.context import CommandContext
@@ -88,19 +89,56 @@ def _write_files(folder: Path, files: dict[str, bytes]) -> dict[str, str]:
     return sums
 
 
+def _inside(folder: Path, name: str) -> Path | None:
+    """``folder/name`` if it stays inside the folder (a damaged list could say '../x')."""
+    path = folder / name
+    if name.startswith("/") or ".." in Path(name).parts:
+        return None
+    return path
+
+
 def verify_folder(folder: Path) -> list[str]:
-    """Problems with a backup folder; empty when every checksum matches."""
+    """Problems with a backup folder; empty when every checksum in SHA256SUMS matches."""
     sums = folder / "SHA256SUMS"
     if not sums.is_file():
         return ["SHA256SUMS is missing"]
     problems = []
-    for line in sums.read_text().splitlines():
+    for line in sums.read_text(errors="replace").splitlines():
         expected, _, name = line.partition("  ")
-        path = folder / name
-        if not path.is_file():
+        path = _inside(folder, name)
+        if path is None:
+            problems.append(f"SHA256SUMS names a file outside the backup ({name})")
+        elif not path.is_file():
             problems.append(f"{name} is missing")
         elif sha256_file(path) != expected:
             problems.append(f"{name} does not match its checksum")
+    return problems
+
+
+def verify_backup(folder: Path, manifest_sha256: str) -> list[str]:
+    """The whole chain of trust: the catalog holds the manifest's hash, the manifest holds
+    every file's hash. SHA256SUMS alone is not enough: whoever can rewrite a file can
+    rewrite SHA256SUMS to match, but not the catalog in state.db."""
+    problems = verify_folder(folder)
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        return problems if "manifest.json is missing" in problems else \
+            [*problems, "manifest.json is missing"]
+    if sha256_file(manifest) != manifest_sha256:
+        return [*problems, "manifest.json differs from the one in the catalog"]
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        assert isinstance(files, dict)
+    except (ValueError, KeyError, TypeError, AssertionError):
+        return [*problems, "manifest.json cannot be read"]
+    for name, expected in files.items():
+        if any(p.startswith(f"{name} ") for p in problems):
+            continue  # already reported through SHA256SUMS
+        path = _inside(folder, str(name))
+        if path is None or not path.is_file():
+            problems.append(f"{name} is missing")
+        elif sha256_file(path) != expected:
+            problems.append(f"{name} does not match its checksum in manifest.json")
     return problems
 
 
@@ -324,10 +362,7 @@ class BackupGate:
         folder = Path(entry["path"])
         if not folder.is_dir():
             return [f"the folder {folder} is missing"]
-        problems = await asyncio.to_thread(verify_folder, folder)
-        if not problems and sha256_file(folder / "manifest.json") != entry["manifest_sha256"]:
-            problems.append("manifest.json differs from the one in the catalog")
-        return problems
+        return await asyncio.to_thread(verify_backup, folder, entry["manifest_sha256"])
 
     async def load_rows(self, backup_id: str) -> list[dict[str, Any]]:
         entry = await self.get(backup_id)
@@ -336,4 +371,11 @@ class BackupGate:
             raise BackupFailed(f"backup {backup_id} is damaged ({'; '.join(problems)}); "
                                "it cannot be restored")
         data = json.loads((Path(entry["path"]) / "rows.json").read_text())
+        for item in data:  # verified above; still, nothing unexpected reaches SQL text
+            key = item.get("key") if isinstance(item, dict) else None
+            if not (isinstance(key, dict) and len(key) == 1 and
+                    PRIMARY_KEYS.get(item.get("table")) in key and
+                    item.get("action") in ("insert", "update", "delete")):
+                raise BackupFailed(f"backup {backup_id} holds a row podod did not write "
+                                   f"({str(item)[:80]}); it cannot be restored")
         return list(data)
