@@ -24,8 +24,16 @@ help:
 	@echo "make lint   ruff and mypy"
 	@echo "make bench  run the benchmarks (figures printed, JSON in .bench/)"
 
+# A fresh Debian has python3 but not its venv module: install python3-venv when root.
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) >/dev/null 2>&1 || { rm -rf $(VENV); \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing python3-venv"; \
+			DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv && \
+			$(PYTHON) -m venv $(VENV); \
+		else echo "'$(PYTHON) -m venv' failed: install python3-venv (as root: apt-get" \
+			"install python3-venv)"; exit 1; fi; }
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[test]'
 	touch $@

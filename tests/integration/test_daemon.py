@@ -269,8 +269,10 @@ def test_unix_users_and_roles(start_daemon: Start, public_dir: Path) -> None:
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
     unit = (REPO / "systemd" / "podod.service").read_text()
     podod = Path(sys.executable).parent / "podod"
-    (tmp_path / "podod.service").write_text(unit.replace("/usr/bin/podod", str(podod)))
+    (tmp_path / "podod.service").write_text(unit.replace("/usr/local/bin/podod", str(podod)))
     result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "podod.service")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "Type=notify" in unit and "ProtectSystem=strict" in unit
+    # socket.group members must be able to reach the socket inside the runtime folder
+    assert "RuntimeDirectoryMode=0755" in unit
