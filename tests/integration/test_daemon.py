@@ -263,6 +263,16 @@ def test_unix_users_and_roles(start_daemon: Start, public_dir: Path) -> None:
     assert denied["ok"] is False and denied["code"] == "forbidden"
     assert str(denied["message"]).startswith("unix:nobody (viewer) may not change anything")
     assert as_nobody("audit", "list")["code"] == "forbidden"
+    # A plan is bound to the one who made it, even between two admins.
+    config["access"] = {"unix_users": {"nobody": {"role": "admin"}}}
+    daemon.config_path.write_text(yaml.safe_dump(config))
+    daemon.signal(signal.SIGHUP)
+    assert wait_for(lambda: daemon.log().count("configuration reloaded") == 2)
+    plan = daemon.request(["example", "note", "by root"])["plan_id"]
+    stolen = as_nobody("confirm", str(plan))
+    assert stolen["ok"] is False and stolen["code"] == "forbidden"
+    assert stolen["message"] == f"plan {plan} belongs to unix:root, not to you"
+    assert daemon.request(["confirm", str(plan)])["message"] == "kept note 1"
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
