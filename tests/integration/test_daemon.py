@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import shutil
@@ -222,6 +223,35 @@ def test_broken_plugin_is_reported_and_the_daemon_runs(start_daemon: Start,
     assert failed["example"]["loaded"] is True
     assert "plugin flaky failed to load: RuntimeError: cannot reach its API" in daemon.log()
     assert daemon.podoctl("example", "hello").stdout.strip() == "hello, world!"
+
+
+def test_entry_point_plugin_and_socket_permissions(start_daemon: Start,
+                                                   tmp_path: Path) -> None:
+    """A plugin installed as a Python package (entry point group podod.plugins) is found;
+    the socket is mode 0660 and belongs to socket.group."""
+    site = tmp_path / "site"
+    (site / "podod_hello-1.0.dist-info").mkdir(parents=True)
+    (site / "podod_hello-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: podod-hello\nVersion: 1.0\n")
+    (site / "podod_hello-1.0.dist-info" / "entry_points.txt").write_text(
+        "[podod.plugins]\nhello = podod_hello\n")
+    (site / "podod_hello.py").write_text(
+        "from podod.bus.context import Reply\n"
+        "def setup(registry):\n"
+        "    @registry.command('hello world', 'Say hello')\n"
+        "    async def hello(ctx):\n"
+        "        return Reply(message='hello from an installed plugin')\n")
+    pythonpath = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+    daemon = start_daemon(_env={"PYTHONPATH": pythonpath},
+                          plugins={"dirs": [], "entry_points": True},
+                          socket={"path": "s.sock", "group": "adm"})
+    plugins = {p["name"]: p for p in daemon.request(["status"])["data"]["plugins"]}
+    assert plugins["hello"]["loaded"] and plugins["hello"]["source"] == \
+        "entry point podod_hello"
+    assert daemon.request(["hello", "world"])["message"] == "hello from an installed plugin"
+    info = daemon.socket_path.stat()
+    assert oct(info.st_mode & 0o777) == "0o660"
+    assert info.st_gid == grp.getgrnam("adm").gr_gid
 
 
 def test_audit_records_and_detects_tampering(start_daemon: Start) -> None:
