@@ -262,6 +262,17 @@ def test_domain_admin_is_scoped(pg: PgCluster, tmp_path: Path, public_dir: Path,
         assert [u["username"] for u in listed["data"]] == ["alice@example.com",
                                                             "dave@example.com"]
         assert mail.sql("SELECT count(*) FROM mailbox WHERE domain='other.org'") == "0"
+        # Other domains stay invisible to a domain-admin, as in PostfixAdmin.
+        mail.ok("alias", "create", "info@other.org", "--to", "x@remote.example", real=True)
+        mail.ok("domain-alias", "create", "old.org", "--to", "other.org", real=True)
+        for argv in (["alias", "show", "info@other.org"], ["domain", "show", "other.org"],
+                     ["user", "list", "--domain", "other.org"],
+                     ["alias", "list", "--domain", "other.org"]):
+            hidden = daemon.request_as(65534, argv)
+            assert hidden["code"] == "forbidden", (argv, hidden)
+            assert hidden["message"] == "unix:nobody may not manage the domain other.org"
+        assert daemon.request_as(65534, ["domain-alias", "list"])["data"] == []
+        assert daemon.request_as(65534, ["alias", "show", "sales@example.com"])["ok"]
     finally:
         daemon.stop()
 

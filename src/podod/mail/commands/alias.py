@@ -8,7 +8,14 @@ from podod.bus.context import CommandContext, Reply, Table
 from podod.bus.spec import Arg, Opt
 from podod.errors import Conflict, NotFound, ValidationError
 from podod.mail.addresses import normalize_address, normalize_domain
-from podod.mail.commands.common import domain_row, is_alias_domain, reader, yes
+from podod.mail.commands.common import (
+    domain_row,
+    is_alias_domain,
+    reader,
+    require_view,
+    visible_domains,
+    yes,
+)
 from podod.plugins import Registry
 
 
@@ -108,10 +115,7 @@ def setup(registry: Registry) -> None:
                 Opt("search", "only aliases whose address or targets contain this")])
     async def alias_list(ctx: CommandContext, domain: str | None, search: str | None
                          ) -> Reply:
-        domains = [normalize_domain(domain)] if domain else None
-        if ctx.actor.role == "domain-admin":
-            domains = [d for d in (domains or list(ctx.actor.domains))
-                       if d in ctx.actor.domains]
+        domains = visible_domains(ctx, normalize_domain(domain) if domain else None)
         async with reader(ctx) as db:
             rows = [dict(r) for r in await db.fetch(
                 "SELECT address, goto, domain, active FROM alias WHERE address <> goto AND "
@@ -127,6 +131,7 @@ def setup(registry: Registry) -> None:
                       params=[Arg("address", "the alias")])
     async def alias_show(ctx: CommandContext, address: str) -> Reply:
         addr = normalize_address(address, allow_catchall=True)
+        require_view(ctx, addr.split("@")[1])
         async with reader(ctx) as db:
             row = await _alias(db, addr)
         targets = row["goto"].split(",")

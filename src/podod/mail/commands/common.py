@@ -67,6 +67,23 @@ def plain_text(option: str, value: str | None, limit: int = 255) -> None:
                               "break or a tab")
 
 
+def visible_domains(ctx: CommandContext, asked: str | None) -> list[str] | None:
+    """The domains a listing may show: None for all (admins and viewers); a domain-admin
+    sees only the domains granted to them, and asking for another one is refused."""
+    if ctx.actor.role != "domain-admin":
+        return [asked] if asked else None
+    if asked:
+        ctx.require_domain(asked)
+        return [asked]
+    return list(ctx.actor.domains)
+
+
+def require_view(ctx: CommandContext, domain: str) -> None:
+    """A domain-admin sees only the domains granted to them (as in PostfixAdmin)."""
+    if ctx.actor.role == "domain-admin":
+        ctx.require_domain(domain)
+
+
 def non_negative(name: str, value: int | None) -> None:
     if value is not None and value < 0:
         raise ValidationError(f"{name} must not be negative")

@@ -16,6 +16,7 @@ from podod.mail.commands.common import (
     non_negative,
     plain_text,
     reader,
+    require_view,
     yes,
 )
 from podod.plugins import Registry
@@ -122,6 +123,7 @@ def setup(registry: Registry) -> None:
                       params=[Arg("domain", "the domain")])
     async def domain_show(ctx: CommandContext, domain: str) -> Reply:
         name = normalize_domain(domain)
+        require_view(ctx, name)
         async with reader(ctx) as db:
             row = await db.fetchrow(COUNTS + " WHERE d.domain = $1", name)
             if row is None:
@@ -247,6 +249,8 @@ def setup(registry: Registry) -> None:
         async with reader(ctx) as db:
             rows = [dict(r) for r in await db.fetch(
                 "SELECT alias_domain, target_domain, active FROM alias_domain ORDER BY 1")]
+        if ctx.actor.role == "domain-admin":
+            rows = [r for r in rows if ctx.actor.may_manage(r["target_domain"])]
         return Reply(message=f"{len(rows)} alias domains", data=rows, table=Table(
             ["alias domain", "target", "active"],
             [[r["alias_domain"], r["target_domain"], yes(r["active"])] for r in rows],

@@ -18,7 +18,9 @@ from podod.mail.commands.common import (
     non_negative,
     plain_text,
     reader,
+    require_view,
     size,
+    visible_domains,
     yes,
 )
 from podod.mail.passwords import check_policy, generate_password, hash_async
@@ -139,12 +141,7 @@ def setup(registry: Registry) -> None:
                     maximum=10_000_000)])
     async def user_list(ctx: CommandContext, domain: str | None, search: str | None,
                         limit: int) -> Reply:
-        domains: list[str] | None = None
-        if domain:
-            domains = [normalize_domain(domain)]
-        if ctx.actor.role == "domain-admin":
-            allowed = list(ctx.actor.domains)
-            domains = [d for d in (domains or allowed) if d in allowed]
+        domains = visible_domains(ctx, normalize_domain(domain) if domain else None)
         async with reader(ctx) as db:
             rows = await db.fetch(
                 "SELECT m.username, m.name, m.quota, m.active, m.domain, "
@@ -165,8 +162,7 @@ def setup(registry: Registry) -> None:
     @registry.command("user show", "Show one mailbox", params=[Arg("address", "the mailbox")])
     async def user_show(ctx: CommandContext, address: str) -> Reply:
         username = normalize_address(address)
-        if ctx.actor.role == "domain-admin":
-            ctx.require_domain(username.split("@")[1])
+        require_view(ctx, username.split("@")[1])
         async with reader(ctx) as db:
             row = await _mailbox(db, username)
             usage = await db.fetchrow("SELECT bytes, messages FROM quota2 WHERE username=$1",
