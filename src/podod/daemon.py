@@ -44,6 +44,7 @@ class Daemon:
     async def start(self) -> None:
         rt = self.runtime
         t0 = time.monotonic()
+        await self.socket.ensure_free()  # a second podod must not touch the first one's state
         Path(rt.config.state_dir).mkdir(parents=True, exist_ok=True)
         await rt.state.open()
         audit = AuditLog(rt.state)

@@ -162,6 +162,20 @@ def test_start_failures_are_one_sentence(tmp_path: Path, layout: dict[str, objec
     assert "Traceback" not in result.stderr
 
 
+def test_a_second_daemon_on_the_same_socket_leaves_the_first_alone(start_daemon: Start
+                                                                   ) -> None:
+    first = start_daemon()
+    second = first.config_path.parent / "second.yaml"
+    config = yaml.safe_load(first.config_path.read_text())
+    second.write_text(yaml.safe_dump(config))  # the same state_dir too
+    result = subprocess.run([sys.executable, "-m", "podod.cli", "run", "-c", str(second)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"another podod is already listening on {first.socket_path}" in result.stderr
+    assert first.socket_path.exists() and first.request(["status"])["ok"]
+    assert "podod 0.1.0 ready" not in result.stderr and "audit" not in result.stderr
+
+
 def test_sigterm_stops_quickly_and_removes_the_socket(start_daemon: Start) -> None:
     daemon = start_daemon()
     assert daemon.socket_path.exists()

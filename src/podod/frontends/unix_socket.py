@@ -76,11 +76,15 @@ class UnixSocketFrontend:
         self._busy: set[asyncio.Task[None]] = set()  # handlers running a request right now
         self._stopping = False
 
+    async def ensure_free(self) -> None:
+        """Refuse early, before anything else starts, when another podod serves the path."""
+        if (self.path.exists() or self.path.is_symlink()) and await self._someone_listening():
+            raise ConfigError(f"another podod is already listening on {self.path}")
+
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() or self.path.is_symlink():
-            if await self._someone_listening():
-                raise ConfigError(f"another podod is already listening on {self.path}")
+            await self.ensure_free()
             self.path.unlink()
         old_umask = os.umask(0o117)  # no window in which the socket is world-accessible
         try:
@@ -122,9 +126,10 @@ class UnixSocketFrontend:
             for task in still:
                 task.cancel()
             await asyncio.gather(*still, return_exceptions=True)
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        if self._server is None:
+            return  # never listened: the path may be another podod's live socket
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 1.0)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
