@@ -40,6 +40,8 @@ class Daemon:
         self._stop_reason = "stopped"
         self._started: list[tuple[str, Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._reloads: set[asyncio.Task[bool]] = set()
+        self._reload_lock: asyncio.Lock | None = None
 
     async def start(self) -> None:
         rt = self.runtime
@@ -89,6 +91,18 @@ class Daemon:
     def request_stop(self, reason: str) -> None:
         self._stop_reason = reason
         self._stop.set()
+
+    def _on_sighup(self) -> None:
+        # Keep a reference (the loop holds tasks weakly); reloads run one after the other.
+        task = asyncio.ensure_future(self._reload_serialized())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload_serialized(self) -> bool:
+        if self._reload_lock is None:
+            self._reload_lock = asyncio.Lock()
+        async with self._reload_lock:
+            return await self.reload()
 
     async def reload(self) -> bool:
         """Re-read the config; keep the running one if the new one is not valid."""
@@ -144,7 +158,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         try:
             await self.start()
         except BaseException:
