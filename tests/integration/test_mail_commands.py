@@ -203,6 +203,29 @@ def test_what_the_database_refuses_is_one_sentence(mail: MailStack) -> None:
     assert "SHA512-CRYPT" not in audit  # the failing row (with the hash) is never shown
 
 
+def test_search_is_plain_text(mail: MailStack) -> None:
+    """--search finds text, case-insensitively; '_' and '%' are characters, not wildcards."""
+    seed(mail)
+    for address, name in (("a_b@example.com", "Anna Berg"), ("axb@example.com", "Axel B")):
+        mail.ok("user", "create", address, "--name", name, "--generate-password",
+                "--quota-mb", "10", real=True)
+    mail.ok("alias", "create", "fw@example.com", "--to", "axb@example.com", real=True)
+
+    def users(*extra: str) -> list[str]:
+        return [u["username"] for u in mail.ok("user", "list", *extra)["data"]]
+
+    assert users("--search", "a_b") == ["a_b@example.com"]
+    assert users("--search", "%") == []
+    assert users("--search", "BERG") == ["a_b@example.com"]
+    assert [a["address"] for a in mail.ok("alias", "list", "--search", "AXB")["data"]] == \
+        ["fw@example.com"]
+    assert [d["domain"] for d in mail.ok("domain", "list", "--search", "ample.c")["data"]] == \
+        ["example.com"]
+    # Only aliases forwarding to exactly this address are named after a delete.
+    deleted = mail.ok("user", "delete", "a_b@example.com", real=True)
+    assert not any("still forward" in n for n in deleted["notes"])
+
+
 def test_domain_limits(mail: MailStack) -> None:
     seed(mail)
     mail.ok("user", "create", "b@example.com", "--quota-mb", "1000", "--generate-password",

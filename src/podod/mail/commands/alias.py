@@ -120,7 +120,7 @@ def setup(registry: Registry) -> None:
             rows = [dict(r) for r in await db.fetch(
                 "SELECT address, goto, domain, active FROM alias WHERE address <> goto AND "
                 "($1::text[] IS NULL OR domain = ANY($1::text[])) AND ($2::text IS NULL OR "
-                "address ILIKE '%' || $2 || '%' OR goto ILIKE '%' || $2 || '%') "
+                "strpos(address, lower($2)) > 0 OR strpos(lower(goto), lower($2)) > 0) "
                 "ORDER BY address", domains, search)]
         return Reply(message=f"{len(rows)} aliases", data=rows, table=Table(
             ["alias", "goes to", "active"],

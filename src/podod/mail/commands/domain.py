@@ -103,7 +103,7 @@ def setup(registry: Registry) -> None:
     async def domain_list(ctx: CommandContext, search: str | None) -> Reply:
         async with reader(ctx) as db:
             rows = [dict(r) for r in await db.fetch(
-                COUNTS + " WHERE ($1::text IS NULL OR d.domain LIKE '%' || $1 || '%') "
+                COUNTS + " WHERE ($1::text IS NULL OR strpos(d.domain, $1) > 0) "
                 "ORDER BY d.domain", search.lower() if search else None)]
         if ctx.actor.role != "admin":
             rows = [r for r in rows if ctx.actor.may_manage(r["domain"]) or

@@ -149,8 +149,8 @@ def setup(registry: Registry) -> None:
                 "FROM mailbox m "
                 "LEFT JOIN quota2 q ON q.username = m.username "
                 "WHERE ($1::text[] IS NULL OR m.domain = ANY($1::text[])) AND "
-                "($2::text IS NULL OR m.username ILIKE '%' || $2 || '%' OR "
-                "m.name ILIKE '%' || $2 || '%') ORDER BY m.username LIMIT $3",
+                "($2::text IS NULL OR strpos(m.username, lower($2)) > 0 OR "
+                "strpos(lower(m.name), lower($2)) > 0) ORDER BY m.username LIMIT $3",
                 domains, search, limit)
         data = [dict(r) for r in rows]
         table = [[r["username"], r["name"], mb(r["quota"]), size(r["used"]), r["messages"],
@@ -258,8 +258,8 @@ def setup(registry: Registry) -> None:
         if not remove_maildir:
             notes.append(f"The maildir {row['maildir']} stays on the mail server.")
         forwarding = [r["address"] for r in await uow.fetch(
-            "SELECT address FROM alias WHERE ',' || replace(goto, ' ', '') || ',' LIKE "
-            "'%,' || $1 || ',%' ORDER BY address", username)]
+            "SELECT address FROM alias WHERE strpos(',' || replace(goto, ' ', '') || ',', "
+            "',' || $1 || ',') > 0 ORDER BY address", username)]
         if forwarding:
             notes.append(f"Aliases that still forward to {username}: "
                          f"{', '.join(forwarding)} (update or delete them).")
