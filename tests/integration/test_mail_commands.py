@@ -226,6 +226,24 @@ def test_search_is_plain_text(mail: MailStack) -> None:
     assert not any("still forward" in n for n in deleted["notes"])
 
 
+def test_a_database_that_is_down_is_one_sentence(pg: PgCluster, tmp_path: Path) -> None:
+    from podod.testbed.ports import free_port
+
+    closed = free_port()
+    path = make_mail_config(pg, tmp_path, "mail")
+    path.write_text(path.read_text().replace(f"127.0.0.1:{pg.port}/", f"127.0.0.1:{closed}/"))
+    daemon = DaemonProcess(path).start()  # the daemon starts anyway
+    try:
+        for real, argv in ((False, ["user", "list"]), (True, ["domain", "create", "x.org"])):
+            reply = daemon.request(argv, execute_real=real)
+            assert reply["code"] == "unavailable", reply
+            assert reply["message"] == (f"the mail database at 127.0.0.1:{closed} cannot be "
+                                        "reached: connection refused (is PostgreSQL running?)")
+        assert "Traceback" not in daemon.log()
+    finally:
+        daemon.stop()
+
+
 def test_domain_limits(mail: MailStack) -> None:
     seed(mail)
     mail.ok("user", "create", "b@example.com", "--quota-mb", "1000", "--generate-password",

@@ -210,7 +210,11 @@ class MailDatabase:
         server is down, otherwise what the database (or the tunnel's far end) said."""
         settings = self.settings
         if not settings.via_server:
-            return Unavailable(f"the mail database cannot be reached ({exc})")
+            parts = urlsplit(settings.dsn or "")
+            where = f" at {parts.hostname}:{parts.port or 5432}" if parts.hostname else ""
+            hint = " (is PostgreSQL running?)" if isinstance(exc, ConnectionRefusedError) else ""
+            return Unavailable(f"the mail database{where} cannot be reached: "
+                               f"{_reason(exc)}{hint}")
         try:
             host, port = tunnel_address(settings, self.runtime)
         except Unavailable as down:
