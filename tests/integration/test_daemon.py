@@ -297,6 +297,8 @@ def test_unix_users_and_roles(start_daemon: Start, public_dir: Path) -> None:
     refused = as_nobody("status")
     assert refused["ok"] is False and refused["code"] == "unauthenticated", refused
     assert str(refused["message"]).startswith("the local user nobody may not use podod")
+    attempt = daemon.request(["audit", "list", "--actor", "unix:nobody"])["data"]
+    assert [(r["command"], r["outcome"]) for r in attempt] == [("status", "unauthenticated")]
     config = yaml.safe_load(daemon.config_path.read_text())
     config["access"] = {"unix_users": {"nobody": {"role": "viewer"}}}
     daemon.config_path.write_text(yaml.safe_dump(config))

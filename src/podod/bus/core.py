@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from podod.bus import grammar
 from podod.bus.audit import AuditEntry, AuditLog
 from podod.bus.authz import authorize
-from podod.bus.context import CommandContext, Progress, Reply, Request, _no_progress
+from podod.bus.context import Actor, CommandContext, Progress, Reply, Request, _no_progress
 from podod.bus.plans import PlanBook
 from podod.errors import PododError, UsageError
 from podod.events import CommandCompleted
@@ -133,6 +133,19 @@ class CommandBus:
                     except Exception as exc:  # the change is committed; say what is left
                         log.warning("after-action %s failed: %s", action.description, exc)
                         reply.notes.append(f"after: {action.description}: FAILED ({exc})")
+        return reply
+
+    async def refuse(self, actor_name: str, origin: str, argv: list[str],
+                     exc: PododError) -> Reply:
+        """A request refused before it reached the bus (an unknown local user): audited
+        like any other, so attempts show in the log."""
+        started = time.monotonic()
+        reply = error_reply(exc)
+        request = Request(argv=argv, actor=Actor(actor_name, "viewer"), origin=origin)
+        command = " ".join(argv[:2]) or "(none)"
+        await self._audit(request, command,
+                          {"argv": grammar.redact_argv(argv, self.runtime.registry.commands)},
+                          reply, started, None)
         return reply
 
     async def confirm(self, request: Request, plan_id: str,

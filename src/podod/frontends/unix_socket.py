@@ -35,12 +35,16 @@ log = logging.getLogger(__name__)
 _PEERCRED = struct.Struct("3i")
 
 
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid{uid}"
+
+
 def actor_for_uid(uid: int, access: AccessSettings) -> Actor:
     """root, and the user the daemon runs as, are admin; others as ``access.unix_users``."""
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = f"uid{uid}"
+    name = user_name(uid)
     if uid in (0, os.geteuid()):
         return Actor(f"unix:{name}", "admin")
     grant = access.unix_users.get(name) or access.unix_users.get(str(uid))
@@ -158,14 +162,21 @@ class UnixSocketFrontend:
     async def _conversation(self, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
+        uid = peer_uid(sock)
         try:
-            actor = actor_for_uid(peer_uid(sock), self.runtime.config.access)
+            actor = actor_for_uid(uid, self.runtime.config.access)
         except Unauthenticated as exc:
             # Read the request before refusing it: closing first would make the client's
             # write fail with a broken pipe instead of showing it this sentence.
+            line = b""
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(reader.readline(), 5.0)
-            await self._send(writer, _bad(exc.message, exc.code))
+                line = await asyncio.wait_for(reader.readline(), 5.0)
+            parsed = self._request(line, Actor(f"unix:{user_name(uid)}", "viewer"))
+            argv = parsed.argv if isinstance(parsed, Request) else []
+            bus = self.runtime.bus
+            assert bus is not None
+            reply = await bus.refuse(f"unix:{user_name(uid)}", "socket", argv, exc)
+            await self._send(writer, {"type": "reply", **reply.to_dict()})
             return
         limit = self.settings.max_request_bytes
         task = asyncio.current_task()
