@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from podod.bus.context import Actor
+from podod.durations import format_duration
 from podod.errors import NotFound, PermissionDenied
 
 
@@ -43,7 +44,7 @@ class PlanBook:
         plan = self._plans.get(plan_id.strip().lower())
         if plan is None:
             raise NotFound(f"there is no pending plan {plan_id} (plans expire after "
-                           f"{int(self.ttl // 60)} minutes; run the command again)")
+                           f"{format_duration(self.ttl)}; run the command again)")
         if plan.actor.name != actor.name:
             raise PermissionDenied(f"plan {plan_id} belongs to {plan.actor.name}, not to you")
         del self._plans[plan.id]
