@@ -212,7 +212,7 @@ def _main(argv: list[str]) -> int:
         print(USAGE, end="")
         return EXIT_OK if opts["help"] else EXIT_USAGE
     stdin_secret = None
-    if any(token.endswith("-stdin") for token in rest):
+    if any(token.startswith("--") and token.endswith("-stdin") for token in rest):
         try:
             stdin_secret = _read_secret()
         except ValueError as exc:

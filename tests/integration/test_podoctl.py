@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -43,6 +44,9 @@ def on_terminal(daemon: DaemonProcess, argv: list[str], answers: dict[bytes, byt
         for prompt in list(pending):
             if shown.rstrip().endswith(prompt):
                 os.write(fd, pending.pop(prompt) + b"\n")
+    else:  # still waiting for input nobody gives: stop it (by its pid) and say so
+        os.kill(pid, signal.SIGKILL)
+        shown += b"\n[podoctl was still waiting and was killed]"
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return shown.decode(errors="replace").replace("\r\n", "\n"), os.waitstatus_to_exitcode(status)
@@ -72,6 +76,9 @@ def test_a_real_change_asks_on_a_terminal(start_daemon: Start) -> None:
 
 def test_password_stdin_asks_twice_on_a_terminal(start_daemon: Start) -> None:
     daemon = start_daemon(plugins=PLUGINS)
+    # Only an option asks for a password, not a word that happens to end in -stdin.
+    shown, code = on_terminal(daemon, ["example", "hello", "from-stdin"], {}, timeout=20)
+    assert code == 0 and "hello, from-stdin!" in shown and "Password" not in shown, shown
     argv = ["user", "reset-password", "a@example.com", "--password-stdin"]
     shown, code = on_terminal(daemon, argv, {b"Password:": b"one-Secret-4711",
                                              b"Repeat the password:": b"two-Secret-4711"})
