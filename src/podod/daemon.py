@@ -66,10 +66,14 @@ class Daemon:
             except PododError:
                 raise
             except Exception as exc:  # an optional part must not take the daemon down
-                log.exception("component %s failed to start", spec.name)
+                # One line (a port in use is no bug); the traceback at debug level.
+                reason = str(exc) if isinstance(exc, OSError | RuntimeError) and str(exc) \
+                    else f"{type(exc).__name__}: {exc}"
+                log.error("component %s failed to start: %s", spec.name, reason)
+                log.debug("component %s failed to start", spec.name, exc_info=True)
                 info = rt.registry.plugins.get(spec.plugin)
                 if info is not None:
-                    info.error = f"component {spec.name} failed to start: {exc}"
+                    info.error = f"component {spec.name} failed to start: {reason}"
                 continue
             rt.components[spec.name] = component
             self._started.append((spec.name, component))

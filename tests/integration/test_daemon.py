@@ -268,6 +268,21 @@ def test_entry_point_plugin_and_socket_permissions(start_daemon: Start,
     assert info.st_gid == grp.getgrnam("adm").gr_gid
 
 
+def test_a_component_that_fails_to_start_shows_in_status(start_daemon: Start) -> None:
+    """/metrics on a port that is taken: the daemon runs on, status names the failure."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        daemon = start_daemon(metrics={"enabled": True, "listen": "127.0.0.1", "port": port},
+                              log={"level": "info"})
+        status = daemon.podoctl("status")
+    assert status.returncode == 0
+    row = next(line for line in status.stdout.splitlines() if "failed" in line)
+    assert "component metrics failed to start" in row and "in use" in row, row
+    assert "Traceback" not in daemon.log()
+
+
 def test_audit_records_and_detects_tampering(start_daemon: Start) -> None:
     daemon = start_daemon()
     for argv in (["status"], ["frobnicate"], ["help"]):

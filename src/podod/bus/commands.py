@@ -39,14 +39,15 @@ def setup(registry: Registry) -> None:
             "state_dir": str(rt.config.state_dir), "commands": len(rt.registry.commands),
             "plugins": plugins, "servers": servers,
         }
-        failed = [p for p in plugins if not p["loaded"]]
+        # A plugin that failed to load, or whose component failed to start.
+        failed = [p for p in plugins if not p["loaded"] or p["error"]]
         rows: list[list[Any]] = [
             ["version", rt.version], ["uptime", format_duration(uptime)],
             ["config", data["config"]], ["state dir", data["state_dir"]],
             ["plugins", ", ".join(str(p["name"]) for p in plugins if p["loaded"]) or "none"],
         ]
         if failed:
-            rows.append(["failed plugins",
+            rows.append(["failed",
                          "; ".join(f"{p['name']}: {p['error']}" for p in failed)])
         rows.append(["servers", ", ".join(
             f"{s['name']} ({s.get('state', '?')})" for s in servers) or "none configured"])
