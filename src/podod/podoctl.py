@@ -240,8 +240,14 @@ def _main(argv: list[str]) -> int:
             plan = Reply.from_dict(_strip(conn.request(payload, progress)))
             if not plan.ok or not plan.sandbox:
                 return _finish(plan, opts, console, err)
-            render(plan, console, err, asking=True)
-            answer = input("Apply this change for real? [y/N] ").strip().lower()
+            # Asked on the terminal even when the output goes to a pipe ('| tee log').
+            render(plan, console if console.is_terminal else err, err, asking=True)
+            sys.stderr.write("Apply this change for real? [y/N] ")
+            sys.stderr.flush()
+            line = sys.stdin.readline()
+            if not line:
+                raise EOFError
+            answer = line.strip().lower()
             if answer not in ("y", "yes"):
                 print("Nothing was changed.")
                 return EXIT_OK

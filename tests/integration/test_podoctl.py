@@ -74,6 +74,30 @@ def test_a_real_change_asks_on_a_terminal(start_daemon: Start) -> None:
         ("sandbox", 0), ("sandbox", 0), ("ok", 1), ("ok", 1)]
 
 
+def test_the_question_is_asked_on_the_terminal_when_output_is_piped(start_daemon: Start
+                                                                    ) -> None:
+    """'podoctl ... | tee log': the plan and the question reach the person at the terminal,
+    the final reply goes to the pipe."""
+    daemon = start_daemon(plugins=PLUGINS)
+    main, side = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "podod.podoctl", "--socket", str(daemon.socket_path),
+         "example", "note", "piped", "--execute-real"],
+        stdin=side, stderr=side, stdout=subprocess.PIPE, env=daemon.env)
+    os.close(side)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b"[y/N]" not in seen and time.monotonic() < deadline:
+        if select.select([main], [], [], 1.0)[0]:
+            seen += os.read(main, 4096)
+    os.write(main, b"y\n")
+    out, _ = proc.communicate(timeout=30)
+    os.close(main)
+    assert proc.returncode == 0
+    assert b"Would insert note 1" in seen and b"Apply this change for real? [y/N]" in seen
+    assert out.decode().startswith("kept note 1"), out
+
+
 def test_password_stdin_asks_twice_on_a_terminal(start_daemon: Start) -> None:
     daemon = start_daemon(plugins=PLUGINS)
     # Only an option asks for a password, not a word that happens to end in -stdin.
