@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import pydantic
 
 from podod.bus.context import CommandContext, Reply, Table
@@ -19,8 +18,8 @@ from podod.config import format_validation_error
 from podod.durations import format_duration
 from podod.errors import Conflict, NotFound, ValidationError
 from podod.plugins import Registry
-from podod.servers.connection import CONNECTED, ServerConnection, utc
 from podod.servers.hostkeys import key_status, keyscan_hint, known_hosts_path
+from podod.servers.local import CONNECTED, LocalServer, utc
 from podod.servers.manager import ServerManager
 from podod.servers.settings import ServerConfig
 
@@ -98,6 +97,8 @@ def _check_key(path: Path | None) -> str:
         path = found[0]
     if not path.is_absolute():
         raise ValidationError(f"server add: --key-file must be an absolute path, not '{path}'")
+    import asyncssh  # only for a remote server: never at start-up (docs/architecture.md)
+
     try:
         asyncssh.read_private_key(str(path))
     except FileNotFoundError:
@@ -292,10 +293,10 @@ def setup(registry: Registry) -> None:
                                  f"{config.user}) and connect to it", data=data, notes=notes)
         connection = await manager.add(config, ctx.actor.name)
         if connection.state == CONNECTED:
-            rtt = connection.rtt if isinstance(connection, ServerConnection) else None
+            rtt = None if isinstance(connection, LocalServer) else connection.rtt
             outcome = f"connected (round trip {_ms(rtt)})"
         else:
-            assert isinstance(connection, ServerConnection)
+            assert not isinstance(connection, LocalServer)
             reason = connection.last_error or "the first attempt is still under way"
             outcome = (f"not connected yet: {reason}; podod keeps trying (see 'server show "
                        f"{name}')")

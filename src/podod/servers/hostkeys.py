@@ -12,11 +12,12 @@ import ipaddress
 import os
 import shlex
 from pathlib import Path
-from typing import Literal
-
-import asyncssh
+from typing import TYPE_CHECKING, Literal
 
 from podod.servers.settings import ServerConfig
+
+if TYPE_CHECKING:
+    import asyncssh
 
 KeyStatus = Literal["trusted", "unknown", "no-file", "unreadable"]
 
@@ -47,6 +48,8 @@ def key_status(config: ServerConfig, addr: str | None = None) -> KeyStatus:
         return "no-file"
     if not os.access(path, os.R_OK):
         return "unreadable"
+    import asyncssh  # only when a remote server is checked: never at start-up
+
     try:
         known = asyncssh.read_known_hosts(str(path))
         port = config.port if config.port != 22 else None

@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from podod.errors import Conflict, NotFound
 from podod.events import DaemonStarted, Subscription
 from podod.monitor.model import ServerDisconnected, ServerRemoved
 from podod.servers.allowlist import AllowList
-from podod.servers.connection import CONNECTED, LocalServer, ServerConnection
+from podod.servers.local import CONNECTED, LocalServer
 from podod.servers.runner import Runner
 from podod.servers.settings import ServerConfig
 from podod.servers.store import AddedServer, AddedServers
@@ -30,6 +30,7 @@ from podod.servers.store import AddedServer, AddedServers
 if TYPE_CHECKING:
     from podod.config import Config
     from podod.runtime import Runtime
+    from podod.servers.connection import ServerConnection
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 # database's tunnel is open when the maildb component starts right after.
 STARTUP_WAIT = 5.0
 
-Connection = ServerConnection | LocalServer
+Connection: TypeAlias = "ServerConnection | LocalServer"
 
 
 class ServerManager:
@@ -100,7 +101,7 @@ class ServerManager:
         reports: repeat them once everything runs."""
         for connection in self.connections.values():
             connection.publish_samples()
-            if isinstance(connection, ServerConnection) and connection.state != CONNECTED \
+            if not isinstance(connection, LocalServer) and connection.state != CONNECTED \
                     and connection.last_error is not None:
                 self.runtime.events.publish(ServerDisconnected(
                     server=connection.name, reason=connection.last_error))
@@ -122,6 +123,9 @@ class ServerManager:
         if config.local:
             connection = LocalServer(config, events, self.allowlist, source=source)
         else:
+            # asyncssh is imported with the first remote server, not before (start-up budget)
+            from podod.servers.connection import ServerConnection
+
             connection = ServerConnection(config, events, self.allowlist, source=source,
                                           ports=ports)
         self.connections[config.name] = connection
@@ -208,7 +212,7 @@ class ServerManager:
         for connection in self.connections.values():
             item: dict[str, Any] = {"name": connection.name, "state": connection.state,
                                     "since": connection.since}
-            if isinstance(connection, ServerConnection):
+            if not isinstance(connection, LocalServer):
                 item["rtt_seconds"] = connection.rtt if connection.state == CONNECTED else None
                 item["last_error"] = connection.last_error \
                     if connection.state != CONNECTED else None
