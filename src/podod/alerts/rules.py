@@ -33,7 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from podod.alerts.matchers import Matcher, MatcherError, from_mapping
-from podod.alerts.templates import Template, compile_template
+from podod.alerts.templates import Template, compile_template, deferred_template
 from podod.durations import parse_duration
 from podod.errors import ConfigError
 from podod.settings_base import Duration
@@ -336,8 +336,11 @@ def _problem(exc: pydantic.ValidationError) -> tuple[str, str]:
     return _loc(tuple(error["loc"])), _message(error)
 
 
-def _compile(spec: RuleSpec, source: str, index: int, raw: dict[str, Any]) -> Rule:
+def _compile(spec: RuleSpec, source: str, index: int, raw: dict[str, Any], *,
+             deferred: bool = False) -> Rule:
     def template(key: str, text: str) -> Template:
+        if deferred:
+            return deferred_template(text)
         try:
             return compile_template(text)
         except ValueError as exc:
@@ -361,8 +364,11 @@ def _compile(spec: RuleSpec, source: str, index: int, raw: dict[str, Any]) -> Ru
     )
 
 
-def parse_rule_file(data: Any, source: str) -> RuleSet:
-    """Validate one file's YAML data; ``source`` names it in messages."""
+def parse_rule_file(data: Any, source: str, *, deferred_templates: bool = False) -> RuleSet:
+    """Validate one file's YAML data; ``source`` names it in messages.
+
+    ``deferred_templates``: only for the packaged pack, whose templates a test compiles;
+    they then compile at their first render (no Jinja2 import at start-up)."""
     if data is None:
         return RuleSet()
     if not isinstance(data, dict):
@@ -385,7 +391,7 @@ def parse_rule_file(data: Any, source: str) -> RuleSet:
             where, what = _problem(exc)
             prefix = f"{where}: " if where else ""
             raise ConfigError(f"{source}: {label}: {prefix}{what}") from None
-        ruleset.rules.append(_compile(spec, source, index, raw))
+        ruleset.rules.append(_compile(spec, source, index, raw, deferred=deferred_templates))
     for index, raw in enumerate(top.inhibit):
         try:
             inhibit = InhibitSpec.model_validate(raw)
@@ -399,7 +405,7 @@ def parse_rule_file(data: Any, source: str) -> RuleSet:
     return ruleset
 
 
-def read_rule_file(path: Path) -> RuleSet:
+def read_rule_file(path: Path, *, deferred_templates: bool = False) -> RuleSet:
     source = path.name
     try:
         text = path.read_text(encoding="utf-8")
@@ -418,7 +424,7 @@ def read_rule_file(path: Path) -> RuleSet:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{source}: YAML syntax error{where}: {problem}") from None
-    ruleset = parse_rule_file(data, source)
+    ruleset = parse_rule_file(data, source, deferred_templates=deferred_templates)
     ruleset.files = [path]
     return ruleset
 
@@ -462,7 +468,7 @@ DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
 
 @functools.lru_cache(maxsize=1)
 def _default_rules() -> RuleSet:
-    return read_rule_file(DEFAULT_RULES)
+    return read_rule_file(DEFAULT_RULES, deferred_templates=True)
 
 
 def default_rules() -> RuleSet:

@@ -5,18 +5,27 @@ A rule's ``summary`` sees ``server``, ``value``, ``threshold``, ``rule``, ``seve
 (``status``, ``alerts``, ``group_labels``, ...). Filters for people: ``duration`` (3d4h),
 ``bytes`` (1.5 GiB), ``percent`` (93.2%), ``humanize`` (1.2k). An undefined name renders as
 an empty string, so a label a series does not carry leaves a gap rather than an error.
+
+Jinja2 is imported by the first compilation, not with this module: the packaged default rule
+pack's templates (whose syntax a test checks) compile when they first render, so a podod
+with no template of its own and no alert yet has not loaded Jinja2 at all (see "Start-up
+budget" in docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Any
-
-from jinja2 import TemplateError, TemplateSyntaxError
-from jinja2.sandbox import SandboxedEnvironment
+from typing import TYPE_CHECKING, Any
 
 from podod.durations import format_duration
+
+if TYPE_CHECKING:
+    from jinja2 import Template as JinjaTemplate
+    from jinja2.sandbox import SandboxedEnvironment
+
+# What a failing render may raise; Jinja2's TemplateError joins once Jinja2 is loaded.
+_RENDER_ERRORS: tuple[type[Exception], ...] = (TypeError, ValueError, ArithmeticError)
 
 
 def _number(value: Any) -> float | None:
@@ -65,6 +74,11 @@ def humanize(value: Any) -> str:
 
 @lru_cache(maxsize=1)
 def environment() -> SandboxedEnvironment:
+    global _RENDER_ERRORS
+    from jinja2 import TemplateError
+    from jinja2.sandbox import SandboxedEnvironment
+
+    _RENDER_ERRORS = (TemplateError, *_RENDER_ERRORS)
     env = SandboxedEnvironment(autoescape=False, keep_trailing_newline=False)
     env.filters.update(duration=duration, bytes=human_bytes, percent=percent,
                        humanize=humanize)
@@ -72,16 +86,22 @@ def environment() -> SandboxedEnvironment:
 
 
 class Template:
-    """A compiled template; :meth:`render` never raises."""
+    """A compiled template; :meth:`render` never raises.
 
-    def __init__(self, source: str) -> None:
+    ``deferred=True`` is for templates known to compile (the packaged default pack): they
+    compile at their first render instead of now."""
+
+    def __init__(self, source: str, *, deferred: bool = False) -> None:
         self.source = source
-        self._template = environment().from_string(source)
+        self._template: JinjaTemplate | None = (
+            None if deferred else environment().from_string(source))
 
     def render(self, **context: Any) -> str:
         try:
+            if self._template is None:
+                self._template = environment().from_string(self.source)
             return self._template.render(**context)
-        except (TemplateError, TypeError, ValueError, ArithmeticError) as exc:
+        except _RENDER_ERRORS as exc:
             return f"(template error: {exc})"
 
     def __repr__(self) -> str:
@@ -96,7 +116,15 @@ class Template:
 
 def compile_template(source: str) -> Template:
     """Compile ``source``; a syntax error is a ValueError with one plain sentence."""
+    from jinja2 import TemplateSyntaxError
+
     try:
         return Template(source)
     except TemplateSyntaxError as exc:
         raise ValueError(f"template syntax error at line {exc.lineno}: {exc.message}") from None
+
+
+def deferred_template(source: str) -> Template:
+    """A template whose syntax is known to be right (a test compiles the packaged default
+    pack): compiled at its first render, so loading the pack does not import Jinja2."""
+    return Template(source, deferred=True)
