@@ -11,8 +11,6 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from cryptography import x509
-
 Mode = Literal["smtp-starttls", "imap-starttls", "implicit"]
 
 DEFAULT_ENDPOINTS: dict[str, tuple[int, Mode]] = {
@@ -83,6 +81,8 @@ async def _imap_starttls(reader: asyncio.StreamReader, writer: asyncio.StreamWri
 
 
 def _certificate(der: bytes) -> tuple[float, str]:
+    from cryptography import x509  # with the first certificate, not at podod's start-up
+
     cert = x509.load_der_x509_certificate(der)
     return cert.not_valid_after_utc.timestamp(), cert.subject.rfc4514_string()
 
