@@ -17,6 +17,7 @@ The Prometheus text format (what Prometheus asks for by default) is written by
 :class:`TextRenderer`, which caches each series' line prefix and is tested to produce
 exactly the bytes ``prometheus_client.generate_latest`` produces from the same collector,
 about five times faster; OpenMetrics, when asked for, goes through prometheus-client.
+HTTP is :mod:`podod.frontends.http_server` (h11), not aiohttp: see its docstring.
 """
 
 from __future__ import annotations
@@ -32,10 +33,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 from podod import __version__
 from podod.events import CommandCompleted, Subscription
+from podod.frontends.http_server import HttpServer, Request, Response
 from podod.monitor.catalog import SeriesInfo
 from podod.monitor.model import LabelKey, Sample
 from podod.plugins import Registry
@@ -287,7 +287,7 @@ class MetricsEndpoint:
         self.renderer = TextRenderer(self.exposition)
         self.commands: Counter[tuple[str, str, str]] = Counter()
         self._sub: Subscription | None = None
-        self._runner: web.AppRunner | None = None
+        self._server: HttpServer | None = None
         self._bound: tuple[str, int] | None = None
         self._lock = asyncio.Lock()
         self._own_keys: dict[SeriesKey, SeriesKey] = {}
@@ -316,29 +316,21 @@ class MetricsEndpoint:
         await self._listen(*wanted)
 
     async def _listen(self, host: str, port: int) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/", self._index)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        server = HttpServer({"/metrics": self._metrics, "/": self._index})
         try:
-            await site.start()
+            self._bound = await server.start(host, port)
         except OSError as exc:
-            await runner.cleanup()
+            await server.stop()
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise RuntimeError(f"metrics.listen/port: cannot listen on {host}:{port} "
                                f"({reason})") from None
-        self._runner = runner
-        sockets = [s for s in (site._server.sockets if site._server else [])]  # type: ignore[attr-defined]
-        bound = sockets[0].getsockname() if sockets else (host, port)
-        self._bound = (str(bound[0]), int(bound[1]))
+        self._server = server
         log.info("serving /metrics on http://%s:%d/metrics", *self._bound)
 
     async def _close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
             self._bound = None
 
     def _command(self, event: CommandCompleted) -> None:
@@ -391,9 +383,9 @@ class MetricsEndpoint:
 
     # -- HTTP ---------------------------------------------------------------------------------
 
-    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+    async def _metrics(self, request: Request) -> Response:
         items = self.snapshot(await self.self_metrics())
-        accept = request.headers.get("Accept", "")
+        accept = request.header("Accept")
         async with self._lock:  # one render at a time: the renderer's cache is shared
             if "application/openmetrics-text" in accept:
                 from prometheus_client import CollectorRegistry
@@ -408,16 +400,17 @@ class MetricsEndpoint:
                 text = await asyncio.to_thread(self.renderer.render, items)
                 body = text.encode()
                 content_type = TEXT_CONTENT_TYPE
-        headers = {"Content-Type": content_type}
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
+        headers = {}
+        if "gzip" in request.header("Accept-Encoding"):
             body = await asyncio.to_thread(gzip.compress, body, 1)
             headers["Content-Encoding"] = "gzip"
-        return web.Response(body=body, headers=headers)
+        return Response(body, content_type=content_type, headers=headers)
 
-    async def _index(self, request: web.Request) -> web.Response:
-        return web.Response(content_type="text/html", text=(
+    async def _index(self, request: Request) -> Response:
+        return Response(content_type="text/html; charset=utf-8", body=(
             "<html><head><title>podod</title></head><body><h1>podod "
-            f"{__version__}</h1><p><a href=\"/metrics\">Metrics</a></p></body></html>"))
+            f"{__version__}</h1><p><a href=\"/metrics\">Metrics</a></p></body></html>"
+        ).encode())
 
 
 def factory(runtime: Runtime) -> MetricsEndpoint | None:
