@@ -10,15 +10,16 @@ BLF-CRYPT and ARGON2ID come from libpass (ARGON2ID needs argon2-cffi).
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import secrets
 import string
 import warnings
-from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from podod.errors import ValidationError
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 PREFIX = {"SHA512-CRYPT": "{SHA512-CRYPT}", "BLF-CRYPT": "{BLF-CRYPT}",
           "ARGON2ID": "{ARGON2ID}"}
@@ -130,6 +131,10 @@ class HashingPool:
 
     def executor(self) -> ProcessPoolExecutor:
         if self._executor is None:
+            # multiprocessing comes with the first hash, not with podod's start-up
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
             self._executor = ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=multiprocessing.get_context("fork"))
         return self._executor
