@@ -13,7 +13,6 @@ from podod.config import Config
 from podod.errors import ConfigError, PododError, Unavailable
 from podod.mail.database import connect_kwargs
 from podod.mail.schema import MIGRATIONS, REQUIRED, VIEWS, family
-from podod.servers.connection import tunnel_once
 from podod.servers.settings import ServerConfig
 
 VERSION_TABLE = """CREATE TABLE IF NOT EXISTS podod_schema (
@@ -104,6 +103,8 @@ async def run(config: Config, action: str, roles: bool) -> int:
     settings = config.mail.database
     if not settings.via_server:
         return await _run_on(config, action, roles, None)
+    from podod.servers.connection import tunnel_once  # asyncssh only for a tunnel
+
     async with tunnel_once(via_server(config), settings.tunnel or "postgres") as address:
         return await _run_on(config, action, roles, address)
 
