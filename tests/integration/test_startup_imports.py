@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from podod.testbed.daemon import write_config
 from podod.testbed.ports import free_port
 
@@ -22,7 +24,8 @@ NOT_AT_START = {
     "asyncssh": "only with a remote server, or server add / host-key checks",
     "cryptography": "asyncssh's, and the tls plugin's first certificate",
     "jinja2": "the first template compiled (the default pack's compile when they render)",
-    "aiohttp": "the webhook/Alertmanager notifiers and the HTTP probe (/metrics is h11)",
+    "aiohttp": "/metrics when it is enabled, the webhook/Alertmanager notifiers, the HTTP "
+               "probe",
     "nio": "a configured Matrix notifier",
     "apscheduler": "configured maintenance windows",
     "boto3": "EC2 snapshot backups",
@@ -54,7 +57,8 @@ sys.exit(main(["run", "-c", config]))
 """
 
 
-def demo_like(root: Path, servers: list[dict[str, Any]]) -> dict[str, Any]:
+def demo_like(root: Path, servers: list[dict[str, Any]], metrics: bool = True
+              ) -> dict[str, Any]:
     return {
         "state_dir": str(root / "state"),
         "log": {"level": "info"},
@@ -67,12 +71,13 @@ def demo_like(root: Path, servers: list[dict[str, Any]]) -> dict[str, Any]:
         "servers": servers,
         "monitor": {"enabled": True},
         "alerts": {"enabled": True},
-        "metrics": {"enabled": True, "listen": "127.0.0.1", "port": free_port()},
+        "metrics": {"enabled": metrics, "listen": "127.0.0.1", "port": free_port()},
     }
 
 
-def modules_at_ready(tmp_path: Path, servers: list[dict[str, Any]]) -> set[str]:
-    config = write_config(tmp_path / "podod.yaml", demo_like(tmp_path, servers))
+def modules_at_ready(tmp_path: Path, servers: list[dict[str, Any]], metrics: bool = True
+                     ) -> set[str]:
+    config = write_config(tmp_path / "podod.yaml", demo_like(tmp_path, servers, metrics))
     out = tmp_path / "modules.json"
     log = tmp_path / "podod.log"
     with open(log, "wb") as stdio:
@@ -88,13 +93,19 @@ def loaded(modules: set[str], package: str) -> bool:
     return package in modules or any(m.startswith(package + ".") for m in modules)
 
 
-def test_a_local_only_podod_starts_without_the_heavy_libraries(tmp_path: Path) -> None:
-    modules = modules_at_ready(tmp_path, [{"name": "localhost", "local": True}])
+@pytest.mark.parametrize("metrics", [True, False], ids=["metrics", "no-metrics"])
+def test_a_local_only_podod_starts_without_the_heavy_libraries(tmp_path: Path,
+                                                               metrics: bool) -> None:
+    modules = modules_at_ready(tmp_path, [{"name": "localhost", "local": True}], metrics)
     # what it did start: the real components of the demo configuration
     for needed in ("podod.frontends.metrics", "podod.alerts.engine",
                    "podod.monitor.scheduler", "podod.mail.database", "podod_plugins.tls"):
         assert needed in modules, needed
-    early = {name: why for name, why in NOT_AT_START.items() if loaded(modules, name)}
+    # /metrics is served by aiohttp.web (as the REST API will be), so it comes with it
+    assert loaded(modules, "aiohttp") is metrics
+    expected = {"aiohttp"} if metrics else set()
+    early = {name: why for name, why in NOT_AT_START.items()
+             if loaded(modules, name) and name not in expected}
     assert early == {}, f"imported at start, but needed only later: {early}"
 
 

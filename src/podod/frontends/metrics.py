@@ -17,7 +17,6 @@ The Prometheus text format (what Prometheus asks for by default) is written by
 :class:`TextRenderer`, which caches each series' line prefix and is tested to produce
 exactly the bytes ``prometheus_client.generate_latest`` produces from the same collector,
 about five times faster; OpenMetrics, when asked for, goes through prometheus-client.
-HTTP is :mod:`podod.frontends.http_server` (h11), not aiohttp: see its docstring.
 """
 
 from __future__ import annotations
@@ -35,12 +34,12 @@ from typing import TYPE_CHECKING
 
 from podod import __version__
 from podod.events import CommandCompleted, Subscription
-from podod.frontends.http_server import HttpServer, Request, Response
 from podod.monitor.catalog import SeriesInfo
 from podod.monitor.model import LabelKey, Sample
 from podod.plugins import Registry
 
 if TYPE_CHECKING:
+    from aiohttp import web
     from prometheus_client.metrics_core import Metric
 
     from podod.config import Config
@@ -287,7 +286,7 @@ class MetricsEndpoint:
         self.renderer = TextRenderer(self.exposition)
         self.commands: Counter[tuple[str, str, str]] = Counter()
         self._sub: Subscription | None = None
-        self._server: HttpServer | None = None
+        self._runner: web.AppRunner | None = None
         self._bound: tuple[str, int] | None = None
         self._lock = asyncio.Lock()
         self._own_keys: dict[SeriesKey, SeriesKey] = {}
@@ -316,21 +315,31 @@ class MetricsEndpoint:
         await self._listen(*wanted)
 
     async def _listen(self, host: str, port: int) -> None:
-        server = HttpServer({"/metrics": self._metrics, "/": self._index})
+        from aiohttp import web  # only when /metrics is enabled (see the start-up budget)
+
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/", self._index)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
         try:
-            self._bound = await server.start(host, port)
+            await site.start()
         except OSError as exc:
-            await server.stop()
+            await runner.cleanup()
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise RuntimeError(f"metrics.listen/port: cannot listen on {host}:{port} "
                                f"({reason})") from None
-        self._server = server
+        self._runner = runner
+        sockets = [s for s in (site._server.sockets if site._server else [])]  # type: ignore[attr-defined]
+        bound = sockets[0].getsockname() if sockets else (host, port)
+        self._bound = (str(bound[0]), int(bound[1]))
         log.info("serving /metrics on http://%s:%d/metrics", *self._bound)
 
     async def _close(self) -> None:
-        if self._server is not None:
-            await self._server.stop()
-            self._server = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
             self._bound = None
 
     def _command(self, event: CommandCompleted) -> None:
@@ -383,9 +392,11 @@ class MetricsEndpoint:
 
     # -- HTTP ---------------------------------------------------------------------------------
 
-    async def _metrics(self, request: Request) -> Response:
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web  # loaded by _listen already
+
         items = self.snapshot(await self.self_metrics())
-        accept = request.header("Accept")
+        accept = request.headers.get("Accept", "")
         async with self._lock:  # one render at a time: the renderer's cache is shared
             if "application/openmetrics-text" in accept:
                 from prometheus_client import CollectorRegistry
@@ -400,17 +411,18 @@ class MetricsEndpoint:
                 text = await asyncio.to_thread(self.renderer.render, items)
                 body = text.encode()
                 content_type = TEXT_CONTENT_TYPE
-        headers = {}
-        if "gzip" in request.header("Accept-Encoding"):
+        headers = {"Content-Type": content_type}
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
             body = await asyncio.to_thread(gzip.compress, body, 1)
             headers["Content-Encoding"] = "gzip"
-        return Response(body, content_type=content_type, headers=headers)
+        return web.Response(body=body, headers=headers)
 
-    async def _index(self, request: Request) -> Response:
-        return Response(content_type="text/html; charset=utf-8", body=(
+    async def _index(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        return web.Response(content_type="text/html", text=(
             "<html><head><title>podod</title></head><body><h1>podod "
-            f"{__version__}</h1><p><a href=\"/metrics\">Metrics</a></p></body></html>"
-        ).encode())
+            f"{__version__}</h1><p><a href=\"/metrics\">Metrics</a></p></body></html>"))
 
 
 def factory(runtime: Runtime) -> MetricsEndpoint | None:
