@@ -96,6 +96,36 @@ async def test_failing_and_hanging_collectors_never_stop_the_others(tmp_path: Pa
         assert all(0.5 < g < 2.5 for g in gaps), gaps  # loosely every second
 
 
+async def test_an_unreachable_server_is_warned_about_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The reason of an unreachable server changes at every run ("since ..., 3s ago; podod
+    tries again in 2 s"): still one warning while it stays down, not one per run."""
+    from podod.servers.runner import ServerUnreachable
+
+    registry = Registry()
+    runs = itertools.count(1)
+
+    @registry.collector("down")
+    async def down(ctx: CollectContext) -> list[Sample]:
+        n = next(runs)
+        raise ServerUnreachable(f"server here is not connected since 12:00:0{n % 10} UTC, "
+                                f"{n}s ago: connection refused; podod tries again in "
+                                f"{n * 1.5:.1f} s")
+
+    caplog.set_level("DEBUG", logger="podod.monitor.scheduler")
+    monitor = {"enabled": True, "interval": "1s"}
+    async with runtime_for(tmp_path, registry, servers=SERVERS[:1], monitor=monitor) as rt:
+        scheduler = Scheduler(rt)
+        await scheduler.start()
+        await asyncio.sleep(4.5)
+        await scheduler.stop()
+    assert next(runs) >= 4
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+                and "collector down on here failed" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert any("failed again" in r.getMessage() for r in caplog.records)
+
+
 async def test_concurrency_is_bounded(tmp_path: Path) -> None:
     registry = Registry()
     running = {"now": 0, "max": 0, "done": 0}

@@ -26,6 +26,7 @@ import contextlib
 import inspect
 import logging
 import math
+import re
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -57,6 +58,16 @@ log = logging.getLogger(__name__)
 def one_line(text: str, limit: int = 300) -> str:
     line = " ".join(text.strip().split())
     return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+_NUMBERS = re.compile(r"\d+(?:\.\d+)?")
+
+
+def same_failure(reason: str, earlier: str | None) -> bool:
+    """Whether ``reason`` repeats ``earlier``, numbers aside: an unreachable server's reason
+    names the time since it went down and the next attempt ("since 12:03:04, 8s ago; podod
+    tries again in 3 s"), which change at every run while the failure stays the same."""
+    return earlier is not None and _NUMBERS.sub("#", reason) == _NUMBERS.sub("#", earlier)
 
 
 def spread(key: str, interval: float) -> float:
@@ -262,7 +273,7 @@ class Scheduler:
             except Exception as exc:
                 reason = one_line(f"{type(exc).__name__}: {exc}" if str(exc)
                                   else type(exc).__name__)
-                if reason != job.last_error:  # the traceback once, for whoever debugs it
+                if not same_failure(reason, job.last_error):  # the traceback once
                     log.debug("collector %s on %s raised", spec.name, job.server_name,
                               exc_info=True)
             else:
@@ -292,7 +303,7 @@ class Scheduler:
             return
         job.failures += 1
         job.consecutive_failures += 1
-        if reason != job.last_error:
+        if not same_failure(reason, job.last_error):
             log.warning("collector %s on %s failed: %s (retried every %gs)", spec.name,
                         job.server_name, reason, job.interval)
         else:
