@@ -132,3 +132,20 @@ def test_bad_input_gets_one_sentence(tmp_path: Path) -> None:
     empty.write_text("")
     result = podod_logparse(empty, "--json")
     assert result.returncode == 0 and json.loads(result.stdout)["received"] == 0
+
+
+@pytest.mark.parametrize("fmt", [["--json"], []])
+def test_a_reader_that_goes_away_is_no_error(generated: tuple[Path, loggen.GenCounts],
+                                             fmt: list[str]) -> None:
+    """'podod logparse ... | head': the rest of the report is not wanted; no traceback and
+    exit 0, as podoctl does."""
+    path, _ = generated
+    proc = subprocess.Popen([sys.executable, "-m", "podod.cli", "logparse", str(path),
+                             "--by", "hour", "--top", "1000", *fmt],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(100)  # the report is far longer than a pipe's buffer
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(120) == 0, stderr
+    assert stderr == ""

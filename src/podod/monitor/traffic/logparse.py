@@ -10,6 +10,7 @@ another server's logs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -129,13 +130,27 @@ def main(argv: list[str]) -> int:
         print(f"podod logparse: {exc.message}", file=sys.stderr)
         return exc.exit_code
     report = report_of(run, by=args.by, top=args.top)
-    if args.json:
+    try:
+        _print(report, as_json=args.json)
+    except BrokenPipeError:  # '... | head': the reader went away, which is fine
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _print(report: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return 0
+        sys.stdout.flush()
+        return
     from rich.console import Console
 
-    console = Console()
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich would exit 1
+            self.quiet = True
+            raise BrokenPipeError
+
+    console = _Console()
     for table in reports.rich_tables(report):
         console.print(table)
-    return 0
