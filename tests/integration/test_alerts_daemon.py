@@ -189,12 +189,30 @@ def test_silence_and_maintenance_commands(tmp_path: Path, receiver: WebhookRecei
                           "--reason", "x") == (
             "alerts silence: --match 'server' is not a matcher such as server=mx1, "
             "severity=~warning|critical or queue!=hold")
-        assert stack.fail("alerts", "silence", "DiskFull", "--reason", "x") == \
-            "alerts silence: --for is required (e.g. --for 2h)"
+        assert stack.fail("alerts", "silence", "DiskFull", "--reason", "x") == (
+            "alerts silence: --for is required (usage: alerts silence [RULE] [--match "
+            "K=V,...] [--server TEXT] --for DURATION --reason TEXT [--execute-real])")
         assert stack.fail("alerts", "silence", "DiskFull", "--for", "0s", "--reason", "x") \
             == "alerts silence: --for must be longer than 0s and at most 90d"
-        assert stack.fail("alerts", "silence", "DiskFull", "--for", "1h") == \
-            "alerts silence: --reason is required (say why, for the others)"
+        assert stack.fail("alerts", "silence", "DiskFull", "--for", "1h").startswith(
+            "alerts silence: --reason is required (usage: ")
+        assert stack.fail("alerts", "silence", "DiskFull", "--for", "1h", "--reason", " ") \
+            == "alerts silence: --reason is required (say why, for the others)"
+        assert stack.fail("alerts", "silence", "--match", "alertname=DiskFul", "--for", "1h",
+                          "--reason", "x") == \
+            "there is no alert rule 'DiskFul' (see 'alerts rules')"
+        assert stack.fail("alerts", "maintenance", "--server", "local1", "--for", "1h") \
+            .startswith("alerts maintenance: --reason is required (usage: alerts maintenance "
+                        "--server TEXT --for DURATION --reason TEXT")
+        # a typo in a server or rule name is said, not answered with an empty list
+        assert stack.fail("alerts", "list", "--server", "nosuch", real=False) == \
+            "there is no server 'nosuch' (see 'server list')"
+        assert stack.fail("alerts", "history", "--server", "nosuch", real=False) == \
+            "there is no server 'nosuch' (see 'server list')"
+        assert stack.fail("alerts", "history", "--rule", "DiskFul", real=False) == \
+            "there is no alert rule 'DiskFul' (see 'alerts rules')"
+        assert stack.ok("alerts", "history", "--rule", "DiskFull")["data"]
+        assert stack.ok("alerts", "list", "--server", "local1")["data"]["alerts"]
         assert stack.fail("alerts", "silence", "--for", "1h", "--reason", "x") == (
             "alerts silence: say what to silence: a RULE, --server or --match (a silence of "
             "everything is not allowed)")

@@ -70,6 +70,8 @@ def setup(registry: Registry) -> None:
         items = comp.engine.listing(include_pending=all)
         if server:
             items = [a for a in items if a["server"] == server]
+            if not items and server not in known_servers(ctx) | {"podod"}:
+                raise NotFound(f"there is no server '{server}' (see 'server list')")
         rows = [[a["state"] + (" (stale)" if a["stale"] else ""), a["severity"], a["server"],
                  a["rule"], _ts(a["since"]), a["summary"], a["muted"] or ""] for a in items]
         firing = sum(1 for a in items if a["state"] == "firing")
@@ -108,6 +110,11 @@ def setup(registry: Registry) -> None:
         await comp.engine.persist()
         start = comp.clock.now() - since
         rows = await ctx.runtime.state.run(store.history, start, limit, server, rule)
+        if not rows:  # a typo must not look like a quiet history (removed ones have one)
+            if rule and rule not in {r.name for r in comp.engine.rules} | {"SilenceExpiring"}:
+                raise NotFound(f"there is no alert rule '{rule}' (see 'alerts rules')")
+            if server and server not in known_servers(ctx) | {"podod"}:
+                raise NotFound(f"there is no server '{server}' (see 'server list')")
         table = [[_ts(r["ts"]), r["event"], r["server"], r["rule"], r["severity"],
                   "" if r["value"] is None else f"{r['value']:g}", r["detail"]] for r in rows]
         return Reply(message=f"{len(rows)} entries since {_ts(start)} UTC", data=rows,
@@ -168,8 +175,9 @@ def setup(registry: Registry) -> None:
                 Opt("match", "label matchers, e.g. server=mx1,severity=~warning|critical",
                     kind="list", metavar="K=V,..."),
                 Opt("server", "only this server"),
-                Opt("for_", "how long, e.g. 2h", kind="duration"),
-                Opt("reason", "why (shown in reminders, the history and the audit log)")],
+                Opt("for_", "how long, e.g. 2h", kind="duration", required=True),
+                Opt("reason", "why (shown in reminders, the history and the audit log)",
+                    required=True)],
         permission="admin", mutating=True,
         description="A silence suppresses notifications about matching alerts; they are "
                     "still evaluated, listed and recorded. A reminder is sent "
@@ -196,9 +204,15 @@ def setup(registry: Registry) -> None:
             matchers.append(Matcher.make("server", "=", server))
         for text in match or []:
             try:
-                matchers.append(parse_text(text))
+                matcher = parse_text(text)
             except MatcherError as exc:
                 raise ValidationError(f"alerts silence: --match {exc}") from None
+            if matcher.label == "alertname" and matcher.op == "=" and \
+                    matcher.value not in {r.name for r in comp.engine.rules} | \
+                    {"SilenceExpiring"}:
+                raise NotFound(f"there is no alert rule '{matcher.value}' (see 'alerts "
+                               "rules')")
+            matchers.append(matcher)
         if not matchers:
             raise UsageError("alerts silence: say what to silence: a RULE, --server or "
                              "--match (a silence of everything is not allowed)")
@@ -207,8 +221,8 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "alerts maintenance", "Start a one-off maintenance window for a server now",
         params=[Opt("server", "the server under maintenance", required=True),
-                Opt("for_", "how long, e.g. 2h", kind="duration"),
-                Opt("reason", "what is being done")],
+                Opt("for_", "how long, e.g. 2h", kind="duration", required=True),
+                Opt("reason", "what is being done", required=True)],
         permission="admin", mutating=True,
         description="Suppresses every notification about the server until the window ends "
                     "(recurring windows are configured under alerts.maintenance).",
