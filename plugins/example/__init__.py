@@ -3,7 +3,8 @@
 A plugin is a module or package with ``setup(registry)``. This one adds:
 - ``example hello [NAME]``: a read-only command (any role),
 - ``example note TEXT``: a changing command that honours the sandbox,
-- a collector ``example_uptime`` measuring how long the daemon has been up.
+- a collector ``example_uptime`` measuring how long the daemon has been up, and the
+  declaration of the series it emits (its HELP and type on /metrics, its docs/metrics.md row).
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ def setup(registry: Registry) -> None:
             return Reply(message=f"would keep note {len(notes) + 1}")
         notes.append(text)
         return Reply(message=f"kept note {len(notes)}", data={"notes": list(notes)})
+
+    # Every series a plugin emits is declared once: /metrics takes its HELP and TYPE from
+    # here, and docs/metrics.md lists it (python -m podod.frontends.metrics_doc --write).
+    registry.declare_series("example_daemon_uptime_seconds", "gauge",
+                            "How long the daemon has been running (the example plugin)")
 
     @registry.collector("example_uptime", interval=60, per_server=False)
     async def uptime(ctx: object) -> list[Sample]:

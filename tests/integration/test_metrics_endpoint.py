@@ -194,12 +194,17 @@ def test_the_last_backup_is_on_metrics(pg: PgCluster, mail_template: str,
 
 
 def test_real_collectors_of_the_local_machine_pass_promtool(start_daemon: Start) -> None:
+    """The bundled plugins too (what ``make demo`` runs): every metric is in docs/metrics.md."""
     port = free_port()
     daemon = start_daemon(
         servers=[{"name": "local1", "local": True}],
-        monitor={"enabled": True, "interval": "1s"},
+        monitor={"enabled": True, "interval": "1s",
+                 "intervals": {"example_uptime": "1s", "tls": "1s"}},
+        plugins={"dirs": [str(REPO / "plugins")], "entry_points": False},
         metrics={"enabled": True, "listen": "127.0.0.1", "port": port})
-    assert wait_for(lambda: 'podod_node_load1{server="local1"}' in scrape(port)[0], 60)
+    assert wait_for(lambda: all(
+        name in scrape(port)[0] for name in ('podod_node_load1{server="local1"}',
+                                             "podod_example_", "podod_tls_probe_success")), 60)
     text, _ = scrape(port)
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing (Debian package prometheus)"
@@ -212,4 +217,7 @@ def test_real_collectors_of_the_local_machine_pass_promtool(start_daemon: Start)
                      text, re.M)
     uncatalogued = [line for line in text.splitlines() if "without a catalogue entry" in line]
     assert uncatalogued == []
+    documented = (REPO / "docs" / "metrics.md").read_text()
+    exposed = {m.group(1) for m in re.finditer(r"^# TYPE (\S+) ", text, re.M)}
+    assert {name for name in exposed if f"| `{name}` |" not in documented} == set()
     assert daemon.request(["status"])["ok"]
