@@ -142,6 +142,51 @@ def test_grafana_dashboard_uses_exactly_the_exposed_names(tmp_path: Path) -> Non
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def _panels(nodes: list[Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for panel in nodes:
+        out.append(panel)
+        out.extend(_panels(panel.get("panels", [])))
+    return out
+
+
+def test_grafana_panels_would_render_meaningfully() -> None:
+    """What a Grafana user sees: rates only of counters, a {{server}} in every per-server
+    legend, base units, and colours that mean something (Grafana's implicit thresholds,
+    red from 80, made 100 reachable servers red and a down service green)."""
+    dashboard = json.loads((REPO / "docs" / "grafana" / "podod.json").read_text())
+    kinds = {metric_name(n): info.kind for n, info in all_series().items()}
+    binary = {"podod_service_up", "podod_probe_success", "podod_tls_cert_valid",
+              "podod_ssh_connected", "podod_postgres_up", "podod_systemd_available"}
+    units = {"_seconds": "s", "_bytes": "bytes", "_ratio": "percentunit"}
+    for panel in _panels(dashboard["panels"]):
+        if panel["type"] == "row":
+            continue
+        title = panel["title"]
+        defaults = panel["fieldConfig"]["defaults"]
+        for target in panel["targets"]:
+            expr = target["expr"]
+            names = re.findall(r"\bpodod_[a-z0-9_]+", expr)
+            for name in names:
+                rated = re.search(rf"\b(rate|increase)\(\s*{name}\b", expr) is not None
+                assert rated == (kinds[name] == "counter"), (title, name)
+            if '"$server"' in expr and panel["type"] in ("timeseries", "state-timeline"):
+                assert "{{server}}" in target.get("legendFormat", ""), title
+            plain = len(names) == 1 and not re.search(r"[-*/]|\b(rate|increase)\(", expr)
+            for suffix, unit in units.items():
+                if plain and names[0].endswith(suffix):
+                    assert defaults.get("unit") == unit, (title, defaults.get("unit"))
+            if panel["type"] == "state-timeline" and set(names) & binary:
+                values = {v for m in defaults.get("mappings", []) for v in m["options"]}
+                assert values >= {"0", "1"}, f"{title}: 0 and 1 are not named"
+        if panel["type"] in ("stat", "state-timeline"):
+            steps = defaults.get("thresholds", {}).get("steps")
+            assert steps, f"{title}: no thresholds of its own (Grafana's red from 80 applies)"
+    used = {m for p in _panels(dashboard["panels"]) for t in p.get("targets", [])
+            for m in re.findall(r"\bpodod_[a-z0-9_]+", t["expr"])}
+    assert "podod_probe_success" in used  # outside view of every service, not only systemd
+
+
 @pytest.mark.parametrize(("series", "name"), [
     ("ssh_connected", "podod_ssh_connected"),
     ("node_memory_MemTotal_bytes", "podod_node_memory_mem_total_bytes"),
