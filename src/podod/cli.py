@@ -50,6 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_config(path: Path) -> list[str]:
+    """Validate the file, then what only the plugins can say (the same checks as a start):
+    notifier types and their plugins' settings are errors; rules that watch a series no
+    collector declares are warnings (they can never fire)."""
+    from podod.alerts.component import resolve_notifiers, undeclared_series
+    from podod.builtins import BUILTIN_MODULES
+    from podod.config import load_config
+    from podod.plugins import Registry, load_builtins, load_plugins
+
+    config = load_config(path)
+    registry = Registry(config.plugins.settings)
+    load_builtins(registry, BUILTIN_MODULES)
+    load_plugins(registry, config.plugins.dirs, use_entry_points=config.plugins.entry_points,
+                 disabled=config.plugins.disabled)
+    if not config.alerts.enabled:
+        return []
+    resolve_notifiers(config.alerts, registry, path.name)
+    return undeclared_series(config.alerts.ruleset.rules, registry)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -58,9 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
             return run(Path(args.config))
         if args.cmd == "check-config":
-            from podod.config import load_config
-
-            load_config(args.config)
+            for warning in check_config(Path(args.config)):
+                print(f"warning: {warning}", file=sys.stderr)
             print(f"{args.config}: OK")
             return 0
         if args.cmd == "db":

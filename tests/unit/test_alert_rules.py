@@ -164,6 +164,32 @@ def test_config_check_validates_rule_files(tmp_path: Path) -> None:
     assert load_config(config).alerts.ruleset.by_name()["QueueTooLarge"].for_ == 600
 
 
+def test_config_check_knows_what_the_plugins_declare(tmp_path: Path) -> None:
+    """check-config says what a start would: an unknown notifier type is an error (podod run
+    refuses it), a rule on a series no collector declares a warning (it can never fire)."""
+    rules = write(tmp_path, GOOD.replace("postfix_queue_messages", "postfix_queue_mesages"))
+    config = write(tmp_path, f"plugins: {{dirs: ['{REPO / 'plugins'}'], entry_points: false}}\n"
+                   f"alerts:\n  rule_files: [{rules.name}]\n  notifiers:\n"
+                   "    - {type: pagerduty, url: 'http://127.0.0.1:1'}\n", "podod.yaml")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "podod.cli", "check-config", "-c",
+                               str(config)], capture_output=True, text=True, env=env)
+
+    run = check()
+    assert run.returncode == 2
+    assert run.stderr.strip() == ("podod.yaml: alerts.notifiers[0].type: there is no notifier "
+                                  "type 'pagerduty' (known: alertmanager, email, matrix, "
+                                  "webhook)")
+    config.write_text(config.read_text().replace("pagerduty", "webhook"))
+    run = check()
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.splitlines() == [
+        "warning: alert rule QueueTooLarge (alerts.yaml) watches postfix_queue_mesages, which "
+        "no collector declares (a typo, or a plugin that is not loaded?)"]
+
+
 @pytest.mark.parametrize(("section", "message"), [
     ({"notifiers": [{"type": "webhook", "url": "ftp://x"}]},
      "podod.yaml: alerts.notifiers[0].url: must be an http:// or https:// URL"),

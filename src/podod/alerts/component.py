@@ -19,7 +19,7 @@ from podod.alerts import store
 from podod.alerts.clock import Clock
 from podod.alerts.engine import AlertEngine
 from podod.alerts.notify import NotifierQueue
-from podod.alerts.rules import RuleSet, combine, read_rule_file
+from podod.alerts.rules import Rule, RuleSet, combine, read_rule_file
 from podod.alerts.settings import AlertSettings, NotifierBase, PluginNotifierSettings
 from podod.errors import ConfigError
 from podod.events import Subscription
@@ -33,6 +33,7 @@ from podod.monitor.model import (
 
 if TYPE_CHECKING:
     from podod.config import Config
+    from podod.plugins import Registry
     from podod.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -150,24 +151,12 @@ class AlertsComponent:
             asyncio.get_running_loop().create_task(queue.close())
 
     def build_notifiers(self, settings: AlertSettings) -> dict[str, NotifierQueue]:
-        registry = self.runtime.registry
         source = self.runtime.config_path.name if self.runtime.config_path else "podod.yaml"
         queues: dict[str, NotifierQueue] = {}
-        for i, entry in enumerate(settings.notifiers):
-            kind = str(getattr(entry, "type", ""))
-            factory = registry.notifiers.get(kind)
-            key = f"alerts.notifiers[{i}]"
-            if factory is None:
-                known = ", ".join(sorted(registry.notifiers)) or "none"
-                raise ConfigError(f"{source}: {key}.type: there is no notifier type '{kind}' "
-                                  f"(known: {known})")
-            notifier_settings: Any = entry
-            if isinstance(entry, PluginNotifierSettings):
-                model = getattr(factory, "settings_model", None)
-                if model is not None:
-                    notifier_settings = self._validate_plugin(model, entry, source, key)
+        for key, entry, make, notifier_settings in resolve_notifiers(
+                settings, self.runtime.registry, source):
             try:
-                notifier = factory(notifier_settings, self.runtime)
+                notifier = make(notifier_settings, self.runtime)
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"{source}: {key}: {exc}") from None
             name = getattr(notifier, "name", None) or entry.label
@@ -175,19 +164,6 @@ class AlertsComponent:
             queue_settings: NotifierBase = entry
             queues[name] = NotifierQueue(notifier, queue_settings, self.engine.record_outcome)
         return queues
-
-    @staticmethod
-    def _validate_plugin(model: type[pydantic.BaseModel], entry: PluginNotifierSettings,
-                         source: str, key: str) -> Any:
-        from podod.config import format_validation_error
-
-        data = entry.model_dump(by_alias=True)
-        try:
-            return model.model_validate(data)
-        except pydantic.ValidationError as exc:
-            text = format_validation_error(source, exc)
-            first = text.splitlines()[0].removeprefix(f"{source}: ")
-            raise ConfigError(f"{source}: {key}.{first}") from None
 
     # -- events -------------------------------------------------------------------------------
 
@@ -262,16 +238,66 @@ class AlertsComponent:
 
     def _warn_unknown_series(self) -> None:
         known = self.runtime.registry.series
+        for problem in undeclared_series(self.engine.rules, self.runtime.registry):
+            log.warning("%s", problem)
         for rule in self.engine.rules:
             for series in {rule.series, rule.divided_by.series if rule.divided_by else
                            rule.series}:
                 info = known.get(series)
                 if info is None:
-                    log.warning("alert rule %s watches %s, which no collector declares "
-                                "(a typo, or a plugin that is not loaded?)", rule.name, series)
-                elif rule.window is not None and info.kind != "counter":
+                    continue
+                if rule.window is not None and info.kind != "counter":
                     log.warning("alert rule %s takes a rate of %s, which is a gauge",
                                 rule.name, series)
+
+
+def resolve_notifiers(settings: AlertSettings, registry: Registry, source: str
+                      ) -> list[tuple[str, NotifierBase, Any, Any]]:
+    """Each notifier entry with its key, factory and settings (a plugin's own model
+    applied); an unknown type or invalid plugin settings is a ConfigError naming the key.
+    Used at start and reload, and by ``podod check-config`` (with the plugins loaded)."""
+    out: list[tuple[str, NotifierBase, Any, Any]] = []
+    for i, entry in enumerate(settings.notifiers):
+        kind = str(getattr(entry, "type", ""))
+        factory = registry.notifiers.get(kind)
+        key = f"alerts.notifiers[{i}]"
+        if factory is None:
+            known = ", ".join(sorted(registry.notifiers)) or "none"
+            raise ConfigError(f"{source}: {key}.type: there is no notifier type '{kind}' "
+                              f"(known: {known})")
+        notifier_settings: Any = entry
+        if isinstance(entry, PluginNotifierSettings):
+            model = getattr(factory, "settings_model", None)
+            if model is not None:
+                notifier_settings = _validate_plugin(model, entry, source, key)
+        out.append((key, entry, factory, notifier_settings))
+    return out
+
+
+def _validate_plugin(model: type[pydantic.BaseModel], entry: PluginNotifierSettings,
+                     source: str, key: str) -> Any:
+    from podod.config import format_validation_error
+
+    data = entry.model_dump(by_alias=True)
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        text = format_validation_error(source, exc)
+        first = text.splitlines()[0].removeprefix(f"{source}: ")
+        raise ConfigError(f"{source}: {key}.{first}") from None
+
+
+def undeclared_series(rules: list[Rule], registry: Registry) -> list[str]:
+    """A sentence for every rule watching a series no collector declares (a typo, or a
+    plugin that is not loaded): such a rule can never fire."""
+    out = []
+    for rule in rules:
+        for series in dict.fromkeys([rule.series, *([rule.divided_by.series]
+                                                    if rule.divided_by else [])]):
+            if series not in registry.series:
+                out.append(f"alert rule {rule.name} ({rule.source}) watches {series}, which "
+                           "no collector declares (a typo, or a plugin that is not loaded?)")
+    return out
 
 
 def factory(runtime: Runtime) -> AlertsComponent | None:
