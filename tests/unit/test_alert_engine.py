@@ -574,3 +574,37 @@ async def test_history_is_pruned_in_steps(tmp_path: Path) -> None:
     assert await state.run(store.prune, cutoff) == 10
     assert len(await state.run(store.history, 0, 100, None, None)) == 1
     await state.close()
+
+
+async def test_default_pack_an_old_message_retried_is_one_alert_that_stays(
+        tmp_path: Path) -> None:
+    """A deferred message is moved to the active queue for every retry and back: the
+    default QueueMessageTooOld must stay one firing alert through that, not resolve and fire
+    again each time the collector catches the message in the other queue."""
+    pack = Path(__file__).resolve().parents[2] / "config" / "alerts.example.yaml"
+    (tmp_path / "rules.yaml").write_text(pack.read_text())
+    h = Harness(tmp_path, ManualClock(START), None)
+    old = START - 7 * 3600.0  # arrived seven hours ago
+
+    def queues(where: str) -> None:  # one run of the queue collector: all five at once
+        now = h.clock.now()
+        h.engine.ingest([Sample("postfix_queue_oldest_message_age_seconds", "mx1",
+                                now - old if queue == where else 0.0,
+                                Sample.labels_of(queue=queue), "gauge", now)
+                         for queue in ("active", "deferred", "hold", "incoming", "maildrop")],
+                        "queue", "mx1")
+
+    try:
+        for _ in range(12):  # 6 minutes in the deferred queue, a run every 30 s
+            queues("deferred")
+            await h.step(30, refresh=False)
+        assert [n.status for n in h.rec.sent] == ["firing"]
+        for where in ("active", "deferred", "active", "deferred", "deferred", "active"):
+            queues(where)  # retried: caught in the active queue, then back
+            await h.step(30, refresh=False)
+        await h.step(60, refresh=False)
+        assert [n.status for n in h.rec.sent] == ["firing"]
+        firing = [a for a in h.engine.alerts.values() if a.rule == "QueueMessageTooOld"]
+        assert [a.state for a in firing] == ["firing"]
+    finally:
+        await h.close()
