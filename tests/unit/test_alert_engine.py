@@ -608,3 +608,34 @@ async def test_default_pack_an_old_message_retried_is_one_alert_that_stays(
         assert [a.state for a in firing] == ["firing"]
     finally:
         await h.close()
+
+
+async def test_default_pack_a_queue_run_does_not_resolve_a_large_queue(tmp_path: Path) -> None:
+    """A queue run moves the deferred mail that is due into the active queue: 600 waiting
+    messages are still 600, whichever queue holds them."""
+    pack = Path(__file__).resolve().parents[2] / "config" / "alerts.example.yaml"
+    (tmp_path / "rules.yaml").write_text(pack.read_text())
+    h = Harness(tmp_path, ManualClock(START), None)
+
+    def queues(deferred: int, active: int) -> None:
+        now = h.clock.now()
+        counts = {"deferred": deferred, "active": active}
+        h.engine.ingest([Sample("postfix_queue_messages", "mx1", float(counts.get(q, 0)),
+                                Sample.labels_of(queue=q), "gauge", now)
+                         for q in ("active", "deferred", "hold", "incoming", "maildrop")],
+                        "queue", "mx1")
+
+    try:
+        for _ in range(22):
+            queues(600, 0)
+            await h.step(30, refresh=False)
+        assert [n.status for n in h.rec.sent] == ["firing"]
+        for deferred, active in ((350, 250), (600, 0), (100, 500), (590, 10)):
+            queues(deferred, active)
+            await h.step(30, refresh=False)
+        await h.step(60, refresh=False)
+        assert [n.status for n in h.rec.sent] == ["firing"]
+        assert h.rec.sent[0].alerts[0].annotations["summary"] == (
+            "mx1: 600 messages wait in the Postfix queue (deferred, active and incoming)")
+    finally:
+        await h.close()
