@@ -1,7 +1,7 @@
 """Scrape of /metrics from a running podod holding 200 servers' live state.
 
 The daemon runs as a real subprocess with the test feeder plugin, which publishes every
-catalogued series with typical label sets for 200 servers (about 28 600 samples) on the
+catalogued series with typical label sets for 200 servers (about 30 600 samples) on the
 event bus, as collector runs would; the values change before every scrape, as they do
 between Prometheus scrapes. Each scrape is a full HTTP GET from this process, timed until
 the last byte; plain text (as on loopback) and gzip (as Prometheus asks across a network).

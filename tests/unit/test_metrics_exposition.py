@@ -94,6 +94,16 @@ def test_promtool_accepts_the_exposition(tmp_path: Path) -> None:
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_the_fleet_state_holds_podods_own_series_once_not_per_server() -> None:
+    """bench/metrics.py and bench/alerts.py measure a realistic 200-server state: series about
+    podod (the collector cycles, its build) are not repeated for every mail server."""
+    from podod.testbed.fleet import SELF_SERIES
+
+    assert metrics_doc.ABOUT_PODOD <= SELF_SERIES
+    servers = {s.series for s in fleet_samples(fleet_names(2))}
+    assert servers.isdisjoint(metrics_doc.ABOUT_PODOD)
+
+
 def test_docs_list_every_metric_exactly() -> None:
     assert metrics_doc.main(["--check", str(REPO / "docs" / "metrics.md")]) == 0
     text = (REPO / "docs" / "metrics.md").read_text()

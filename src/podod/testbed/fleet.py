@@ -37,10 +37,12 @@ TYPICAL: dict[str, tuple[str, ...]] = {
     "notifier": ("webhook",),
 }
 
-#: Series about podod itself: /metrics adds them from its own counters, not from servers.
+#: Series about podod itself: /metrics adds them from its own counters, and the scheduler
+#: publishes the collector cycles once (server "podod"), not per server.
 SELF_SERIES = {"build_info", "commands_total", "backup_last_success_timestamp_seconds",
                "backup_last_success_age_seconds", "alerts_firing", "notifications_total",
-               "collector_errors_total"}
+               "collector_errors_total", "collector_cycle_seconds",
+               "collector_interval_seconds", "collector_cycle_jobs", "collector_cycle_runs"}
 
 TLS_SERIES = [
     SeriesInfo("tls_cert_not_after_timestamp_seconds", "gauge", "", ("endpoint",)),
