@@ -108,6 +108,27 @@ class MetricsSettings(Section):
     listen: str = "127.0.0.1"
     port: int = Field(default=9571, ge=0, le=65535)
 
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        """An IP address or a host name; '' would listen on every address (aiohttp's
+        default), which podod never does unless told so in plain words (0.0.0.0, ::)."""
+        import ipaddress
+        import re
+
+        text = value.strip().removeprefix("[").removesuffix("]")
+        try:
+            ipaddress.ip_address(text)
+            return text
+        except ValueError:
+            pass
+        if re.fullmatch(r"[\d.]+", text) or not re.fullmatch(
+                r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?", text):
+            raise ValueError(f"'{value}' is not an IP address or host name (127.0.0.1 keeps "
+                             "/metrics on this machine; 0.0.0.0 or :: listens everywhere)")
+        return text
+
 
 class Config(Section):
     state_dir: ConfigPath = Path("/var/lib/podod")

@@ -57,6 +57,16 @@ def write(tmp_path: Path, text: str, name: str = "podod.yaml") -> Path:
      "podod.yaml: mail.database.dsn: must not hold the password; give it as password_file"),
     ("mail: {database: {min_pool: 9, max_pool: 2}}\n",
      "podod.yaml: mail.database: min_pool must not be larger than max_pool"),
+    ("metrics: {listen: 999.1.1.1}\n",
+     "podod.yaml: metrics.listen: '999.1.1.1' is not an IP address or host name"),
+    ("metrics: {listen: ''}\n",
+     "podod.yaml: metrics.listen: '' is not an IP address or host name"),
+    ("monitor:\n  collectors:\n    postgres:\n      servers:\n        mx1: {dsn: "
+     "'postgresql://monitor:pw@127.0.0.1/postgres'}\n",
+     "podod.yaml: monitor.collectors: postgres.servers.mx1.dsn: must not hold the password"),
+    ("monitor:\n  collectors:\n    postgres:\n      servers:\n        mx1: {dsn: "
+     "'postgresql://monitor@127.0.0.1:abc/postgres'}\n",
+     "podod.yaml: monitor.collectors: postgres.servers.mx1.dsn: is not a valid URL"),
 ])
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -163,6 +163,17 @@ class PostgresTarget(Section):
     password_file: ConfigPath | None = None
     tunnel: str | None = None  # a tunnel of this server: the DSN's host:port is replaced
 
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, value: str) -> str:
+        """The rules of mail.database.dsn: a PostgreSQL URL without the password (a DSN
+        ends up in messages), and a bad one said by check-config, not by every run."""
+        from podod.mail.settings import DatabaseSettings
+
+        checked = DatabaseSettings._dsn(value)
+        assert checked is not None
+        return checked
+
 
 class PostgresCollectorSettings(Section):
     """``monitor.collectors.postgres``."""
