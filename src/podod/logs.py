@@ -58,5 +58,8 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("asyncssh", "aiohttp.access", "apscheduler", "nio"):
+    for noisy in ("asyncssh", "aiohttp.access", "apscheduler"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # matrix-nio warns "Timed out, sleeping for 0s" for a refused connection too; the Matrix
+    # notifier says what failed in a line of its own.
+    logging.getLogger("nio").setLevel(max(logging.ERROR, root.level))
