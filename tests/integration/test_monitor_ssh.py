@@ -92,3 +92,25 @@ def test_servers_added_at_run_time_are_measured_and_removed_ones_dropped(
     removed = daemon.request(["server", "remove", "mx2"], execute_real=True)
     assert removed["ok"], removed["message"]
     wait_for(lambda: not mx2_jobs())
+
+
+def test_a_tunnel_to_nothing_is_said_in_plain_words(sshd: Sshd, tmp_path: Path) -> None:
+    """PostgreSQL measured through a tunnel whose far end has nothing listening: asyncpg's
+    "unexpected connection_lost() call" becomes a sentence an admin can act on."""
+    from podod.testbed.ports import free_port
+
+    closed = free_port()
+    mx1 = sshd.server_entry("mx1", services=["postgresql"],
+                            tunnels=[{"name": "pg", "remote_port": closed}])
+    monitor = {"enabled": True, "interval": "1s", "collectors": {"postgres": {"servers": {
+        "mx1": {"dsn": f"postgresql://{OWNER}@127.0.0.1/postgres", "tunnel": "pg"}}}}}
+    path = write_config(tmp_path / "podod.yaml",
+                        base_config(tmp_path, servers=[mx1], monitor=monitor))
+    process = DaemonProcess(path).start(timeout=30)
+    try:
+        wanted = "the connection was closed before PostgreSQL answered"
+        wait_for(lambda: f"postgres on mx1 cannot be reached: {wanted}" in process.log())
+        wait_for(lambda: f"probe postgres on mx1 failed: {wanted}" in process.log())
+        assert "connection_lost" not in process.log()
+    finally:
+        process.stop()

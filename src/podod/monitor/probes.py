@@ -144,7 +144,13 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
     text = " ".join(str(exc).split())
+    if "connection_lost" in text:  # asyncpg's words when the far end hangs up at once
+        return ("the connection was closed before PostgreSQL answered (nothing listening "
+                "where it leads, e.g. at the far end of an SSH tunnel?)")
     return text[:200] or type(exc).__name__
+
+
+describe_failure = _describe
 
 
 async def run_probe(name: str, call: Callable[[], Awaitable[str]], timeout: float
