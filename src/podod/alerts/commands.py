@@ -97,7 +97,7 @@ def setup(registry: Registry) -> None:
 
     @registry.command(
         "alerts history", "Show what fired, resolved, was notified or silenced",
-        params=[Opt("since", "how far back (default 24h)", kind="duration", default=86400.0),
+        params=[Opt("since", "how far back", kind="duration", default=86400.0),
                 Opt("server", "only this server"), Opt("rule", "only this rule"),
                 Opt("limit", "at most this many entries", kind="int", default=200)],
         examples=["alerts history --since 7d --server mx1"],
