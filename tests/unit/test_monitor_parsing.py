@@ -222,3 +222,18 @@ def test_dovecot_settings_refuse_a_socket_path_with_shell_characters() -> None:
     with pytest.raises(ConfigError, match="doveadm"):
         parse_config({"monitor": {"collectors": {"dovecot": {"doveadm": "/tmp/evil"}}}},
                      source="test")
+
+
+def test_a_postgresql_far_end_that_hangs_up_is_one_sentence_however_it_shows() -> None:
+    """Through an SSH tunnel with nothing at its far end, asyncpg reports either its own
+    ``connection_lost`` or a plain reset, depending on timing; the admin reads one sentence."""
+    from podod.monitor.probes import POSTGRES_HUNG_UP, describe_failure, describe_postgres_failure
+
+    lost = Exception("unexpected connection_lost() call")
+    assert describe_postgres_failure(ConnectionResetError(104, "Connection reset by peer")) \
+        == POSTGRES_HUNG_UP
+    assert describe_postgres_failure(lost) == POSTGRES_HUNG_UP
+    # any other service's reset keeps the system's words
+    assert describe_failure(ConnectionResetError(104, "Connection reset by peer")) \
+        == "connection reset by peer"
+    assert describe_postgres_failure(ConnectionRefusedError()) == "connection refused"

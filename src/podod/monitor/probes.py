@@ -121,10 +121,26 @@ async def http(url: str) -> str:
         return f"HTTP {response.status}"
 
 
+POSTGRES_HUNG_UP = ("the connection was closed before PostgreSQL answered (nothing listening "
+                    "where it leads, e.g. at the far end of an SSH tunnel?)")
+
+
+def describe_postgres_failure(exc: BaseException) -> str:
+    """Like :func:`describe_failure`, but a far end that hangs up before PostgreSQL's first
+    answer is one sentence however it shows: asyncpg's ``connection_lost`` or a reset (which
+    of the two depends on timing, e.g. an SSH tunnel's channel open failing)."""
+    if isinstance(exc, ConnectionResetError):
+        return POSTGRES_HUNG_UP
+    return _describe(exc)
+
+
 async def postgres(connect_kwargs: dict[str, Any]) -> str:
     import asyncpg
 
-    conn = await asyncpg.connect(**connect_kwargs)
+    try:
+        conn = await asyncpg.connect(**connect_kwargs)
+    except ConnectionResetError as exc:
+        raise ProbeError(POSTGRES_HUNG_UP) from exc
     try:
         value = await conn.fetchval("SELECT 1")
     finally:
@@ -145,8 +161,7 @@ def _describe(exc: BaseException) -> str:
         return exc.strerror.lower()
     text = " ".join(str(exc).split())
     if "connection_lost" in text:  # asyncpg's words when the far end hangs up at once
-        return ("the connection was closed before PostgreSQL answered (nothing listening "
-                "where it leads, e.g. at the far end of an SSH tunnel?)")
+        return POSTGRES_HUNG_UP
     return text[:200] or type(exc).__name__
 
 

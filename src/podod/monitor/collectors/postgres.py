@@ -100,9 +100,9 @@ async def collect_postgres(ctx: CollectContext) -> list[Sample]:
             return []
         conn = await asyncpg.connect(**target, command_timeout=settings.timeout)
     except (OSError, asyncpg.PostgresError, TimeoutError, Unavailable) as exc:
-        from podod.monitor.probes import describe_failure
+        from podod.monitor.probes import describe_postgres_failure
 
-        reason = getattr(exc, "message", None) or describe_failure(exc)
+        reason = getattr(exc, "message", None) or describe_postgres_failure(exc)
         if ctx.state.get("down") != reason:
             log.warning("postgres on %s cannot be reached: %s", name, reason)
         ctx.state["down"] = reason
