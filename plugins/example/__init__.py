@@ -48,7 +48,8 @@ def setup(registry: Registry) -> None:
     # Every series a plugin emits is declared once: /metrics takes its HELP and TYPE from
     # here, and docs/metrics.md lists it (python -m podod.frontends.metrics_doc --write).
     registry.declare_series("example_daemon_uptime_seconds", "gauge",
-                            "How long the daemon has been running (the example plugin)")
+                            "How long the daemon has been running (the example plugin)",
+                            about_podod=True)
 
     @registry.collector("example_uptime", interval=60, per_server=False)
     async def uptime(ctx: object) -> list[Sample]:

@@ -162,10 +162,12 @@ class Registry:
         self.allowlist.script(name, text, purpose=purpose, plugin=self._current)
 
     def declare_series(self, name: str, kind: SeriesKind, help: str,
-                       labels: Iterable[str] = (), unit: str = "") -> None:
-        """Describe a series a collector emits (its /metrics HELP and type, docs)."""
+                       labels: Iterable[str] = (), unit: str = "", *,
+                       about_podod: bool = False) -> None:
+        """Describe a series a collector emits (its /metrics HELP and type, docs).
+        ``about_podod``: its samples are about podod itself (``server="podod"``)."""
         existing = self.series.get(name)
-        info = SeriesInfo(name, kind, help, tuple(labels), unit, self._current)
+        info = SeriesInfo(name, kind, help, tuple(labels), unit, self._current, about_podod)
         if existing is not None and (existing.kind, existing.labels) != (kind, info.labels):
             raise ValueError(f"series '{name}' is already declared by {existing.plugin} "
                              "with another type or labels")

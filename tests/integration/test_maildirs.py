@@ -173,7 +173,7 @@ def test_maildir_purge_and_the_sudoers_rule(stack: MailStack, dovecot: Dovecot, 
     assert [c["key"] for c in plan["changes"]] == [f"{domain}/{old.name}"]
     assert old.is_dir()
     done = ok(daemon, "maildir", "purge", real=True)
-    assert done["message"] == "purged 1 maildirs from the trash on mx1"
+    assert done["message"] == "purged 1 maildir from the trash on mx1"
     assert not old.exists() and new.is_dir()
     ok(daemon, "maildir", "purge", "--older-than", "0", real=True)
     assert not new.exists()
@@ -261,7 +261,7 @@ def test_a_local_server_moves_maildirs_without_ssh_and_purges_on_schedule(
 
         assert wait_for(lambda: purges() != [])
         assert purges() == [("podod", "schedule", "ok", True)]
-        assert wait_for(lambda: "maildir trash: purged 1 maildirs from the trash on here"
+        assert wait_for(lambda: "maildir trash: purged 1 maildir from the trash on here"
                         in daemon.log())
 
 

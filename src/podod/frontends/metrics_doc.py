@@ -42,7 +42,7 @@ def render(series: dict[str, SeriesInfo]) -> str:
              "| --- | --- | --- | --- | --- | --- |"]
     for info in series.values():
         labels = ", ".join(f"`{label}`" for label in ("server", *info.labels))
-        whose = "`podod`" if info.name in ABOUT_PODOD else "the mail server"
+        whose = "`podod`" if info.name in ABOUT_PODOD or info.about_podod else "the mail server"
         source = "podod" if info.plugin == "core" else f"plugin `{info.plugin}`"
         help_text = info.help.replace("|", "\\|")
         lines.append(f"| `{metric_name(info.name)}` | {info.kind} | {labels} | {whose} | "

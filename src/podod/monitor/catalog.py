@@ -23,6 +23,7 @@ class SeriesInfo:
     labels: tuple[str, ...] = ()
     unit: str = ""
     plugin: str = "core"
+    about_podod: bool = False  # its ``server`` label is "podod" (podod itself), not a server
 
 
 _G: SeriesKind = "gauge"

@@ -92,9 +92,11 @@ def setup(registry: Registry) -> None:
         data = [_row(e, days, now) for e in done]
         if problems:
             return Reply(ok=False, code="partial", exit_code=1, data=data,
-                         message=f"purged {len(done)} of {len(due)} maildirs on {ops.server}; "
+                         message=f"purged {len(done)} of {len(due)} "
+                                 f"{'maildir' if len(due) == 1 else 'maildirs'} on {ops.server}; "
                                  f"not purged: {'; '.join(problems)}")
-        return Reply(message=f"purged {len(done)} maildirs from the trash on {ops.server}",
+        word = "maildir" if len(done) == 1 else "maildirs"
+        return Reply(message=f"purged {len(done)} {word} from the trash on {ops.server}",
                      data=data)
 
     @registry.command(
