@@ -118,3 +118,30 @@ async def test_unknown_notifier_type_is_one_sentence(tmp_path: Path,
         await component.start()
     assert str(info.value) == ("podod.yaml: alerts.notifiers[0].type: there is no notifier "
                                "type 'pagr' (known: alertmanager, email, matrix, webhook)")
+
+
+async def test_a_save_cancelled_while_queued_for_the_database_still_happens(
+        tmp_path: Path, made: list[Runtime]) -> None:
+    """The loop is cancelled at shutdown while its save waits for the database thread: the
+    record must still reach state.db (it once was dropped, and a restarted daemon then
+    notified the same firing alert again)."""
+    import asyncio
+    import time
+
+    rt = await runtime_for(tmp_path, {})
+    made.append(rt)
+    component = AlertsComponent(rt, run_loop=False)
+    await component.start()
+    engine = component.engine
+    engine.record_outcome("hook", Notification("hook", "{}:{server=\"mx1\"}",
+                                               {"server": "mx1"}, []), True, "")
+    busy = asyncio.ensure_future(rt.state.run(lambda conn: time.sleep(0.3)))
+    await asyncio.sleep(0.05)  # the database thread is busy: the save will queue behind it
+    saving = asyncio.ensure_future(engine.persist())
+    await asyncio.sleep(0.05)
+    saving.cancel()
+    await busy
+    await component.stop()  # its own persist waits for the save under way
+    rows = await rt.state.run(
+        lambda conn: conn.execute("SELECT event, server FROM alert_history").fetchall())
+    assert [tuple(r) for r in rows] == [("notified", "mx1")]
