@@ -58,11 +58,19 @@ class StateDB:
         self._conn = self._open()
 
     async def run(self, fn: Callable[..., T], *args: Any, _raw: bool = False) -> T:
-        """Run ``fn(conn, *args)`` on the database thread."""
+        """Run ``fn(conn, *args)`` on the database thread.
+
+        Once called, the work happens even if the caller is cancelled (a request or loop
+        stopped at shutdown): cancelling a call still queued behind others would otherwise
+        drop it silently, an audit record or a notification log with it. Calls run in the
+        order they were made, and ``close`` comes after all of them."""
         loop = asyncio.get_running_loop()
         if _raw:
-            return await loop.run_in_executor(self._executor, fn, None)
-        return await loop.run_in_executor(self._executor, lambda: fn(self.conn, *args))
+            fut = loop.run_in_executor(self._executor, fn, None)
+        else:
+            fut = loop.run_in_executor(self._executor, lambda: fn(self.conn, *args))
+        fut.add_done_callback(_retrieve)
+        return await asyncio.shield(fut)
 
     async def migrate(self, area: str, steps: Sequence[str]) -> int:
         return await self.run(migrate_sync, area, steps)
@@ -73,6 +81,13 @@ class StateDB:
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
             self._conn = None
         self._executor.shutdown(wait=True)
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark the outcome of a call whose caller went away as seen (its error was the
+    caller's to report; asyncio would otherwise log "exception was never retrieved")."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def migrate_sync(conn: sqlite3.Connection, area: str, steps: Sequence[str]) -> int:

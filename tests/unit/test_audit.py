@@ -49,3 +49,23 @@ async def test_edit_and_delete_are_detected(tmp_path: Path) -> None:
     assert message == "record 3 does not follow the one before it (a record was removed or " \
                       "inserted)"
     await state.close()
+
+
+async def test_a_request_cancelled_while_its_record_waits_is_still_audited(
+        tmp_path: Path) -> None:
+    """Shutdown cancels in-flight requests; a record already handed to the database thread,
+    but queued behind other work, is written all the same (and before the database closes)."""
+    import asyncio
+    import time
+
+    state, audit = await make(tmp_path, 1)
+    busy = asyncio.ensure_future(state.run(lambda conn: time.sleep(0.3)))
+    await asyncio.sleep(0.05)
+    writing = asyncio.ensure_future(audit.append(entry(1)))
+    await asyncio.sleep(0.05)
+    writing.cancel()
+    await busy
+    await state.close()
+    state, audit = await make(tmp_path, 0)
+    assert await audit.verify() == (True, 2, "all 2 audit records are intact")
+    await state.close()
