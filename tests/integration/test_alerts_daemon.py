@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from podod.testbed.prometheus import Alertmanager
 from podod.testbed.receivers import SmtpReceiver, WebhookReceiver
 from podod.testbed.sshd import Sshd
 from podod.testbed.synapse import Synapse, available
+from podod.testbed.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,16 +39,6 @@ RULES = {
     ],
     "inhibit": [{"source": {"alertname": "ServerUnreachable"}, "equal": ["server"]}],
 }
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
 class Stack:

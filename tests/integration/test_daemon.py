@@ -19,20 +19,12 @@ import pytest
 import yaml
 
 from podod.testbed.daemon import DaemonProcess
+from podod.testbed.waiting import poll as wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 Start = Callable[..., DaemonProcess]
 
 BROKEN_PLUGIN = "def setup(registry):\n    raise RuntimeError('cannot reach its API')\n"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_podoctl_exit_codes_and_output(start_daemon: Start) -> None:

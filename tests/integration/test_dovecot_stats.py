@@ -5,8 +5,7 @@ and failures counted, a real ``doveadm reload`` that resets every counter handle
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +15,10 @@ from conftest import MailStack, new_domain
 from podod.testbed.daemon import DaemonProcess, base_config, write_config
 from podod.testbed.dovecot import Dovecot
 from podod.testbed.sshd import Sshd
+from podod.testbed.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 PASSWORD = "Correct-Horse-7-Battery"
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what or check}")
 
 
 def points(daemon: DaemonProcess, server: str, metric: str, *extra: str

@@ -18,17 +18,9 @@ from conftest import OWNER, make_mail_config
 from podod.testbed.daemon import DaemonProcess
 from podod.testbed.postgres import PgCluster
 from podod.testbed.sshd import Sshd
+from podod.testbed.waiting import poll as wait_for
 
 _dbs = iter(range(1000))
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def tunnelled_config(pg: PgCluster, root: Path, server: dict[str, Any]) -> tuple[Path, str]:

@@ -10,7 +10,7 @@ import pwd
 import re
 import smtplib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,17 +26,9 @@ from podod.testbed.dovecot import Dovecot
 from podod.testbed.postfix import Postfix
 from podod.testbed.sshd import Sshd
 from podod.testbed.sudoers import SudoersRule
+from podod.testbed.waiting import poll as wait_for
 
 STAMP = r"[0-9]{8}T[0-9]{6}Z"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def maildir_config(stack: MailStack, root: Path, servers: list[dict[str, Any]],

@@ -19,6 +19,7 @@ from podod.testbed.daemon import DaemonProcess
 from podod.testbed.ports import free_port
 from podod.testbed.postgres import PgCluster
 from podod.testbed.prometheus import PrometheusServer
+from podod.testbed.waiting import poll as wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 Start = Callable[..., DaemonProcess]
@@ -45,15 +46,6 @@ def metrics_daemon(start_daemon: Start, port: int) -> DaemonProcess:
                         plugins={"dirs": [str(REPO / "tests" / "plugins"),
                                           str(REPO / "plugins")],
                                  "entry_points": False})
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_scrape_passes_promtool_and_labels_every_series_with_server(

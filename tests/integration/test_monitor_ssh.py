@@ -4,10 +4,8 @@ tunnel, and measures servers added at run time."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
@@ -16,18 +14,9 @@ from conftest import OWNER, OWNER_PW
 from podod.testbed.daemon import DaemonProcess, base_config, write_config
 from podod.testbed.postgres import PgCluster
 from podod.testbed.sshd import Sshd
+from podod.testbed.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out")
 
 
 def latest(daemon: DaemonProcess, series: str, server: str, **labels: str) -> float | None:

@@ -10,8 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +22,9 @@ from conftest import OWNER, OWNER_PW, make_mail_config
 from podod.testbed.daemon import DaemonProcess, base_config, write_config
 from podod.testbed.postgres import PgCluster
 from podod.testbed.sshd import Sshd
+from podod.testbed.waiting import poll as wait_for
 
 _dbs = iter(range(1000))
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def show(daemon: DaemonProcess, name: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from podod.plugins import Registry
 from podod.runtime import Runtime
 from podod.state import StateDB
 from podod.testbed.daemon import DaemonProcess, base_config
+from podod.testbed.waiting import poll
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
@@ -57,11 +58,8 @@ def append(path: Path, lines: list[str]) -> None:
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 60.0,
              daemon: DaemonProcess | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
+    if poll(predicate, timeout, 0.1):
+        return
     detail = ""
     if daemon is not None:
         status = daemon.request(["traffic", "status"])

@@ -6,10 +6,9 @@ from __future__ import annotations
 import io
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,6 +17,7 @@ from podod.monitor.traffic.parser import MailLogParser
 from podod.monitor.traffic.tally import Tally
 from podod.testbed.daemon import DaemonProcess, base_config, write_config
 from podod.testbed.sshd import Sshd
+from podod.testbed.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
@@ -43,16 +43,6 @@ def truth(lines: list[str]) -> dict[str, int]:
 def append(path: Path, lines: list[str]) -> None:
     with open(path, "a") as f:
         f.writelines(lines)
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out")
 
 
 @pytest.fixture

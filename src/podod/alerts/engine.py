@@ -23,7 +23,6 @@ Decisions (docs/alerts.md explains them to users):
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -230,7 +229,6 @@ class AlertEngine:
         self._dropped_groups: set[str] = set()
         self._history: list[HistoryRow] = []
         self._reminded: list[str] = []
-        self._saving: asyncio.Task[None] | None = None  # the save under way, if any
         self.on_wakeup: Callable[[], None] | None = None
         self.evaluations = 0
         self._undecided = False
@@ -863,17 +861,8 @@ class AlertEngine:
                     or self._reminded)
 
     async def persist(self) -> None:
-        """Save what changed. A save, once its changes are taken, always completes: the
-        caller being cancelled (the loop stopping at shutdown) does not cancel it, and the
-        next call (the one at stop) waits for it. Without that, a cancelled save still
-        queued for the database thread was dropped, and with it the record of a
-        notification already sent, which the restarted daemon then sent again."""
-        saving = self._saving
-        if saving is not None and not saving.done():
-            try:
-                await asyncio.shield(saving)
-            except Exception:  # its own caller was told (or was cancelled)
-                pass
+        """Save what changed (``StateDB.run`` completes the save even if this caller is
+        cancelled, as the loop is at shutdown: a notification once sent stays recorded)."""
         if self.state is None or not self.has_changes():
             self._history.clear()
             self._reminded.clear()
@@ -887,10 +876,8 @@ class AlertEngine:
         deleted = [fp for fp, r in dirty.items() if r is None]
         log_rows = [(g, n, sorted(lg.firing), sorted(lg.resolved), lg.sent_at)
                     for (g, n), lg in logs.items()]
-        task = asyncio.ensure_future(self.state.run(
-            store.save, rows, deleted, log_rows, sorted(dropped), history, reminded))
-        self._saving = task
-        await asyncio.shield(task)
+        await self.state.run(store.save, rows, deleted, log_rows, sorted(dropped), history,
+                             reminded)
 
     async def restore(self) -> int:
         """Load pending/firing alerts, unsent resolutions, notification logs and silences."""
