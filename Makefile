@@ -9,19 +9,21 @@ PIP := $(VENV)/bin/pip
 APT_PACKAGES := postgresql postgresql-client openssh-server openssh-client \
 	dovecot-core dovecot-imapd dovecot-lmtpd dovecot-pgsql dovecot-pop3d dovecot-submissiond \
 	postfix postfix-pgsql systemd-journal-remote \
-	sogo memcached prometheus prometheus-alertmanager pflogsumm systemd sudo
+	sogo memcached prometheus prometheus-alertmanager pflogsumm systemd sudo \
+	gcc libc6-dev python3-dev
 
 # A real Matrix homeserver for the Matrix notifier's tests: Synapse from PyPI (Debian has
 # none) in its own virtualenv under the ignored .cache/, installed once (~25 s, ~275 MB).
 SYNAPSE_VENV ?= .cache/synapse
 SYNAPSE_VERSION ?= 1.163.2
 
-.PHONY: help venv deps synapse demo test lint unit integration bench clean
+.PHONY: help venv compiled apt deps synapse demo test lint unit integration bench clean
 
 help:
 	@echo "make demo   run podod on a throwaway PostgreSQL cluster (Ctrl-C stops everything)"
 	@echo "make test   install what the tests need and run lint + the whole suite"
 	@echo "make lint   ruff and mypy"
+	@echo "make compiled  compile the log parser with mypyc (make test and make bench do)"
 	@echo "make bench  run the benchmarks (figures printed, JSON in .bench/)"
 
 # A fresh Debian has python3 but not its venv module: install python3-venv when root.
@@ -35,10 +37,25 @@ $(VENV)/.installed: pyproject.toml
 		else echo "'$(PYTHON) -m venv' failed: install python3-venv (as root: apt-get" \
 			"install python3-venv)"; exit 1; fi; }
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test]'
+	PODOD_PURE_PYTHON=1 $(PIP) install -q -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.installed
+
+# The log parser's modules compiled with mypyc, in place (setup.py, src/podod/compiled.py):
+# compiled again whenever one of them changes (the install above leaves them to this step,
+# so they are compiled once). A failure is an error here, not setup.py's fallback to the
+# Python source: tests and benchmarks never run a stale or uncompiled parser unnoticed.
+COMPILED_SOURCES = $(shell $(PYTHON) -c 'import runpy; print(" ".join("src/" \
+	+ n.replace(".", "/") + ".py" for n in runpy.run_path("src/podod/compiled.py")["COMPILED"]))')
+
+$(VENV)/.compiled: $(VENV)/.installed setup.py pyproject.toml src/podod/compiled.py \
+		$(COMPILED_SOURCES)
+	@$(MAKE) --no-print-directory apt APT_PACKAGES="gcc libc6-dev python3-dev"
+	PODOD_REQUIRE_COMPILED=1 $(PIP) install -q --no-deps -e .
+	touch $@
+
+compiled: $(VENV)/.compiled
 
 $(SYNAPSE_VENV)/.installed:
 	test -x $(SYNAPSE_VENV)/bin/python || $(PYTHON) -m venv $(SYNAPSE_VENV)
@@ -49,7 +66,9 @@ synapse: $(SYNAPSE_VENV)/.installed
 
 # Debian packages: installed when missing and we are root; otherwise say what is missing.
 # (Synapse, which Debian lacks, comes from PyPI into its own virtualenv.)
-deps: synapse
+deps: synapse apt
+
+apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 		| grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -64,23 +83,24 @@ deps: synapse
 
 demo: venv
 	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-		$(MAKE) deps APT_PACKAGES="postgresql"; fi
+		$(MAKE) apt APT_PACKAGES="postgresql"; fi
 	$(PY) -m podod.demo
 
 lint: venv
-	$(VENV)/bin/ruff check src tests bench plugins
+	$(VENV)/bin/ruff check setup.py src tests bench plugins
 	$(VENV)/bin/mypy
 
-unit: venv
+unit: venv compiled
 	$(VENV)/bin/pytest -q tests/unit
 
-test: venv deps lint
+test: venv deps compiled lint
 	PODOD_STRICT_SKIPS=1 $(VENV)/bin/pytest -q -ra --durations=15 tests
 
-bench: venv deps
+bench: venv deps compiled
 	@mkdir -p .bench
 	@for b in bench/*.py; do case $$b in */loggen.py|*/_*) continue;; esac; \
 		echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf .demo .bench .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .demo .bench .pytest_cache .mypy_cache .ruff_cache build $(VENV)/.compiled
+	find src -name '*.so' -delete

@@ -5,6 +5,9 @@ Both are timed by CPU time (best of several runs) as well as wall time: the mach
 shared, and CPU time is what other processes disturb least. Both must report the same grand
 totals, or the figures mean nothing. Target: at least 5x pflogsumm.
 
+podod's parser runs as installed (compiled with mypyc by ``make``; podod.compiled), and once
+more from its Python source (PODOD_PURE_PYTHON=1, in a child process) for comparison.
+
     python bench/logparse.py [--lines N] [--runs N]      (writes .bench/logparse.json)
 """
 
@@ -23,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loggen
+from podod import compiled
 from podod.monitor.traffic.logparse import parse_files
 
 OUT = Path(".bench") / "logparse.json"
@@ -63,11 +67,30 @@ def run_podod(path: Path) -> tuple[float, float, dict[str, int]]:
     return cpu, wall, {k: totals.get(k, 0) for k in TOTALS}
 
 
+def run_podod_source(path: Path, runs: int) -> tuple[float, float, dict[str, int]]:
+    """podod's parser from its Python source, best of ``runs``, in a child process."""
+    env = dict(os.environ, PODOD_PURE_PYTHON="1")
+    out = subprocess.run([sys.executable, __file__, "--measure", str(path), "--runs", str(runs)],
+                         capture_output=True, text=True, check=True, env=env).stdout
+    cpu, wall, totals = json.loads(out)
+    return cpu, wall, totals
+
+
+def measure(path: Path, runs: int) -> int:
+    ours = [run_podod(path) for _ in range(runs)]
+    print(json.dumps([min(r[0] for r in ours), min(r[1] for r in ours), ours[0][2]]))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # the child process
     args = ap.parse_args(argv)
+    if args.measure:
+        return measure(args.measure, args.runs)
+    how = compiled.describe()
     with tempfile.TemporaryDirectory(prefix="podod-bench-") as tmp:
         path = Path(tmp) / "mail.log"
         truth = loggen.write(path, lines=args.lines, days=3, seed=1)
@@ -75,16 +98,20 @@ def main(argv: list[str] | None = None) -> int:
         load_before = os.getloadavg()[0]
         pfl = [run_pflogsumm(path) for _ in range(max(1, args.runs - 1))]
         ours = [run_podod(path) for _ in range(args.runs)]
+        source = run_podod_source(path, args.runs)
         load_after = os.getloadavg()[0]
     pfl_cpu = min(r[0] for r in pfl)
     pfl_wall = min(r[1] for r in pfl)
     our_cpu = min(r[0] for r in ours)
     our_wall = min(r[1] for r in ours)
-    same = ours[0][2] == pfl[0][2] == truth.totals()
+    same = ours[0][2] == pfl[0][2] == source[2] == truth.totals()
     result = {
         "lines": truth.lines, "bytes": size,
+        "parser": how, "compiled": how.endswith("mypyc"),
         "podod_lines_per_s": round(truth.lines / our_cpu),
         "podod_lines_per_s_wall": round(truth.lines / our_wall),
+        "podod_source_lines_per_s": round(truth.lines / source[0]),
+        "source_ratio": round(pfl_cpu / source[0], 2),
         "pflogsumm_lines_per_s": round(truth.lines / pfl_cpu),
         "pflogsumm_lines_per_s_wall": round(truth.lines / pfl_wall),
         "ratio": round(pfl_cpu / our_cpu, 2),
@@ -96,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"log: {truth.lines} lines, {size / 1e6:.0f} MB, 3 days (bench/loggen.py, seed 1)")
     print(f"podod     {result['podod_lines_per_s']:>10,} lines/s CPU  "
-          f"({result['podod_lines_per_s_wall']:,} wall)")
+          f"({result['podod_lines_per_s_wall']:,} wall; {how})")
+    print(f"  source  {result['podod_source_lines_per_s']:>10,} lines/s CPU  "
+          f"(the same parser from its Python source: {result['source_ratio']}x pflogsumm)")
     print(f"pflogsumm {result['pflogsumm_lines_per_s']:>10,} lines/s CPU  "
           f"({result['pflogsumm_lines_per_s_wall']:,} wall)")
     print(f"ratio     {result['ratio']:>10}x CPU (target {TARGET}x), {result['ratio_wall']}x wall")

@@ -11,9 +11,18 @@ from typing import Any
 
 import pytest
 
+from podod import compiled
 from podod.testbed.daemon import DaemonProcess, base_config, write_config
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Python would run a compiled module older than its edited source without a word: the
+    tests would test the old code. ``make`` compiles again; refuse to run until then."""
+    if not compiled.wanted_pure() and (stale := compiled.stale()):
+        pytest.exit(f"compiled modules older than their source: {', '.join(stale)}; run "
+                    "'make compiled' (or set PODOD_PURE_PYTHON=1 to test the source)", 2)
 
 
 @pytest.fixture

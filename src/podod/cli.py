@@ -19,9 +19,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"podod: {message} (see 'podod --help')\n")
 
 
+class _Version(argparse.Action):
+    """``--version``: the version, and whether the log parser runs compiled (computed only
+    when asked: it imports the parser)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from podod import compiled
+
+        print(f"podod {__version__} ({compiled.describe()})")
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="podod", description="podod: the mail administrator's daemon.")
-    parser.add_argument("--version", action="version", version=f"podod {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="show the version (and how the log parser runs) and exit")
     sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
 
     def with_config(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,9 @@ Speed comes from doing nothing for lines that cannot matter: per line, a few ``s
 calls locate the timestamp, the host and the syslog tag; one dictionary lookup on the tag
 (without its ``[pid]``) picks the service, or skips the line; only then does the service's
 handler look at the message, with ``startswith`` at known offsets. No regular expression
-runs on the hot path.
+runs on the hot path. The module is compiled with mypyc at install time, with the modules it
+imports (``podod.compiled``): keep them typed, importing only the standard library and
+each other.
 
 Counting follows pflogsumm 1.1.5 (Debian's), so totals agree with it on the same file:
 
