@@ -130,10 +130,9 @@ def test_an_edit_newer_than_the_compiled_module_is_reported(
     assert compiled.stale() == []
 
 
-def _project_copy(tmp_path: Path) -> Path:
-    dest = tmp_path / "podod"
+def _project_copy(dest: Path) -> Path:
+    dest.mkdir()
     for name in ("setup.py", "pyproject.toml", "README.md", "LICENSE"):
-        dest.mkdir(exist_ok=True)
         shutil.copy2(REPO / name, dest / name)
     shutil.copytree(REPO / "src", dest / "src",
                     ignore=shutil.ignore_patterns("*.so", "__pycache__", "*.egg-info"))
@@ -142,25 +141,32 @@ def _project_copy(tmp_path: Path) -> Path:
 
 def test_a_build_without_a_c_compiler_installs_the_source_or_fails_plainly(
         tmp_path: Path) -> None:
-    project = _project_copy(tmp_path)
-    wheels = tmp_path / "wheels"
-    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(wheels),
-             str(project)]
-    no_cc = _env(CC="/bin/false", PIP_NO_CACHE_DIR="1")
-    done = subprocess.run(build, capture_output=True, text=True, env=no_cc)
-    assert done.returncode == 0, done.stderr
-    assert "WARNING: podod: the log parser is not compiled (" in done.stderr + done.stdout
-    (wheel,) = wheels.glob("podod-*.whl")
+    """Two builds at once (each copy of the project has its own build/), with a C compiler
+    that always fails: by default the wheel holds the Python source; with
+    PODOD_REQUIRE_COMPILED=1 the build fails and says what to install."""
+    no_cc = _env(CC="/bin/false")
+    runs = {}
+    for name, env in (("fallback", no_cc), ("required", no_cc | {"PODOD_REQUIRE_COMPILED": "1"})):
+        project = _project_copy(tmp_path / name)
+        build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v",
+                 "-w", str(project / "wheels"), str(project)]
+        runs[name] = (project, subprocess.Popen(build, stdout=subprocess.PIPE,
+                                                stderr=subprocess.STDOUT, text=True, env=env))
+    out = {name: (project, proc.communicate()[0], proc.returncode)
+           for name, (project, proc) in runs.items()}
+
+    project, said, code = out["fallback"]
+    assert code == 0, said[-3000:]
+    assert "WARNING: podod: the log parser is not compiled (" in said
+    (wheel,) = (project / "wheels").glob("podod-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "podod/monitor/traffic/parser.py" in names
     assert not [n for n in names if n.endswith(".so")]  # the source, not half a build
-    shutil.rmtree(wheels)
-    shutil.rmtree(project / "build", ignore_errors=True)
-    failed = subprocess.run(build, capture_output=True, text=True,
-                            env=no_cc | {"PODOD_REQUIRE_COMPILED": "1"})
-    assert failed.returncode != 0
-    said = [line.strip() for line in failed.stderr.splitlines() + failed.stdout.splitlines()
-            if "podod: the log parser is not compiled" in line]
-    assert said and "Install a C compiler and Python's headers (Debian: gcc python3-dev)" \
-        in said[0], failed.stdout[-2000:] + failed.stderr[-2000:]
-    assert not wheels.exists() or not list(wheels.glob("*.whl"))
+
+    project, said, code = out["required"]
+    assert code != 0
+    lines = [line.strip() for line in said.splitlines()
+             if "podod: the log parser is not compiled" in line]
+    assert lines and "Install a C compiler and Python's headers (Debian: gcc python3-dev)" \
+        in lines[0], said[-3000:]
+    assert not list((project / "wheels").glob("*.whl"))
