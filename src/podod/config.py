@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-import yaml
 from pydantic import Field, field_validator
 
 from podod.alerts.settings import AlertSettings
@@ -22,6 +21,7 @@ from podod.monitor.settings import MonitorSettings
 from podod.monitor.traffic.settings import TrafficSettings
 from podod.servers.settings import ServerConfig
 from podod.settings_base import ConfigPath, Duration, Section
+from podod.yamlfile import read_yaml
 
 Role = Literal["admin", "domain-admin", "viewer"]
 
@@ -230,21 +230,5 @@ def load_config(path: str | Path) -> Config:
     """Read and validate ``path``; every failure is a :class:`ConfigError` naming the file."""
     path = Path(path)
     source = path.name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such configuration file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a configuration file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: is not UTF-8 text") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{source}: YAML syntax error{where}: {problem}") from None
+    data = read_yaml(path, "configuration file")
     return parse_config(data, source=source, base_dir=path.resolve().parent)

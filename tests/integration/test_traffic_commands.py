@@ -5,55 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import io
 import shutil
-import sys
-import time
 from collections.abc import Callable
-from datetime import UTC
 from pathlib import Path
 from typing import Any
+
+from maillogs import TOTALS, append, lines_of, truth
 
 from podod.config import parse_config
 from podod.events import EventBus
 from podod.monitor.model import Sample, SamplesCollected
 from podod.monitor.traffic import setup as traffic_setup
-from podod.monitor.traffic.clock import LogClock
 from podod.monitor.traffic.component import Traffic
-from podod.monitor.traffic.parser import MailLogParser
-from podod.monitor.traffic.tally import Tally
 from podod.plugins import Registry
 from podod.runtime import Runtime
 from podod.state import StateDB
 from podod.testbed.daemon import DaemonProcess, base_config
 from podod.testbed.waiting import poll
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
-import loggen  # noqa: E402
-
 Start = Callable[..., DaemonProcess]
 FAST = {"flush_interval": "200ms", "publish_interval": "200ms", "rotation_check": "300ms",
         "rotation_grace": "500ms"}
-TOTALS = ("received", "delivered", "deferred", "deferrals", "bounced", "rejected")
-
-
-def lines_of(n: int, seed: int, days: float = 1.0) -> list[str]:
-    out = io.StringIO()
-    loggen.generate(out, lines=n, days=days, seed=seed)
-    return out.getvalue().splitlines(keepends=True)
-
-
-def truth(lines: list[str]) -> dict[str, int]:
-    parser = MailLogParser(Tally(), clock=LogClock(UTC, reference=time.time()))
-    parser.feed_lines(lines)
-    totals = parser.tally.totals()
-    return {k: totals.get(k, 0) for k in TOTALS}
-
-
-def append(path: Path, lines: list[str]) -> None:
-    with open(path, "a") as f:
-        f.writelines(lines)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 60.0,

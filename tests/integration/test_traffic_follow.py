@@ -11,48 +11,30 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 
 import pytest
+from maillogs import lines_of, truth
 
 from podod.monitor.traffic import sources
 from podod.monitor.traffic.clock import LogClock
 from podod.monitor.traffic.follower import LogFollower
-from podod.monitor.traffic.parser import MailLogParser
 from podod.monitor.traffic.settings import TrafficSettings
 from podod.monitor.traffic.store import Batch, Position, TrafficStore
-from podod.monitor.traffic.tally import Tally
 from podod.plugins import Registry
 from podod.servers.runner import LocalRunner
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
-import loggen  # noqa: E402
-
 SETTINGS = TrafficSettings(flush_interval=0.2, rotation_check=0.3, rotation_grace=0.6,
                            reconnect_max=1.0, batch_lines=500)
-
-
-def log_lines(n: int, seed: int) -> list[str]:
-    out = io.StringIO()
-    loggen.generate(out, lines=n, days=0.5, seed=seed)
-    return out.getvalue().splitlines(keepends=True)
 
 
 def compress(path: Path) -> None:
     with open(path, "rb") as src, gzip.open(f"{path}.gz", "wb") as dst:
         shutil.copyfileobj(src, dst)
     path.unlink()
-
-
-def truth(lines: list[str]) -> dict[str, int]:
-    parser = MailLogParser(Tally(), clock=LogClock(UTC, reference=time.time()))
-    parser.feed_lines(lines)
-    return dict(parser.tally.totals())
 
 
 class Harness:
@@ -113,7 +95,7 @@ class Harness:
         raise AssertionError(f"timed out; store has {self.totals()}")
 
     async def caught_up(self, lines: list[str]) -> None:
-        expected = {k: v for k, v in truth(lines).items() if v}
+        expected = {k: v for k, v in truth(lines, keys=None).items() if v}
         await self.wait_for(lambda: self.totals() == expected)
         await asyncio.sleep(0.5)  # nothing more must arrive: no double counting
         assert self.totals() == expected
@@ -136,7 +118,7 @@ async def harness(tmp_path: Path) -> Harness:
 
 
 async def test_follows_a_growing_log_from_its_beginning(harness: Harness) -> None:
-    lines = log_lines(3000, 1)
+    lines = lines_of(3000, 1, days=0.5)
     harness.write(lines[:1200])
     await harness.start()
     await harness.caught_up(lines[:1200])
@@ -150,7 +132,7 @@ async def test_follows_a_growing_log_from_its_beginning(harness: Harness) -> Non
 
 
 async def test_rotation_while_following(harness: Harness) -> None:
-    lines = log_lines(3000, 2)
+    lines = lines_of(3000, 2, days=0.5)
     harness.write(lines[:1000])
     await harness.start()
     await harness.caught_up(lines[:1000])
@@ -164,7 +146,7 @@ async def test_rotation_while_following(harness: Harness) -> None:
 
 
 async def test_copytruncate_while_following(harness: Harness) -> None:
-    lines = log_lines(3000, 3)
+    lines = lines_of(3000, 3, days=0.5)
     harness.write(lines[:1500])
     await harness.start()
     await harness.caught_up(lines[:1500])
@@ -177,7 +159,7 @@ async def test_copytruncate_while_following(harness: Harness) -> None:
 
 
 async def test_failed_commits_lose_and_repeat_nothing(harness: Harness) -> None:
-    lines = log_lines(3000, 9)
+    lines = lines_of(3000, 9, days=0.5)
     harness.fail_commits = {2, 3, 6}  # e.g. a full disk, twice
     harness.write(lines[:1500])
     await harness.start()
@@ -190,7 +172,7 @@ async def test_failed_commits_lose_and_repeat_nothing(harness: Harness) -> None:
 
 
 async def test_lines_read_during_a_slow_commit_are_committed_too(harness: Harness) -> None:
-    lines = log_lines(2000, 10)
+    lines = lines_of(2000, 10, days=0.5)
     harness.commit_delay = 0.4
     await harness.start()
     for i in range(0, 2000, 100):  # small writes, many of them while a commit waits
@@ -200,7 +182,7 @@ async def test_lines_read_during_a_slow_commit_are_committed_too(harness: Harnes
 
 
 async def test_crash_in_the_middle_of_a_file_and_restart(harness: Harness) -> None:
-    lines = log_lines(4000, 4)
+    lines = lines_of(4000, 4, days=0.5)
     harness.write(lines[:2000])
     await harness.start()
     await asyncio.sleep(0.4)  # part of it committed, part read but not committed
@@ -216,7 +198,7 @@ async def test_crash_in_the_middle_of_a_file_and_restart(harness: Harness) -> No
 
 @pytest.mark.parametrize("how", ["rename", "gzip", "copytruncate"])
 async def test_rotation_while_podod_is_away(harness: Harness, how: str) -> None:
-    lines = log_lines(3000, 5)
+    lines = lines_of(3000, 5, days=0.5)
     harness.write(lines[:1000])
     await harness.start()
     await harness.caught_up(lines[:1000])
@@ -239,7 +221,7 @@ async def test_rotation_while_podod_is_away(harness: Harness, how: str) -> None:
 
 async def test_a_new_file_with_a_reused_inode_is_not_taken_for_the_old_one(
         harness: Harness) -> None:
-    lines = log_lines(2000, 6)
+    lines = lines_of(2000, 6, days=0.5)
     harness.write(lines[:800])
     await harness.start()
     await harness.caught_up(lines[:800])
@@ -280,7 +262,8 @@ async def test_follows_the_journal_with_cursors(harness: Harness) -> None:
     assert Path(JOURNAL_REMOTE).exists(), "systemd-journal-remote is not installed (make deps)"
     journal = harness.root / "journal"
     journal.mkdir()
-    lines = [ln for ln in log_lines(1500, 8) if " CRON[" not in ln and " kernel:" not in ln]
+    lines = [ln for ln in lines_of(1500, 8, days=0.5)
+             if " CRON[" not in ln and " kernel:" not in ln]
     start_us = int((time.time() - 3600) * 1e6)
     journal_append(journal, lines[:600], start_us)
     await harness.start(f"journal:{journal}")

@@ -3,46 +3,18 @@ middle of the stream, a rotation while connected; not a line lost or counted twi
 
 from __future__ import annotations
 
-import io
-import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC
 from pathlib import Path
 
 import pytest
+from maillogs import TOTALS, append, lines_of, truth
 
-from podod.monitor.traffic.clock import LogClock
-from podod.monitor.traffic.parser import MailLogParser
-from podod.monitor.traffic.tally import Tally
 from podod.testbed.daemon import DaemonProcess, base_config, write_config
 from podod.testbed.sshd import Sshd
 from podod.testbed.waiting import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
-import loggen  # noqa: E402
-
 pytestmark = pytest.mark.integration
-TOTALS = ("received", "delivered", "deferred", "deferrals", "bounced", "rejected")
-
-
-def lines_of(n: int, seed: int) -> list[str]:
-    out = io.StringIO()
-    loggen.generate(out, lines=n, days=1, seed=seed)
-    return out.getvalue().splitlines(keepends=True)
-
-
-def truth(lines: list[str]) -> dict[str, int]:
-    parser = MailLogParser(Tally(), clock=LogClock(UTC, reference=time.time()))
-    parser.feed_lines(lines)
-    totals = parser.tally.totals()
-    return {k: totals.get(k, 0) for k in TOTALS}
-
-
-def append(path: Path, lines: list[str]) -> None:
-    with open(path, "a") as f:
-        f.writelines(lines)
 
 
 @pytest.fixture

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from podod.alerts.matchers import Matcher, MatcherError, from_mapping
@@ -37,6 +36,7 @@ from podod.alerts.templates import Template, compile_template, deferred_template
 from podod.durations import parse_duration
 from podod.errors import ConfigError
 from podod.settings_base import Duration
+from podod.yamlfile import read_yaml
 
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
 Severity = Literal["critical", "warning", "info"]
@@ -407,23 +407,7 @@ def parse_rule_file(data: Any, source: str, *, deferred_templates: bool = False)
 
 def read_rule_file(path: Path, *, deferred_templates: bool = False) -> RuleSet:
     source = path.name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such rule file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a rule file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the rule file ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{source}: is not UTF-8 text") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{source}: YAML syntax error{where}: {problem}") from None
+    data = read_yaml(path, "rule file")
     ruleset = parse_rule_file(data, source, deferred_templates=deferred_templates)
     ruleset.files = [path]
     return ruleset

@@ -15,7 +15,6 @@ import imaplib
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from podod.mail.serverconfig import (
 from podod.monitor.collectors.dovecot import METRICS_CONF, stats_reader_conf
 from podod.testbed.ports import free_port
 from podod.testbed.postgres import let_others_traverse
-from podod.testbed.process import stop_process, wait_stopped
+from podod.testbed.process import ForegroundDaemon
 
 
 def ensure_vmail() -> tuple[int, int]:
@@ -43,7 +42,7 @@ def ensure_vmail() -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-class Dovecot:
+class Dovecot(ForegroundDaemon):
     def __init__(self, root: Path, login: SqlLogin, *, imap_port: int | None = None,
                  lmtp_port: int | None = None, quota_login: SqlLogin | None = None,
                  stats_group: str = "adm") -> None:
@@ -168,21 +167,6 @@ protocol lmtp {{
             if path.exists():
                 parts.append(path.read_text(errors="replace")[-2000:])
         return "\n".join(parts)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, signal.SIGTERM, timeout=10)
-            self.proc = None
-
-    def stop_begin(self) -> None:
-        """Send TERM without waiting (several test beds can then stop in parallel)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-
-    def stop_wait(self) -> None:
-        if self.proc is not None:
-            wait_stopped(self.proc, timeout=10)
-            self.proc = None
 
     @property
     def stats_socket(self) -> Path:

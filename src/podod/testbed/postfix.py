@@ -16,7 +16,6 @@ import grp
 import json
 import os
 import shutil
-import signal
 import smtplib
 import subprocess
 import time
@@ -31,7 +30,7 @@ from podod.mail.serverconfig import (
 )
 from podod.testbed.ports import free_port
 from podod.testbed.postgres import let_others_traverse
-from podod.testbed.process import stop_process, wait_stopped
+from podod.testbed.process import ForegroundDaemon
 
 # Only what a virtual-mailbox host on loopback needs; chroot off (the queue is a temp dir).
 MASTER_CF = """\
@@ -60,7 +59,9 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
-class Postfix:
+class Postfix(ForegroundDaemon):
+    stop_timeout = 15.0
+
     def __init__(self, root: Path, login: SqlLogin, *, lmtp_port: int,
                  smtp_port: int | None = None) -> None:
         self.root = Path(root)
@@ -187,20 +188,6 @@ biff = no
         """``postqueue -j``: the messages still queued (deferred, held, active)."""
         result = self.command("postqueue", "-c", str(self.config_dir), "-j")
         return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, signal.SIGTERM, timeout=15)
-            self.proc = None
-
-    def stop_begin(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-
-    def stop_wait(self) -> None:
-        if self.proc is not None:
-            wait_stopped(self.proc, timeout=15)
-            self.proc = None
 
     def __enter__(self) -> Postfix:
         return self.start()

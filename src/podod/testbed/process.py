@@ -59,3 +59,25 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
     if proc.poll() is None:
         proc.send_signal(sig)
     wait_stopped(proc, timeout)
+
+
+class ForegroundDaemon:
+    """A test-bed daemon running in the foreground as ``proc``. ``stop`` sends TERM and
+    waits (KILL after ``stop_timeout``); ``stop_begin`` and ``stop_wait`` split that, so
+    several test beds can stop side by side."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    stop_timeout = 10.0
+
+    def stop(self) -> None:
+        self.stop_begin()
+        self.stop_wait()
+
+    def stop_begin(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop_wait(self) -> None:
+        if self.proc is not None:
+            wait_stopped(self.proc, timeout=self.stop_timeout)
+            self.proc = None
