@@ -56,6 +56,8 @@ $(VENV)/.compiled: $(VENV)/.installed setup.py pyproject.toml src/podod/compiled
 	touch $@
 
 compiled: $(VENV)/.compiled
+	@$(PY) -c 'import sys, podod.compiled as c; sys.exit(bool(c.stale()))' \
+		|| PODOD_REQUIRE_COMPILED=1 $(PIP) install -q --no-deps -e .
 
 $(SYNAPSE_VENV)/.installed:
 	test -x $(SYNAPSE_VENV)/bin/python || $(PYTHON) -m venv $(SYNAPSE_VENV)

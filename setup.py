@@ -62,9 +62,9 @@ class OptionalBuildExt(build_ext):
 
 
 def _extensions() -> list[Any]:
-    if _flag("PODOD_PURE_PYTHON"):
-        return []
     compiled = _compiled_module()
+    if compiled.wanted_pure():
+        return []
     try:
         from mypyc.build import mypycify
     except ImportError as e:

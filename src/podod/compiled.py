@@ -2,13 +2,15 @@
 
 The mail-log parser's modules are plain, type-checked Python. The build (``setup.py``)
 compiles them with mypyc into C extensions, which Python imports in preference to the
-``.py`` next to them: the same code, about 1.5x as fast (docs/monitoring.md, "Speed").
-Where no C compiler is at hand the build keeps the Python source, with a warning.
+``.py`` next to them: the same code, about 1.6x as fast (docs/monitoring.md, Traffic,
+Benchmark). Where no C compiler is at hand the build keeps the Python source, with a
+warning.
 
 ``PODOD_PURE_PYTHON=1`` in the environment makes podod import the Python source even where
 the compiled modules exist (to rule them out when something looks wrong, and so the tests
-can compare the two). This module imports only the standard library: ``setup.py`` reads
-``COMPILED`` from it before podod is installed.
+can compare the two). So does a checkout whose compiled modules are older than their
+source: an edit not compiled yet is run, not silently ignored. This module imports only
+the standard library: ``setup.py`` reads ``COMPILED`` from it before podod is installed.
 """
 
 from __future__ import annotations
@@ -61,8 +63,9 @@ def compiled_files(name: str) -> list[Path]:
 
 def stale() -> list[str]:
     """In a source checkout (an editable install), modules whose compiled file is older
-    than their source: an edit not yet compiled, which Python would silently ignore
-    (``make`` compiles again). An installed wheel's file times say nothing: none."""
+    than their source: an edit not yet compiled, which Python would silently run the old
+    code of (podod then imports the source; ``make`` compiles again). An installed wheel's
+    file times say nothing: none."""
     if not (_SRC.parent / "setup.py").is_file():
         return []
     out = []
@@ -83,6 +86,9 @@ def describe() -> str:
         return "traffic parser: compiled with mypyc"
     if wanted_pure():
         return f"traffic parser: Python source, {PURE_ENV} is set"
+    if stale():
+        return ("traffic parser: Python source, its compiled modules are older than the "
+                "source, run make compiled")
     return "traffic parser: Python source, not compiled (no C compiler at install time)"
 
 
@@ -101,6 +107,7 @@ class _SourceFinder(importlib.abc.MetaPathFinder):
 
 def use_source() -> None:
     """Import the modules of ``COMPILED`` from source from now on (call before any of them
-    is imported: ``podod/__init__.py`` does when ``PODOD_PURE_PYTHON`` is set)."""
+    is imported: ``podod/__init__.py`` does when ``PODOD_PURE_PYTHON`` is set or the
+    compiled modules are stale)."""
     if not any(isinstance(f, _SourceFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _SourceFinder())

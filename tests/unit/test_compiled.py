@@ -110,6 +110,22 @@ def test_compiled_and_source_give_exactly_the_same_results(logs: list[str]) -> N
     assert ours == source
 
 
+def test_a_compiled_module_older_than_its_source_is_not_run() -> None:
+    """An edit not compiled yet: podod runs the source (and says so), not the old code."""
+    name = "podod.monitor.traffic.top"
+    (built, *_) = compiled.compiled_files(name)
+    before = built.stat()
+    try:
+        older = compiled.source_path(name).stat().st_mtime - 60
+        os.utime(built, (before.st_atime, older))
+        out = subprocess.run([PODOD, "--version"], capture_output=True, text=True,
+                             check=True, env=_env()).stdout
+        assert "traffic parser: Python source, its compiled modules are older than the " \
+            "source, run make compiled" in out
+    finally:
+        os.utime(built, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
 def test_an_edit_newer_than_the_compiled_module_is_reported(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In a checkout, a source edited after compiling would be silently ignored by Python
