@@ -43,21 +43,15 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 # The log parser's modules compiled with mypyc, in place (setup.py, src/podod/compiled.py):
-# compiled again whenever one of them changes (the install above leaves them to this step,
-# so they are compiled once). A failure is an error here, not setup.py's fallback to the
-# Python source: tests and benchmarks never run a stale or uncompiled parser unnoticed.
-COMPILED_SOURCES = $(shell $(PYTHON) -c 'import runpy; print(" ".join("src/" \
-	+ n.replace(".", "/") + ".py" for n in runpy.run_path("src/podod/compiled.py")["COMPILED"]))')
-
-$(VENV)/.compiled: $(VENV)/.installed setup.py pyproject.toml src/podod/compiled.py \
-		$(COMPILED_SOURCES)
-	@$(MAKE) --no-print-directory apt APT_PACKAGES="gcc libc6-dev python3-dev"
-	PODOD_REQUIRE_COMPILED=1 $(PIP) install -q --no-deps -e .
-	touch $@
-
-compiled: $(VENV)/.compiled
-	@$(PY) -c 'import sys, podod.compiled as c; sys.exit(bool(c.stale()))' \
-		|| PODOD_REQUIRE_COMPILED=1 $(PIP) install -q --no-deps -e .
+# compiled again whenever one is missing or older than its source or setup.py (the install
+# above leaves them to this step, so they are compiled once). A failure is an error here,
+# not setup.py's fallback to the Python source: tests and benchmarks never run a stale or
+# uncompiled parser unnoticed.
+compiled: venv
+	@$(PY) -c 'import sys, podod.compiled as c; why = c.needs_compiling(); \
+		sys.exit(why and f"compiling the log parser: {why}")' || { \
+		$(MAKE) --no-print-directory apt APT_PACKAGES="gcc libc6-dev python3-dev" && \
+		PODOD_REQUIRE_COMPILED=1 $(PIP) install -q --no-deps -e .; }
 
 $(SYNAPSE_VENV)/.installed:
 	test -x $(SYNAPSE_VENV)/bin/python || $(PYTHON) -m venv $(SYNAPSE_VENV)
@@ -104,5 +98,5 @@ bench: venv deps compiled
 		echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf .demo .bench .pytest_cache .mypy_cache .ruff_cache build $(VENV)/.compiled
+	rm -rf .demo .bench .pytest_cache .mypy_cache .ruff_cache build
 	find src -name '*.so' -delete

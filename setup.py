@@ -10,7 +10,6 @@ set it, so a missing compiler cannot hide behind the fallback).
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,20 +20,18 @@ from setuptools.command.build_ext import build_ext
 HERE = Path(__file__).resolve().parent
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "no", "false")
-
-
-REQUIRED = _flag("PODOD_REQUIRE_COMPILED")
-
-
 def _compiled_module() -> Any:
+    """podod.compiled, read from the source (podod is not installed yet)."""
     spec = importlib.util.spec_from_file_location("_podod_compiled",
                                                   HERE / "src" / "podod" / "compiled.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+COMPILED = _compiled_module()
+REQUIRED = COMPILED.env_flag("PODOD_REQUIRE_COMPILED")
 
 
 def _warn(error: BaseException) -> None:
@@ -62,16 +59,15 @@ class OptionalBuildExt(build_ext):
 
 
 def _extensions() -> list[Any]:
-    compiled = _compiled_module()
-    if compiled.wanted_pure():
+    if COMPILED.wanted_pure():
         return []
     try:
         from mypyc.build import mypycify
     except ImportError as e:
         _warn(e)
         return []
-    files = [str(Path("src", *name.split("."))) + ".py" for name in compiled.COMPILED]
-    return list(mypycify(files, opt_level="3", group_name=compiled.GROUP))
+    files = [str(Path("src", *name.split("."))) + ".py" for name in COMPILED.COMPILED]
+    return list(mypycify(files, opt_level="3", group_name=COMPILED.GROUP))
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -50,23 +50,34 @@ def is_compiled(module: ModuleType) -> bool:
                       importlib.machinery.ExtensionFileLoader)
 
 
+def env_flag(name: str) -> bool:
+    """An environment switch: set, and not 0, no or false."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "no", "false")
+
+
 def wanted_pure() -> bool:
-    return os.environ.get(PURE_ENV, "").strip().lower() not in ("", "0", "no", "false")
+    return env_flag(PURE_ENV)
 
 
 def compiled_files(name: str) -> list[Path]:
     """The compiled files of a module in ``COMPILED`` (none when it runs from source)."""
     src = source_path(name)
-    return sorted(p for p in src.parent.glob(src.stem + ".*")
-                  if p.suffix in (".so", ".pyd") and p.name.startswith(src.stem + "."))
+    return [built for suffix in importlib.machinery.EXTENSION_SUFFIXES
+            if (built := src.with_suffix(suffix)).is_file()]
+
+
+def _checkout() -> Path | None:
+    """The source checkout podod runs from (an editable install), if it does."""
+    setup = _SRC.parent / "setup.py"
+    return setup if setup.is_file() else None
 
 
 def stale() -> list[str]:
-    """In a source checkout (an editable install), modules whose compiled file is older
-    than their source: an edit not yet compiled, which Python would silently run the old
-    code of (podod then imports the source; ``make`` compiles again). An installed wheel's
-    file times say nothing: none."""
-    if not (_SRC.parent / "setup.py").is_file():
+    """In a source checkout, modules whose compiled file is older than their source: an
+    edit not yet compiled, which Python would silently run the old code of (podod then
+    imports the source; ``make`` compiles again). An installed wheel's file times say
+    nothing: none."""
+    if _checkout() is None:
         return []
     out = []
     for name in COMPILED:
@@ -76,6 +87,24 @@ def stale() -> list[str]:
                 out.append(name)
                 break
     return out
+
+
+def needs_compiling() -> str | None:
+    """Why a checkout's compiled modules must be built again (``make compiled`` asks):
+    one is missing, older than its source, or older than setup.py; None when they are up
+    to date (or podod is not run from a checkout)."""
+    setup = _checkout()
+    if setup is None:
+        return None
+    for name in COMPILED:
+        built = compiled_files(name)
+        if not built:
+            return f"{name} is not compiled"
+        if min(b.stat().st_mtime for b in built) < setup.stat().st_mtime:
+            return f"{name} is older than setup.py"
+    if outdated := stale():
+        return f"{', '.join(outdated)} older than the source"
+    return None
 
 
 def describe() -> str:

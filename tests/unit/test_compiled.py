@@ -4,6 +4,7 @@ falls back to the source (or fails with one sentence when a compiled parser is r
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import os
 import shutil
@@ -137,7 +138,7 @@ def test_an_edit_newer_than_the_compiled_module_is_reported(
     for name in compiled.COMPILED:
         stem = name.rsplit(".", 1)[1]
         (traffic / f"{stem}.py").write_text("")
-        (traffic / f"{stem}.cpython-311-x86_64-linux-gnu.so").write_text("")
+        (traffic / f"{stem}{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_text("")
     monkeypatch.setattr(compiled, "_SRC", src)
     assert compiled.stale() == []
     os.utime(traffic / "parser.py", (2e9, 2e9))

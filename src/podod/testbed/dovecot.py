@@ -61,7 +61,6 @@ class Dovecot(ForegroundDaemon):
         self.base_dir = self.root / "run"
         self.mail_dir = self.root / "mail"
         self.log_path = self.root / "dovecot.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def write_config(self) -> None:
         uid, gid = ensure_vmail()

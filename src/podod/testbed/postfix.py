@@ -73,7 +73,6 @@ class Postfix(ForegroundDaemon):
         self.queue_dir = self.root / "queue"
         self.data_dir = self.root / "data"
         self.log_path = self.root / "postfix.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def map_path(self, name: str) -> Path:
         return self.map_dir / name
