@@ -60,6 +60,7 @@ def test_dovecot_authenticates_a_podoctl_user_and_only_its_current_password(
     podoctl_create(stack, user, PASSWORD, "--name", "Alice Doe")
     assert dovecot.auth_test(user, PASSWORD)
     assert not dovecot.auth_test(user, "Wrong-Password-99")
+    assert not dovecot.auth_test(user, "-3" + PASSWORD)  # a password, not an option
     assert dovecot.auth_test(user.upper(), PASSWORD)  # auth_username_format = %Lu
     assert dovecot.imap_login(user, PASSWORD)
     assert not dovecot.imap_login(user, "Wrong-Password-99")

@@ -88,6 +88,9 @@ def test_generated_passwords_are_strong_and_pass_the_policy() -> None:
         assert len(password) == 20
         check_policy(password, 12)
         assert any(c.isupper() for c in password) and any(c.isdigit() for c in password)
+    # never an option to the command-line tool it is pasted into (doveadm, passwd, ...):
+    # with a symbol allowed first, 1000 passwords would almost surely hold one
+    assert all(generate_password(20)[0].isalnum() for _ in range(1000))
 
 
 async def test_hash_many_runs_on_every_worker_and_stop_ends_them() -> None:

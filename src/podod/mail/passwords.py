@@ -106,10 +106,14 @@ def check_policy(password: str, min_length: int) -> None:
 
 
 def generate_password(length: int = 20) -> str:
-    """Letters, digits and a few symbols that survive shells and chat clients."""
-    alphabet = string.ascii_letters + string.digits + "-_.+="
+    """Letters, digits and a few symbols that survive shells and chat clients; the first
+    is a letter or digit (``doveadm auth test user -3x...`` and most command-line tools
+    would read a leading ``-`` as an option)."""
+    alnum = string.ascii_letters + string.digits
+    alphabet = alnum + "-_.+="
     while True:
-        candidate = "".join(secrets.choice(alphabet) for _ in range(length))
+        candidate = secrets.choice(alnum) + "".join(secrets.choice(alphabet)
+                                                    for _ in range(length - 1))
         if (any(c.islower() for c in candidate) and any(c.isupper() for c in candidate)
                 and any(c.isdigit() for c in candidate)):
             return candidate

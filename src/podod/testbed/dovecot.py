@@ -186,7 +186,7 @@ protocol lmtp {{
     def auth_test(self, user: str, password: str) -> bool:
         """``doveadm auth test``: exit 0 accepted, 77 refused; anything else is a broken
         test bed and raises."""
-        result = self.doveadm("auth", "test", "-x", "no-penalty", user, password)
+        result = self.doveadm("auth", "test", "-x", "no-penalty", "--", user, password)
         if result.returncode not in (0, 77):
             raise RuntimeError(f"doveadm auth test failed ({result.returncode}): "
                                f"{result.stderr.strip()} {self.output()}")
