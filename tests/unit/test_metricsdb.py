@@ -120,6 +120,25 @@ def test_counter_state_survives_a_restart_of_the_writer(tmp_path: Path) -> None:
     writer.close()
 
 
+def test_a_bucket_with_only_the_first_reading_has_no_increase_or_rate(tmp_path: Path) -> None:
+    # the first reading lands in the last second of its minute, the next ones a bucket later:
+    # the first bucket has nothing to measure an increase from, and says so (None), while
+    # every later bucket has a real increase and rate
+    writer = metricsdb.MetricsWriter(tmp_path / "metrics.db")
+    writer.ingest([counter("dovecot_logins_total", v, T0 + 59 + 2 * i, protocol="imap")
+                   for i, v in enumerate([7, 8, 10, 10])])
+    for plan in (QueryPlan("raw", 60, T0 - 1, T0 + 3600), QueryPlan("5m", 300, T0 - 1,
+                                                                     T0 + 3600)):
+        points = run_query(writer.conn, "dovecot_logins_total", "mx1", {}, plan)[0]["points"]
+        first = points[0]
+        if plan.source == "raw":
+            assert (first["increase"], first["rate"]) == (None, None)
+            assert [(p["increase"], p["rate"]) for p in points[1:]] == [(3, 0.5)]
+        else:  # one 5-minute rollup holds all four readings: increase from the first
+            assert [p["increase"] for p in points] == [3]
+    writer.close()
+
+
 def test_query_rates_never_negative_across_resets(tmp_path: Path) -> None:
     writer = metricsdb.MetricsWriter(tmp_path / "metrics.db")
     values = [100, 160, 220, 30, 90, 150, 10]  # two resets (a reload, a restart)

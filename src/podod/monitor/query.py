@@ -9,7 +9,8 @@ Sources, by ``--step`` (or, without it, by the range):
 - no step and a range up to 2 days: 5-minute buckets; longer: hourly buckets.
 
 Buckets start at multiples of the step since the Unix epoch (UTC). Counters also get
-``increase`` (drops are resets, never negative) and ``rate`` (increase / step, per second).
+``increase`` (drops are resets, never negative) and ``rate`` (increase / step, per second);
+both are None (null in JSON) for a bucket with no earlier reading to measure from.
 """
 
 from __future__ import annotations
@@ -81,10 +82,9 @@ def _point(bucket: int, count: int, total: float, lo: float, hi: float, last: fl
            increase: float | None, step: int, counter: bool) -> dict[str, Any]:
     point: dict[str, Any] = {"ts": bucket, "count": count, "min": lo, "max": hi,
                              "avg": total / count if count else None, "last": last}
-    if counter:
-        inc = increase or 0.0
-        point["increase"] = inc
-        point["rate"] = inc / step
+    if counter:  # None: no earlier reading to measure the increase from
+        point["increase"] = increase
+        point["rate"] = increase / step if increase is not None else None
     return point
 
 
@@ -117,7 +117,6 @@ def _raw_points(conn: sqlite3.Connection, sid: int, plan: QueryPlan, counter: bo
         inc: float | None = None
         span_start = ts
         if counter:
-            inc = 0.0
             if prev is not None and ts > prev[0]:
                 delta = value - prev[1]
                 inc = delta if delta >= 0 else value
@@ -136,13 +135,13 @@ def _raw_points(conn: sqlite3.Connection, sid: int, plan: QueryPlan, counter: bo
         b[4] = value
         b[7] = ts
         if inc is not None:
-            b[5] += inc
+            b[5] = (b[5] or 0.0) + inc
     out = []
     for key, b in sorted(buckets.items()):
         point = _point(key, b[0], b[1], b[2], b[3], b[4], b[5], step, counter)
         if counter:  # the increase was measured from the sample before the bucket
             span = (b[7] - b[6]) / 1000
-            point["rate"] = b[5] / span if span > 0 else None
+            point["rate"] = b[5] / span if b[5] is not None and span > 0 else None
         out.append(point)
     return out
 
