@@ -20,7 +20,10 @@ TOTALS = ("received", "delivered", "deferred", "deferrals", "bounced", "rejected
 
 
 def lines_of(n: int, seed: int, days: float = 1.0) -> list[str]:
-    """``n`` lines of mail flows over ``days`` days, ending now."""
+    """``n`` syslog lines of mail flows over ``days`` days from loggen's fixed start
+    (30 December, 20:00 UTC). Syslog lines carry no year, so they are dated to the last
+    30 December that is not more than a day ahead: always in the past year, never in the
+    last hour, except for a run on 29-31 December."""
     out = io.StringIO()
     loggen.generate(out, lines=n, days=days, seed=seed)
     return out.getvalue().splitlines(keepends=True)

@@ -74,7 +74,7 @@ def test_report_top_and_status_from_a_followed_log(start_daemon: Start, tmp_path
     status = daemon.request(["traffic", "status"])
     assert status["ok"] and status["data"][0]["state"] == "following"
     assert status["data"][0]["offset"] == log.stat().st_size
-    # nothing in the last hour: the generated log is from another year
+    # nothing in the last hour: the generated log is from 30-31 December (see lines_of)
     empty = daemon.request(["traffic", "report", "--since", "1h"])
     assert empty["ok"] and empty["data"]["received"] == 0
 
