@@ -58,11 +58,12 @@ def test_sandbox_changes_nothing_and_shows_the_plan(mail: MailStack) -> None:
              "mailbox alice@example.com would be updated")]:
         assert mail.ok(*argv)["message"] == said
     plan = mail.ok("domain", "delete", "example.com", "--cascade")
-    assert plan["message"] == ("domain example.com would be deleted: 4 rows (1 mailbox, "
-                               "2 alias)")
+    assert plan["message"] == ("domain example.com would be deleted: 5 rows (1 mailbox, "
+                               "2 alias, 1 quota2)")
     assert [(c["action"], c["target"], c["key"]) for c in plan["changes"]] == [
-        ("delete", "alias", "alice@example.com"), ("delete", "alias", "sales@example.com"),
-        ("delete", "mailbox", "alice@example.com"), ("delete", "domain", "example.com")]
+        ("delete", "quota2", "alice@example.com"), ("delete", "alias", "alice@example.com"),
+        ("delete", "alias", "sales@example.com"), ("delete", "mailbox", "alice@example.com"),
+        ("delete", "domain", "example.com")]
 
 
 def test_real_changes_are_backed_up_and_restorable(mail: MailStack) -> None:

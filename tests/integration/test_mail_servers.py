@@ -11,6 +11,7 @@ import smtplib
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
@@ -250,6 +251,49 @@ def test_dovecot_writes_usage_into_quota2_and_podoctl_reports_it(
     quota = dovecot.doveadm("-f", "tab", "quota", "get", "-u", user).stdout
     assert f"STORAGE\t{-(-used // 1024)}\t{10 * 1024}" in quota, quota  # KiB, rounded up
     assert "MESSAGE\t2\t" in quota, quota
+
+
+def test_a_new_mailboxs_first_deliveries_arriving_at_once_are_all_counted(
+        stack: MailStack, postfix: Postfix, dovecot: Dovecot) -> None:
+    """user create starts quota2 at 0, so Dovecot's quota dict only adds to it. Without that
+    row, each concurrent first delivery recalculates the usage and the last one to write
+    wins, losing the others' counts."""
+    domain = new_domain(stack)
+    user = f"burst@{domain}"
+    sandbox = stack.ok("user", "create", user, "--password-stdin", stdin=PASSWORD)
+    assert ("insert", "quota2", user) in [(c["action"], c["target"], c["key"])
+                                          for c in sandbox["changes"]]
+    stack.ok("user", "create", user, "--password-stdin", stdin=PASSWORD, real=True)
+    assert quota2(stack, user) == (0, 0)
+    assert stack.ok("user", "show", user)["data"]["messages"] == 0
+
+    def send(n: int) -> None:
+        with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=10) as smtp:
+            smtp.sendmail("sender@remote.example", [user], f"Subject: burst {n}\r\n\r\nhi\r\n")
+
+    burst = 12
+    with ThreadPoolExecutor(burst) as pool:
+        list(pool.map(send, range(burst)))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (quota2(stack, user) or (0, 0))[1] < burst:
+        time.sleep(0.1)
+    time.sleep(0.5)  # a lost count would show as fewer; a recount could still land
+    on_disk = len(list((dovecot.mail_dir / domain / "burst" / "Maildir" / "new").iterdir()))
+    assert on_disk == burst, postfix.output()
+    assert quota2(stack, user) is not None and quota2(stack, user)[1] == burst, (
+        quota2(stack, user), dovecot.output())
+
+
+def test_user_create_keeps_a_quota2_row_left_by_a_mailbox_deleted_elsewhere(
+        stack: MailStack) -> None:
+    """A quota2 row without its mailbox (deleted outside podod, its maildir maybe kept) is
+    Dovecot's figure for that maildir: a new mailbox of the same name keeps it."""
+    domain = new_domain(stack)
+    user = f"again@{domain}"
+    stack.sql(f"INSERT INTO quota2 (username, bytes, messages) VALUES ('{user}', 4096, 3)")
+    created = stack.ok("user", "create", user, "--generate-password", real=True)
+    assert "quota2" not in {c["target"] for c in created["changes"]}
+    assert quota2(stack, user) == (4096, 3)
 
 
 # --- SOGo -----------------------------------------------------------------------------------

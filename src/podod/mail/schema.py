@@ -4,7 +4,8 @@ meanings and units) and a ``sogo_users`` view for SOGo's SQL user source.
 Units, as PostfixAdmin has them: ``mailbox.quota`` in bytes; ``domain.maxquota`` (largest
 mailbox) and ``domain.quota`` (all mailboxes together) in MB; 0 means unlimited, and
 ``domain.mailboxes``/``domain.aliases`` 0 means unlimited too. ``quota2`` is written by
-Dovecot (quota dict); podod only reads it.
+Dovecot (quota dict); podod starts a new mailbox's row at 0, reads it, and deletes it with
+the mailbox.
 """
 
 from __future__ import annotations

@@ -126,6 +126,12 @@ def setup(registry: Registry) -> None:
             "domain": domain_name, "active": not inactive})
         await uow.insert("alias", {"address": username, "goto": username,
                                    "domain": domain_name, "active": not inactive})
+        if not await uow.fetchval("SELECT 1 FROM quota2 WHERE username = $1", username):
+            # A new mailbox starts with its usage known (0): Dovecot's quota dict would
+            # otherwise recalculate a missing row on the first deliveries, and concurrent
+            # recalculations lose counts. A row left by a mailbox deleted outside podod is
+            # kept: its maildir may still be there.
+            await uow.insert("quota2", {"username": username, "bytes": 0, "messages": 0})
         verb = "created" if ctx.execute_real else "would be created"
         return Reply(message=f"mailbox {username} {verb} (quota {mb(quota)})",
                      data={"username": username, "quota": quota},
