@@ -474,10 +474,13 @@ queue_run_delay = 1s
             c.received += 1
             self._wait_log("status=deferred", count=3)
             c.deferred += 1
-            c.deferrals += 2  # the first attempt, and the retry after which it expires
             time.sleep(1.5)  # older than the queue lifetime now
             self._flush()
             self._wait_log("status=expired", count=1)
+            # the first attempt, and usually a retry after which it expires; on a busy
+            # machine Postfix may expire it without that retry, so Postfix's own log says
+            c.deferrals += sum("to=<late@defer.test>" in line and "status=deferred" in line
+                               for line in self.maillog.read_text().splitlines())
             c.expired += 1
             c.delivered += 1          # the expiry notice to bob
             self._wait_log("status=sent", count=c.delivered)
