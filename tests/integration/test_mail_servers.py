@@ -211,6 +211,18 @@ def quota2(stack: MailStack, user: str) -> tuple[int, int] | None:
     return int(used), int(messages)
 
 
+def quota2_at(stack: MailStack, user: str, messages: int, timeout: float
+              ) -> tuple[int, int] | None:
+    """quota2 once it counts ``messages`` (or whatever it holds when ``timeout`` is up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        usage = quota2(stack, user)
+        if usage is not None and usage[1] >= messages:
+            return usage
+        time.sleep(0.1)
+    return quota2(stack, user)
+
+
 def test_dovecot_writes_usage_into_quota2_and_podoctl_reports_it(
         stack: MailStack, postfix: Postfix, dovecot: Dovecot) -> None:
     """Dovecot's quota dict (the rendered dovecot-dict-sql.conf.ext, on the quota role)
@@ -225,16 +237,7 @@ def test_dovecot_writes_usage_into_quota2_and_podoctl_reports_it(
             smtp.sendmail("sender@remote.example", [user],
                           f"Subject: quota {n}\r\n\r\n{body}\r\n")
 
-    def counted() -> tuple[int, int] | None:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            usage = quota2(stack, user)
-            if usage is not None and usage[1] == 2:
-                return usage
-            time.sleep(0.1)
-        return quota2(stack, user)
-
-    usage = counted()
+    usage = quota2_at(stack, user, 2, timeout=20)
     assert usage is not None and usage[1] == 2, (usage, postfix.output(), dovecot.output())
     used = usage[0]
     assert 4000 < used < 8000  # two messages of a little over 2000 bytes
@@ -274,14 +277,12 @@ def test_a_new_mailboxs_first_deliveries_arriving_at_once_are_all_counted(
     burst = 12
     with ThreadPoolExecutor(burst) as pool:
         list(pool.map(send, range(burst)))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (quota2(stack, user) or (0, 0))[1] < burst:
-        time.sleep(0.1)
+    quota2_at(stack, user, burst, timeout=30)
     time.sleep(0.5)  # a lost count would show as fewer; a recount could still land
     on_disk = len(list((dovecot.mail_dir / domain / "burst" / "Maildir" / "new").iterdir()))
     assert on_disk == burst, postfix.output()
-    assert quota2(stack, user) is not None and quota2(stack, user)[1] == burst, (
-        quota2(stack, user), dovecot.output())
+    usage = quota2(stack, user)
+    assert usage is not None and usage[1] == burst, (usage, dovecot.output())
 
 
 def test_user_create_keeps_a_quota2_row_left_by_a_mailbox_deleted_elsewhere(
