@@ -10,6 +10,7 @@ from typing import NoReturn
 
 from podod import __version__
 from podod.errors import PododError
+from podod.libwarnings import hide_library_warnings
 
 DEFAULT_CONFIG = os.environ.get("PODOD_CONFIG", "/etc/podod/podod.yaml")
 
@@ -84,6 +85,7 @@ def check_config(path: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    hide_library_warnings()
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "run":

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from podod.libwarnings import hide_library_warnings
+
 DEMO_PORT = 55432
 
 
@@ -23,6 +25,7 @@ def _raise_stop(signum: int, frame: object) -> None:
 
 
 def main() -> int:
+    hide_library_warnings()
     repo = Path.cwd()
     config = repo / "config" / "demo.yaml"
     root = repo / ".demo"

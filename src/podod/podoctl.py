@@ -20,6 +20,7 @@ from rich.table import Table as RichTable
 
 from podod.bus.context import Reply
 from podod.bus.render import SANDBOX_BANNER, plan_lines
+from podod.libwarnings import hide_library_warnings
 
 DEFAULT_SOCKET = "/run/podod/podod.sock"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -174,6 +175,7 @@ def parse_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    hide_library_warnings()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return _main(argv)
