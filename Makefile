@@ -17,7 +17,14 @@ APT_PACKAGES := postgresql postgresql-client openssh-server openssh-client \
 SYNAPSE_VENV ?= .cache/synapse
 SYNAPSE_VERSION ?= 1.163.2
 
-.PHONY: help venv compiled apt deps synapse demo test lint unit integration bench clean
+# The lock: exact versions of everything pip installs, made by 'make lock' (.ci/lock) from
+# pyproject.toml's ranges. -c pins podod's dependencies, --build-constraint the build
+# requirements pip fetches into its isolated build environment (setuptools, mypy for mypyc).
+LOCK := constraints.txt
+SYNAPSE_LOCK := constraints-synapse.txt
+PIP_LOCKED = $(PIP) install -q -c $(LOCK) --build-constraint $(LOCK)
+
+.PHONY: help venv compiled apt deps synapse demo test lint unit integration bench lock clean
 
 help:
 	@echo "make demo   run podod on a throwaway PostgreSQL cluster (Ctrl-C stops everything)"
@@ -25,9 +32,10 @@ help:
 	@echo "make lint   ruff and mypy"
 	@echo "make compiled  compile the log parser with mypyc (make test and make bench do)"
 	@echo "make bench  run the benchmarks (figures printed, JSON in .bench/)"
+	@echo "make lock   resolve pyproject.toml's ranges afresh into $(LOCK) (then make test)"
 
 # A fresh Debian has python3 but not its venv module: install python3-venv when root.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) >/dev/null 2>&1 || { rm -rf $(VENV); \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "installing python3-venv"; \
@@ -36,8 +44,8 @@ $(VENV)/.installed: pyproject.toml
 			$(PYTHON) -m venv $(VENV); \
 		else echo "'$(PYTHON) -m venv' failed: install python3-venv (as root: apt-get" \
 			"install python3-venv)"; exit 1; fi; }
-	$(PIP) install -q --upgrade pip
-	PODOD_PURE_PYTHON=1 $(PIP) install -q -e '.[test]'
+	$(PIP) install -q -c $(LOCK) --upgrade pip setuptools wheel
+	PODOD_PURE_PYTHON=1 $(PIP_LOCKED) -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -51,11 +59,13 @@ compiled: venv
 	@$(PY) -c 'import sys, podod.compiled as c; why = c.needs_compiling(); \
 		sys.exit(why and f"compiling the log parser: {why}")' || { \
 		$(MAKE) --no-print-directory apt APT_PACKAGES="gcc libc6-dev python3-dev" && \
-		PODOD_REQUIRE_COMPILED=1 $(PIP) install -q --no-deps -e .; }
+		PODOD_REQUIRE_COMPILED=1 $(PIP_LOCKED) --no-deps -e .; }
 
-$(SYNAPSE_VENV)/.installed:
+$(SYNAPSE_VENV)/.installed: $(SYNAPSE_LOCK)
 	test -x $(SYNAPSE_VENV)/bin/python || $(PYTHON) -m venv $(SYNAPSE_VENV)
-	$(SYNAPSE_VENV)/bin/pip install -q 'matrix-synapse==$(SYNAPSE_VERSION)'
+	$(SYNAPSE_VENV)/bin/pip install -q -c $(SYNAPSE_LOCK) --upgrade pip setuptools wheel
+	$(SYNAPSE_VENV)/bin/pip install -q -c $(SYNAPSE_LOCK) --build-constraint $(SYNAPSE_LOCK) \
+		'matrix-synapse==$(SYNAPSE_VERSION)'
 	touch $@
 
 synapse: $(SYNAPSE_VENV)/.installed
@@ -96,6 +106,10 @@ bench: venv deps compiled
 	@mkdir -p .bench
 	@for b in bench/*.py; do case $$b in */loggen.py|*/_*) continue;; esac; \
 		echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Upgrading is deliberate: resolve afresh, then 'make test' must pass before both are committed.
+lock:
+	PYTHON=$(PYTHON) SYNAPSE_VERSION=$(SYNAPSE_VERSION) .ci/lock
 
 clean:
 	rm -rf .demo .bench .pytest_cache .mypy_cache .ruff_cache build
