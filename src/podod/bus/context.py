@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from podod.errors import PermissionDenied
 
 if TYPE_CHECKING:
+    from podod.bus.plans import Plan
     from podod.bus.spec import CommandSpec
     from podod.runtime import Runtime
 
@@ -40,6 +41,8 @@ class Request:
     execute_real: bool = False
     stdin: str | None = None  # secret input (e.g. a password); never audited
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # The plan a confirmation applies: the real run must change exactly what it showed.
+    plan: Plan | None = None
 
 
 @dataclass
