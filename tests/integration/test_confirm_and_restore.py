@@ -3,6 +3,9 @@ changed since its backup: through the real daemon and a real PostgreSQL."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -129,3 +132,100 @@ def test_confirm_of_a_command_without_a_transaction_is_checked_first(
     done = daemon.request(["confirm", plan["plan_id"]])
     assert done["message"] == "kept note 2"  # the refused confirmation kept nothing
 
+
+def _ceo(mail: MailStack) -> str:
+    """The issue's scenario: a backup of a quota change, then the password is reset."""
+    mail.ok("domain", "create", "b.example", real=True)
+    mail.ok("user", "create", "ceo@b.example", "--quota-mb", "10", "--password-stdin",
+            stdin=PASSWORD, real=True)
+    backup = str(mail.ok("user", "update", "ceo@b.example", "--quota-mb", "11",
+                         real=True)["backup_id"])
+    mail.ok("user", "reset-password", "ceo@b.example", "--generate-password", real=True)
+    return backup
+
+
+def test_restore_refuses_to_undo_later_changes_without_the_option(mail: MailStack) -> None:
+    backup = _ceo(mail)
+    new_hash = mail.sql("SELECT password FROM mailbox WHERE username='ceo@b.example'")
+    before = mail.dump()
+    expected = (f"since backup {backup} was taken, 1 row changed again (mailbox "
+                "ceo@b.example: password); restoring would undo that, so nothing was changed; "
+                "add --overwrite-later-changes to restore anyway")
+    assert mail.fail("backup", "restore", backup) == expected  # the sandbox run says it too
+    refused = mail.daemon.request(["backup", "restore", backup], execute_real=True)
+    assert refused["message"] == expected and refused["code"] == "conflict"
+    assert mail.dump() == before
+    assert new_hash not in str(refused) and PASSWORD not in str(refused)
+    plan = mail.ok("backup", "restore", backup, "--overwrite-later-changes")
+    assert plan["notes"] == ["Overwrites what changed since the backup: mailbox "
+                             "ceo@b.example: password."]
+    done = mail.ok("backup", "restore", backup, "--overwrite-later-changes", real=True)
+    assert done["backup_id"]
+    row = mail.sql("SELECT quota, password FROM mailbox WHERE username='ceo@b.example'")
+    quota, restored_hash = row.split("|")
+    assert quota == str(10 * 1024 * 1024) and restored_hash != new_hash
+
+
+def test_restore_names_rows_created_again_or_deleted_since(mail: MailStack) -> None:
+    mail.ok("domain", "create", "g.example", real=True)
+    mail.ok("user", "create", "old@g.example", "--generate-password", real=True)
+    mail.ok("alias", "create", "team@g.example", "--to", "x@remote.example", real=True)
+    deleted = str(mail.ok("user", "delete", "old@g.example", real=True)["backup_id"])
+    updated = str(mail.ok("alias", "update", "team@g.example", "--add", "y@remote.example",
+                          real=True)["backup_id"])
+    mail.ok("user", "create", "old@g.example", "--generate-password", real=True)
+    mail.ok("alias", "delete", "team@g.example", real=True)
+    assert mail.fail("backup", "restore", deleted) == (
+        f"since backup {deleted} was taken, 3 rows changed again (alias old@g.example: created "
+        "again; quota2 old@g.example: created again; mailbox old@g.example: created again); "
+        "restoring would undo that, so nothing was changed; add --overwrite-later-changes to "
+        "restore anyway")
+    assert mail.fail("backup", "restore", updated) == (
+        f"since backup {updated} was taken, 1 row changed again (alias team@g.example: "
+        "deleted); restoring would undo that, so nothing was changed; add "
+        "--overwrite-later-changes to restore anyway")
+
+
+def test_restore_without_later_changes_proceeds(mail: MailStack) -> None:
+    mail.ok("domain", "create", "h.example", real=True)
+    before = mail.dump()
+    backup = str(mail.ok("user", "create", "new@h.example", "--generate-password",
+                         real=True)["backup_id"])
+    plan = mail.ok("backup", "restore", backup)
+    assert plan["notes"] == [] and len(plan["changes"]) == 3
+    assert mail.ok("backup", "restore", backup, real=True)["message"] == \
+        f"restore of backup {backup}: 3 rows"
+    assert mail.dump() == before
+
+
+def test_a_backup_without_rows_after_its_change_needs_the_option(mail: MailStack) -> None:
+    """A backup an older podod took has no 'after' rows: changes since cannot be told."""
+    mail.ok("domain", "create", "i.example", real=True)
+    backup = str(mail.ok("user", "create", "ann@i.example", "--generate-password",
+                         real=True)["backup_id"])
+    folder = Path(str(mail.ok("backup", "show", backup)["data"]["path"]))
+    rows = json.loads((folder / "rows.json").read_text())
+    for item in rows:
+        del item["after"]
+    reseal(mail, backup, folder, "rows.json", json.dumps(rows).encode())
+    assert mail.ok("backup", "verify", backup)["ok"]
+    assert mail.fail("backup", "restore", backup) == (
+        f"backup {backup} holds no rows as they were right after its change (it was taken by "
+        "an older podod), so changes made since cannot be told apart; nothing was changed; "
+        "add --overwrite-later-changes to restore it anyway")
+    mail.ok("backup", "restore", backup, "--overwrite-later-changes", real=True)
+    assert mail.sql("SELECT count(*) FROM mailbox WHERE domain='i.example'") == "0"
+
+
+def reseal(mail: MailStack, backup: str, folder: Path, name: str, data: bytes) -> None:
+    """Rewrite one file of a backup the way podod writes it: manifest, SHA256SUMS, catalog."""
+    (folder / name).write_bytes(data)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"][name] = hashlib.sha256(data).hexdigest()
+    text = json.dumps(manifest, indent=1).encode()
+    (folder / "manifest.json").write_bytes(text)
+    sums = {**manifest["files"], "manifest.json": hashlib.sha256(text).hexdigest()}
+    (folder / "SHA256SUMS").write_text("".join(f"{h}  {n}\n" for n, h in sorted(sums.items())))
+    with sqlite3.connect(mail.root / "state" / "state.db") as state:
+        state.execute("UPDATE backups SET manifest_sha256=? WHERE id=?",
+                      (hashlib.sha256(text).hexdigest(), backup))
