@@ -160,6 +160,10 @@ class CommandContext:
     def record(self, action: str, target: str, key: str, **detail: Any) -> None:
         self.changes.append(Change(action, target, key, detail))
 
+    def all_changes(self, reply: Reply) -> list[Change]:
+        """What this run changes: its unit's rows and recorded changes, then the reply's."""
+        return self.changes + [c for c in reply.changes if c not in self.changes]
+
     def after(self, description: str, run: Callable[[], Awaitable[None]]) -> None:
         """Run ``run`` after a real commit (cache flush, reload); skipped in the sandbox."""
         self.after_actions.append(AfterAction(description, run))

@@ -11,15 +11,7 @@ from typing import TYPE_CHECKING
 from podod.bus import grammar
 from podod.bus.audit import AuditEntry, AuditLog
 from podod.bus.authz import authorize
-from podod.bus.context import (
-    Actor,
-    Change,
-    CommandContext,
-    Progress,
-    Reply,
-    Request,
-    _no_progress,
-)
+from podod.bus.context import Actor, CommandContext, Progress, Reply, Request, _no_progress
 from podod.bus.plans import PlanBook
 from podod.errors import PododError, UsageError
 from podod.events import CommandCompleted
@@ -125,7 +117,7 @@ class CommandBus:
                     await unit.rollback()
                 else:
                     if ctx.request.plan is not None:  # a confirmation: exactly the plan
-                        ctx.request.plan.check(_all_changes(ctx, reply))
+                        ctx.request.plan.check(ctx.all_changes(reply))
                     ctx.backup_id = await unit.commit(ctx)
         except BaseException:
             if unit is not None:
@@ -135,7 +127,7 @@ class CommandBus:
             return reply
         if spec.mutating:
             reply.sandbox = ctx.sandbox
-            reply.changes = _all_changes(ctx, reply)
+            reply.changes = ctx.all_changes(reply)
             reply.backup_id = reply.backup_id or ctx.backup_id
             if ctx.sandbox:
                 reply.plan_id = self.plans.issue(ctx.actor, list(ctx.request.argv),
@@ -162,7 +154,7 @@ class CommandBus:
         reply = await ctx.spec.handler(check, **params)
         if not reply.ok:
             return reply
-        plan.check(_all_changes(check, reply))
+        plan.check(check.all_changes(reply))
         return None
 
     async def refuse(self, actor_name: str, origin: str, argv: list[str],
@@ -204,11 +196,6 @@ class CommandBus:
             result=outcome, duration=duration))
         log.info("command %s by %s via %s: %s in %.1f ms", command, request.actor.name,
                  request.origin, outcome, duration * 1000)
-
-
-def _all_changes(ctx: CommandContext, reply: Reply) -> list[Change]:
-    """What a run changes: its unit's rows and recorded changes, then the reply's own."""
-    return ctx.changes + [c for c in reply.changes if c not in ctx.changes]
 
 
 __all__ = ["CommandBus", "UsageError", "error_reply"]
