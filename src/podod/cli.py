@@ -69,6 +69,7 @@ def check_config(path: Path) -> list[str]:
     notifier types and their plugins' settings are errors; rules that watch a series no
     collector declares are warnings (they can never fire)."""
     from podod.alerts.component import resolve_notifiers, undeclared_series
+    from podod.alerts.settings import plaintext_auth_warnings
     from podod.builtins import BUILTIN_MODULES
     from podod.config import load_config
     from podod.plugins import Registry, load_builtins, load_plugins
@@ -81,7 +82,8 @@ def check_config(path: Path) -> list[str]:
     if not config.alerts.enabled:
         return []
     resolve_notifiers(config.alerts, registry, path.name)
-    return undeclared_series(config.alerts.ruleset.rules, registry)
+    return [*undeclared_series(config.alerts.ruleset.rules, registry),
+            *plaintext_auth_warnings(config.alerts)]
 
 
 def main(argv: list[str] | None = None) -> int:

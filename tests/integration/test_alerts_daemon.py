@@ -331,7 +331,8 @@ def test_email_with_smtp_auth_and_a_refused_login(tmp_path: Path) -> None:
     (tmp_path / "bad").write_text("wrong-s3cret\n")
     with SmtpReceiver(login=("podod", "mail-s3cret")) as smtp:
         common = {"type": "email", "smtp_host": "127.0.0.1", "smtp_port": smtp.port,
-                  "tls": "auto", "username": "podod", "from": "podod@example.org",
+                  "tls": "auto", "username": "podod", "allow_plaintext_auth": True,
+                  "from": "podod@example.org",
                   "to": ["ops@example.org"], "retry_initial": "0.1s", "retry_max": "0.2s",
                   "give_up_after": "1s"}
         stack = Stack(tmp_path, [{**common, "name": "good",
@@ -512,3 +513,29 @@ def test_a_rule_on_what_a_real_collector_measures(tmp_path: Path,
         assert alert["annotations"]["summary"].startswith("local1: / is ")
     finally:
         daemon.stop()
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_email_never_logs_in_without_tls_unless_allowed(tmp_path: Path) -> None:
+    """tls: auto and a server that offers AUTH but no STARTTLS: the password is not sent,
+    nor the message, and the failure is logged and recorded."""
+    (tmp_path / "pw").write_text("mail-s3cret\n")
+    with SmtpReceiver(login=("podod", "mail-s3cret")) as smtp:
+        stack = Stack(tmp_path, [{"type": "email", "name": "mail", "smtp_host": "127.0.0.1",
+                                  "smtp_port": smtp.port, "username": "podod",
+                                  "password_file": str(tmp_path / "pw"),
+                                  "from": "podod@example.org", "to": ["ops@example.org"],
+                                  "retry_initial": "0.1s", "retry_max": "0.2s",
+                                  "give_up_after": "1s"}]).start()
+        try:
+            stack.feed("mx1", "node_filesystem_used_ratio", 0.99, mountpoint="/var")
+            rows = wait_for(lambda: [h for h in stack.ok("alerts", "history")["data"]
+                                     if h["event"] == "notify-failed"], 30, "the give-up")
+            reason = (f"the SMTP server 127.0.0.1:{smtp.port} does not offer STARTTLS, and the "
+                      "login of podod is not sent without TLS (allow_plaintext_auth: true "
+                      "allows it, for a relay on loopback only); nothing was sent")
+            assert rows[0]["detail"].endswith(reason)
+            assert smtp.logins == [] and smtp.messages == []
+            assert reason in stack.daemon.log() and "s3cret" not in stack.daemon.log()
+        finally:
+            stack.stop()

@@ -133,6 +133,9 @@ class EmailNotifierSettings(NotifierBase):
     username: str | None = None
     password: SecretStr | None = None
     password_file: ConfigPath | None = None
+    # SMTP AUTH without TLS sends the password readably: only when this says so (a relay on
+    # loopback). Otherwise a server without STARTTLS gets no login and no message.
+    allow_plaintext_auth: bool = False
     sender: str = Field(alias="from")
     to: list[str] = Field(min_length=1)
     subject: str = ("[{{ status | upper }}{% if status == 'firing' %}:{{ firing | length }}"
@@ -151,6 +154,45 @@ class EmailNotifierSettings(NotifierBase):
             if "@" not in address or any(c in address for c in " \r\n<>,"):
                 raise ValueError(f"'{address}' is not a mail address")
         return value
+
+    @model_validator(mode="after")
+    def _no_plaintext_login(self) -> EmailNotifierSettings:
+        if self.username and self.tls == "none" and not self.allow_plaintext_auth:
+            raise ValueError("tls: none with a username would send the SMTP password without "
+                             "TLS; use tls: auto, starttls or implicit, or set "
+                             "allow_plaintext_auth: true (for a relay on loopback only)")
+        return self
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def plaintext_auth_warning(entry: EmailNotifierSettings) -> str | None:
+    """A sentence when this notifier may log in without TLS to a host not on loopback."""
+    if entry.username and entry.allow_plaintext_auth and entry.tls != "implicit" \
+            and not _loopback(entry.smtp_host):
+        return (f"allow_plaintext_auth lets the SMTP password of {entry.username} go to "
+                f"{entry.smtp_host} without TLS, and that is not a loopback address")
+    return None
+
+
+def plaintext_auth_warnings(settings: AlertSettings) -> list[str]:
+    """``podod check-config``'s warnings for e-mail notifiers (the notifier logs them)."""
+    out = []
+    for i, entry in enumerate(settings.notifiers):
+        if isinstance(entry, EmailNotifierSettings):
+            warning = plaintext_auth_warning(entry)
+            if warning:
+                out.append(f"alerts.notifiers[{i}]: {warning}")
+    return out
 
 
 class AlertmanagerNotifierSettings(NotifierBase):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from podod.backup.gate import BackupGate
+from podod.backup.gate import BackupGate, current_rows
 from podod.bus.context import CommandContext, Reply, Table
 from podod.bus.spec import Arg, Opt
 from podod.errors import Conflict, UsageError, ValidationError
@@ -92,16 +92,35 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "backup restore", "Put back the rows a change touched, as they were before it",
         params=[Arg("id", "the backup id", metavar="ID"),
-                Opt("force", "restore even rows that changed again since", kind="flag")],
+                Opt("overwrite_later_changes", "restore even rows that changed again since "
+                    "the backup (listed when it refuses)", kind="flag")],
         permission="admin", mutating=True, unit="maildb",
         description="Rows the change inserted are deleted; rows it updated or deleted are "
-                    "written back. Like every change, a restore is a sandbox dry run unless "
-                    "--execute-real, and a real restore is itself backed up first.",
+                    "written back. Rows that changed again since the change (another update, "
+                    "a new password, a row created again) are listed and the restore is "
+                    "refused unless --overwrite-later-changes. Like every change, a restore "
+                    "is a sandbox dry run unless --execute-real, and a real restore is "
+                    "itself backed up first.",
     )
-    async def backup_restore(ctx: CommandContext, id: str, force: bool) -> Reply:
+    async def backup_restore(ctx: CommandContext, id: str,
+                             overwrite_later_changes: bool) -> Reply:
         uow = ctx.unit
         rows = await gate_of(ctx).load_rows(id)
-        changed_since = []
+        later = await later_changes(uow, rows)
+        notes = []
+        if later is None and not overwrite_later_changes:
+            raise Conflict(f"backup {id} holds no rows as they were right after its change "
+                           "(it was taken by an older podod), so changes made since cannot be "
+                           "told apart; nothing was changed; add --overwrite-later-changes to "
+                           "restore it anyway")
+        if later:
+            listed = "; ".join(later[:LISTED]) + \
+                (f"; and {len(later) - LISTED} more" if len(later) > LISTED else "")
+            if not overwrite_later_changes:
+                raise Conflict(f"since backup {id} was taken, {_rows(len(later))} changed "
+                               f"again ({listed}); restoring would undo that, so nothing was "
+                               "changed; add --overwrite-later-changes to restore anyway")
+            notes.append(f"Overwrites what changed since the backup: {listed}.")
         for item in reversed(rows):
             table, action, key, before = item["table"], item["action"], item["key"], \
                 item["before"]
@@ -122,14 +141,48 @@ def setup(registry: Registry) -> None:
                 await uow.insert(table, values)
             else:
                 now = json.loads(current["j"])
-                if not force and action == "delete":
-                    changed_since.append(f"{table} {value}")
                 values.pop(column)
                 values.pop("created", None)
                 if {k: str(v) for k, v in now.items() if k in values} != \
                         {k: str(v) for k, v in values.items()}:
                     await uow.update(table, {column: value}, values)
-        if changed_since:
-            raise Conflict(f"rows were created again since backup {id} ("
-                           f"{', '.join(changed_since[:5])}); add --force to overwrite them")
-        return Reply(message=f"restore of backup {id}: {len(uow.changes())} rows")
+        return Reply(message=f"restore of backup {id}: {len(uow.changes())} rows", notes=notes)
+
+
+LISTED = 5  # later changes named in a refusal; the rest are counted
+UNCOMPARED = frozenset({"created", "modified"})  # set by every change; not a change itself
+
+
+def _rows(count: int) -> str:
+    return f"{count} row{'' if count == 1 else 's'}"
+
+
+async def later_changes(db: Any, rows: list[dict[str, Any]]) -> list[str] | None:
+    """What changed since the backup's change, as 'mailbox x@y.org: password, quota': the
+    current rows against the rows right after the change (column names, never values).
+    None for a backup without those rows (taken before podod recorded them)."""
+    after: dict[tuple[str, str], dict[str, Any] | None] = {}
+    existed: dict[tuple[str, str], bool] = {}  # before the change: what a restore puts back
+    for item in rows:
+        if "after" not in item:
+            return None
+        (_column, value), = item["key"].items()
+        after[(item["table"], str(value))] = item["after"]
+        existed.setdefault((item["table"], str(value)), item["before"] is not None)
+    now = await current_rows(db, list(after))
+    found = []
+    for (table, value), then in after.items():
+        current = now.get((table, value))
+        if then is None and current is None:
+            continue
+        if then is None:
+            found.append(f"{table} {value}: created again")
+        elif current is None:
+            if existed[(table, value)]:  # a row the change inserted, gone since: no matter
+                found.append(f"{table} {value}: deleted")
+        else:
+            columns = [c for c in [*then, *(c for c in current if c not in then)]
+                       if c not in UNCOMPARED and then.get(c) != current.get(c)]
+            if columns:
+                found.append(f"{table} {value}: {', '.join(columns)}")
+    return found

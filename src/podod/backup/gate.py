@@ -4,7 +4,10 @@ backup, record it in the catalog; any failure aborts the change with nothing cha
 A backup is a folder ``<backup dir>/<id>/`` (mode 0700, files 0600):
 
 - ``rows.json``     the touched rows as they were before the change (``before_images``:
-                    table, action, key, row — ``null`` for rows the change inserts)
+                    table, action, key, row — ``null`` for rows the change inserts) and
+                    as they were right after it (``after``, read inside the change's own
+                    transaction before it commits; ``null`` for rows it deletes), so a
+                    restore can tell what changed since
 - ``tables/<t>.json`` the committed contents of every touched table, read through a
                     separate connection (the change's own transaction is not committed, so
                     that connection sees the state before it)
@@ -142,6 +145,30 @@ def verify_backup(folder: Path, manifest_sha256: str) -> list[str]:
     return problems
 
 
+async def current_rows(db: Any, keys: list[tuple[str, str]]
+                       ) -> dict[tuple[str, str], dict[str, Any]]:
+    """The rows with these (table, primary key) as ``db`` sees them, in PostgreSQL's JSON
+    form (as ``to_json``); one query per table."""
+    by_table: dict[str, list[str]] = {}
+    for table, value in keys:
+        by_table.setdefault(table, []).append(value)
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for table, values in by_table.items():
+        column = PRIMARY_KEYS[table]
+        for record in await db.fetch(
+                f"SELECT {column}::text AS k, to_json(t)::text AS j FROM {table} t "
+                f"WHERE {column}::text = ANY($1::text[])", sorted(set(values))):
+            rows[(table, record["k"])] = json.loads(record["j"])
+    return rows
+
+
+async def after_images(uow: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """The touched rows as the change leaves them, read inside its own transaction before it
+    commits (a row it deleted is absent)."""
+    keys = [(t, str(next(iter(k.values())))) for t, _a, k, _b in uow.before_images]
+    return await current_rows(uow, keys)
+
+
 class BackupGate:
     """The ``backup`` component."""
 
@@ -202,8 +229,10 @@ class BackupGate:
             "-" + secrets.token_hex(3)
         tables = sorted(uow.touched)
         pool = await uow.database.pool()
+        after = await after_images(uow)
         files: dict[str, bytes] = {
-            "rows.json": json.dumps([{"table": t, "action": a, "key": k, "before": b}
+            "rows.json": json.dumps([{"table": t, "action": a, "key": k, "before": b,
+                                      "after": after.get((t, str(next(iter(k.values())))))}
                                      for t, a, k, b in uow.before_images],
                                     default=str, indent=1).encode()}
         # A separate connection sees the committed state: the change is not committed yet.

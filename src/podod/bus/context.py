@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from podod.errors import PermissionDenied
 
 if TYPE_CHECKING:
+    from podod.bus.plans import Plan
     from podod.bus.spec import CommandSpec
     from podod.runtime import Runtime
 
@@ -40,6 +41,8 @@ class Request:
     execute_real: bool = False
     stdin: str | None = None  # secret input (e.g. a password); never audited
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # The plan a confirmation applies: the real run must change exactly what it showed.
+    plan: Plan | None = None
 
 
 @dataclass
@@ -156,6 +159,10 @@ class CommandContext:
 
     def record(self, action: str, target: str, key: str, **detail: Any) -> None:
         self.changes.append(Change(action, target, key, detail))
+
+    def all_changes(self, reply: Reply) -> list[Change]:
+        """What this run changes: its unit's rows and recorded changes, then the reply's."""
+        return self.changes + [c for c in reply.changes if c not in self.changes]
 
     def after(self, description: str, run: Callable[[], Awaitable[None]]) -> None:
         """Run ``run`` after a real commit (cache flush, reload); skipped in the sandbox."""

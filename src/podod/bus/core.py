@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -104,6 +105,10 @@ class CommandBus:
             unit = factory(ctx)
             ctx.unit = unit
             await unit.begin()
+        elif spec.mutating and ctx.request.plan is not None and not ctx.sandbox:
+            refused = await self._check_plan_first(ctx, params)
+            if refused is not None:
+                return refused
         try:
             reply = await spec.handler(ctx, **params)
             if unit is not None:
@@ -111,6 +116,8 @@ class CommandBus:
                 if ctx.sandbox or not reply.ok:
                     await unit.rollback()
                 else:
+                    if ctx.request.plan is not None:  # a confirmation: exactly the plan
+                        ctx.request.plan.check(ctx.all_changes(reply))
                     ctx.backup_id = await unit.commit(ctx)
         except BaseException:
             if unit is not None:
@@ -120,11 +127,11 @@ class CommandBus:
             return reply
         if spec.mutating:
             reply.sandbox = ctx.sandbox
-            reply.changes = ctx.changes + [c for c in reply.changes if c not in ctx.changes]
+            reply.changes = ctx.all_changes(reply)
             reply.backup_id = reply.backup_id or ctx.backup_id
             if ctx.sandbox:
                 reply.plan_id = self.plans.issue(ctx.actor, list(ctx.request.argv),
-                                                 ctx.request.stdin)
+                                                 ctx.request.stdin, reply.changes)
             else:
                 for action in ctx.after_actions:
                     try:
@@ -134,6 +141,21 @@ class CommandBus:
                         log.warning("after-action %s failed: %s", action.description, exc)
                         reply.notes.append(f"after: {action.description}: FAILED ({exc})")
         return reply
+
+    async def _check_plan_first(self, ctx: CommandContext,
+                                params: dict[str, object]) -> Reply | None:
+        """A confirmed command without a unit of work changes things as it runs, so there
+        is no commit to hold back: run it in the sandbox once more first and refuse if it
+        would no longer change what the plan showed. A refusal of that run is the reply."""
+        plan = ctx.request.plan
+        assert plan is not None
+        dry = dataclasses.replace(ctx.request, execute_real=False, plan=None)
+        check = CommandContext(request=dry, spec=ctx.spec, runtime=self.runtime)
+        reply = await ctx.spec.handler(check, **params)
+        if not reply.ok:
+            return reply
+        plan.check(check.all_changes(reply))
+        return None
 
     async def refuse(self, actor_name: str, origin: str, argv: list[str],
                      exc: PododError) -> Reply:
@@ -154,7 +176,7 @@ class CommandBus:
         plan = self.plans.take(plan_id, request.actor)
         argv = [t for t in plan.argv if t != "--execute-real"]
         real = Request(argv=argv, actor=request.actor, origin=request.origin,
-                       execute_real=True, stdin=plan.stdin)
+                       execute_real=True, stdin=plan.stdin, plan=plan)
         return await self.execute(real, progress)
 
     async def _audit(self, request: Request, command: str, args: dict[str, object],

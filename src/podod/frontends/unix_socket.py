@@ -6,9 +6,10 @@ Protocol (one JSON object per line, both ways)::
     ← {"type": "progress", "message": "..."}          (zero or more, for long operations)
     ← {"type": "reply", "ok": true, "message": "...", ...}
 
-A connection may carry several requests, one after the other. A malformed request gets an
-error reply and the connection stays usable; an oversized one gets an error reply and the
-connection is closed. Nothing a client sends can crash the daemon.
+A connection may carry several requests, one after the other; each is authorized under the
+grants in force when it arrives (a reload applies to open connections). A malformed request
+gets an error reply and the connection stays usable; an oversized one gets an error reply and
+the connection is closed. Nothing a client sends can crash the daemon.
 """
 
 from __future__ import annotations
@@ -200,6 +201,16 @@ class UnixSocketFrontend:
             if isinstance(request, dict):
                 await self._send(writer, request)
                 continue
+            # Every request under the grants in force now: a reload (SIGHUP) that removed or
+            # changed this user's grant applies to an open connection's next request too.
+            try:
+                request.actor = actor = actor_for_uid(uid, self.runtime.config.access)
+            except Unauthenticated as exc:
+                bus = self.runtime.bus
+                assert bus is not None
+                reply = await bus.refuse(f"unix:{user_name(uid)}", "socket", request.argv, exc)
+                await self._send(writer, {"type": "reply", **reply.to_dict()})
+                return
 
             async def progress(message: str) -> None:
                 await self._send(writer, {"type": "progress", "message": message})

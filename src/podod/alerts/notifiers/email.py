@@ -1,5 +1,6 @@
 """E-mail over SMTP: STARTTLS when the server offers it (``tls: auto``), required
-(``starttls``), implicit TLS (``implicit``, port 465) or none; optional AUTH.
+(``starttls``), implicit TLS (``implicit``, port 465) or none; optional AUTH, never without
+TLS unless ``allow_plaintext_auth`` says so (then neither the login nor the message is sent).
 
 smtplib blocks, so each message is sent on a worker thread; the notifier's queue keeps that
 away from the engine anyway.
@@ -8,6 +9,7 @@ away from the engine anyway.
 from __future__ import annotations
 
 import asyncio
+import logging
 import smtplib
 import ssl
 import time
@@ -16,8 +18,10 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 
 from podod.alerts.notify import Notification, NotifyError
-from podod.alerts.settings import EmailNotifierSettings
+from podod.alerts.settings import EmailNotifierSettings, plaintext_auth_warning
 from podod.alerts.templates import compile_template
+
+log = logging.getLogger(__name__)
 
 
 class EmailNotifier:
@@ -28,6 +32,9 @@ class EmailNotifier:
         self.name = settings.label
         self.subject = compile_template(settings.subject)
         self.body = compile_template(settings.body) if settings.body else None
+        warning = plaintext_auth_warning(settings)
+        if warning:
+            log.warning("notifier %s: %s", self.name, warning)
 
     def message(self, notification: Notification) -> EmailMessage:
         s = self.settings
@@ -65,12 +72,19 @@ class EmailNotifier:
                 smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.timeout)
             with smtp:
                 smtp.ehlo()
+                encrypted = s.tls == "implicit"
                 if s.tls in ("auto", "starttls"):
                     if smtp.has_extn("starttls"):
                         smtp.starttls(context=self._context())
                         smtp.ehlo()
+                        encrypted = True
                     elif s.tls == "starttls":
                         raise NotifyError(f"the SMTP server {host} does not offer STARTTLS")
+                if s.username and not encrypted and not s.allow_plaintext_auth:
+                    raise NotifyError(
+                        f"the SMTP server {host} does not offer STARTTLS, and the login of "
+                        f"{s.username} is not sent without TLS (allow_plaintext_auth: true "
+                        "allows it, for a relay on loopback only); nothing was sent")
                 if s.username:
                     password = s.password.get_secret_value() if s.password else ""
                     smtp.login(s.username, password)
