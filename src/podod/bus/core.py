@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 from podod.bus import grammar
-from podod.bus.audit import AuditEntry, AuditLog
+from podod.bus.audit import AuditEntry, AuditLog, AuditUnavailable
 from podod.bus.authz import authorize
 from podod.bus.context import Actor, CommandContext, Progress, Reply, Request, _no_progress
 from podod.bus.plans import PlanBook
@@ -71,6 +71,8 @@ class CommandBus:
                 request.execute_real = False  # nothing to make real; keep the audit honest
             if spec.reads_stdin is False and request.stdin is not None:
                 request.stdin = None
+            if request.execute_real and spec.mutating:
+                await self._intent(request, command, audit_args)
             ctx = CommandContext(request=request, spec=spec, runtime=self.runtime,
                                  progress=progress)
             async with asyncio.timeout(self.runtime.config.commands.timeout):
@@ -161,6 +163,21 @@ class CommandBus:
         real = Request(argv=argv, actor=request.actor, origin=request.origin,
                        execute_real=True, stdin=plan.stdin)
         return await self.execute(real, progress)
+
+    async def _intent(self, request: Request, command: str, args: dict[str, object]) -> None:
+        """A real change is recorded before it runs (outcome ``intent``; its outcome record
+        follows). When that record cannot be written, the change is refused: nothing runs,
+        so no change goes unrecorded."""
+        try:
+            await self.audit.append(AuditEntry(
+                request_id=request.id, actor=request.actor.name, origin=request.origin,
+                command=command, args=args, execute_real=True, outcome="intent",
+                message="about to run for real", duration_ms=0.0))
+        except Exception as exc:
+            log.error("could not write the audit record of request %s (%s): %s refused",
+                      request.id, exc, command)
+            raise AuditUnavailable(f"{command} was not run: its audit record could not be "
+                                   f"written ({exc}); nothing was changed") from None
 
     async def _audit(self, request: Request, command: str, args: dict[str, object],
                      reply: Reply, started: float, ctx: CommandContext | None, *,
