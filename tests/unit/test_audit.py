@@ -8,7 +8,10 @@ import json
 import sqlite3
 from pathlib import Path
 
-from podod.bus.audit import FIELDS, GENESIS, AuditEntry, AuditLog
+import pytest
+
+from podod.bus.audit import FIELDS, GENESIS, MIGRATIONS, AuditEntry, AuditLog
+from podod.errors import PododError
 from podod.state import StateDB
 
 
@@ -203,13 +206,37 @@ async def test_a_lost_key_is_recorded_and_its_records_cannot_be_checked(tmp_path
 
 
 async def test_a_short_key_is_refused(tmp_path: Path) -> None:
-    import pytest
-
-    from podod.errors import PododError
-
     (tmp_path / "audit.key").write_text("short\n")
     state = StateDB(tmp_path / "state.db")
     await state.open()
     with pytest.raises(PododError, match="holds 5 bytes; the audit key needs at least 32"):
         await AuditLog(state).setup()
+    await state.close()
+
+
+async def test_a_log_of_an_older_podod_is_migrated_and_stays_verifiable(tmp_path: Path) -> None:
+    """state.db as podod wrote it before records were signed (schema 1, plain SHA-256)."""
+    db = tmp_path / "state.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE schema_versions (area TEXT PRIMARY KEY, version INTEGER)")
+        for statement in MIGRATIONS[0].split(";\n"):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_versions VALUES ('audit', 1)")
+        prev = GENESIS
+        for n in range(1, 4):
+            row = {"ts": 1700000000.0 + n, "request_id": f"r{n}", "actor": "unix:root",
+                   "origin": "socket", "command": "status", "args": "{}", "execute_real": 0,
+                   "outcome": "ok", "message": "podod is running", "duration_ms": 1.0,
+                   "backup_id": None}
+            body = json.dumps({k: row[k] for k in FIELDS}, sort_keys=True,
+                              separators=(",", ":"))
+            digest = hashlib.sha256((prev + body).encode()).hexdigest()
+            conn.execute(f"INSERT INTO audit ({', '.join(FIELDS)}, prev_hash, hash) "
+                         f"VALUES ({', '.join('?' * len(FIELDS))}, ?, ?)",
+                         [row[k] for k in FIELDS] + [prev, digest])
+            prev = digest
+    state, audit = await make(tmp_path, 1)
+    verdict = await audit.verify()
+    assert verdict.intact and verdict.records == 5, verdict.lines
+    assert (verdict.data["unsigned"], verdict.data["signed"]) == (3, 2)
     await state.close()
