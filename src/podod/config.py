@@ -103,6 +103,13 @@ class CommandSettings(Section):
     timeout: Duration = Field(default=300.0, gt=0)
 
 
+class AuditSettings(Section):
+    """Where the audit log's key and head live (docs/security.md); read at start only."""
+
+    key_file: ConfigPath | None = None  # default: <state_dir>/audit.key, made at first start
+    head_file: ConfigPath | None = None  # default: <state_dir>/audit.head
+
+
 class MetricsSettings(Section):
     enabled: bool = True
     listen: str = "127.0.0.1"
@@ -137,6 +144,7 @@ class Config(Section):
     access: AccessSettings = Field(default_factory=AccessSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     commands: CommandSettings = Field(default_factory=CommandSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     mail: MailSettings = Field(default_factory=MailSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     servers: list[ServerConfig] = Field(default_factory=list)

@@ -49,7 +49,7 @@ class Daemon:
         await self.socket.ensure_free()  # a second podod must not touch the first one's state
         Path(rt.config.state_dir).mkdir(parents=True, exist_ok=True)
         await rt.state.open()
-        audit = AuditLog(rt.state)
+        audit = AuditLog(rt.state, rt.config.audit.key_file, rt.config.audit.head_file)
         await audit.setup()
         rt.bus = CommandBus(rt, audit)
         load_builtins(rt.registry, BUILTIN_MODULES)

@@ -281,7 +281,7 @@ def test_audit_records_and_detects_tampering(start_daemon: Start) -> None:
         daemon.request(argv)
     listed = daemon.request(["audit", "list"])
     commands = [r["command"] for r in listed["data"]]
-    assert commands[:3] == ["help", "frobnicate", "status"]
+    assert commands[:3] == ["help", "(unknown command)", "status"]
     assert listed["data"][1]["outcome"] == "usage"
     assert daemon.podoctl("audit", "verify").returncode == 0
     db = daemon.config_path.parent / "state" / "state.db"

@@ -415,14 +415,16 @@ def test_every_request_is_audited_with_its_backup_and_restore_is_too(mail: MailS
     restore_plan = mail.ok("backup", "restore", str(real["backup_id"]))
     restored = mail.ok("backup", "restore", str(real["backup_id"]), real=True)
     assert mail.sql("SELECT name FROM mailbox") == "Alice Doe"
-    records = mail.ok("audit", "list", "--limit", "5")["data"]
+    records = mail.ok("audit", "list", "--limit", "7")["data"]
     got = [(r["command"], bool(r["execute_real"]), r["outcome"], r["backup_id"])
-           for r in reversed(records)]  # newest first
-    assert got == [
+           for r in reversed(records)]  # oldest first
+    assert got == [  # a real change is recorded before it runs, then with its outcome
         ("user update", False, "sandbox", None),
+        ("user update", True, "intent", None),
         ("user update", True, "ok", real["backup_id"]),
         ("user list", False, "ok", None),
         ("backup restore", False, "sandbox", None),
+        ("backup restore", True, "intent", None),
         ("backup restore", True, "ok", restored["backup_id"]),
     ]
     assert sandbox["backup_id"] is None and restore_plan["backup_id"] is None

@@ -1,11 +1,17 @@
-"""The audit chain shows edits, insertions and deletions."""
+"""The audit chain shows edits, insertions, deletions, removed newest records and a chain
+rewritten without the key."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 from pathlib import Path
 
-from podod.bus.audit import AuditEntry, AuditLog
+import pytest
+
+from podod.bus.audit import FIELDS, GENESIS, MIGRATIONS, AuditEntry, AuditLog
+from podod.errors import PododError
 from podod.state import StateDB
 
 
@@ -25,9 +31,25 @@ async def make(tmp_path: Path, count: int) -> tuple[StateDB, AuditLog]:
     return state, audit
 
 
+async def verify(audit: AuditLog) -> tuple[bool, int, str]:
+    verdict = await audit.verify()
+    return verdict.intact, verdict.records, verdict.lines[0]
+
+
 async def test_intact_chain(tmp_path: Path) -> None:
     state, audit = await make(tmp_path, 5)
-    assert await audit.verify() == (True, 5, "all 5 audit records are intact")
+    verdict = await audit.verify()
+    assert (verdict.intact, verdict.records) == (True, 5)
+    key_id = verdict.data["key_id"]
+    assert verdict.lines == [
+        "all 5 audit records are intact",
+        f"- records 1-5: signed with the audit key {tmp_path / 'audit.key'} (HMAC-SHA256, key "
+        f"id {key_id}): none was changed, inserted, reordered or removed in between, unless "
+        "by someone who has the key",
+        f"- the log reaches record 5, the newest one the head file {tmp_path / 'audit.head'} "
+        "names: no newest record was removed (unless the head file was replaced by an older "
+        "copy of itself)"]
+    assert (tmp_path / "audit.key").stat().st_mode & 0o777 == 0o600
     await state.close()
 
 
@@ -37,17 +59,18 @@ async def test_edit_and_delete_are_detected(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "state.db") as conn:
         conn.execute("UPDATE audit SET actor='unix:mallory' WHERE id=3")
     state, audit = await make(tmp_path, 0)
-    ok, _count, message = await audit.verify()
-    assert not ok and message == "record 3 was changed after it was written"
+    ok, _count, message = await verify(audit)
+    assert not ok and message == "the audit log is NOT intact: record 3 was changed after it " \
+                                 "was written"
     await state.close()
     with sqlite3.connect(tmp_path / "state.db") as conn:
         conn.execute("UPDATE audit SET actor='unix:root' WHERE id=3")
         conn.execute("DELETE FROM audit WHERE id=2")
     state, audit = await make(tmp_path, 0)
-    ok, _count, message = await audit.verify()
+    ok, _count, message = await verify(audit)
     assert not ok
-    assert message == "record 3 does not follow the one before it (a record was removed or " \
-                      "inserted)"
+    assert message == "the audit log is NOT intact: record 3 does not follow the one before it " \
+                      "(a record was removed or inserted)"
     await state.close()
 
 
@@ -67,5 +90,153 @@ async def test_a_request_cancelled_while_its_record_waits_is_still_audited(
     await busy
     await state.close()
     state, audit = await make(tmp_path, 0)
-    assert await audit.verify() == (True, 2, "all 2 audit records are intact")
+    assert await verify(audit) == (True, 2, "all 2 audit records are intact")
+    await state.close()
+
+
+def sha256_chain(db: Path, scheme: str = "sha256") -> None:
+    """What someone with the database file but not the key can do: rewrite records and
+    recompute every hash with SHA-256, as the records before the key were chained."""
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        prev = GENESIS
+        for row in list(conn.execute("SELECT * FROM audit ORDER BY id")):
+            record = dict(row)
+            record["actor"] = "unix:mallory"
+            body = json.dumps({k: record[k] for k in FIELDS}, sort_keys=True,
+                              separators=(",", ":"))
+            digest = hashlib.sha256((prev + body).encode()).hexdigest()
+            conn.execute("UPDATE audit SET actor=?, prev_hash=?, hash=?, scheme=? WHERE id=?",
+                         (record["actor"], prev, digest, scheme, record["id"]))
+            prev = digest
+
+
+async def test_removed_newest_records_are_found_and_recorded(tmp_path: Path) -> None:
+    state, audit = await make(tmp_path, 5)
+    await state.close()
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        conn.execute("DELETE FROM audit WHERE id >= 4")
+    state, audit = await make(tmp_path, 0)  # the start finds it, and writes it down
+    ok, count, message = await verify(audit)
+    assert not ok and count == 4
+    assert message == ("the audit log is NOT intact: record 4: the newest records were "
+                       "removed: the log ended at record 3, but podod had written record 5 "
+                       f"(head file {tmp_path / 'audit.head'})")
+    await audit.append(entry(9))  # the evidence stays when the head moves on
+    assert (await verify(audit))[2] == message
+    await state.close()
+
+
+async def test_a_chain_rewritten_without_the_key_is_found(tmp_path: Path) -> None:
+    for scheme in ("sha256", "hmac-sha256"):
+        root = tmp_path / scheme
+        root.mkdir()
+        state, audit = await make(root, 4)
+        await state.close()
+        sha256_chain(root / "state.db", scheme)
+        state = StateDB(root / "state.db")
+        await state.open()
+        audit = AuditLog(state)
+        await audit.setup()
+        ok, _count, message = await verify(audit)
+        assert not ok, scheme
+        assert message.startswith("the audit log is NOT intact: record "), message
+        await state.close()
+
+
+async def test_the_head_names_a_removed_record_even_without_a_restart(tmp_path: Path) -> None:
+    state, audit = await make(tmp_path, 3)
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        conn.execute("DELETE FROM audit WHERE id = 3")
+    ok, _count, message = await verify(audit)
+    assert not ok and message == (
+        "the audit log is NOT intact: the newest records were removed: the log ends at record "
+        f"2, but the head file {tmp_path / 'audit.head'} names record 3")
+    await state.close()
+
+
+async def test_unsigned_records_stay_verifiable_and_signing_starts_after_them(
+        tmp_path: Path) -> None:
+    """A log written before the audit key: its SHA-256 records verify as such, the first
+    signed record says where signing starts, and verify says what each part proves."""
+    db = tmp_path / "state.db"
+    state, audit = await make(tmp_path, 3)
+    await state.close()
+    sha256_chain(db)  # as an older podod wrote them: SHA-256 only
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE audit SET key_id = NULL")
+    (tmp_path / "audit.head").unlink()
+    (tmp_path / "audit.key").unlink()
+    state, audit = await make(tmp_path, 2)
+    verdict = await audit.verify()
+    assert verdict.intact and verdict.records == 6, verdict.lines
+    assert verdict.data["unsigned"] == 3 and verdict.data["signed"] == 3
+    assert verdict.lines[1].startswith("- records 1-3: unchanged since written, by their "
+                                       "SHA-256 chain only")
+    assert verdict.lines[2].startswith("- records 4-6: signed with the audit key")
+    first = (await audit.list(limit=3))[-1]
+    assert first["outcome"] == "audit-signing" and first["scheme"] == "hmac-sha256"
+    assert first["message"].endswith("the 3 records before it have a SHA-256 chain only")
+    await state.close()
+    with sqlite3.connect(db) as conn:  # unsigned again, after signed ones: a rewrite
+        conn.execute("UPDATE audit SET scheme = 'sha256' WHERE id = 5")
+    state, audit = await make(tmp_path, 0)
+    ok, _count, message = await verify(audit)
+    assert not ok and message == ("the audit log is NOT intact: record 5 claims to be older "
+                                  "than the audit key but follows signed records: the log was "
+                                  "rewritten")
+    await state.close()
+
+
+async def test_a_lost_key_is_recorded_and_its_records_cannot_be_checked(tmp_path: Path) -> None:
+    state, audit = await make(tmp_path, 3)
+    old_id = (await audit.verify()).data["key_id"]
+    await state.close()
+    (tmp_path / "audit.key").unlink()
+    state, audit = await make(tmp_path, 0)
+    verdict = await audit.verify()
+    assert not verdict.intact
+    assert verdict.lines[0].startswith(
+        f"the audit log is NOT intact: record 4: the audit key {tmp_path / 'audit.key'} "
+        f"(key id {verdict.data['key_id']}) was made now, the file was missing: records up "
+        f"to 3, signed with key id {old_id}, can no longer be checked")
+    assert f"- records 1-3 were signed with another audit key (key id {old_id})" in \
+        verdict.message
+    await state.close()
+
+
+async def test_a_short_key_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "audit.key").write_text("short\n")
+    state = StateDB(tmp_path / "state.db")
+    await state.open()
+    with pytest.raises(PododError, match="holds 5 bytes; the audit key needs at least 32"):
+        await AuditLog(state).setup()
+    await state.close()
+
+
+async def test_a_log_of_an_older_podod_is_migrated_and_stays_verifiable(tmp_path: Path) -> None:
+    """state.db as podod wrote it before records were signed (schema 1, plain SHA-256)."""
+    db = tmp_path / "state.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE schema_versions (area TEXT PRIMARY KEY, version INTEGER)")
+        for statement in MIGRATIONS[0].split(";\n"):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_versions VALUES ('audit', 1)")
+        prev = GENESIS
+        for n in range(1, 4):
+            row = {"ts": 1700000000.0 + n, "request_id": f"r{n}", "actor": "unix:root",
+                   "origin": "socket", "command": "status", "args": "{}", "execute_real": 0,
+                   "outcome": "ok", "message": "podod is running", "duration_ms": 1.0,
+                   "backup_id": None}
+            body = json.dumps({k: row[k] for k in FIELDS}, sort_keys=True,
+                              separators=(",", ":"))
+            digest = hashlib.sha256((prev + body).encode()).hexdigest()
+            conn.execute(f"INSERT INTO audit ({', '.join(FIELDS)}, prev_hash, hash) "
+                         f"VALUES ({', '.join('?' * len(FIELDS))}, ?, ?)",
+                         [row[k] for k in FIELDS] + [prev, digest])
+            prev = digest
+    state, audit = await make(tmp_path, 1)
+    verdict = await audit.verify()
+    assert verdict.intact and verdict.records == 5, verdict.lines
+    assert (verdict.data["unsigned"], verdict.data["signed"]) == (3, 2)
     await state.close()

@@ -106,6 +106,71 @@ def test_secrets_are_redacted() -> None:
     parsed = grammar.parse(["user", "create", "a@b.c", "--password", "hunter2hunter2"],
                            COMMANDS)
     assert grammar.redact(parsed.spec, parsed.params)["password"] == "***"
-    assert grammar.redact_argv(["user", "create", "--password", "x", "--password=y"],
-                               COMMANDS) == ["user", "create", "--password", "***",
-                                             "--password=***"]
+    assert grammar.audit_argv(["user", "create", "--password", "x", "--password=y"],
+                              COMMANDS) == ("user create", ["user", "create", "--password",
+                                                            "?", "--password=?"])
+
+
+MARK = "Hunter2Hunter2"
+MALFORMED = [
+    ["user", "create", "a@b.c", "--passwd", MARK],  # an unknown option and its value
+    ["user", "create", "a@b.c", f"--passwd={MARK}"],
+    ["user", "create", "a@b.c", f"--generate-password={MARK}"],  # a flag given a value
+    ["user", "create", "a@b.c", f"--{MARK}={MARK}"],
+    ["user", "create", "a@b.c", MARK],  # a stray positional
+    ["user", "create", "a@b.c", "--generate-password", MARK],
+    ["user", "create", "a@b.c", "--name", "A", "--name", MARK],  # given twice
+    ["user", "create", "a@b.c", "--quota-mb", MARK],
+    ["user", "list", "--active", MARK],
+    ["user", "list", "--limit", "9" * 30 + MARK],
+    ["alerts", "silence", "r", "--for", MARK],
+    ["traffic", "report", "--by", MARK],
+    [MARK],
+    ["!podo", MARK],
+    ["user", MARK],
+    [f"--{MARK}"],
+    ["user", "create", "a@b.c", "--name", f"{MARK}\x00"],
+    ["user", "create", "a@b.c", *[MARK] * 5000],
+]
+
+
+@pytest.mark.parametrize("argv", MALFORMED)
+def test_what_the_audit_keeps_of_a_request_that_does_not_parse(argv: list[str]) -> None:
+    """The requester is told which word was wrong; the audit record keeps only the words the
+    grammar knows: a password typed in the wrong place must not reach the log."""
+    with pytest.raises(grammar.ParseError) as info:
+        grammar.parse(argv, COMMANDS)
+    command, kept = grammar.audit_argv(argv, COMMANDS)
+    assert MARK not in info.value.audit_message and "\n" not in info.value.audit_message
+    assert MARK not in command and MARK not in repr(kept)
+    assert command in COMMANDS or command == "(unknown command)"
+    assert len(kept) <= grammar.AUDIT_MAX_WORDS + 4
+
+
+def test_the_audit_keeps_declared_option_names_and_global_flags() -> None:
+    argv = ["user", "create", "a@b.c", "--name=Al", "--quota", "5", "--execute-real",
+            "--no-generate-password", "--help"]
+    assert grammar.audit_argv(argv, COMMANDS) == (
+        "user create", ["user", "create", "?", "--name=?", "?", "?", "--execute-real",
+                        "--no-generate-password", "--help"])
+    assert grammar.audit_argv(["frobnicate", "x"], COMMANDS) == (
+        "(unknown command)", ["(unknown command)", "?", "?"])
+    assert grammar.audit_argv(["status"] + ["x"] * 60, COMMANDS)[1][-1] == "... (10 more)"
+
+
+def test_an_option_is_given_once_unless_it_is_a_list() -> None:
+    with pytest.raises(UsageError, match=r"^user create: --name is given twice; give it once$"):
+        grammar.parse(["user", "create", "a@b.c", "--name", "A", "--name=B"], COMMANDS)
+    with pytest.raises(UsageError, match="--generate-password is given twice"):
+        grammar.parse(["user", "create", "a@b.c", "--generate-password",
+                       "--no-generate-password"], COMMANDS)
+
+
+def test_long_values_are_cut_in_the_audit_record() -> None:
+    parsed = grammar.parse(["alias", "update", "x@y.z", "--add", ",".join(["a@b.c"] * 80)],
+                           COMMANDS)
+    kept = grammar.redact(parsed.spec, parsed.params)
+    assert len(kept["add"]) == grammar.AUDIT_MAX_ITEMS + 1 and kept["add"][-1] == "... (30 more)"
+    parsed = grammar.parse(["user", "create", "a@b.c", "--name", "n" * 5000], COMMANDS)
+    assert grammar.redact(parsed.spec, parsed.params)["name"] == \
+        "n" * grammar.AUDIT_MAX_TEXT + "... (5000 characters)"

@@ -104,14 +104,20 @@ def setup(registry: Registry) -> None:
                      table=Table(["id", "time (UTC)", "actor", "origin", "command", "real",
                                   "outcome", "took", "backup"], rows, title="audit log"))
 
-    @registry.command("audit verify", "Check that no audit record was altered or removed",
-                      permission="admin")
+    @registry.command(
+        "audit verify", "Check that no audit record was altered or removed",
+        permission="admin",
+        description="Checks every record's hash chain (SHA-256 for records written before "
+                    "the audit key existed, HMAC-SHA256 with the audit key after), and that "
+                    "the log still reaches the newest record the head file names. The reply "
+                    "says what was checked and what that proves; exits 1 naming the first "
+                    "problem.")
     async def audit_verify(ctx: CommandContext) -> Reply:
         bus = ctx.runtime.bus
         assert bus is not None
-        intact, count, message = await bus.audit.verify()
-        reply = Reply(ok=intact, message=message, data={"intact": intact, "records": count})
-        if not intact:
+        verdict = await bus.audit.verify()
+        reply = Reply(ok=verdict.intact, message=verdict.message, data=verdict.data)
+        if not verdict.intact:
             reply.code = "audit-broken"
             reply.exit_code = 1
         return reply

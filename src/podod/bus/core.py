@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from podod.bus import grammar
-from podod.bus.audit import AuditEntry, AuditLog
+from podod.bus.audit import AuditEntry, AuditLog, AuditUnavailable
 from podod.bus.authz import authorize
 from podod.bus.context import Actor, CommandContext, Progress, Reply, Request, _no_progress
 from podod.bus.plans import PlanBook
@@ -51,9 +51,10 @@ class CommandBus:
     async def _execute(self, request: Request, progress: Progress) -> Reply:
         started = time.monotonic()
         registry = self.runtime.registry
-        command = " ".join(request.argv[:2]) or "(none)"
-        audit_args: dict[str, object] = {
-            "argv": grammar.redact_argv(request.argv, registry.commands)}
+        # Until the request parses, the audit keeps only the words the grammar knows.
+        command, kept = grammar.audit_argv(request.argv, registry.commands)
+        audit_args: dict[str, object] = {"argv": kept}
+        audit_message: str | None = None
         ctx: CommandContext | None = None
         try:
             parsed = grammar.parse(request.argv, registry.commands)
@@ -62,17 +63,24 @@ class CommandBus:
             if parsed.execute_real:
                 request.execute_real = True
             if parsed.help:
-                return Reply(message=grammar.command_help(spec), data=grammar.help_data(spec))
+                reply = Reply(message=grammar.command_help(spec), data=grammar.help_data(spec))
+                await self._audit(request, command, audit_args, reply, started, None)
+                return reply
             audit_args = grammar.redact(spec, parsed.params)
             authorize(request.actor, spec)
             if request.execute_real and not spec.mutating:
                 request.execute_real = False  # nothing to make real; keep the audit honest
             if spec.reads_stdin is False and request.stdin is not None:
                 request.stdin = None
+            if request.execute_real and spec.mutating:
+                await self._intent(request, command, audit_args)
             ctx = CommandContext(request=request, spec=spec, runtime=self.runtime,
                                  progress=progress)
             async with asyncio.timeout(self.runtime.config.commands.timeout):
                 reply = await self._run(ctx, parsed.params)
+        except grammar.ParseError as exc:
+            reply = error_reply(exc)
+            audit_message = exc.audit_message
         except PododError as exc:
             reply = error_reply(exc)
         except TimeoutError:
@@ -91,7 +99,8 @@ class CommandBus:
             reply = Reply(ok=False, code="internal", exit_code=1,
                           message=f"{command} failed on an internal error; nothing was "
                                   f"committed (request {request.id} in the daemon's log)")
-        await self._audit(request, command, audit_args, reply, started, ctx)
+        await self._audit(request, command, audit_args, reply, started, ctx,
+                          message=audit_message)
         return reply
 
     async def _run(self, ctx: CommandContext, params: dict[str, object]) -> Reply:
@@ -164,10 +173,8 @@ class CommandBus:
         started = time.monotonic()
         reply = error_reply(exc)
         request = Request(argv=argv, actor=Actor(actor_name, "viewer"), origin=origin)
-        command = " ".join(argv[:2]) or "(none)"
-        await self._audit(request, command,
-                          {"argv": grammar.redact_argv(argv, self.runtime.registry.commands)},
-                          reply, started, None)
+        command, kept = grammar.audit_argv(argv, self.runtime.registry.commands)
+        await self._audit(request, command, {"argv": kept}, reply, started, None)
         return reply
 
     async def confirm(self, request: Request, plan_id: str,
@@ -179,15 +186,34 @@ class CommandBus:
                        execute_real=True, stdin=plan.stdin, plan=plan)
         return await self.execute(real, progress)
 
+    async def _intent(self, request: Request, command: str, args: dict[str, object]) -> None:
+        """A real change is recorded before it runs (outcome ``intent``; its outcome record
+        follows). When that record cannot be written, the change is refused: nothing runs,
+        so no change goes unrecorded."""
+        try:
+            await self.audit.append(AuditEntry(
+                request_id=request.id, actor=request.actor.name, origin=request.origin,
+                command=command, args=args, execute_real=True, outcome="intent",
+                message="about to run for real", duration_ms=0.0))
+        except Exception as exc:
+            log.error("could not write the audit record of request %s (%s): %s refused",
+                      request.id, exc, command)
+            raise AuditUnavailable(f"{command} was not run: its audit record could not be "
+                                   f"written ({exc}); nothing was changed") from None
+
     async def _audit(self, request: Request, command: str, args: dict[str, object],
-                     reply: Reply, started: float, ctx: CommandContext | None) -> None:
+                     reply: Reply, started: float, ctx: CommandContext | None, *,
+                     message: str | None = None) -> None:
+        """Record the outcome. ``message`` replaces the reply's sentence in the record when
+        that sentence quotes words of a request that did not parse."""
         duration = time.monotonic() - started
         outcome = ("sandbox" if reply.sandbox else "ok") if reply.ok else reply.code
+        text = reply.message if message is None else message
         try:
             await self.audit.append(AuditEntry(
                 request_id=request.id, actor=request.actor.name, origin=request.origin,
                 command=command, args=args, execute_real=request.execute_real,
-                outcome=outcome, message=reply.message.splitlines()[0] if reply.message else "",
+                outcome=outcome, message=text.splitlines()[0] if text else "",
                 duration_ms=duration * 1000, backup_id=reply.backup_id))
         except Exception:
             log.exception("could not write the audit record of request %s", request.id)

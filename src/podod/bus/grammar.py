@@ -17,9 +17,25 @@ from podod.durations import format_duration, parse_duration
 from podod.errors import UsageError
 
 GLOBAL_FLAGS = ("--execute-real",)
+HELP_FLAGS = ("-h", "--help")
+UNKNOWN_COMMAND = "(unknown command)"
+HIDDEN = "?"  # what the audit keeps of a word of a request that did not parse
+AUDIT_MAX_WORDS = 50  # of such a request's argv; the rest is counted
+AUDIT_MAX_TEXT = 200  # characters of one parsed value in the audit record
+AUDIT_MAX_ITEMS = 50  # items of one parsed list value in the audit record
 INT_LIMIT = 2**63 - 1  # what a bigint column and SQLite hold
 _TRUE = {"yes", "true", "on", "1", "y"}
 _FALSE = {"no", "false", "off", "0", "n"}
+
+
+class ParseError(UsageError):
+    """A request that does not parse. ``message`` is for the requester and may quote what
+    they typed; ``audit_message`` is the same sentence without any of their words that the
+    grammar does not know (a misplaced password must not reach the audit log)."""
+
+    def __init__(self, message: str, audit_message: str | None = None) -> None:
+        super().__init__(message)
+        self.audit_message = audit_message if audit_message is not None else message
 
 
 @dataclass
@@ -54,7 +70,7 @@ def find_command(argv: list[str], commands: Mapping[str, CommandSpec]
         if name in commands:
             return commands[name], argv[size:]
     if not words:
-        raise UsageError("no command given; try 'help' for the list of commands")
+        raise ParseError("no command given; try 'help' for the list of commands")
     nouns = {name.split()[0]: [] for name in commands}  # type: dict[str, list[str]]
     for name in commands:
         parts = name.split()
@@ -63,32 +79,37 @@ def find_command(argv: list[str], commands: Mapping[str, CommandSpec]
     if words[0] in nouns and nouns[words[0]]:
         verbs = sorted(nouns[words[0]])
         if len(words) == 1:
-            raise UsageError(f"'{words[0]}' needs one of the words {', '.join(verbs)} "
+            raise ParseError(f"'{words[0]}' needs one of the words {', '.join(verbs)} "
                              f"(see 'help {words[0]}')")
         attempt = words[1]
         close = difflib.get_close_matches(attempt, verbs, n=1)
         hint = f"; did you mean '{words[0]} {close[0]}'?" if close else ""
-        raise UsageError(f"unknown command '{words[0]} {attempt}': '{words[0]}' has "
-                         f"{', '.join(verbs)}{hint}")
+        raise ParseError(f"unknown command '{words[0]} {attempt}': '{words[0]}' has "
+                         f"{', '.join(verbs)}{hint}",
+                         f"unknown command: '{words[0]}' has no such word")
     close = difflib.get_close_matches(" ".join(words[:2]), list(commands), n=1) or \
         difflib.get_close_matches(words[0], list(nouns), n=1)
     hint = f"; did you mean '{close[0]}'?" if close else "; try 'help' for the list of commands"
-    raise UsageError(f"unknown command '{words[0]}'{hint}")
+    raise ParseError(f"unknown command '{words[0]}'{hint}", "unknown command")
 
 
 def _convert(spec: CommandSpec, param: Param, raw: str) -> Any:
     label = param.display.split()[0] if not param.positional else param.display
+    where = f"{spec.name}: {label}"
     if param.kind == "int":
         try:
             number = int(raw)
         except ValueError:
-            raise UsageError(f"{spec.name}: {label} must be a whole number, not '{raw}'") from None
+            raise ParseError(f"{where} must be a whole number, not '{raw}'",
+                             f"{where} must be a whole number") from None
         least = param.minimum if param.minimum is not None else -INT_LIMIT
         most = param.maximum if param.maximum is not None else INT_LIMIT
         if number < least:
-            raise UsageError(f"{spec.name}: {label} must be at least {least}, not {raw}")
+            raise ParseError(f"{where} must be at least {least}, not {raw}",
+                             f"{where} must be at least {least}")
         if number > most:
-            raise UsageError(f"{spec.name}: {label} must be at most {most}, not {raw}")
+            raise ParseError(f"{where} must be at most {most}, not {raw}",
+                             f"{where} must be at most {most}")
         return number
     if param.kind == "bool":
         low = raw.lower()
@@ -96,16 +117,16 @@ def _convert(spec: CommandSpec, param: Param, raw: str) -> Any:
             return True
         if low in _FALSE:
             return False
-        raise UsageError(f"{spec.name}: {label} must be yes or no, not '{raw}'")
+        raise ParseError(f"{where} must be yes or no, not '{raw}'", f"{where} must be yes or no")
     if param.kind == "duration":
         try:
             return parse_duration(raw)
         except ValueError as exc:
-            raise UsageError(f"{spec.name}: {label} {exc}") from None
+            raise ParseError(f"{where} {exc}", f"{where} is not a duration") from None
     if param.kind == "choice":
         if raw.lower() not in param.choices:
-            raise UsageError(f"{spec.name}: {label} must be one of "
-                             f"{', '.join(param.choices)}, not '{raw}'")
+            raise ParseError(f"{where} must be one of {', '.join(param.choices)}, not '{raw}'",
+                             f"{where} must be one of {', '.join(param.choices)}")
         return raw.lower()
     if param.kind == "list":
         return [item.strip() for item in raw.split(",") if item.strip()]
@@ -113,6 +134,8 @@ def _convert(spec: CommandSpec, param: Param, raw: str) -> Any:
 
 
 def parse(argv: list[str], commands: Mapping[str, CommandSpec]) -> Parsed:
+    if any("\x00" in token for token in argv):
+        raise ParseError("the request holds a NUL character, which no command accepts")
     argv, execute_real = split_globals(argv)
     spec, rest = find_command(argv, commands)
     params: dict[str, Any] = {}
@@ -123,7 +146,7 @@ def parse(argv: list[str], commands: Mapping[str, CommandSpec]) -> Parsed:
     while i < len(rest):
         token = rest[i]
         i += 1
-        if token in ("-h", "--help"):
+        if token in HELP_FLAGS:
             return Parsed(spec, {}, execute_real, help=True)
         if token == "--":
             pos_values.extend(rest[i:])
@@ -134,12 +157,16 @@ def parse(argv: list[str], commands: Mapping[str, CommandSpec]) -> Parsed:
             if param is None:
                 negated = options.get("--" + flag[5:]) if flag.startswith("--no-") else None
                 if negated is not None and negated.kind in ("flag", "bool") and not eq:
+                    _once(spec, negated, params)
                     params[negated.name] = False
                     continue
                 known = ", ".join(options) or "none"
                 close = difflib.get_close_matches(flag, list(options), n=1)
                 hint = f"; did you mean {close[0]}?" if close else f" (options: {known})"
-                raise UsageError(f"{spec.name}: unknown option {flag}{hint}")
+                raise ParseError(f"{spec.name}: unknown option {flag}{hint}",
+                                 f"{spec.name}: unknown option (options: {known})")
+            if param.kind != "list":
+                _once(spec, param, params)
             if param.kind == "flag":
                 if eq:
                     params[param.name] = _convert(
@@ -153,7 +180,7 @@ def parse(argv: list[str], commands: Mapping[str, CommandSpec]) -> Parsed:
                 value = rest[i]
                 i += 1
             else:
-                raise UsageError(f"{spec.name}: {flag} needs a value")
+                raise ParseError(f"{spec.name}: {flag} needs a value")
             converted = _convert(spec, param, value)
             if param.kind == "list" and param.name in params:
                 params[param.name] = params[param.name] + converted
@@ -168,8 +195,8 @@ def parse(argv: list[str], commands: Mapping[str, CommandSpec]) -> Parsed:
         pos_values = pos_values[:last]
     if len(pos_values) > len(positionals):
         extra = pos_values[len(positionals)]
-        raise UsageError(f"{spec.name}: unexpected argument '{extra}' "
-                         f"(usage: {spec.usage})")
+        raise ParseError(f"{spec.name}: unexpected argument '{extra}' (usage: {spec.usage})",
+                         f"{spec.name}: unexpected argument (usage: {spec.usage})")
     for param, raw in zip(positionals, pos_values, strict=False):
         params[param.name] = _convert(spec, param, raw)
     for param in spec.params:
@@ -177,39 +204,73 @@ def parse(argv: list[str], commands: Mapping[str, CommandSpec]) -> Parsed:
             continue
         if param.required:
             what = param.display if param.positional else param.flag
-            raise UsageError(f"{spec.name}: {what} is required (usage: {spec.usage})")
+            raise ParseError(f"{spec.name}: {what} is required (usage: {spec.usage})")
         params[param.name] = param.default if param.kind != "flag" else bool(param.default)
     return Parsed(spec, params, execute_real)
 
 
+def _once(spec: CommandSpec, param: Param, params: Mapping[str, Any]) -> None:
+    """An option other than a list may be given once: which of two values was meant?"""
+    if param.name in params:
+        raise ParseError(f"{spec.name}: {param.flag} is given twice; give it once")
+
+
 def redact(spec: CommandSpec, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Parameters as the audit record keeps them: secrets replaced."""
+    """Parameters as the audit record keeps them: secrets replaced, long values cut."""
     out = {}
     for name, value in params.items():
         param = spec.param(name)
-        out[name] = "***" if (param is not None and param.secret and value) else value
+        out[name] = "***" if (param is not None and param.secret and value) else _bounded(value)
     return out
 
 
-def redact_argv(argv: list[str], commands: Mapping[str, CommandSpec]) -> list[str]:
-    """argv with the values of secret options masked, for logs of unparseable requests."""
-    secret_flags = {p.flag for s in commands.values() for p in s.params if p.secret}
-    out, hide = [], False
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > AUDIT_MAX_TEXT:
+        return f"{value[:AUDIT_MAX_TEXT]}... ({len(value)} characters)"
+    if isinstance(value, list | tuple):
+        items = [_bounded(v) for v in value[:AUDIT_MAX_ITEMS]]
+        if len(value) > AUDIT_MAX_ITEMS:
+            items.append(f"... ({len(value) - AUDIT_MAX_ITEMS} more)")
+        return items
+    return value
+
+
+def audit_argv(argv: list[str], commands: Mapping[str, CommandSpec]) -> tuple[str, list[str]]:
+    """The command and the argv of a request that did not parse (or asked for help), as the
+    audit record keeps them: only words the grammar knows. The command's own words, the
+    names of options it declares and the global flags stay; anything else (a value, a
+    positional, an unknown option, the ``=value`` of any option) becomes ``?``. Such a
+    request may hold a password typed in the wrong place; it must not reach the log.
+    A command that does not exist is recorded as ``(unknown command)``."""
+    words: list[str] = []
     for token in argv:
-        if hide:
-            out.append("***")
-            hide = False
-            continue
+        if token.startswith("-") or len(words) == 3:
+            break
+        words.append(token.lower())
+    spec = None
+    for size in range(len(words), 0, -1):
+        spec = commands.get(" ".join(words[:size]))
+        if spec is not None:
+            break
+    if spec is None:
+        command, rest, kept = UNKNOWN_COMMAND, argv, [UNKNOWN_COMMAND]
+        declared: set[str] = set()
+    else:
+        command, rest, kept = spec.name, argv[len(spec.words):], list(spec.words)
+        declared = {p.flag for p in spec.params if not p.positional}
+        declared |= {"--no-" + p.flag[2:] for p in spec.params
+                     if not p.positional and p.kind in ("flag", "bool")}
+    for token in rest[:AUDIT_MAX_WORDS]:
         flag, eq, _ = token.partition("=")
-        if flag in secret_flags:
-            if eq:
-                out.append(flag + "=***")
-            else:
-                out.append(token)
-                hide = True
-            continue
-        out.append(token)
-    return out
+        if token in GLOBAL_FLAGS or token in HELP_FLAGS:
+            kept.append(token)
+        elif flag in declared:
+            kept.append(flag + ("=" + HIDDEN if eq else ""))
+        else:
+            kept.append(HIDDEN)
+    if len(rest) > AUDIT_MAX_WORDS:
+        kept.append(f"... ({len(rest) - AUDIT_MAX_WORDS} more)")
+    return command, kept
 
 
 # -- help ----------------------------------------------------------------------------------
