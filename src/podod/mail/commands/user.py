@@ -12,6 +12,9 @@ from podod.mail.addresses import normalize_address, normalize_domain
 from podod.mail.commands.common import (
     MAX_QUOTA_MB,
     MB,
+    check_quota,
+    check_room,
+    default_quota,
     domain_row,
     is_alias_domain,
     mb,
@@ -59,24 +62,6 @@ async def _mailbox(db: Any, address: str) -> dict[str, Any]:
     return dict(row)
 
 
-async def _check_quota(db: Any, domain: dict[str, Any], quota_bytes: int,
-                       exclude: str | None = None) -> None:
-    if domain["maxquota"] and quota_bytes > domain["maxquota"] * MB:
-        raise ValidationError(f"a mailbox of {domain['domain']} may have at most "
-                              f"{domain['maxquota']} MB, not {quota_bytes // MB} MB")
-    if domain["maxquota"] and quota_bytes == 0:
-        raise ValidationError(f"mailboxes of {domain['domain']} need a quota of at most "
-                              f"{domain['maxquota']} MB (unlimited is not allowed)")
-    if domain["quota"]:
-        used = await db.fetchval(
-            "SELECT coalesce(sum(quota), 0) FROM mailbox WHERE domain = $1 AND username <> "
-            "coalesce($2, '')", domain["domain"], exclude)
-        if used + quota_bytes > domain["quota"] * MB:
-            free = max(0, domain["quota"] * MB - used) // MB
-            raise ValidationError(f"the domain {domain['domain']} has {free} MB of its "
-                                  f"{domain['quota']} MB quota left, not {quota_bytes // MB} MB")
-
-
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if k in ("created", "modified", "token_validity", "password_expiry")
                 else v) for k, v in row.items() if k not in ("password", "token")}
@@ -87,8 +72,9 @@ def setup(registry: Registry) -> None:
         "user create", "Create a mailbox",
         params=[Arg("address", "the mailbox address, e.g. alice@example.com"),
                 Opt("name", "the person's full name", default=""),
-                Opt("quota_mb", "mailbox quota in MB (default: the domain's largest, or "
-                    "unlimited)", kind="int", minimum=0, maximum=MAX_QUOTA_MB),
+                Opt("quota_mb", "mailbox quota in MB, 0: unlimited (default: the domain's "
+                    "largest, at most what is left of its total; unlimited only when the "
+                    "domain has neither)", kind="int", minimum=0, maximum=MAX_QUOTA_MB),
                 *PASSWORD_OPTS,
                 Opt("inactive", "create it switched off", kind="flag")],
         permission="domain-admin", mutating=True, unit="maildb", reads_stdin=True,
@@ -103,22 +89,23 @@ def setup(registry: Registry) -> None:
         non_negative("--quota-mb", quota_mb)
         plain_text("--name", name)
         uow = ctx.unit
-        domain = await domain_row(uow, domain_name)
+        await domain_row(uow, domain_name)
         if await is_alias_domain(uow, domain_name):
             raise ValidationError(f"{domain_name} is an alias domain; create the mailbox in "
                                   "its target domain")
+        # Locked until the unit of work ends: concurrent creates in this domain take turns,
+        # so its limits hold.
+        domain = await domain_row(uow, domain_name, lock=True)
         if await uow.fetchval("SELECT 1 FROM mailbox WHERE username = $1", username):
             raise Conflict(f"the mailbox {username} already exists")
         if await uow.fetchval("SELECT 1 FROM alias WHERE address = $1", username):
             raise Conflict(f"{username} is already an alias; delete the alias first")
-        if domain["mailboxes"]:
-            count = await uow.fetchval("SELECT count(*) FROM mailbox WHERE domain=$1",
-                                       domain_name)
-            if count >= domain["mailboxes"]:
-                raise ValidationError(f"the domain {domain_name} already has its maximum of "
-                                      f"{domain['mailboxes']} mailboxes")
-        quota = (quota_mb if quota_mb is not None else domain["maxquota"]) * MB
-        await _check_quota(uow, domain, quota)
+        await check_room(uow, domain, "mailboxes")
+        if quota_mb is None:
+            quota = await default_quota(uow, domain)
+        else:
+            quota = quota_mb * MB
+        await check_quota(uow, domain, quota)
         digest, generated = await _password(ctx, password_stdin, generate_password)
         await uow.insert("mailbox", {
             "username": username, "password": digest, "name": name,
@@ -190,7 +177,8 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "user update", "Change a mailbox's name, quota or active flag",
         params=[Arg("address", "the mailbox"), Opt("name", "the full name"),
-                Opt("quota_mb", "quota in MB (0: unlimited)", kind="int", minimum=0,
+                Opt("quota_mb", "quota in MB (0: unlimited, if the domain has no quota limit)",
+                    kind="int", minimum=0,
                     maximum=MAX_QUOTA_MB),
                 Opt("active", "switch the mailbox on or off", kind="bool")],
         permission="domain-admin", mutating=True, unit="maildb")
@@ -207,8 +195,8 @@ def setup(registry: Registry) -> None:
         if name is not None:
             values["name"] = name
         if quota_mb is not None:
-            await _check_quota(uow, await domain_row(uow, domain_name), quota_mb * MB,
-                               exclude=username)
+            domain = await domain_row(uow, domain_name, lock=True)
+            await check_quota(uow, domain, quota_mb * MB, exclude=username)
             values["quota"] = quota_mb * MB
         if active is not None:
             values["active"] = active
