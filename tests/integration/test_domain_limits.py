@@ -142,3 +142,14 @@ def test_limits_cannot_be_lowered_below_what_the_domain_uses(mail: MailStack) ->
     # A domain already over a limit (set outside podod) can still get a new description.
     mail.sql("UPDATE domain SET mailboxes = 1 WHERE domain = 'a.example'")
     mail.ok("domain", "update", "a.example", "--description", "A", real=True)
+
+
+def test_a_mailbox_forwarding_a_copy_is_not_counted_as_an_alias(mail: MailStack) -> None:
+    mail.ok("domain", "create", "a.example", "--max-aliases", "1", real=True)
+    mail.ok("user", "create", "alice@a.example", "--generate-password", real=True)
+    mail.ok("alias", "update", "alice@a.example", "--add", "alice@home.example", real=True)
+    mail.ok("alias", "create", "info@a.example", "--to", "alice@a.example", real=True)
+    shown = {row[0]: row[1] for row in mail.ok("domain", "show", "a.example")["table"]["rows"]}
+    assert shown["aliases"] == "1 of 1"
+    assert mail.fail("alias", "create", "sales@a.example", "--to", "alice@a.example") == \
+        "the domain a.example already has its maximum of 1 aliases"

@@ -64,7 +64,9 @@ async def domain_row(db: Any, domain: str, *, lock: bool = False) -> dict[str, A
 # first (domain_row(..., lock=True)) and checks in the same transaction.
 
 MAILBOX_COUNT = "SELECT count(*) FROM mailbox WHERE domain = $1"
-ALIAS_COUNT = "SELECT count(*) FROM alias WHERE domain = $1 AND address <> goto"
+# A mailbox's own alias row is not an alias, also when it forwards a copy elsewhere.
+ALIAS_COUNT = ("SELECT count(*) FROM alias a WHERE a.domain = $1 AND NOT EXISTS "
+               "(SELECT 1 FROM mailbox m WHERE m.username = a.address)")
 
 
 async def check_room(db: Any, domain: dict[str, Any], kind: str) -> None:

@@ -120,8 +120,8 @@ async def _fits(uow: Any, name: str, values: dict[str, Any]) -> None:
 COUNTS = """
 SELECT d.*,
   (SELECT count(*) FROM mailbox m WHERE m.domain = d.domain) AS mailbox_count,
-  (SELECT count(*) FROM alias a WHERE a.domain = d.domain AND a.address <> a.goto)
-      AS alias_count,
+  (SELECT count(*) FROM alias a WHERE a.domain = d.domain AND NOT EXISTS
+      (SELECT 1 FROM mailbox m WHERE m.username = a.address)) AS alias_count,
   (SELECT coalesce(sum(quota), 0) FROM mailbox m WHERE m.domain = d.domain) AS quota_used,
   (SELECT target_domain FROM alias_domain ad WHERE ad.alias_domain = d.domain) AS alias_of
 FROM domain d
