@@ -7,7 +7,14 @@ from typing import Any
 
 from podod.bus.context import CommandContext, Reply, Table
 from podod.bus.spec import Arg, Opt
-from podod.errors import Conflict, NotFound, PododError, UsageError, ValidationError
+from podod.errors import (
+    Conflict,
+    NotFound,
+    PododError,
+    Unavailable,
+    UsageError,
+    ValidationError,
+)
 from podod.mail.addresses import normalize_address, normalize_domain
 from podod.mail.commands.common import (
     MAX_QUOTA_MB,
@@ -76,13 +83,18 @@ def setup(registry: Registry) -> None:
                     "largest, at most what is left of its total; unlimited only when the "
                     "domain has neither)", kind="int", minimum=0, maximum=MAX_QUOTA_MB),
                 *PASSWORD_OPTS,
-                Opt("inactive", "create it switched off", kind="flag")],
+                Opt("inactive", "create it switched off", kind="flag"),
+                Opt("reuse_maildir", "create it although an old maildir of this address is "
+                    "still on the mail server: the new mailbox gets that mail", kind="flag")],
         permission="domain-admin", mutating=True, unit="maildb", reads_stdin=True,
+        description="An address whose old maildir is still on mail.maildir.server (its "
+                    "mailbox was deleted without --remove-maildir) is refused unless "
+                    "--reuse-maildir: the new owner would read the old owner's mail.",
         examples=['user create alice@example.com --name "Alice Doe" --quota-mb 2048 '
                   "--generate-password"])
     async def user_create(ctx: CommandContext, address: str, name: str, quota_mb: int | None,
                           password_stdin: bool, generate_password: bool,
-                          inactive: bool) -> Reply:
+                          inactive: bool, reuse_maildir: bool) -> Reply:
         username = normalize_address(address)
         local, domain_name = username.split("@")
         ctx.require_domain(domain_name)
@@ -93,13 +105,16 @@ def setup(registry: Registry) -> None:
         if await is_alias_domain(uow, domain_name):
             raise ValidationError(f"{domain_name} is an alias domain; create the mailbox in "
                                   "its target domain")
-        # Locked until the unit of work ends: concurrent creates in this domain take turns,
-        # so its limits hold.
-        domain = await domain_row(uow, domain_name, lock=True)
         if await uow.fetchval("SELECT 1 FROM mailbox WHERE username = $1", username):
             raise Conflict(f"the mailbox {username} already exists")
         if await uow.fetchval("SELECT 1 FROM alias WHERE address = $1", username):
             raise Conflict(f"{username} is already an alias; delete the alias first")
+        maildir = f"{domain_name}/{local}/"
+        # Before the lock: it asks the mail server, which may take a while.
+        notes = await _old_maildir(ctx, username, maildir, reuse_maildir)
+        # Locked until the unit of work ends: concurrent creates in this domain take turns,
+        # so its limits hold.
+        domain = await domain_row(uow, domain_name, lock=True)
         await check_room(uow, domain, "mailboxes")
         if quota_mb is None:
             quota = await default_quota(uow, domain)
@@ -109,7 +124,7 @@ def setup(registry: Registry) -> None:
         digest, generated = await _password(ctx, password_stdin, generate_password)
         await uow.insert("mailbox", {
             "username": username, "password": digest, "name": name,
-            "maildir": f"{domain_name}/{local}/", "quota": quota, "local_part": local,
+            "maildir": maildir, "quota": quota, "local_part": local,
             "domain": domain_name, "active": not inactive})
         await uow.insert("alias", {"address": username, "goto": username,
                                    "domain": domain_name, "active": not inactive})
@@ -123,8 +138,8 @@ def setup(registry: Registry) -> None:
         return Reply(message=f"mailbox {username} {verb} (quota {mb(quota)})",
                      data={"username": username, "quota": quota},
                      secret=generated if ctx.execute_real else None,
-                     notes=[] if ctx.execute_real or not generated else
-                     ["A password will be generated and shown once when this runs for real."])
+                     notes=notes + ([] if ctx.execute_real or not generated else
+                     ["A password will be generated and shown once when this runs for real."]))
 
     @registry.command(
         "user list", "List mailboxes",
@@ -260,6 +275,52 @@ def setup(registry: Registry) -> None:
         return Reply(message=f"mailbox {username} "
                              f"{'deleted' if ctx.execute_real else 'would be deleted'}",
                      notes=notes)
+
+
+async def _old_maildir(ctx: CommandContext, username: str, maildir: str,
+                       reuse: bool) -> list[str]:
+    """Refuse a new mailbox whose maildir is still on the mail server (a mailbox of that
+    address was deleted without --remove-maildir: Dovecot would hand its mail to the new
+    owner), and one podod cannot check, unless ``reuse``; the notes for the reply."""
+    from podod.mail.commands.maildir import maildirs_of
+    from podod.mail.maildirs import split_maildir
+
+    settings = ctx.runtime.config.mail.maildir
+    if not settings.check_on_create:
+        return []
+    how = ("give --reuse-maildir to create it anyway, or set mail.maildir.check_on_create: "
+           "false if the maildirs are not podod's to check; nothing was changed")
+    if settings.server is None:
+        if reuse:
+            return ["podod did not check for an old maildir (mail.maildir.server is not "
+                    "set): if there is one, this mailbox gets its mail."]
+        raise ValidationError(f"podod cannot check whether an old maildir {maildir} of "
+                              f"{username} is still on the mail server, whose mail the new "
+                              "mailbox would get (mail.maildir.server is not set); set it, or "
+                              f"{how}")
+    try:
+        domain, name = split_maildir(maildir, username)
+        ops = maildirs_of(ctx).ops("user create")
+        home = ops.layout.home(domain, name)
+        exists = await ops.exists(home)
+    except PododError as exc:
+        if reuse:
+            return [f"podod could not check for an old maildir ({exc.message}): if there is "
+                    "one, this mailbox gets its mail."]
+        why = exc.message.removesuffix("; nothing was changed")
+        raise Unavailable(f"podod cannot check whether an old maildir of {username} is still "
+                          f"on the mail server ({why}); {how}") from None
+    if not exists:
+        return []
+    if not reuse:
+        raise Conflict(f"the old maildir {home} of a deleted mailbox {username} is still on "
+                       f"{ops.server}, and the new mailbox would get its mail; move it away "
+                       "first, or give --reuse-maildir if that mail is meant for the new "
+                       "owner; nothing was changed")
+    verb = "will be" if ctx.sandbox else "is"
+    return [f"The old maildir {home} on {ops.server} {verb} reused: its mail becomes "
+            f"{username}'s. Run 'doveadm quota recalc -u {username}' there so its usage "
+            "counts."]
 
 
 def _remove_maildir_after(ctx: CommandContext, username: str, maildir: str,
