@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.scope import domain_scope, visible
 from podod.bus.spec import Arg, Opt
 from podod.errors import (
     Conflict,
@@ -269,9 +270,17 @@ def setup(registry: Registry) -> None:
         forwarding = [r["address"] for r in await uow.fetch(
             "SELECT address FROM alias WHERE strpos(',' || replace(goto, ' ', '') || ',', "
             "',' || $1 || ',') > 0 ORDER BY address", username)]
-        if forwarding:
+        scope = domain_scope(ctx.actor)
+        shown = [a for a in forwarding if visible(scope, a, address=True)]
+        hidden = len(forwarding) - len(shown)
+        if shown:
             notes.append(f"Aliases that still forward to {username}: "
-                         f"{', '.join(forwarding)} (update or delete them).")
+                         f"{', '.join(shown)} (update or delete them).")
+        if hidden:  # a domain-admin does not learn other domains' addresses
+            many = hidden != 1
+            notes.append(f"{hidden} {'aliases' if many else 'alias'} of other domains still "
+                         f"forward{'' if many else 's'} to {username} (an admin can see "
+                         "which).")
         return Reply(message=f"mailbox {username} "
                              f"{'deleted' if ctx.execute_real else 'would be deleted'}",
                      notes=notes)
