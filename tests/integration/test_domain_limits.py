@@ -153,3 +153,11 @@ def test_a_mailbox_forwarding_a_copy_is_not_counted_as_an_alias(mail: MailStack)
     assert shown["aliases"] == "1 of 1"
     assert mail.fail("alias", "create", "sales@a.example", "--to", "alice@a.example") == \
         "the domain a.example already has its maximum of 1 aliases"
+
+
+def test_the_same_address_sent_at_once_is_refused_in_words(mail: MailStack) -> None:
+    mail.ok("domain", "create", "a.example", real=True)
+    replies = at_once(mail, [["user", "create", "same@a.example", "--generate-password"]] * 3)
+    assert sum(r["ok"] for r in replies) == 1, replies
+    assert [r["message"] for r in replies if not r["ok"]] == \
+        ["the mailbox same@a.example already exists"] * 2

@@ -106,16 +106,21 @@ def setup(registry: Registry) -> None:
         if await is_alias_domain(uow, domain_name):
             raise ValidationError(f"{domain_name} is an alias domain; create the mailbox in "
                                   "its target domain")
-        if await uow.fetchval("SELECT 1 FROM mailbox WHERE username = $1", username):
-            raise Conflict(f"the mailbox {username} already exists")
-        if await uow.fetchval("SELECT 1 FROM alias WHERE address = $1", username):
-            raise Conflict(f"{username} is already an alias; delete the alias first")
+
+        async def taken() -> None:
+            if await uow.fetchval("SELECT 1 FROM mailbox WHERE username = $1", username):
+                raise Conflict(f"the mailbox {username} already exists")
+            if await uow.fetchval("SELECT 1 FROM alias WHERE address = $1", username):
+                raise Conflict(f"{username} is already an alias; delete the alias first")
+
+        await taken()
         maildir = f"{domain_name}/{local}/"
         # Before the lock: it asks the mail server, which may take a while.
         notes = await _old_maildir(ctx, username, maildir, reuse_maildir)
         # Locked until the unit of work ends: concurrent creates in this domain take turns,
-        # so its limits hold.
+        # so its limits hold (and the same address sent twice is refused in words).
         domain = await domain_row(uow, domain_name, lock=True)
+        await taken()
         await check_room(uow, domain, "mailboxes")
         if quota_mb is None:
             quota = await default_quota(uow, domain)
