@@ -122,7 +122,7 @@ def test_limits_cannot_be_lowered_below_what_the_domain_uses(mail: MailStack) ->
     for argv, refused in [
         (["--max-mailboxes", "1"], "the domain a.example has 2 mailboxes, so --max-mailboxes "
          "1 (at most 1) would not hold; delete mailboxes first or give at least 2"),
-        (["--max-aliases", "-1"], "the domain a.example has 1 aliases, so --max-aliases -1 "
+        (["--max-aliases", "-1"], "the domain a.example has 1 alias, so --max-aliases -1 "
          "(none) would not hold; delete aliases first or give at least 1"),
         (["--quota-mb", "100"], "1 mailbox of a.example has an unlimited quota, so "
          "--quota-mb 100 would not hold; give it a quota first"),
@@ -140,7 +140,7 @@ def test_limits_cannot_be_lowered_below_what_the_domain_uses(mail: MailStack) ->
     mail.ok("domain", "update", "a.example", "--quota-mb", "70", "--max-quota-mb", "40",
             "--max-mailboxes", "2", real=True)
     # A domain already over a limit (set outside podod) can still get a new description.
-    mail.sql("UPDATE domain SET mailboxes = 1 WHERE domain = 'a.example'")
+    mail.sql("UPDATE domain SET mailboxes = 1, maxquota = 100 WHERE domain = 'a.example'")
     mail.ok("domain", "update", "a.example", "--description", "A", real=True)
 
 
@@ -152,7 +152,7 @@ def test_a_mailbox_forwarding_a_copy_is_not_counted_as_an_alias(mail: MailStack)
     shown = {row[0]: row[1] for row in mail.ok("domain", "show", "a.example")["table"]["rows"]}
     assert shown["aliases"] == "1 of 1"
     assert mail.fail("alias", "create", "sales@a.example", "--to", "alice@a.example") == \
-        "the domain a.example already has its maximum of 1 aliases"
+        "the domain a.example already has its maximum of 1 alias"
 
 
 def test_the_same_address_sent_at_once_is_refused_in_words(mail: MailStack) -> None:

@@ -82,7 +82,9 @@ async def check_room(db: Any, domain: dict[str, Any], kind: str) -> None:
                               "allows some)")
     count = await db.fetchval(MAILBOX_COUNT if kind == "mailboxes" else ALIAS_COUNT, name)
     if count >= limit:
-        raise ValidationError(f"the domain {name} already has its maximum of {limit} {kind}")
+        one = {"mailboxes": "mailbox", "aliases": "alias"}[kind]
+        raise ValidationError(f"the domain {name} already has its maximum of {limit} "
+                              f"{one if limit == 1 else kind}")
 
 
 def _total(domain: dict[str, Any]) -> int:

@@ -73,16 +73,17 @@ def _consistent(values: dict[str, Any], current: dict[str, Any]) -> None:
 async def _fits(uow: Any, name: str, values: dict[str, Any]) -> None:
     """Refuse new limits below what the domain already uses (the domain row is locked):
     a limit podod sets always holds."""
-    what = {"mailboxes": (MAILBOX_COUNT, "mailboxes", "--max-mailboxes"),
-            "aliases": (ALIAS_COUNT, "aliases", "--max-aliases")}
-    for column, (query, word, option) in what.items():
+    what = {"mailboxes": (MAILBOX_COUNT, "mailbox", "--max-mailboxes"),
+            "aliases": (ALIAS_COUNT, "alias", "--max-aliases")}
+    for column, (query, one, option) in what.items():
         limit = values.get(column)
         if limit is None or limit == 0:
             continue
         count = await uow.fetchval(query, name)
         if count > max(limit, 0):
             allowed = "none" if limit < 0 else f"at most {limit}"
-            raise ValidationError(f"the domain {name} has {count} {word}, so {option} "
+            word = column
+            raise ValidationError(f"the domain {name} has {_n(count, one, 'es')}, so {option} "
                                   f"{limit} ({allowed}) would not hold; delete {word} first "
                                   f"or give at least {count}")
     largest = values.get("maxquota")
@@ -229,7 +230,8 @@ def setup(registry: Registry) -> None:
                                   "--description or --active)")
         # Locked: no mailbox or alias can be added while the new limits are checked.
         current = await domain_row(uow, name, lock=True)
-        _consistent(values, current)
+        if "quota" in values or "maxquota" in values:
+            _consistent(values, current)
         await _fits(uow, name, values)
         await uow.update("domain", {"domain": name}, values)
         return Reply(message=f"domain {name} "
