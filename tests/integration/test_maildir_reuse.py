@@ -9,10 +9,12 @@ from pathlib import Path
 from test_mail_servers import PASSWORD, inbox_count
 from test_maildirs import fail, mailbox_with_mail, maildir_config, ok
 
-from conftest import STACK_DB, MailStack, make_mail_config
+from conftest import STACK_DB, MailStack, make_mail_config, new_domain
 from podod.testbed.daemon import DaemonProcess
 from podod.testbed.dovecot import Dovecot
 from podod.testbed.postfix import Postfix
+from podod.testbed.sshd import Sshd
+from podod.testbed.waiting import poll
 
 
 def test_an_old_maildir_is_not_handed_to_a_new_mailbox(
@@ -73,3 +75,28 @@ def test_a_maildir_podod_cannot_look_for_is_refused_unless_asked(
         assert created["notes"] == [
             "podod did not check for an old maildir (mail.maildir.server is not set): if there "
             "is one, this mailbox gets its mail."]
+
+
+def test_a_create_is_refused_while_the_maildir_server_is_down(
+        stack: MailStack, dovecot: Dovecot, private_sshd: Sshd, tmp_path: Path) -> None:
+    path = maildir_config(stack, tmp_path, [private_sshd.server_entry("mx2")], {
+        "server": "mx2", "root": str(dovecot.mail_dir), "purge_interval": 0})
+    user = f"otto@{new_domain(stack)}"
+    with DaemonProcess(path) as daemon:
+        private_sshd.stop()
+        assert poll(lambda: "connection refused" in (
+            daemon.request(["server", "show", "mx2"])["data"]["last_error"] or ""), 60, 0.2)
+        before = stack.dump()
+        for real in (False, True):
+            message = fail(daemon, "user", "create", user, "--generate-password", real=real)
+            assert message.startswith(
+                f"podod cannot check whether an old maildir of {user} is still on the mail "
+                f"server (user create: server mx2 (127.0.0.1:{private_sshd.port}) is not "
+                "connected since "), message
+            assert message.endswith(
+                "); give --reuse-maildir to create it anyway, or set "
+                "mail.maildir.check_on_create: false if the maildirs are not podod's to "
+                "check; nothing was changed"), message
+        assert stack.dump() == before
+        reused = ok(daemon, "user", "create", user, "--generate-password", "--reuse-maildir")
+        assert reused["notes"][0].startswith("podod could not check for an old maildir (")
