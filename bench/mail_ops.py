@@ -176,7 +176,8 @@ def main() -> int:
                 root, log={"level": "info"},
                 mail={"database": {"dsn": f"postgresql://podod@127.0.0.1:{cluster.port}/mail",
                                    "password_file": str(root / "pg-password")},
-                      "passwords": {"rounds": 1000}},
+                      "passwords": {"rounds": 1000},
+                      "maildir": {"check_on_create": False}},  # no mail server here
                 backup={"dir": str(root / "backups")})
             path = root / "podod.yaml"
             path.write_text(yaml.safe_dump(config))

@@ -108,6 +108,10 @@ class MaildirSettings(Section):
     run_as: str | None = "vmail"
     trash_days: int = Field(default=30, ge=0)
     purge_interval: Duration = 21600.0
+    # user create refuses an address whose old maildir is still on the server (the new
+    # mailbox would get the old owner's mail) unless --reuse-maildir; false: podod does not
+    # look (maildirs are not podod's to check), see docs/mail.md.
+    check_on_create: bool = True
 
     @field_validator("root")
     @classmethod

@@ -9,6 +9,7 @@ from podod.bus.spec import Arg, Opt
 from podod.errors import Conflict, NotFound, ValidationError
 from podod.mail.addresses import normalize_address, normalize_domain
 from podod.mail.commands.common import (
+    check_room,
     domain_row,
     is_alias_domain,
     reader,
@@ -87,7 +88,7 @@ def setup(registry: Registry) -> None:
         domain_name = addr.split("@")[1]
         ctx.require_domain(domain_name)
         uow = ctx.unit
-        domain = await domain_row(uow, domain_name)
+        await domain_row(uow, domain_name)
         if await is_alias_domain(uow, domain_name):
             raise ValidationError(f"{domain_name} is an alias domain; create the alias in "
                                   "its target domain")
@@ -96,12 +97,9 @@ def setup(registry: Registry) -> None:
         if await uow.fetchval("SELECT 1 FROM mailbox WHERE username=$1", addr):
             raise Conflict(f"{addr} is a mailbox; use 'alias update {addr} --add ...' to "
                            "forward its mail")
-        if domain["aliases"]:
-            count = await uow.fetchval(
-                "SELECT count(*) FROM alias WHERE domain=$1 AND address <> goto", domain_name)
-            if count >= domain["aliases"]:
-                raise ValidationError(f"the domain {domain_name} already has its maximum of "
-                                      f"{domain['aliases']} aliases")
+        # Locked until the unit of work ends, so the domain's alias limit holds also for
+        # creates sent at the same time.
+        await check_room(uow, await domain_row(uow, domain_name, lock=True), "aliases")
         targets = parse_targets(to)
         await check_targets(uow, addr, targets)
         await uow.insert("alias", {"address": addr, "goto": ",".join(targets),

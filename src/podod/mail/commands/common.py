@@ -42,12 +42,111 @@ async def reader(ctx: CommandContext) -> AsyncIterator[asyncpg.Connection]:
         raise refused from None
 
 
-async def domain_row(db: Any, domain: str) -> dict[str, Any]:
-    row = await db.fetchrow("SELECT * FROM domain WHERE domain = $1", domain)
+async def domain_row(db: Any, domain: str, *, lock: bool = False) -> dict[str, Any]:
+    """The domain's row; with ``lock`` it stays locked (``FOR UPDATE``) until the unit of
+    work ends, so that two commands checking the domain's limits at the same time take
+    turns: the second one counts what the first one added."""
+    row = await db.fetchrow("SELECT * FROM domain WHERE domain = $1"
+                            + (" FOR UPDATE" if lock else ""), domain)
     if row is None:
         raise NotFound(f"the domain {domain} does not exist (create it with "
                        f"'domain create {domain}')")
     return dict(row)
+
+
+# -- the domain's limits, with PostfixAdmin's meanings ----------------------------------------
+# domain.mailboxes and domain.aliases: 0 unlimited, -1 none allowed, N at most N.
+# domain.maxquota (MB, one mailbox): 0 unlimited, -1 mailbox quotas switched off (mailboxes
+# get none), N every mailbox needs a quota of 1..N MB.
+# domain.quota (MB, all mailboxes together): 0 or -1 no total, N the mailboxes' quotas may add
+# up to N MB, and none may be unlimited.
+# Every command that adds a mailbox or an alias or changes a quota locks the domain's row
+# first (domain_row(..., lock=True)) and checks in the same transaction.
+
+MAILBOX_COUNT = "SELECT count(*) FROM mailbox WHERE domain = $1"
+# A mailbox's own alias row is not an alias, also when it forwards a copy elsewhere.
+ALIAS_COUNT = ("SELECT count(*) FROM alias a WHERE a.domain = $1 AND NOT EXISTS "
+               "(SELECT 1 FROM mailbox m WHERE m.username = a.address)")
+
+
+async def check_room(db: Any, domain: dict[str, Any], kind: str) -> None:
+    """Refuse one more mailbox (``kind`` "mailboxes") or alias ("aliases") beyond the
+    domain's limit; ``domain`` must have been read with ``lock=True``."""
+    limit = int(domain[kind])
+    name = domain["domain"]
+    if limit == 0:
+        return
+    if limit < 0:
+        raise ValidationError(f"the domain {name} may have no {kind} (its limit is -1, "
+                              f"switched off; 'domain update {name} --max-{kind} N' "
+                              "allows some)")
+    count = await db.fetchval(MAILBOX_COUNT if kind == "mailboxes" else ALIAS_COUNT, name)
+    if count >= limit:
+        one = {"mailboxes": "mailbox", "aliases": "alias"}[kind]
+        raise ValidationError(f"the domain {name} already has its maximum of {limit} "
+                              f"{one if limit == 1 else kind}")
+
+
+def _total(domain: dict[str, Any]) -> int:
+    """The domain's total quota in MB, 0 when there is none (0 or -1)."""
+    return max(0, int(domain["quota"]))
+
+
+async def allotted(db: Any, domain: str, exclude: str | None = None) -> int:
+    """The bytes of quota the domain's mailboxes (but ``exclude``) have together."""
+    used = await db.fetchval(
+        "SELECT coalesce(sum(quota), 0) FROM mailbox WHERE domain = $1 AND username <> "
+        "coalesce($2, '')", domain, exclude)
+    return int(used)
+
+
+async def default_quota(db: Any, domain: dict[str, Any]) -> int:
+    """The quota in bytes of a new mailbox created without --quota-mb: the domain's largest
+    (PostfixAdmin's default), at most what is left of a total quota; unlimited only when the
+    domain has neither limit."""
+    name, largest, total = domain["domain"], int(domain["maxquota"]), _total(domain)
+    if largest < 0:
+        return 0
+    if not total:
+        return largest * MB
+    left = max(0, total * MB - await allotted(db, name))
+    if left < MB:
+        raise ValidationError(f"the domain {name} has no quota left (all {total} MB are "
+                              "allotted to its mailboxes); lower a mailbox's quota or raise "
+                              f"the domain's with 'domain update {name} --quota-mb N'")
+    quota = min(largest * MB, left) if largest else left
+    return quota - quota % MB
+
+
+async def check_quota(db: Any, domain: dict[str, Any], quota_bytes: int,
+                      exclude: str | None = None) -> None:
+    """Refuse a mailbox quota (bytes; 0 unlimited) the domain's limits do not allow;
+    ``exclude`` is the mailbox whose quota is being changed."""
+    name, largest, total = domain["domain"], int(domain["maxquota"]), _total(domain)
+    if largest < 0:
+        if quota_bytes:
+            raise ValidationError(f"mailbox quotas are switched off for {name} (its largest "
+                                  "mailbox quota is -1), so --quota-mb must be left out")
+        if total:
+            raise ValidationError(f"the domain {name} has a total quota of {total} MB but "
+                                  "mailbox quotas switched off (-1); give it a largest "
+                                  f"mailbox quota first ('domain update {name} "
+                                  "--max-quota-mb N')")
+        return
+    if quota_bytes == 0 and (largest or total):
+        limit = (f"at most {largest} MB" if largest else
+                 f"a share of its {total} MB total")
+        raise ValidationError(f"mailboxes of {name} need a quota of {limit}; unlimited "
+                              "(--quota-mb 0) is not allowed")
+    if largest and quota_bytes > largest * MB:
+        raise ValidationError(f"a mailbox of {name} may have at most {largest} MB, not "
+                              f"{quota_bytes // MB} MB")
+    if total:
+        used = await allotted(db, name, exclude)
+        if used + quota_bytes > total * MB:
+            free = max(0, total * MB - used) // MB
+            raise ValidationError(f"the domain {name} has {free} MB of its {total} MB quota "
+                                  f"left, not {quota_bytes // MB} MB")
 
 
 async def is_alias_domain(db: Any, domain: str) -> str | None:

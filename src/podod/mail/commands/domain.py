@@ -9,11 +9,13 @@ from podod.bus.spec import Arg, Opt
 from podod.errors import Conflict, NotFound, ValidationError
 from podod.mail.addresses import normalize_domain
 from podod.mail.commands.common import (
+    ALIAS_COUNT,
+    MAILBOX_COUNT,
     MAX_COUNT,
     MAX_QUOTA_MB,
+    MB,
     domain_row,
     is_alias_domain,
-    non_negative,
     plain_text,
     reader,
     require_view,
@@ -23,13 +25,13 @@ from podod.plugins import Registry
 
 LIMITS = [
     Opt("description", "a description"),
-    Opt("quota_mb", "total quota of all mailboxes in MB (0: unlimited)", kind="int",
-        minimum=0, maximum=MAX_QUOTA_MB),
-    Opt("max_quota_mb", "largest quota of one mailbox in MB (0: unlimited)", kind="int",
-        minimum=0, maximum=MAX_QUOTA_MB),
-    Opt("max_mailboxes", "how many mailboxes (0: unlimited)", kind="int", minimum=0,
-        maximum=MAX_COUNT),
-    Opt("max_aliases", "how many aliases (0: unlimited)", kind="int", minimum=0,
+    Opt("quota_mb", "total quota of all mailboxes in MB (0: unlimited, -1: none, switched "
+        "off)", kind="int", minimum=-1, maximum=MAX_QUOTA_MB),
+    Opt("max_quota_mb", "largest quota of one mailbox in MB (0: unlimited, -1: mailbox "
+        "quotas switched off)", kind="int", minimum=-1, maximum=MAX_QUOTA_MB),
+    Opt("max_mailboxes", "how many mailboxes (0: unlimited, -1: none)", kind="int",
+        minimum=-1, maximum=MAX_COUNT),
+    Opt("max_aliases", "how many aliases (0: unlimited, -1: none)", kind="int", minimum=-1,
         maximum=MAX_COUNT),
 ]
 
@@ -38,7 +40,8 @@ def _limits(description: str | None, quota_mb: int | None, max_quota_mb: int | N
             max_mailboxes: int | None, max_aliases: int | None) -> dict[str, Any]:
     for name, value in (("--quota-mb", quota_mb), ("--max-quota-mb", max_quota_mb),
                         ("--max-mailboxes", max_mailboxes), ("--max-aliases", max_aliases)):
-        non_negative(name, value)
+        if value is not None and value < -1:
+            raise ValidationError(f"{name} must be -1 (none), 0 (unlimited) or more")
     plain_text("--description", description)
     values: dict[str, Any] = {}
     if description is not None:
@@ -51,17 +54,75 @@ def _limits(description: str | None, quota_mb: int | None, max_quota_mb: int | N
         values["mailboxes"] = max_mailboxes
     if max_aliases is not None:
         values["aliases"] = max_aliases
-    if "quota" in values and "maxquota" in values and values["quota"] and \
-            values["maxquota"] > values["quota"]:
-        raise ValidationError("--max-quota-mb cannot be larger than --quota-mb")
     return values
+
+
+def _consistent(values: dict[str, Any], current: dict[str, Any]) -> None:
+    """The total and the largest mailbox quota as they would be together."""
+    total = values.get("quota", current.get("quota", 0))
+    largest = values.get("maxquota", current.get("maxquota", 0))
+    if total > 0 and largest > total:
+        raise ValidationError(f"the largest mailbox quota ({largest} MB) cannot be larger "
+                              f"than the domain's total quota ({total} MB)")
+    if total > 0 and largest < 0:
+        raise ValidationError("a domain with a total quota needs mailbox quotas: "
+                              "--max-quota-mb -1 (switched off) and a total --quota-mb "
+                              "cannot go together")
+
+
+async def _fits(uow: Any, name: str, values: dict[str, Any]) -> None:
+    """Refuse new limits below what the domain already uses (the domain row is locked):
+    a limit podod sets always holds."""
+    what = {"mailboxes": (MAILBOX_COUNT, "mailbox", "--max-mailboxes"),
+            "aliases": (ALIAS_COUNT, "alias", "--max-aliases")}
+    for column, (query, one, option) in what.items():
+        limit = values.get(column)
+        if limit is None or limit == 0:
+            continue
+        count = await uow.fetchval(query, name)
+        if count > max(limit, 0):
+            allowed = "none" if limit < 0 else f"at most {limit}"
+            word = column
+            raise ValidationError(f"the domain {name} has {_n(count, one, 'es')}, so {option} "
+                                  f"{limit} ({allowed}) would not hold; delete {word} first "
+                                  f"or give at least {count}")
+    largest = values.get("maxquota")
+    if largest:
+        if largest > 0:
+            over = await uow.fetchval(
+                "SELECT count(*) FROM mailbox WHERE domain = $1 AND (quota = 0 OR quota > $2)",
+                name, largest * MB)
+        else:
+            over = await uow.fetchval(
+                "SELECT count(*) FROM mailbox WHERE domain = $1 AND quota <> 0", name)
+        if over:
+            why = (f"an unlimited quota or one above {largest} MB" if largest > 0
+                   else "a quota")
+            raise ValidationError(f"{_n(over, 'mailbox', 'es')} of {name} "
+                                  f"{'has' if over == 1 else 'have'} {why}, so --max-quota-mb "
+                                  f"{largest} would not hold; change their quotas first")
+    total = values.get("quota")
+    if total is not None and total > 0:
+        row = await uow.fetchrow(
+            "SELECT coalesce(sum(quota), 0) AS allotted, count(*) FILTER (WHERE quota = 0) "
+            "AS unlimited FROM mailbox WHERE domain = $1", name)
+        if row["unlimited"]:
+            raise ValidationError(f"{_n(row['unlimited'], 'mailbox', 'es')} of {name} "
+                                  f"{'has' if row['unlimited'] == 1 else 'have'} an unlimited "
+                                  f"quota, so --quota-mb {total} would not hold; give "
+                                  f"{'it' if row['unlimited'] == 1 else 'them'} a quota first")
+        if row["allotted"] > total * MB:
+            raise ValidationError(f"the mailboxes of {name} have {row['allotted'] // MB} MB "
+                                  f"of quota allotted, so --quota-mb {total} would not hold; "
+                                  "lower their quotas first or give at least "
+                                  f"{-(-row['allotted'] // MB)}")
 
 
 COUNTS = """
 SELECT d.*,
   (SELECT count(*) FROM mailbox m WHERE m.domain = d.domain) AS mailbox_count,
-  (SELECT count(*) FROM alias a WHERE a.domain = d.domain AND a.address <> a.goto)
-      AS alias_count,
+  (SELECT count(*) FROM alias a WHERE a.domain = d.domain AND NOT EXISTS
+      (SELECT 1 FROM mailbox m WHERE m.username = a.address)) AS alias_count,
   (SELECT coalesce(sum(quota), 0) FROM mailbox m WHERE m.domain = d.domain) AS quota_used,
   (SELECT target_domain FROM alias_domain ad WHERE ad.alias_domain = d.domain) AS alias_of
 FROM domain d
@@ -73,7 +134,11 @@ def _n(count: int, word: str, plural: str) -> str:
 
 
 def _of(n: int) -> str:
-    return "unlimited" if not n else str(n)
+    return "unlimited" if not n else "none" if n < 0 else str(n)
+
+
+def _quota(mb_: int) -> str:
+    return "unlimited" if not mb_ else "switched off" if mb_ < 0 else f"{mb_} MB"
 
 
 def setup(registry: Registry) -> None:
@@ -91,9 +156,9 @@ def setup(registry: Registry) -> None:
         uow = ctx.unit
         if await uow.fetchval("SELECT 1 FROM domain WHERE domain = $1", name):
             raise Conflict(f"the domain {name} already exists")
-        row = {"domain": name, "description": "", **_limits(
-            description, quota_mb, max_quota_mb, max_mailboxes, max_aliases),
-            "active": not inactive}
+        limits = _limits(description, quota_mb, max_quota_mb, max_mailboxes, max_aliases)
+        _consistent(limits, {})
+        row = {"domain": name, "description": "", **limits, "active": not inactive}
         await uow.insert("domain", row)
         return Reply(message=f"domain {name} created" if ctx.execute_real
                      else f"domain {name} would be created", data={"domain": name})
@@ -111,7 +176,7 @@ def setup(registry: Registry) -> None:
         table = [[r["domain"], r["description"],
                   f"{r['mailbox_count']}/{_of(r['mailboxes'])}",
                   f"{r['alias_count']}/{_of(r['aliases'])}",
-                  "unlimited" if not r["quota"] else f"{r['quota']} MB",
+                  _quota(r["quota"]),
                   r["alias_of"] or "", yes(r["active"])] for r in rows]
         data = [{k: (str(v) if k in ("created", "modified") else v) for k, v in r.items()}
                 for r in rows]
@@ -136,10 +201,8 @@ def setup(registry: Registry) -> None:
                 ["active", yes(r["active"])],
                 ["mailboxes", f"{r['mailbox_count']} of {_of(r['mailboxes'])}"],
                 ["aliases", f"{r['alias_count']} of {_of(r['aliases'])}"],
-                ["quota", f"{r['quota_used'] // (1024 * 1024)} MB allotted of "
-                          f"{'unlimited' if not r['quota'] else str(r['quota']) + ' MB'}"],
-                ["largest mailbox", "unlimited" if not r["maxquota"]
-                 else f"{r['maxquota']} MB"],
+                ["quota", f"{r['quota_used'] // MB} MB allotted of {_quota(r['quota'])}"],
+                ["largest mailbox", _quota(r["maxquota"])],
                 ["alias domains", ", ".join(aliases) or "none"],
                 ["alias of", r["alias_of"] or "-"],
                 ["created", str(r["created"])[:19]]]
@@ -159,13 +222,17 @@ def setup(registry: Registry) -> None:
                             active: bool | None) -> Reply:
         name = normalize_domain(domain)
         uow = ctx.unit
-        await domain_row(uow, name)
         values = _limits(description, quota_mb, max_quota_mb, max_mailboxes, max_aliases)
         if active is not None:
             values["active"] = active
         if not values:
             raise ValidationError("domain update: nothing to change (give an option such as "
                                   "--description or --active)")
+        # Locked: no mailbox or alias can be added while the new limits are checked.
+        current = await domain_row(uow, name, lock=True)
+        if "quota" in values or "maxquota" in values:
+            _consistent(values, current)
+        await _fits(uow, name, values)
         await uow.update("domain", {"domain": name}, values)
         return Reply(message=f"domain {name} "
                              f"{'updated' if ctx.execute_real else 'would be updated'}")

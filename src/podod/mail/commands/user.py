@@ -6,12 +6,23 @@ import time
 from typing import Any
 
 from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.scope import domain_scope, visible
 from podod.bus.spec import Arg, Opt
-from podod.errors import Conflict, NotFound, PododError, UsageError, ValidationError
+from podod.errors import (
+    Conflict,
+    NotFound,
+    PododError,
+    Unavailable,
+    UsageError,
+    ValidationError,
+)
 from podod.mail.addresses import normalize_address, normalize_domain
 from podod.mail.commands.common import (
     MAX_QUOTA_MB,
     MB,
+    check_quota,
+    check_room,
+    default_quota,
     domain_row,
     is_alias_domain,
     mb,
@@ -59,24 +70,6 @@ async def _mailbox(db: Any, address: str) -> dict[str, Any]:
     return dict(row)
 
 
-async def _check_quota(db: Any, domain: dict[str, Any], quota_bytes: int,
-                       exclude: str | None = None) -> None:
-    if domain["maxquota"] and quota_bytes > domain["maxquota"] * MB:
-        raise ValidationError(f"a mailbox of {domain['domain']} may have at most "
-                              f"{domain['maxquota']} MB, not {quota_bytes // MB} MB")
-    if domain["maxquota"] and quota_bytes == 0:
-        raise ValidationError(f"mailboxes of {domain['domain']} need a quota of at most "
-                              f"{domain['maxquota']} MB (unlimited is not allowed)")
-    if domain["quota"]:
-        used = await db.fetchval(
-            "SELECT coalesce(sum(quota), 0) FROM mailbox WHERE domain = $1 AND username <> "
-            "coalesce($2, '')", domain["domain"], exclude)
-        if used + quota_bytes > domain["quota"] * MB:
-            free = max(0, domain["quota"] * MB - used) // MB
-            raise ValidationError(f"the domain {domain['domain']} has {free} MB of its "
-                                  f"{domain['quota']} MB quota left, not {quota_bytes // MB} MB")
-
-
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if k in ("created", "modified", "token_validity", "password_expiry")
                 else v) for k, v in row.items() if k not in ("password", "token")}
@@ -87,42 +80,57 @@ def setup(registry: Registry) -> None:
         "user create", "Create a mailbox",
         params=[Arg("address", "the mailbox address, e.g. alice@example.com"),
                 Opt("name", "the person's full name", default=""),
-                Opt("quota_mb", "mailbox quota in MB (default: the domain's largest, or "
-                    "unlimited)", kind="int", minimum=0, maximum=MAX_QUOTA_MB),
+                Opt("quota_mb", "mailbox quota in MB, 0: unlimited (default: the domain's "
+                    "largest, at most what is left of its total; unlimited only when the "
+                    "domain has neither)", kind="int", minimum=0, maximum=MAX_QUOTA_MB),
                 *PASSWORD_OPTS,
-                Opt("inactive", "create it switched off", kind="flag")],
+                Opt("inactive", "create it switched off", kind="flag"),
+                Opt("reuse_maildir", "create it although an old maildir of this address is "
+                    "still on the mail server: the new mailbox gets that mail", kind="flag")],
         permission="domain-admin", mutating=True, unit="maildb", reads_stdin=True,
+        description="An address whose old maildir is still on mail.maildir.server (its "
+                    "mailbox was deleted without --remove-maildir) is refused unless "
+                    "--reuse-maildir: the new owner would read the old owner's mail.",
         examples=['user create alice@example.com --name "Alice Doe" --quota-mb 2048 '
                   "--generate-password"])
     async def user_create(ctx: CommandContext, address: str, name: str, quota_mb: int | None,
                           password_stdin: bool, generate_password: bool,
-                          inactive: bool) -> Reply:
+                          inactive: bool, reuse_maildir: bool) -> Reply:
         username = normalize_address(address)
         local, domain_name = username.split("@")
         ctx.require_domain(domain_name)
         non_negative("--quota-mb", quota_mb)
         plain_text("--name", name)
         uow = ctx.unit
-        domain = await domain_row(uow, domain_name)
+        await domain_row(uow, domain_name)
         if await is_alias_domain(uow, domain_name):
             raise ValidationError(f"{domain_name} is an alias domain; create the mailbox in "
                                   "its target domain")
-        if await uow.fetchval("SELECT 1 FROM mailbox WHERE username = $1", username):
-            raise Conflict(f"the mailbox {username} already exists")
-        if await uow.fetchval("SELECT 1 FROM alias WHERE address = $1", username):
-            raise Conflict(f"{username} is already an alias; delete the alias first")
-        if domain["mailboxes"]:
-            count = await uow.fetchval("SELECT count(*) FROM mailbox WHERE domain=$1",
-                                       domain_name)
-            if count >= domain["mailboxes"]:
-                raise ValidationError(f"the domain {domain_name} already has its maximum of "
-                                      f"{domain['mailboxes']} mailboxes")
-        quota = (quota_mb if quota_mb is not None else domain["maxquota"]) * MB
-        await _check_quota(uow, domain, quota)
+
+        async def taken() -> None:
+            if await uow.fetchval("SELECT 1 FROM mailbox WHERE username = $1", username):
+                raise Conflict(f"the mailbox {username} already exists")
+            if await uow.fetchval("SELECT 1 FROM alias WHERE address = $1", username):
+                raise Conflict(f"{username} is already an alias; delete the alias first")
+
+        await taken()
+        maildir = f"{domain_name}/{local}/"
+        # Before the lock: it asks the mail server, which may take a while.
+        notes = await _old_maildir(ctx, username, maildir, reuse_maildir)
+        # Locked until the unit of work ends: concurrent creates in this domain take turns,
+        # so its limits hold (and the same address sent twice is refused in words).
+        domain = await domain_row(uow, domain_name, lock=True)
+        await taken()
+        await check_room(uow, domain, "mailboxes")
+        if quota_mb is None:
+            quota = await default_quota(uow, domain)
+        else:
+            quota = quota_mb * MB
+        await check_quota(uow, domain, quota)
         digest, generated = await _password(ctx, password_stdin, generate_password)
         await uow.insert("mailbox", {
             "username": username, "password": digest, "name": name,
-            "maildir": f"{domain_name}/{local}/", "quota": quota, "local_part": local,
+            "maildir": maildir, "quota": quota, "local_part": local,
             "domain": domain_name, "active": not inactive})
         await uow.insert("alias", {"address": username, "goto": username,
                                    "domain": domain_name, "active": not inactive})
@@ -136,8 +144,8 @@ def setup(registry: Registry) -> None:
         return Reply(message=f"mailbox {username} {verb} (quota {mb(quota)})",
                      data={"username": username, "quota": quota},
                      secret=generated if ctx.execute_real else None,
-                     notes=[] if ctx.execute_real or not generated else
-                     ["A password will be generated and shown once when this runs for real."])
+                     notes=notes + ([] if ctx.execute_real or not generated else
+                     ["A password will be generated and shown once when this runs for real."]))
 
     @registry.command(
         "user list", "List mailboxes",
@@ -190,7 +198,8 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "user update", "Change a mailbox's name, quota or active flag",
         params=[Arg("address", "the mailbox"), Opt("name", "the full name"),
-                Opt("quota_mb", "quota in MB (0: unlimited)", kind="int", minimum=0,
+                Opt("quota_mb", "quota in MB (0: unlimited, if the domain has no quota limit)",
+                    kind="int", minimum=0,
                     maximum=MAX_QUOTA_MB),
                 Opt("active", "switch the mailbox on or off", kind="bool")],
         permission="domain-admin", mutating=True, unit="maildb")
@@ -207,8 +216,8 @@ def setup(registry: Registry) -> None:
         if name is not None:
             values["name"] = name
         if quota_mb is not None:
-            await _check_quota(uow, await domain_row(uow, domain_name), quota_mb * MB,
-                               exclude=username)
+            domain = await domain_row(uow, domain_name, lock=True)
+            await check_quota(uow, domain, quota_mb * MB, exclude=username)
             values["quota"] = quota_mb * MB
         if active is not None:
             values["active"] = active
@@ -266,12 +275,66 @@ def setup(registry: Registry) -> None:
         forwarding = [r["address"] for r in await uow.fetch(
             "SELECT address FROM alias WHERE strpos(',' || replace(goto, ' ', '') || ',', "
             "',' || $1 || ',') > 0 ORDER BY address", username)]
-        if forwarding:
+        scope = domain_scope(ctx.actor)
+        shown = [a for a in forwarding if visible(scope, a, address=True)]
+        hidden = len(forwarding) - len(shown)
+        if shown:
             notes.append(f"Aliases that still forward to {username}: "
-                         f"{', '.join(forwarding)} (update or delete them).")
+                         f"{', '.join(shown)} (update or delete them).")
+        if hidden:  # a domain-admin does not learn other domains' addresses
+            many = hidden != 1
+            notes.append(f"{hidden} {'aliases' if many else 'alias'} of other domains still "
+                         f"forward{'' if many else 's'} to {username} (an admin can see "
+                         "which).")
         return Reply(message=f"mailbox {username} "
                              f"{'deleted' if ctx.execute_real else 'would be deleted'}",
                      notes=notes)
+
+
+async def _old_maildir(ctx: CommandContext, username: str, maildir: str,
+                       reuse: bool) -> list[str]:
+    """Refuse a new mailbox whose maildir is still on the mail server (a mailbox of that
+    address was deleted without --remove-maildir: Dovecot would hand its mail to the new
+    owner), and one podod cannot check, unless ``reuse``; the notes for the reply."""
+    from podod.mail.commands.maildir import maildirs_of
+    from podod.mail.maildirs import split_maildir
+
+    settings = ctx.runtime.config.mail.maildir
+    if not settings.check_on_create:
+        return []
+    how = ("give --reuse-maildir to create it anyway, or set mail.maildir.check_on_create: "
+           "false if the maildirs are not podod's to check; nothing was changed")
+    if settings.server is None:
+        if reuse:
+            return ["podod did not check for an old maildir (mail.maildir.server is not "
+                    "set): if there is one, this mailbox gets its mail."]
+        raise ValidationError(f"podod cannot check whether an old maildir {maildir} of "
+                              f"{username} is still on the mail server, whose mail the new "
+                              "mailbox would get (mail.maildir.server is not set); set it, or "
+                              f"{how}")
+    try:
+        domain, name = split_maildir(maildir, username)
+        ops = maildirs_of(ctx).ops("user create")
+        home = ops.layout.home(domain, name)
+        exists = await ops.exists(home)
+    except PododError as exc:
+        if reuse:
+            return [f"podod could not check for an old maildir ({exc.message}): if there is "
+                    "one, this mailbox gets its mail."]
+        why = exc.message.removesuffix("; nothing was changed")
+        raise Unavailable(f"podod cannot check whether an old maildir of {username} is still "
+                          f"on the mail server ({why}); {how}") from None
+    if not exists:
+        return []
+    if not reuse:
+        raise Conflict(f"the old maildir {home} of a deleted mailbox {username} is still on "
+                       f"{ops.server}, and the new mailbox would get its mail; move it away "
+                       "first, or give --reuse-maildir if that mail is meant for the new "
+                       "owner; nothing was changed")
+    verb = "will be" if ctx.sandbox else "is"
+    return [f"The old maildir {home} on {ops.server} {verb} reused: its mail becomes "
+            f"{username}'s. Run 'doveadm quota recalc -u {username}' there so its usage "
+            "counts."]
 
 
 def _remove_maildir_after(ctx: CommandContext, username: str, maildir: str,

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, get_args
 
 from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.scope import OTHER_DOMAINS, domain_scope, scope_note, visible
 from podod.bus.spec import Opt
 from podod.errors import NotFound, PododError, Unavailable, ValidationError
 from podod.monitor.collect import CollectContext
@@ -195,6 +196,7 @@ def setup(registry: Registry) -> None:
         settings: QueueCollectorSettings = \
             runtime.config.monitor.collector_settings("queue")
         servers = _servers_for(runtime, server)
+        scope = domain_scope(ctx.actor)
 
         async def one(s: ServerConfig) -> QueueReport | str:
             try:
@@ -214,8 +216,15 @@ def setup(registry: Registry) -> None:
                 data.append({"server": s.name, "error": report})
                 continue
             by_domain: dict[str, list[tuple[str, int]]] = {}
+            others = [0, 0]  # a domain-admin's view: other domains' recipients, messages
             for (domain, reason), n in report.deferrals.items():
-                by_domain.setdefault(domain, []).append((reason, n))
+                if visible(scope, domain, address=False):
+                    by_domain.setdefault(domain, []).append((reason, n))
+                else:
+                    others[0] += n
+            if scope is not None:
+                others[1] = sum(n for d, n in report.deferred_messages.items()
+                                if not visible(scope, d, address=False))
             domains = sorted(by_domain, key=lambda d: (-sum(n for _, n in by_domain[d]), d))
             top = []
             for domain in domains[:limit]:
@@ -226,6 +235,10 @@ def setup(registry: Registry) -> None:
                             "reasons": [{"reason": r, "recipients": n} for r, n in reasons]})
                 rows.append([s.name, domain, recipients, report.deferred_messages[domain],
                              reasons[0][0]])
+            if others[0]:  # counted together, neither named nor with their reasons
+                top.append({"domain": OTHER_DOMAINS, "recipients": others[0],
+                            "messages": others[1], "reasons": []})
+                rows.append([s.name, OTHER_DOMAINS, others[0], others[1], ""])
             oldest = {q: round(now - t) for q, t in report.oldest.items()}
             data.append({"server": s.name, "messages": report.messages,
                          "size_bytes": report.size, "oldest_age_seconds": oldest,
@@ -241,5 +254,5 @@ def setup(registry: Registry) -> None:
                                   title=f"deferred mail by domain ({message})"))
         if failed and not lines:
             raise Unavailable("could not read the queue of " + "; ".join(failed))
-        reply.notes = [f"could not read the queue of {f}" for f in failed]
+        reply.notes = [f"could not read the queue of {f}" for f in failed] + scope_note(scope)
         return reply

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.scope import domain_scope, scope_note, visible
 from podod.bus.spec import Arg, Opt
 from podod.durations import format_duration
 from podod.errors import NotFound, Unavailable, ValidationError
@@ -36,6 +37,24 @@ def _servers(ctx: CommandContext, server: str | None) -> list[str] | None:
     if server not in names:
         raise NotFound(f"there is no server named '{server}'")
     return [server]
+
+
+TOP_LISTS = (("sender", "top_senders"), ("recipient", "top_recipients"),
+             ("sender_domain", "top_sender_domains"),
+             ("recipient_domain", "top_recipient_domains"))
+
+
+def _top(tally: Any, kind: str, limit: int, start: int,
+         scope: frozenset[str] | None) -> list[tuple[str, int]]:
+    """The ``limit`` largest of ``kind`` since ``start``; for a domain-admin only addresses
+    (or domains) of their domains, ranked among themselves (the candidate lists are
+    bounded, traffic.top_candidates, so this stays linear)."""
+    if scope is None:
+        ranked: list[tuple[str, int]] = tally.top(kind, limit, start)
+        return ranked
+    address = not kind.endswith("domain")
+    return [(item, n) for item, n in tally.top(kind, None, start)
+            if visible(scope, item, address=address)][:limit]
 
 
 def _since(since: float) -> int:
@@ -74,6 +93,12 @@ def setup_commands(registry: Registry) -> None:
         await traffic.flush_all()
         tally = await traffic.store.run(traffic.store.tally, servers, start)
         report = reports.build(tally, zone=traffic.zone, by=by, since=start, top=top)
+        scope = domain_scope(ctx.actor)
+        if scope is not None:  # a domain-admin sees their own senders and recipients only
+            for kind, name in TOP_LISTS:
+                key = "domain" if kind.endswith("domain") else "address"
+                report[name] = [{key: item, "count": n}
+                                for item, n in _top(tally, kind, top, start, scope)]
         report["servers"] = servers or sorted({s.name for s in monitored_servers(ctx.runtime)})
         where = f"on {server}" if server else "on all servers"
         rows: list[list[Any]] = [[p["label"], *(p[k] for k in reports.PERIOD_KEYS)]
@@ -90,6 +115,7 @@ def setup_commands(registry: Registry) -> None:
             notes.append("Dovecot: " + ", ".join(
                 [f"{p} logins {n}" for p, n in dovecot["logins"].items()] +
                 [f"{p} failed attempts {n}" for p, n in dovecot["auth_failures"].items()]))
+        notes += scope_note(scope)
         return Reply(message=f"Mail traffic {where} in the last {format_duration(since)}: "
                              f"{reports.summary(report)}.",
                      data=report, notes=notes,
@@ -119,13 +145,14 @@ def setup_commands(registry: Registry) -> None:
         await traffic.flush_all()
         tally = await traffic.store.run(traffic.store.tally, servers, start)
         kind = TOP_KINDS[what]
-        ranked = tally.top(kind, limit, start)
+        scope = domain_scope(ctx.actor)
+        ranked = _top(tally, kind, limit, start, scope)
         column = "domain" if kind.endswith("domain") else "address"
         data = [{column: item, "messages": n} for item, n in ranked]
         where = f"on {server}" if server else "on all servers"
         return Reply(message=f"Top {what} {where} in the last {format_duration(since)}"
                              + ("" if ranked else ": none"),
-                     data=data,
+                     data=data, notes=scope_note(scope),
                      table=Table(["#", column, "messages"],
                                  [[i + 1, item, n] for i, (item, n) in enumerate(ranked)]))
 
