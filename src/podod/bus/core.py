@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from podod.bus import grammar
 from podod.bus.audit import AuditEntry, AuditLog
@@ -19,6 +20,14 @@ if TYPE_CHECKING:
     from podod.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+
+_INLINE_WORDS = 512
+_T = TypeVar("_T")
+
+
+async def _run_parser(off_loop: bool, parse: Callable[..., _T], *args: Any) -> _T:
+    return await asyncio.to_thread(parse, *args) if off_loop else parse(*args)
 
 
 def error_reply(exc: PododError) -> Reply:
@@ -51,11 +60,15 @@ class CommandBus:
         started = time.monotonic()
         registry = self.runtime.registry
         command = " ".join(request.argv[:2]) or "(none)"
-        audit_args: dict[str, object] = {
-            "argv": grammar.redact_argv(request.argv, registry.commands)}
+        # A request of many words (a list option repeated up to the socket's size limit) is
+        # read in a worker thread: a few hundred ms of parsing would hold every other
+        # request, and systemd's watchdog, on the event loop.
+        off_loop = len(request.argv) > _INLINE_WORDS
+        audit_args: dict[str, object] = {"argv": await _run_parser(
+            off_loop, grammar.redact_argv, request.argv, registry.commands)}
         ctx: CommandContext | None = None
         try:
-            parsed = grammar.parse(request.argv, registry.commands)
+            parsed = await _run_parser(off_loop, grammar.parse, request.argv, registry.commands)
             spec = parsed.spec
             command = spec.name
             if parsed.execute_real:

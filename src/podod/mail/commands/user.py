@@ -266,9 +266,16 @@ def setup(registry: Registry) -> None:
         forwarding = [r["address"] for r in await uow.fetch(
             "SELECT address FROM alias WHERE strpos(',' || replace(goto, ' ', '') || ',', "
             "',' || $1 || ',') > 0 ORDER BY address", username)]
-        if forwarding:
+        # A domain-admin learns only their own domains' aliases (and how many others).
+        shown = [a for a in forwarding if ctx.actor.may_manage(a.split("@")[1])]
+        if shown:
             notes.append(f"Aliases that still forward to {username}: "
-                         f"{', '.join(forwarding)} (update or delete them).")
+                         f"{', '.join(shown)} (update or delete them).")
+        if len(shown) < len(forwarding):
+            others = len(forwarding) - len(shown)
+            notes.append(f"{others} {'alias' if others == 1 else 'aliases'} of domains you do "
+                         f"not manage still {'forwards' if others == 1 else 'forward'} to "
+                         f"{username} (an admin can update them).")
         return Reply(message=f"mailbox {username} "
                              f"{'deleted' if ctx.execute_real else 'would be deleted'}",
                      notes=notes)
