@@ -223,7 +223,7 @@ _LOCAL_CHARS = st.text(st.characters(codec="utf-8"), min_size=1, max_size=70) | 
 
 @given(local=_LOCAL_CHARS, domain=st.sampled_from(["demo.example", "xn--bcher-kva.example"]),
        mailbox=st.booleans())
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=2000, deadline=None, derandomize=True, database=None)
 def test_an_accepted_address_is_one_folder_inside_its_domain(
         local: str, domain: str, mailbox: bool) -> None:
     """Whatever the local part, an address the validator accepts yields a maildir
