@@ -40,9 +40,11 @@ class ConfigError(PododError):
 
 
 class ValidationError(PododError):
-    """The request is well formed but its values are not acceptable."""
+    """The request is well formed but its values are not acceptable (podoctl exits 2, as
+    for a usage error: the input is what to fix)."""
 
     code = "invalid"
+    exit_code = 2
     http_status = 422
 
 

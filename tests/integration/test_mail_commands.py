@@ -116,7 +116,7 @@ def test_podoctl_password_stdin_and_real_change(mail: MailStack) -> None:
     listed = mail.daemon.podoctl("user", "list", json_output=True)
     assert [u["username"] for u in json.loads(listed.stdout)["data"]] == ["carol@example.com"]
     bad = mail.daemon.podoctl("user", "create", "nope@@example.com", "--generate-password")
-    assert bad.returncode == 1
+    assert bad.returncode == 2
     assert bad.stderr.strip() == ("Error: 'nope@@example.com' is not an e-mail address (it "
                                   "needs exactly one @)")
 

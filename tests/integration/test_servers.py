@@ -332,7 +332,7 @@ def test_server_add_bad_input_is_one_sentence_and_changes_nothing(
             assert "\n" not in reply["message"] and "Traceback" not in reply["message"]
     cli = daemon.podoctl("--execute-real", "--yes", "server", "add", "mx2", *good,
                          "--port", "0")
-    assert cli.returncode == 1 and cli.stderr.strip() == (
+    assert cli.returncode == 2 and cli.stderr.strip() == (
         "Error: server add: --port must be greater than or equal to 1")
     for argv, expected in [
         (["server", "remove", "nope"], "there is no server named 'nope' (servers: mx1)"),

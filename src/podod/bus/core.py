@@ -6,7 +6,8 @@ import asyncio
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from podod.bus import grammar
 from podod.bus.audit import AuditEntry, AuditLog, AuditUnavailable
@@ -20,6 +21,14 @@ if TYPE_CHECKING:
     from podod.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+
+_INLINE_WORDS = 512
+_T = TypeVar("_T")
+
+
+async def _run_parser(off_loop: bool, parse: Callable[..., _T], *args: Any) -> _T:
+    return await asyncio.to_thread(parse, *args) if off_loop else parse(*args)
 
 
 def error_reply(exc: PododError) -> Reply:
@@ -51,13 +60,18 @@ class CommandBus:
     async def _execute(self, request: Request, progress: Progress) -> Reply:
         started = time.monotonic()
         registry = self.runtime.registry
-        # Until the request parses, the audit keeps only the words the grammar knows.
-        command, kept = grammar.audit_argv(request.argv, registry.commands)
+        # Until the request parses, the audit keeps only the words the grammar knows. A
+        # request of many words (a list option repeated up to the socket's size limit) is
+        # read in a worker thread: a few hundred ms of parsing would hold every other
+        # request, and systemd's watchdog, on the event loop.
+        off_loop = len(request.argv) > _INLINE_WORDS
+        command, kept = await _run_parser(off_loop, grammar.audit_argv, request.argv,
+                                          registry.commands)
         audit_args: dict[str, object] = {"argv": kept}
         audit_message: str | None = None
         ctx: CommandContext | None = None
         try:
-            parsed = grammar.parse(request.argv, registry.commands)
+            parsed = await _run_parser(off_loop, grammar.parse, request.argv, registry.commands)
             spec = parsed.spec
             command = spec.name
             if parsed.execute_real:

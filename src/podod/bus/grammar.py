@@ -94,6 +94,8 @@ def find_command(argv: list[str], commands: Mapping[str, CommandSpec]
 
 
 def _convert(spec: CommandSpec, param: Param, raw: str) -> Any:
+    if param.kind == "list":  # first: a list option may come thousands of times
+        return [item.strip() for item in raw.split(",") if item.strip()]
     label = param.display.split()[0] if not param.positional else param.display
     where = f"{spec.name}: {label}"
     if param.kind == "int":
@@ -128,8 +130,6 @@ def _convert(spec: CommandSpec, param: Param, raw: str) -> Any:
             raise ParseError(f"{where} must be one of {', '.join(param.choices)}, not '{raw}'",
                              f"{where} must be one of {', '.join(param.choices)}")
         return raw.lower()
-    if param.kind == "list":
-        return [item.strip() for item in raw.split(",") if item.strip()]
     return raw
 
 
@@ -183,7 +183,7 @@ def parse(argv: list[str], commands: Mapping[str, CommandSpec]) -> Parsed:
                 raise ParseError(f"{spec.name}: {flag} needs a value")
             converted = _convert(spec, param, value)
             if param.kind == "list" and param.name in params:
-                params[param.name] = params[param.name] + converted
+                params[param.name].extend(converted)  # in place: n repeats stay linear
             else:
                 params[param.name] = converted
             continue

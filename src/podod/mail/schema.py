@@ -10,6 +10,8 @@ the mailbox.
 
 from __future__ import annotations
 
+import re
+
 # Each step is applied once, in order, inside one transaction; podod_schema holds the version.
 MIGRATIONS: list[str] = [
     """
@@ -126,3 +128,24 @@ PRIMARY_KEYS = {"domain": "domain", "mailbox": "username", "alias": "address",
 
 def family(data_type: str) -> str:
     return _FAMILIES.get(data_type, data_type)
+
+
+_CREATE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\s*\);", re.S)
+_TEXT_COLUMN = re.compile(r"^\s*(\w+) (?:varchar\((\d+)\)|text\b)", re.M)
+
+
+def text_columns(scripts: list[str]) -> dict[str, dict[str, int | None]]:
+    """Each table's text columns with their length (``varchar(n)``: n; ``text``: None, no
+    limit), read from the CREATE TABLE statements of ``scripts``."""
+    tables: dict[str, dict[str, int | None]] = {}
+    for script in scripts:
+        for table, body in _CREATE.findall(script):
+            tables[table] = {column: int(length) if length else None
+                             for column, length in _TEXT_COLUMN.findall(body)}
+    return tables
+
+
+# The one table of column lengths podod checks values against before writing them (the
+# address limits in addresses.py are derived from it), read from the schema itself so the
+# two cannot drift apart; a test compares it with a database made by 'podod db init'.
+TEXT_COLUMNS = text_columns(MIGRATIONS)

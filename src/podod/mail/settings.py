@@ -156,6 +156,10 @@ class MaildirSettings(Section):
 
 
 class MailSettings(Section):
+    # How many targets one alias may hold: Postfix expands an address into at most
+    # virtual_alias_expansion_limit (1000) recipients, and goto is a text column, so the
+    # count is what bounds an alias (and the work one request can ask for).
+    max_alias_targets: int = Field(default=1000, ge=1, le=100_000)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     passwords: PasswordSettings = Field(default_factory=PasswordSettings)
     roles: DatabaseRoles = Field(default_factory=DatabaseRoles)

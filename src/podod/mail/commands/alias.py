@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.context import Actor, CommandContext, Reply, Table
 from podod.bus.spec import Arg, Opt
 from podod.errors import Conflict, NotFound, ValidationError
 from podod.mail.addresses import normalize_address, normalize_domain
@@ -19,50 +20,107 @@ from podod.mail.commands.common import (
 )
 from podod.plugins import Registry
 
-
-def parse_targets(raw: list[str] | None) -> list[str]:
-    out: list[str] = []
-    for item in raw or []:
-        target = normalize_address(item)
-        if target not in out:
-            out.append(target)
-    return out
+# Normalising an address costs about 20 µs (IDNA for its domain); a list longer than this
+# is normalised in a worker thread, so that one request at the target limit (or a configured
+# limit of many thousands) never holds the event loop, and with it every other request and
+# systemd's watchdog, for its whole length.
+_INLINE_TARGETS = 64
 
 
-async def check_targets(db: Any, address: str, targets: list[str]) -> None:
-    """Self-references, unknown local recipients and loops are refused."""
+def _normalize_all(items: list[str]) -> list[str]:
+    domains: dict[str, str] = {}  # each domain once through IDNA
+    return list(dict.fromkeys(normalize_address(item, domains=domains) for item in items))
+
+
+def too_many(limit: int, what: str) -> ValidationError:
+    return ValidationError(f"an alias may have at most {limit} targets "
+                           f"(mail.max_alias_targets), and {what}; nothing was changed")
+
+
+async def parse_targets(ctx: CommandContext, raw: list[str] | None, option: str,
+                        limit: int | None = None) -> list[str]:
+    """Targets as stored: normalised, each once, in the order given. More than
+    ``mail.max_alias_targets`` different ones are refused before any is looked at."""
+    items = list(dict.fromkeys(raw or []))  # repeats once, in linear time
+    limit = limit if limit is not None else ctx.runtime.config.mail.max_alias_targets
+    if len(items) > limit:
+        raise too_many(limit, f"{option} gives {len(items)}")
+    if len(items) > _INLINE_TARGETS:
+        return await asyncio.to_thread(_normalize_all, items)
+    return _normalize_all(items)
+
+
+async def check_targets(db: Any, actor: Actor, address: str, targets: list[str]) -> None:
+    """Self-references, unknown local recipients and loops are refused, with one query for
+    all targets (and one per level of the alias graph), however many there are.
+
+    A domain-admin's target in a local domain whose mailboxes they do not manage is taken as
+    it is, like an external address: saying whether it exists would tell them another
+    domain's addresses."""
     if not targets:
         raise ValidationError(f"the alias {address} needs at least one target (--to)")
+    if address in targets:
+        raise ValidationError(f"the alias {address} cannot forward to itself")
+    local = {r["domain"]: r["target_domain"] or r["domain"] for r in await db.fetch(
+        "SELECT d.domain, ad.target_domain FROM domain d LEFT JOIN alias_domain ad "
+        "ON ad.alias_domain = d.domain WHERE d.domain = ANY($1::text[])",
+        list({t.rpartition("@")[2] for t in targets}))}
+    wanted: dict[str, str] = {}  # target → the address that must exist (alias domains resolved)
     for target in targets:
-        if target == address:
-            raise ValidationError(f"the alias {address} cannot forward to itself")
-        domain = target.split("@")[1]
-        if not await db.fetchval("SELECT 1 FROM domain WHERE domain=$1", domain):
-            continue  # a remote target is fine
-        real = await is_alias_domain(db, domain)
-        local = target if real is None else f"{target.split('@')[0]}@{real}"
-        exists = await db.fetchval(
-            "SELECT 1 FROM mailbox WHERE username=$1 UNION ALL "
-            "SELECT 1 FROM alias WHERE address=$1 OR address=$2 LIMIT 1",
-            local, "@" + local.split("@")[1])
-        if not exists:
-            raise ValidationError(f"the target {target} is in the local domain {domain} but "
-                                  "no mailbox or alias has that address")
-    # Loop check over the alias graph as it would be after this change.
-    rows = await db.fetch("SELECT address, goto FROM alias WHERE address <> goto")
-    graph = {r["address"]: [g.strip() for g in r["goto"].split(",") if g.strip()]
-             for r in rows}
-    graph[address] = targets
-    stack, seen = [(t, [address, t]) for t in targets], set()
-    while stack:
-        node, path = stack.pop()
-        if node == address:
-            raise ValidationError(f"the alias {address} would create a loop: "
-                                  f"{' → '.join(path)}")
-        if node in seen:
-            continue
-        seen.add(node)
-        stack.extend((n, [*path, n]) for n in graph.get(node, []))
+        name, _, domain = target.rpartition("@")
+        real = local.get(domain)
+        if real is not None and actor.may_manage(real):
+            wanted[target] = f"{name}@{real}"
+    if wanted:
+        keys = {*wanted.values(), *("@" + a.rpartition("@")[2] for a in wanted.values())}
+        found = {r["address"] for r in await db.fetch(
+            "SELECT username AS address FROM mailbox WHERE username = ANY($1::text[]) UNION "
+            "SELECT address FROM alias WHERE address = ANY($1::text[])", list(keys))}
+        for target, must in wanted.items():
+            if must not in found and "@" + must.rpartition("@")[2] not in found:
+                raise ValidationError(f"the target {target} is in the local domain "
+                                      f"{target.rpartition('@')[2]} but no mailbox or alias "
+                                      "has that address")
+    await _check_loops(db, actor, address, targets)
+
+
+async def _check_loops(db: Any, actor: Actor, address: str, targets: list[str]) -> None:
+    """Walk the alias graph as it would be after this change, breadth first from the
+    targets: each alias is read once, with one query per level."""
+    parent = dict.fromkeys(targets, address)
+    frontier = list(targets)
+    while frontier:
+        rows = await db.fetch("SELECT address, goto FROM alias WHERE address = ANY($1::text[]) "
+                              "AND address <> goto", frontier)
+        frontier = []
+        for row in rows:
+            for node in (g.strip() for g in row["goto"].split(",")):
+                if node == address:
+                    raise _loop(actor, address, parent, row["address"])
+                if node and node not in parent:
+                    parent[node] = row["address"]
+                    frontier.append(node)
+
+
+def _loop(actor: Actor, address: str, parent: dict[str, str], last: str) -> ValidationError:
+    chain = []
+    node = last
+    while node != address:
+        chain.append(node)
+        node = parent[node]
+    chain.reverse()
+    # A domain-admin sees the target they gave and their own domains' addresses; another
+    # domain's aliases on the way stay unnamed.
+    path, hidden = [address, chain[0]], False
+    for node in chain[1:]:
+        if actor.may_manage(node.rpartition("@")[2]):
+            path.append(node)
+        elif path[-1] != "…":
+            path.append("…")
+            hidden = True
+    note = " (… stands for addresses of domains you do not manage)" if hidden else ""
+    return ValidationError(f"the alias {address} would create a loop: "
+                           f"{' → '.join([*path, address])}{note}")
 
 
 async def _alias(db: Any, address: str) -> dict[str, Any]:
@@ -100,8 +158,8 @@ def setup(registry: Registry) -> None:
         # Locked until the unit of work ends, so the domain's alias limit holds also for
         # creates sent at the same time.
         await check_room(uow, await domain_row(uow, domain_name, lock=True), "aliases")
-        targets = parse_targets(to)
-        await check_targets(uow, addr, targets)
+        targets = await parse_targets(ctx, to, "--to")
+        await check_targets(uow, ctx.actor, addr, targets)
         await uow.insert("alias", {"address": addr, "goto": ",".join(targets),
                                    "domain": domain_name, "active": not inactive})
         kind = "catch-all" if addr.startswith("@") else "alias"
@@ -155,24 +213,33 @@ def setup(registry: Registry) -> None:
         uow = ctx.unit
         row = await _alias(uow, addr)
         current = [t.strip() for t in row["goto"].split(",") if t.strip()]
+        limit = ctx.runtime.config.mail.max_alias_targets
         if set is not None and (add or remove):
             raise ValidationError("alias update: --set replaces all targets; do not combine "
                                   "it with --add or --remove")
-        targets = parse_targets(set) if set is not None else list(current)
-        for target in parse_targets(add):
-            if target not in targets:
-                targets.append(target)
-        for target in parse_targets(remove):
-            if target not in targets:
+        # An ordered dict: adding and removing stay linear however many targets there are.
+        chosen = dict.fromkeys(await parse_targets(ctx, set, "--set") if set is not None
+                               else current)
+        chosen.update(dict.fromkeys(await parse_targets(ctx, add, "--add")))
+        for target in await parse_targets(ctx, remove, "--remove",
+                                          max(len(current), limit)):
+            if target not in chosen:
                 raise ValidationError(f"{target} is not a target of {addr}")
-            targets.remove(target)
+            del chosen[target]
+        targets = list(chosen)
+        if len(targets) > limit and len(targets) > len(current):
+            # One that holds more already (made before the limit, or by another tool) may
+            # shrink, not grow.
+            raise too_many(limit, f"{addr} would have {len(targets)}")
         values: dict[str, Any] = {}
         if targets != current:
             is_mailbox = await uow.fetchval("SELECT 1 FROM mailbox WHERE username=$1", addr)
             if is_mailbox:  # a mailbox's own row: keep delivering to it unless asked not to
-                await check_targets(uow, addr, [t for t in targets if t != addr] or [addr])
+                others = [t for t in targets if t != addr]
+                if others or not targets:
+                    await check_targets(uow, ctx.actor, addr, others)
             else:
-                await check_targets(uow, addr, targets)
+                await check_targets(uow, ctx.actor, addr, targets)
             values["goto"] = ",".join(targets)
         if active is not None:
             values["active"] = active

@@ -21,6 +21,7 @@ from podod.mail.commands.common import (
     require_view,
     yes,
 )
+from podod.mail.schema import TEXT_COLUMNS
 from podod.plugins import Registry
 
 LIMITS = [
@@ -299,8 +300,9 @@ def setup(registry: Registry) -> None:
             raise Conflict(f"{alias} is already an alias domain")
         existing = await uow.fetchrow("SELECT * FROM domain WHERE domain = $1", alias)
         if existing is None:
-            await uow.insert("domain", {"domain": alias,
-                                        "description": f"alias domain of {target}"})
+            description = f"alias domain of {target}"  # cut to fit for a long target
+            await uow.insert("domain", {"domain": alias, "description": description[
+                :TEXT_COLUMNS["domain"]["description"]]})
         else:
             used = await uow.fetchval(
                 "SELECT (SELECT count(*) FROM mailbox WHERE domain=$1) + "

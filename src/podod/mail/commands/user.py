@@ -16,7 +16,7 @@ from podod.errors import (
     UsageError,
     ValidationError,
 )
-from podod.mail.addresses import normalize_address, normalize_domain
+from podod.mail.addresses import normalize_address, normalize_domain, normalize_mailbox
 from podod.mail.commands.common import (
     MAX_QUOTA_MB,
     MB,
@@ -96,7 +96,7 @@ def setup(registry: Registry) -> None:
     async def user_create(ctx: CommandContext, address: str, name: str, quota_mb: int | None,
                           password_stdin: bool, generate_password: bool,
                           inactive: bool, reuse_maildir: bool) -> Reply:
-        username = normalize_address(address)
+        username = normalize_mailbox(address)
         local, domain_name = username.split("@")
         ctx.require_domain(domain_name)
         non_negative("--quota-mb", quota_mb)
