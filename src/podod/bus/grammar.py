@@ -79,16 +79,18 @@ def find_command(argv: list[str], commands: Mapping[str, CommandSpec]
 def _convert(spec: CommandSpec, param: Param, raw: str) -> Any:
     label = param.display.split()[0] if not param.positional else param.display
     if param.kind == "int":
+        shown = raw if len(raw) <= 40 else raw[:40] + "…"  # one readable line
         try:
-            number = int(raw)
+            number = int(raw)  # never nan, inf or 1e309; over 4300 digits: ValueError
         except ValueError:
-            raise UsageError(f"{spec.name}: {label} must be a whole number, not '{raw}'") from None
+            raise UsageError(f"{spec.name}: {label} must be a whole number, not '{shown}'"
+                             ) from None
         least = param.minimum if param.minimum is not None else -INT_LIMIT
         most = param.maximum if param.maximum is not None else INT_LIMIT
         if number < least:
-            raise UsageError(f"{spec.name}: {label} must be at least {least}, not {raw}")
+            raise UsageError(f"{spec.name}: {label} must be at least {least}, not {shown}")
         if number > most:
-            raise UsageError(f"{spec.name}: {label} must be at most {most}, not {raw}")
+            raise UsageError(f"{spec.name}: {label} must be at most {most}, not {shown}")
         return number
     if param.kind == "bool":
         low = raw.lower()
