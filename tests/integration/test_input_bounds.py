@@ -1,0 +1,70 @@
+"""Input an attacker would try, through podoctl and a real daemon: numbers that are no numbers,
+passwords crypt cannot hash, and data that looks like terminal markup."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import MailStack
+from podod.mail.passwords import verify_password
+from podod.testbed.daemon import DaemonProcess
+
+Start = Callable[..., DaemonProcess]
+
+
+def test_non_finite_durations_are_usage_errors(start_daemon: Start, tmp_path: Path) -> None:
+    """`traffic report --since nan` and `metrics query node_load1 --since nan` used to end in
+    "failed on an internal error"."""
+    log = tmp_path / "mail.log"
+    log.write_text("")
+    daemon = start_daemon(servers=[{"name": "mx1", "local": True, "mail_log": str(log)}],
+                          monitor={"enabled": True})
+    assert daemon.podoctl("traffic", "report", "--since", "1h").returncode == 0
+    for argv in ([*command, value] for value in ("nan", "inf", "-inf", "1e309", "1e300")
+                 for command in (["traffic", "report", "--since"],
+                                 ["metrics", "query", "node_load1", "--since"],
+                                 ["metrics", "query", "node_load1", "--since", "1h", "--step"])):
+        out = daemon.podoctl(*argv)
+        assert out.returncode == 2, (argv, out)
+        lines = out.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: {argv[0]} {argv[1]}: --"), \
+            (argv, out.stderr)
+        assert "internal error" not in out.stderr and out.stdout == ""
+    assert "Traceback" not in daemon.log()
+
+
+LONG = ("Correct-Horse-Battery-7-" * 22)[:520]  # 520 bytes: libxcrypt's hash would be "*0"
+
+
+def test_a_password_too_long_to_hash_is_refused_and_changes_nothing(mail: MailStack) -> None:
+    """`user reset-password --password-stdin` with a 520-byte password used to answer
+    "password of ceo@b.example changed" and store "{SHA512-CRYPT}*0"."""
+    mail.ok("domain", "create", "b.example", real=True)
+    mail.ok("user", "create", "ceo@b.example", "--generate-password", real=True)
+    before = mail.dump()
+    stored = mail.sql("SELECT password FROM mailbox WHERE username = 'ceo@b.example'")
+    assert stored.startswith("{SHA512-CRYPT}$6$rounds=5000$"), stored
+    for password, message in [
+            (LONG, "the password is too long: at most 256 characters are allowed, not 520"),
+            ("Null-\x00-Byte-Password", "the password must not contain control characters "
+                                        "such as U+0000"),
+            ("Clear-\x1b[2J-Screen-1", "the password must not contain control characters "
+                                       "such as U+001B")]:
+        for argv in (["user", "reset-password", "ceo@b.example"],
+                     ["user", "create", "cfo@b.example"]):
+            for real in (["--execute-real", "--yes"], []):
+                out = mail.daemon.podoctl(*real, *argv, "--password-stdin",
+                                          input=password + "\n")
+                assert out.returncode == 2, (argv, out)
+                assert out.stderr == f"Error: {message}\n", out.stderr
+                assert "changed" not in out.stdout and "created" not in out.stdout
+    assert mail.dump() == before
+    assert mail.sql("SELECT password FROM mailbox WHERE username = 'ceo@b.example'") == stored
+    # a long password that fits is hashed, checked and works
+    fits = LONG[:256]
+    out = mail.daemon.podoctl("--execute-real", "--yes", "user", "reset-password",
+                              "ceo@b.example", "--password-stdin", input=fits + "\n")
+    assert out.returncode == 0 and "password of ceo@b.example changed" in out.stdout, out
+    new = mail.sql("SELECT password FROM mailbox WHERE username = 'ceo@b.example'")
+    assert new != stored and verify_password(fits, new) and not verify_password(LONG, new)
