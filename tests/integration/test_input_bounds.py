@@ -68,3 +68,26 @@ def test_a_password_too_long_to_hash_is_refused_and_changes_nothing(mail: MailSt
     assert out.returncode == 0 and "password of ceo@b.example changed" in out.stdout, out
     new = mail.sql("SELECT password FROM mailbox WHERE username = 'ceo@b.example'")
     assert new != stored and verify_password(fits, new) and not verify_password(LONG, new)
+
+
+def test_podoctl_shows_markup_in_data_literally(mail: MailStack) -> None:
+    """A mailbox named `[/]` made `podoctl user list` die with rich's MarkupError."""
+    mail.ok("domain", "create", "b.example", real=True)
+    names = {"ceo@b.example": "[/]", "cfo@b.example": "[link=http://evil.example]Bob[/link]",
+             "cto@b.example": "[conceal]hidden[/conceal] :thumbs_up:"}
+    for address, name in names.items():
+        mail.ok("user", "create", address, "--name", name, "--generate-password", real=True)
+    for argv in (["user", "list"], ["user", "list", "--search", "[/]"],
+                 ["user", "show", "ceo@b.example"]):
+        out = mail.daemon.podoctl(*argv)
+        assert out.returncode == 0, (argv, out.stderr)
+        assert out.stderr == "" and "[/]" in out.stdout, (argv, out.stdout)
+    listed = mail.daemon.podoctl("user", "list").stdout
+    for name in names.values():
+        assert name in listed, listed
+    # the sandbox plan and an error message quote data too
+    plan = mail.daemon.podoctl("user", "update", "ceo@b.example", "--name", "[bold]x[/bold]")
+    assert plan.returncode == 0 and "name=[bold]x[/bold]" in plan.stdout, plan
+    bad = mail.daemon.podoctl("user", "show", "[/]@b.example")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("Error: ") and "[/]@b.example" in bad.stderr, bad.stderr
