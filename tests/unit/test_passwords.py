@@ -197,3 +197,17 @@ def test_password_settings_that_could_not_be_hashed_are_refused(
     with pytest.raises(ConfigError) as info:
         parse_config({"mail": {"passwords": settings}}, source="podod.yaml")
     assert str(info.value) == f"podod.yaml: {message}"
+
+
+async def test_the_worker_refuses_with_the_same_sentence() -> None:
+    """A password that reaches the pool without the policy check (a generated one, a
+    plugin's) is refused in the worker, as a usage error the bus can answer with."""
+    pool = HashingPool(workers=1)
+    try:
+        with pytest.raises(UsageError) as info:
+            await pool.hash("Long-Pass-7" * 48, rounds=1000)
+        assert info.value.message == ("the password is too long: at most 256 characters are "
+                                      "allowed, not 528")
+        assert verify_password(PASSWORD, await pool.hash(PASSWORD, rounds=1000))
+    finally:
+        await pool.stop()
