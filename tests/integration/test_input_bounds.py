@@ -31,6 +31,13 @@ def test_non_finite_durations_are_usage_errors(start_daemon: Start, tmp_path: Pa
         assert len(lines) == 1 and lines[0].startswith(f"Error: {argv[0]} {argv[1]}: --"), \
             (argv, out.stderr)
         assert "internal error" not in out.stderr and out.stdout == ""
+    # the largest duration is safe to compute with: an answer, or one sentence of the command
+    assert daemon.podoctl("audit", "list", "--since", "36500d").returncode == 0
+    for argv, sentence in ((["traffic", "report"], "--since can reach back at most 400 days"),
+                           (["metrics", "query", "node_load1"], "is beyond the 90d")):
+        out = daemon.podoctl(*argv, "--since", "36500d")
+        assert out.returncode == 1 and sentence in out.stderr, out
+        assert len(out.stderr.splitlines()) == 1 and "internal error" not in out.stderr
     assert "Traceback" not in daemon.log()
 
 
