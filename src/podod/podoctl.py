@@ -17,9 +17,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from podod.bus.context import Reply
-from podod.bus.render import SANDBOX_BANNER, plan_lines
+from podod.bus.render import JSON_ESCAPES, SANDBOX_BANNER, plan_lines, visible
 from podod.libwarnings import hide_library_warnings
 
 DEFAULT_SOCKET = "/run/podod/podod.sock"
@@ -47,6 +48,12 @@ class Unreachable(Exception):
 
 
 class _Console(Console):
+    """podoctl's console: markup, emoji codes and highlighting are off, so a string is
+    printed as it is; podoctl's own styles come as :class:`Text` (see :func:`_data`)."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, **kw)
+
     def on_broken_pipe(self) -> None:
         """The reader went away ('| head'): main() ends quietly (rich would exit 1)."""
         self.quiet = True
@@ -104,38 +111,52 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _data(value: Any, style: str = "", *, newlines: bool = False) -> Text:
+    """Data from the daemon as rich sees it: plain text (never markup, never an emoji code)
+    with its control characters shown as escapes (:func:`podod.bus.render.visible`). Every
+    reply's text reaches rich through here."""
+    return Text(visible(_cell(value), newlines=newlines), style=style)
+
+
+def _line(*parts: Text | str) -> Text:
+    """One line of podoctl's own words (str) and data (Text from :func:`_data`)."""
+    return Text.assemble(*(part if isinstance(part, Text) else Text(part) for part in parts))
+
+
 def render(reply: Reply, console: Console, err: Console, *, asking: bool = False) -> None:
     if not reply.ok:
-        err.print(f"[bold red]Error:[/] {reply.message}", highlight=False, markup=True)
+        err.print(_line(Text("Error:", style="bold red"), " ",
+                        _data(reply.message, newlines=True)))
         return
     if reply.sandbox:
-        console.print(f"[bold yellow]{SANDBOX_BANNER}[/]", highlight=False)
+        console.print(Text(SANDBOX_BANNER, style="bold yellow"))
     if reply.table is not None:
-        table = RichTable(title=reply.table.title, show_lines=False)
+        title = reply.table.title
+        table = RichTable(title=_data(title) if title is not None else None,
+                          show_lines=False)
         for column in reply.table.columns:
-            table.add_column(column, overflow="fold")
+            table.add_column(_data(column), overflow="fold")
         for row in reply.table.rows:
-            table.add_row(*[_cell(v) for v in row])
+            table.add_row(*[_data(v) for v in row])
         console.print(table)
         if reply.message and reply.table.title is None:
-            console.print(reply.message, highlight=False, markup=False)
+            console.print(_data(reply.message, newlines=True))
     elif reply.message:
-        console.print(reply.message, highlight=False, markup=False)
+        console.print(_data(reply.message, newlines=True))
     for line in plan_lines(reply):
-        console.print("  " + line, highlight=False, markup=False)
+        console.print(_data("  " + line, newlines=True))
     if reply.secret:
-        console.print(f"[bold]Generated password (shown once):[/] {reply.secret}",
-                      highlight=False)
+        console.print(_line(Text("Generated password (shown once):", style="bold"), " ",
+                            _data(reply.secret)))
     if reply.backup_id:
-        console.print(f"Backup [bold]{reply.backup_id}[/] was taken before the change; undo "
-                      f"with: podoctl backup restore {reply.backup_id} --execute-real",
-                      highlight=False)
+        console.print(_line("Backup ", _data(reply.backup_id, "bold"),
+                            " was taken before the change; undo with: podoctl backup "
+                            "restore ", _data(reply.backup_id), " --execute-real"))
     for note in reply.notes:
-        console.print(note, highlight=False, markup=False)
+        console.print(_data(note, newlines=True))
     if reply.sandbox and not asking:
         hint = f", or run: podoctl confirm {reply.plan_id}" if reply.plan_id else ""
-        console.print(f"To apply it, repeat the command with --execute-real{hint}.",
-                      highlight=False, markup=False)
+        console.print(_data(f"To apply it, repeat the command with --execute-real{hint}."))
 
 
 def parse_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -228,7 +249,7 @@ def _main(argv: list[str]) -> int:
 
     def progress(message: str) -> None:
         if not opts["json"]:
-            err.print(f"[dim]… {message}[/]", highlight=False)
+            err.print(_data(f"… {message}", "dim"))
 
     try:
         conn = Connection(opts["socket"])
@@ -284,7 +305,8 @@ def _strip(message: dict[str, Any]) -> dict[str, Any]:
 
 def _finish(reply: Reply, opts: dict[str, Any], console: Console, err: Console) -> int:
     if opts["json"]:
-        print(json.dumps(reply.to_dict(), default=str, indent=2, ensure_ascii=False))
+        text = json.dumps(reply.to_dict(), default=str, indent=2, ensure_ascii=False)
+        print(text.translate(JSON_ESCAPES))
     else:
         render(reply, console, err)
     if reply.ok:

@@ -48,7 +48,8 @@ Duration = Annotated[float, BeforeValidator(_duration)]
 class Section(BaseModel):
     """A strict config section: unknown keys are errors; ``X_file`` keys fill ``X``."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False,
+                              allow_inf_nan=False)  # .nan and .inf are no settings
 
     @model_validator(mode="after")
     def _read_secret_files(self) -> Section:

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import os
 import re
+import types
 
 import psutil
 import pytest
 from passlib.hash import sha512_crypt
 
-from podod.errors import ValidationError
+from podod.config import parse_config
+from podod.errors import ConfigError, PododError, UsageError, ValidationError
+from podod.mail import passwords
 from podod.mail.passwords import (
     HashingPool,
     _c_crypt,
     c_backend_ok,
+    check_hash,
     check_policy,
     generate_password,
     hash_password,
@@ -107,3 +111,103 @@ async def test_hash_many_runs_on_every_worker_and_stop_ends_them() -> None:
     for pid in workers:
         assert not psutil.pid_exists(pid) or \
             psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+# -- bounds and the check of every hash (a 520-byte password used to be stored as
+#    "{SHA512-CRYPT}*0", libxcrypt's failure token: nobody could log in any more) --------
+
+@pytest.mark.parametrize(("password", "scheme", "message"), [
+    ("Long-Pass-7" * 48, "SHA512-CRYPT",
+     "the password is too long: at most 256 characters are allowed, not 528"),
+    ("Äöü-Pass-7" * 25, "SHA512-CRYPT", None),  # 250 characters, 325 bytes
+    ("Äöü7" + "Ä" * 251 + "b", "SHA512-CRYPT", None),  # 256 characters, 511 bytes
+    ("Äöü€" + "Ä" * 252, "SHA512-CRYPT",  # 256 characters, 513 bytes
+     "the password is too long for SHA512-CRYPT: at most 511 bytes in UTF-8 are allowed, "
+     "not 513"),
+    ("Bcrypt-Pass-7" * 5 + "1234567", "BLF-CRYPT", None),  # 72 bytes
+    ("Bcrypt-Pass-7" * 6, "BLF-CRYPT",
+     "the password is too long for BLF-CRYPT: at most 72 bytes in UTF-8 are allowed, not 78"),
+    ("Null-\x00-Byte-Pass", "SHA512-CRYPT",
+     "the password must not contain control characters such as U+0000"),
+    ("Escape-\x1b[2J-Pass", "ARGON2ID",
+     "the password must not contain control characters such as U+001B"),
+    ("Tab-\t-Password-1", "SHA512-CRYPT",
+     "the password must not contain control characters such as U+0009"),
+    ("Del-\x7f-Password-1", "SHA512-CRYPT",
+     "the password must not contain control characters such as U+007F"),
+    ("C1-\x9b-Password-1", "SHA512-CRYPT",
+     "the password must not contain control characters such as U+009B"),
+    ("Surrogate-\ud800-Pass", "SHA512-CRYPT",
+     "the password must not contain control characters such as U+D800"),
+])
+def test_passwords_a_scheme_cannot_hash_are_refused(password: str, scheme: str,
+                                                    message: str | None) -> None:
+    if message is None:
+        check_policy(password, 12, scheme)
+        assert verify_password(password, hash_password(password, scheme, rounds=1000))
+        return
+    for check in (lambda: check_policy(password, 12, scheme),
+                  lambda: hash_password(password, scheme, rounds=1000)):  # the worker too
+        with pytest.raises(UsageError) as info:
+            check()
+        assert info.value.message == message and info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("stored", [
+    "{SHA512-CRYPT}*0", "{SHA512-CRYPT}*1", "{SHA512-CRYPT}", "", "*0",
+    "{BLF-CRYPT}*0", "{ARGON2ID}*1", "{ARGON2ID}",
+    "{SHA512-CRYPT}$6$rounds=1000$abcdefghijklmnop$" + "x" * 86,  # does not verify
+    "{PLAIN}" + PASSWORD,
+])
+def test_a_failure_token_or_a_hash_that_does_not_verify_is_refused(stored: str) -> None:
+    for scheme in ("SHA512-CRYPT", "BLF-CRYPT", "ARGON2ID"):
+        with pytest.raises(PododError, match=r"^hashing the password with .* failed"):
+            check_hash(PASSWORD, stored, scheme)
+
+
+def test_real_hashes_pass_the_check() -> None:
+    for scheme in ("SHA512-CRYPT", "BLF-CRYPT", "ARGON2ID"):
+        check_hash(PASSWORD, hash_password(PASSWORD, scheme, rounds=1000), scheme)
+    check_hash(PASSWORD, hash_password(PASSWORD, rounds=1000, backend="libpass"),
+               "SHA512-CRYPT")
+
+
+@pytest.mark.parametrize("token", ["*0", "*1", "", None])
+def test_a_crypt_that_fails_is_caught_before_its_hash_is_returned(
+        monkeypatch: pytest.MonkeyPatch, token: str | None) -> None:
+    """A C crypt that answers with a failure token (or nothing) makes hash_password raise,
+    in the worker, instead of returning "{SHA512-CRYPT}*0"."""
+    assert c_backend_ok()
+    broken = types.SimpleNamespace(crypt=lambda password, salt: token)
+    monkeypatch.setattr(passwords, "_c_crypt", lambda: broken)
+    with pytest.raises(PododError) as info:
+        hash_password(PASSWORD, rounds=1000, backend="c")
+    assert info.value.message.startswith("hashing the password with SHA512-CRYPT failed")
+    assert info.value.message.endswith("; nothing was changed")
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"scheme": "BLF-CRYPT", "generated_length": 80},
+     "mail.passwords: generated_length must be at most 72 for BLF-CRYPT (longer passwords "
+     "cannot be hashed)"),
+    ({"min_length": 300}, "mail.passwords.min_length: must be less than or equal to 256"),
+])
+def test_password_settings_that_could_not_be_hashed_are_refused(
+        settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"mail": {"passwords": settings}}, source="podod.yaml")
+    assert str(info.value) == f"podod.yaml: {message}"
+
+
+async def test_the_worker_refuses_with_the_same_sentence() -> None:
+    """A password that reaches the pool without the policy check (a generated one, a
+    plugin's) is refused in the worker, as a usage error the bus can answer with."""
+    pool = HashingPool(workers=1)
+    try:
+        with pytest.raises(UsageError) as info:
+            await pool.hash("Long-Pass-7" * 48, rounds=1000)
+        assert info.value.message == ("the password is too long: at most 256 characters are "
+                                      "allowed, not 528")
+        assert verify_password(PASSWORD, await pool.hash(PASSWORD, rounds=1000))
+    finally:
+        await pool.stop()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,8 @@ _SERIES = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _BYTES = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)$")
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?")  # not nan, inf
+MAX_THRESHOLD = 1e18
 RESERVED_LABELS = ("alertname", "severity", "server")
 
 DEFAULT_SUMMARY = "{{ rule }} on {{ server }} (value {{ value | humanize }})"
@@ -58,25 +61,33 @@ def parse_threshold(value: Any) -> float:
         raise ValueError("must be a number, a percentage (90%), a duration (14d) or a size "
                          "(10GiB)")
     if isinstance(value, int | float):
-        return float(value)
+        return _finite(value, value)
     if not isinstance(value, str):
         raise ValueError("must be a number, a percentage (90%), a duration (14d) or a size "
                          "(10GiB)")
     text = value.strip().lower()
-    if text.endswith("%"):
-        try:
-            return float(text[:-1]) / 100.0
-        except ValueError:
-            pass
+    if text.endswith("%") and _NUMBER.fullmatch(text[:-1]):
+        return _finite(float(text[:-1]) / 100.0, value)
     size = _SIZE.match(text)
     if size:
-        return float(size.group(1)) * _BYTES[size.group(2)]
+        return _finite(float(size.group(1)) * _BYTES[size.group(2)], value)
     try:
         return parse_duration(text)
     except ValueError:
         pass
     raise ValueError(f"'{value}' is not a number, a percentage (90%), a duration (14d) or a "
                      "size (10GiB)")
+
+
+def _finite(number: float, value: Any) -> float:
+    """A threshold is a finite number of at most 1e18 (no nan, no inf, nothing that
+    overflows when compared or scaled)."""
+    if isinstance(number, int) and abs(number) > MAX_THRESHOLD:  # a huge int: no float
+        number = math.inf
+    if not math.isfinite(number) or abs(number) > MAX_THRESHOLD:
+        raise ValueError(f"must be a finite number between -1e18 and 1e18, not "
+                         f"'{str(value)[:40]}'")
+    return float(number)
 
 
 def _series_name(value: str) -> str:
@@ -99,7 +110,7 @@ def _matchers(value: Any) -> dict[str, Any]:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class SelectorSpec(_Strict):

@@ -99,18 +99,19 @@ def _convert(spec: CommandSpec, param: Param, raw: str) -> Any:
     label = param.display.split()[0] if not param.positional else param.display
     where = f"{spec.name}: {label}"
     if param.kind == "int":
+        shown = raw if len(raw) <= 40 else raw[:40] + "…"  # one readable line
         try:
-            number = int(raw)
+            number = int(raw)  # never nan, inf or 1e309; over 4300 digits: ValueError
         except ValueError:
-            raise ParseError(f"{where} must be a whole number, not '{raw}'",
+            raise ParseError(f"{where} must be a whole number, not '{shown}'",
                              f"{where} must be a whole number") from None
         least = param.minimum if param.minimum is not None else -INT_LIMIT
         most = param.maximum if param.maximum is not None else INT_LIMIT
         if number < least:
-            raise ParseError(f"{where} must be at least {least}, not {raw}",
+            raise ParseError(f"{where} must be at least {least}, not {shown}",
                              f"{where} must be at least {least}")
         if number > most:
-            raise ParseError(f"{where} must be at most {most}, not {raw}",
+            raise ParseError(f"{where} must be at most {most}, not {shown}",
                              f"{where} must be at most {most}")
         return number
     if param.kind == "bool":

@@ -5,6 +5,12 @@ SHA512-CRYPT uses the system's C crypt when present (stdlib ``crypt`` on 3.11/3.
 once that its output verifies with libpass; otherwise libpass. Neither releases the GIL, so
 hashing runs in a process pool: off the event loop, and parallel across cores for bulk work.
 BLF-CRYPT and ARGON2ID come from libpass (ARGON2ID needs argon2-cffi).
+
+A password is at most :data:`MAX_CHARS` characters without control characters, and fits
+what its scheme can hash (:data:`MAX_BYTES`): libxcrypt answers a longer one with its failure
+token ``*0``, which would lock the mailbox out. Every hash is checked in the worker that made
+it (:func:`check_hash`) before it is handed back, so a hash that does not verify never
+reaches the database.
 """
 
 from __future__ import annotations
@@ -13,10 +19,11 @@ import asyncio
 import os
 import secrets
 import string
+import unicodedata
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from podod.errors import ValidationError
+from podod.errors import PododError, UsageError, ValidationError
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
@@ -24,6 +31,11 @@ if TYPE_CHECKING:
 PREFIX = {"SHA512-CRYPT": "{SHA512-CRYPT}", "BLF-CRYPT": "{BLF-CRYPT}",
           "ARGON2ID": "{ARGON2ID}"}
 _SALT_CHARS = string.ascii_letters + string.digits + "./"
+MAX_CHARS = 256  # far beyond any passphrase; Dovecot and SOGo take it in one line
+# What each scheme hashes, in UTF-8 bytes: libxcrypt refuses 512 bytes and more (it returns
+# "*0"); bcrypt uses only the first 72 (libpass refuses more); Argon2 takes any length.
+MAX_BYTES = {"SHA512-CRYPT": 511, "BLF-CRYPT": 72, "ARGON2ID": 4 * MAX_CHARS}
+_IDENT = {"SHA512-CRYPT": ("$6$",), "BLF-CRYPT": ("$2y$",), "ARGON2ID": ("$argon2id$",)}
 
 
 def _c_crypt() -> Any:
@@ -57,9 +69,61 @@ def c_backend_ok() -> bool:
     return _C_OK
 
 
+def check_bounds(password: str, scheme: str) -> None:
+    """A password the scheme can hash as given: not too long, no control characters."""
+    if len(password) > MAX_CHARS:
+        raise UsageError(f"the password is too long: at most {MAX_CHARS} characters are "
+                         f"allowed, not {len(password)}")
+    for char in password:
+        if unicodedata.category(char) in ("Cc", "Cs"):  # NUL, ESC, DEL, C1; lone surrogates
+            raise UsageError(f"the password must not contain control characters such as "
+                             f"U+{ord(char):04X}")
+    size, most = len(password.encode()), MAX_BYTES.get(scheme, MAX_CHARS)
+    if size > most:
+        raise UsageError(f"the password is too long for {scheme}: at most {most} bytes in "
+                         f"UTF-8 are allowed, not {size}")
+
+
+def check_hash(password: str, stored: str, scheme: str) -> None:
+    """Raise unless ``stored`` is a real hash of ``password`` in ``scheme``: never a crypt
+    failure token (``*0``, ``*1``), nothing empty, nothing that does not verify."""
+    prefix = PREFIX.get(scheme, "")
+    digest = stored.removeprefix(prefix) if prefix else ""
+    sound = bool(prefix) and stored.startswith(prefix) and digest.startswith(
+        _IDENT[scheme]) and not digest.startswith("*") and _verifies(password, digest, scheme)
+    if not sound:
+        shown = digest[:2] if digest.startswith("*") else "a hash that does not verify"
+        raise PododError(f"hashing the password with {scheme or 'no scheme'} failed (it gave "
+                         f"{shown or 'nothing'}); nothing was changed", code="hash-failed")
+
+
+def _verifies(password: str, digest: str, scheme: str) -> bool:
+    try:
+        if scheme == "SHA512-CRYPT":
+            module = _c_crypt() if c_backend_ok() else None
+            if module is not None:  # as fast as the hash itself; libpass agreed at start
+                return bool(module.crypt(password, digest) == digest)
+            from passlib.hash import sha512_crypt
+
+            return bool(sha512_crypt.verify(password, digest))
+        if scheme == "BLF-CRYPT":
+            from passlib.hash import bcrypt
+
+            return bool(bcrypt.verify(password, digest))
+        from passlib.hash import argon2
+
+        return bool(argon2.verify(password, digest))
+    except (ValueError, TypeError):
+        return False
+
+
 def hash_password(password: str, scheme: str = "SHA512-CRYPT", rounds: int = 70000,
                   backend: str = "auto") -> str:
-    """Blocking; run it in :func:`hash_async`'s pool from the daemon."""
+    """Blocking; run it in :func:`hash_async`'s pool from the daemon. The hash is checked
+    (:func:`check_hash`) here, in the worker, before it is returned."""
+    if scheme not in PREFIX:
+        raise ValidationError(f"unknown password scheme {scheme}")
+    check_bounds(password, scheme)
     if scheme == "SHA512-CRYPT":
         if backend in ("auto", "c") and c_backend_ok():
             salt = "".join(secrets.choice(_SALT_CHARS) for _ in range(16))
@@ -78,9 +142,9 @@ def hash_password(password: str, scheme: str = "SHA512-CRYPT", rounds: int = 700
         from passlib.hash import argon2
 
         digest = argon2.using(type="ID").hash(password)
-    else:
-        raise ValidationError(f"unknown password scheme {scheme}")
-    return PREFIX[scheme] + digest
+    stored = PREFIX[scheme] + (digest or "")
+    check_hash(password, stored, scheme)
+    return stored
 
 
 def verify_password(password: str, stored: str) -> bool:
@@ -94,13 +158,14 @@ def verify_password(password: str, stored: str) -> bool:
         return False
 
 
-def check_policy(password: str, min_length: int) -> None:
+def check_policy(password: str, min_length: int, scheme: str = "SHA512-CRYPT") -> None:
     if len(password) < min_length:
         raise ValidationError(f"the password is too short: at least {min_length} characters "
                               "are required")
     if password.strip() != password or "\n" in password:
         raise ValidationError("the password must not start or end with spaces or contain "
                               "line breaks")
+    check_bounds(password, scheme)
     if len(set(password)) < 4:
         raise ValidationError("the password is too weak: it repeats too few characters")
 

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from podod.mail.passwords import MAX_BYTES, MAX_CHARS
 from podod.settings_base import ConfigPath, Duration, Section
 
 
@@ -59,8 +60,17 @@ class DatabaseSettings(Section):
 class PasswordSettings(Section):
     scheme: Literal["SHA512-CRYPT", "BLF-CRYPT", "ARGON2ID"] = "SHA512-CRYPT"
     rounds: int = Field(default=70000, ge=1000, le=999_999_999)
-    min_length: int = Field(default=12, ge=1)
-    generated_length: int = Field(default=20, ge=12)
+    min_length: int = Field(default=12, ge=1, le=MAX_CHARS)
+    generated_length: int = Field(default=20, ge=12, le=MAX_CHARS)
+
+    @model_validator(mode="after")
+    def _hashable(self) -> PasswordSettings:
+        most = min(MAX_CHARS, MAX_BYTES[self.scheme])  # generated ones are ASCII
+        for key in ("min_length", "generated_length"):
+            if getattr(self, key) > most:
+                raise ValueError(f"{key} must be at most {most} for {self.scheme} (longer "
+                                 "passwords cannot be hashed)")
+        return self
 
 
 class DatabaseRoles(Section):

@@ -64,7 +64,7 @@ def parse_tunnel(spec: str) -> dict[str, Any]:
     for key, value in (("remote_port", remote), ("local_port", local)):
         if value is None:
             continue
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit() and len(value) <= 5):  # not '²', not 1e9
             raise ValidationError(f"server add: --tunnel '{spec}': {key.replace('_', ' ')} "
                                   f"'{value}' is not a port number")
         out[key] = int(value)

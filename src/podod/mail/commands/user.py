@@ -59,7 +59,7 @@ async def _password(ctx: CommandContext, password_stdin: bool, generate_password
         generated = None
         if not password:
             raise ValidationError("no password was given on standard input")
-        check_policy(password, settings.min_length)
+        check_policy(password, settings.min_length, settings.scheme)
     return await hash_async(password, settings.scheme, settings.rounds), generated
 
 

@@ -151,6 +151,6 @@ def _print(report: dict[str, Any], *, as_json: bool) -> None:
             self.quiet = True
             raise BrokenPipeError
 
-    console = _Console()
+    console = _Console(markup=False, emoji=False, highlight=False)  # log data is no markup
     for table in reports.rich_tables(report):
         console.print(table)

@@ -166,8 +166,12 @@ def text(report: Mapping[str, Any]) -> str:
 
 
 def rich_tables(report: Mapping[str, Any]) -> list[Any]:
-    """The report as rich tables (``podod logparse`` on a terminal)."""
+    """The report as rich tables (``podod logparse`` on a terminal). Values from the log
+    (senders, reasons) are plain text with control characters shown, never markup."""
     from rich.table import Table
+    from rich.text import Text
+
+    from podod.bus.render import visible
 
     tables: list[Any] = []
     grand = Table(title="Grand totals", show_header=False)
@@ -201,7 +205,7 @@ def rich_tables(report: Mapping[str, Any]) -> list[Any]:
         for i, column in enumerate(columns):
             table.add_column(column, justify="right" if i == len(columns) - 1 else "left")
         for row in rows:
-            table.add_row(*(str(v) for v in row))
+            table.add_row(*(Text(visible(str(v))) for v in row))
         tables.append(table)
 
     simple("Rejects", ("reason", "code", "count"),
