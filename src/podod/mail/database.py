@@ -235,9 +235,15 @@ class MailDatabase:
         logging.getLogger("asyncpg.pool").removeFilter(self._floor)
 
     async def reload(self, config: Any) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        """Requests from now on open a pool on the new settings; the old pool closes once
+        the requests still holding its connections are done. (Closing it while it was still
+        handed out answered a request sent during the reload with asyncpg's "pool is
+        closing", as an internal error.)"""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            log.info("mail database: a new pool for the reloaded configuration; the old one "
+                     "closes when its requests are done")
+            await pool.close()
 
 
 def _key_of(table: str, row: dict[str, Any]) -> dict[str, Any]:
