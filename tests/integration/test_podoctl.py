@@ -71,7 +71,7 @@ def test_a_real_change_asks_on_a_terminal(start_daemon: Start) -> None:
     assert code == 0 and "[y/N]" not in shown and "kept note 2" in shown, shown
     records = daemon.request(["audit", "list", "--command", "example note"])["data"]
     assert [(r["outcome"], r["execute_real"]) for r in reversed(records)] == [
-        ("sandbox", 0), ("sandbox", 0), ("ok", 1), ("ok", 1)]
+        ("sandbox", 0), ("sandbox", 0), ("intent", 1), ("ok", 1), ("intent", 1), ("ok", 1)]
 
 
 def test_the_question_is_asked_on_the_terminal_when_output_is_piped(start_daemon: Start

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import smtplib
+import tempfile
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -73,7 +74,10 @@ def queued(stack: MailStack, daemons_tmp: Path) -> Iterator[tuple[QueueingPostfi
         stack.ok("user", "create", address, "--generate-password", real=True)
     grey = Controller(Greylisting(), hostname="127.0.0.1", port=free_port())
     grey.start()
-    postfix = QueueingPostfix(daemons_tmp / "postfix-queue", login(stack.pg, READER, READER_PW),
+    # A folder of its own: another module that imports this fixture gets its own instance,
+    # which must not find this one's queue (its counts would double).
+    folder = Path(tempfile.mkdtemp(prefix="postfix-queue-", dir=daemons_tmp))
+    postfix = QueueingPostfix(folder, login(stack.pg, READER, READER_PW),
                               lmtp_port=free_port(), closed_port=free_port(),
                               grey_port=grey.port)
     postfix.start()

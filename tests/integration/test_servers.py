@@ -257,8 +257,8 @@ def test_server_add_and_remove(sshd: Sshd, tmp_path: Path,
     assert mx2["mail_log"] == "journal"
     assert _stored(daemon) == ["mx2"]
     audit = daemon.request(["audit", "list", "--command", "server add"])["data"]
-    assert [(r["command"], r["outcome"]) for r in audit][:2] == [("server add", "ok"),
-                                                                 ("server add", "sandbox")]
+    assert [(r["command"], r["outcome"]) for r in audit][:3] == [
+        ("server add", "ok"), ("server add", "intent"), ("server add", "sandbox")]
 
     daemon.stop()  # persisted: back after a restart, and connected again
     daemon = start(daemons, path)
@@ -288,26 +288,32 @@ def test_server_add_bad_input_is_one_sentence_and_changes_nothing(
     (tmp_path / "folder").mkdir()
     good = ["--host", "127.0.0.1", "--port", str(sshd.port), "--key-file", str(sshd.client_key),
             "--known-hosts", str(sshd.known_hosts)]
+
+    def but(option: str, value: str) -> list[str]:
+        """``good`` with one option's value replaced (an option may be given once)."""
+        at = good.index(option)
+        return [*good[:at + 1], value, *good[at + 2:]]
+
     cases: list[tuple[list[str], str]] = [
         (["mx1", *good], "server add: a server named mx1 exists already"),
         (["MX 2", *good], "server add: NAME must be lower-case letters, digits, '.', '_' or "
                           "'-' (at most 63 characters)"),
-        (["mx2", *good, "--port", "70000"],
+        (["mx2", *but("--port", "70000")],
          "server add: --port must be less than or equal to 65535"),
-        (["mx2", *good, "--port", "abc"], "server add: --port must be a whole number, not 'abc'"),
+        (["mx2", *but("--port", "abc")], "server add: --port must be a whole number, not 'abc'"),
         (["mx2", "--port", "22"], "server add: --host is required (usage: server add NAME "
                                   "--host HOST [--port N] [--user USER] [--key-file PATH] "
                                   "[--known-hosts PATH] [--services A,B] [--mail-log "
                                   "PATH|journal] [--tunnel SPEC] [--execute-real])"),
-        (["mx2", *good, "--key-file", "/nonexistent/key"],
+        (["mx2", *but("--key-file", "/nonexistent/key")],
          "server add: the key file /nonexistent/key does not exist"),
-        (["mx2", *good, "--key-file", "id_ed25519"],
+        (["mx2", *but("--key-file", "id_ed25519")],
          "server add: --key-file must be an absolute path, not 'id_ed25519'"),
-        (["mx2", *good, "--key-file", str(sshd.known_hosts)],
+        (["mx2", *but("--key-file", str(sshd.known_hosts))],
          f"server add: the key file {sshd.known_hosts} is not a private key podod can use"),
-        (["mx2", *good, "--key-file", str(tmp_path / "folder")],
+        (["mx2", *but("--key-file", str(tmp_path / "folder"))],
          f"server add: the key file {tmp_path / 'folder'} is a folder"),
-        (["mx2", *good, "--known-hosts", str(tmp_path / "none")],
+        (["mx2", *but("--known-hosts", str(tmp_path / "none"))],
          f"server add: the known_hosts file {tmp_path / 'none'} does not exist"),
         (["mx2", *good, "--tunnel", "postgres"],
          "server add: --tunnel 'postgres' is not NAME:REMOTE_HOST:REMOTE_PORT[:LOCAL_PORT] "
@@ -330,8 +336,8 @@ def test_server_add_bad_input_is_one_sentence_and_changes_nothing(
             assert not reply["ok"], (args, reply)
             assert reply["message"].startswith(expected), (args, reply["message"])
             assert "\n" not in reply["message"] and "Traceback" not in reply["message"]
-    cli = daemon.podoctl("--execute-real", "--yes", "server", "add", "mx2", *good,
-                         "--port", "0")
+    cli = daemon.podoctl("--execute-real", "--yes", "server", "add", "mx2",
+                         *but("--port", "0"))
     assert cli.returncode == 2 and cli.stderr.strip() == (
         "Error: server add: --port must be greater than or equal to 1")
     for argv, expected in [
