@@ -11,7 +11,7 @@ def test_sogo_view_is_the_newest_definition_of_the_view() -> None:
     """'podod db init --sogo-view' adds the view a podod-made database has after its last
     migration, not an older one."""
     defining = [m.strip() for m in MIGRATIONS if "VIEW sogo_users" in m]
-    assert SOGO_VIEW == defining[-1]
+    assert defining[-1] == SOGO_VIEW
     assert SOGO_VIEW.startswith("CREATE OR REPLACE VIEW sogo_users AS")
 
 
