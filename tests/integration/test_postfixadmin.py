@@ -10,10 +10,19 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
-from conftest import PFA_PASSWORDS, PostfixAdminDb
+from conftest import (
+    PFA_PASSWORDS,
+    READER,
+    READER_PW,
+    ROLES,
+    PostfixAdminDb,
+    login,
+    make_mail_config,
+)
 from podod.config import load_config
 from podod.mail.database import MailDatabase, MailUnitOfWork
 from podod.testbed.daemon import DaemonProcess
+from podod.testbed.dovecot import Dovecot
 
 
 def podod_db(path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -194,3 +203,27 @@ async def test_an_insert_merged_by_postfixadmins_trigger_is_recorded_as_the_upda
         await uow.rollback()
         await database.stop()
     assert pfa.sql("SELECT username, bytes, messages FROM quota2") == "alice@example.com|1000|3"
+
+
+def test_dovecot_logs_in_postfixadmins_and_podods_mailboxes(
+        postfixadmin_db: PostfixAdminDb) -> None:
+    """Dovecot with podod's SQL config, on the read-only role 'podod db init --roles' grants
+    on PostfixAdmin's database: PostfixAdmin's and podod's password hashes both work."""
+    pfa = postfixadmin_db
+    config = make_mail_config(pfa.pg, pfa.root, pfa.db, roles=ROLES)
+    roles = podod_db(config, "init", "--roles")
+    assert roles.returncode == 0, roles.stderr
+    assert "skipped role sogo: the view sogo_users is missing (add it with podod db init " \
+        "--sogo-view -c FILE)" in roles.stdout
+    assert f"granted {READER}" in roles.stdout
+    with DaemonProcess(config) as daemon, \
+            Dovecot(pfa.root / "dovecot", login(pfa.pg, READER, READER_PW, pfa.db)) as dovecot:
+        ok(daemon, "user", "create", "carol@example.com", "--password-stdin",
+           stdin="Carol-pw-4711")
+        assert dovecot.auth_test("carol@example.com", "Carol-pw-4711")
+        assert dovecot.auth_test("alice@example.com", PFA_PASSWORDS["alice@example.com"])
+        assert not dovecot.auth_test("alice@example.com", "Carol-pw-4711")
+        ok(daemon, "user", "reset-password", "alice@example.com", "--password-stdin",
+           stdin="Alice-new-pw-77")
+        assert dovecot.auth_test("alice@example.com", "Alice-new-pw-77")
+        assert not dovecot.auth_test("alice@example.com", PFA_PASSWORDS["alice@example.com"])
