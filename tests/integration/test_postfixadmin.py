@@ -160,6 +160,14 @@ def test_podod_manages_a_postfixadmin_database_and_postfixadmin_reads_it_back(
         assert admin.view("mailbox", "bob@example.com")["Name"] == "Bob Pfa"
         assert admin.login("bob@example.com", PFA_PASSWORDS["bob@example.com"])
 
+        # A domain podod creates, and PostfixAdmin's counts of podod's rows in its domain.
+        ok(daemon, "domain", "create", "podod.example", "--description", "made by podod",
+           "--max-mailboxes", "5", "--max-quota-mb", "100")
+        shown = admin.view("domain", "podod.example")
+        assert (shown["Description"], shown["Mailboxes"], shown["Mailbox Quota (MB)"],
+                shown["Active"]) == ("made by podod", "0 / 5", "100", "YES")
+        assert admin.view("domain", "example.com")["Mailboxes"] == "3 / 10"
+
         # What PostfixAdmin adds after podod, podod lists.
         admin.cli("mailbox", "add", "dave@example.com", "--password", "Dave-pw-1234",
                   "--password2", "Dave-pw-1234", "--name", "Dave", "--quota", "10",
