@@ -10,7 +10,7 @@ APT_PACKAGES := postgresql postgresql-client openssh-server openssh-client \
 	dovecot-core dovecot-imapd dovecot-lmtpd dovecot-pgsql dovecot-pop3d dovecot-submissiond \
 	postfix postfix-pgsql systemd-journal-remote \
 	sogo memcached prometheus prometheus-alertmanager pflogsumm systemd sudo \
-	gcc libc6-dev python3-dev
+	gcc libc6-dev python3-dev postfixadmin php-cli php-pgsql
 
 # A real Matrix homeserver for the Matrix notifier's tests: Synapse from PyPI (Debian has
 # none) in its own virtualenv under the ignored .cache/, installed once (~25 s, ~275 MB).
@@ -81,6 +81,7 @@ apt:
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "installing Debian packages:" $$missing; \
 			echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+			echo "postfixadmin postfixadmin/dbconfig-install boolean false" | debconf-set-selections; \
 			DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing \
 			|| { echo "apt-get failed"; exit 1; }; \

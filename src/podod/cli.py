@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also create/grant the roles named under mail.roles: read-only "
                          "(Postfix, Dovecot), SOGo's, and the quota role (Dovecot's quota "
                          "dict)")
+    db.add_argument("--sogo-view", action="store_true",
+                    help="init on a PostfixAdmin database: add only the sogo_users view (SOGo's "
+                         "user source), never altering PostfixAdmin's tables; a sandbox run "
+                         "(created in a transaction, then rolled back) unless --execute-real")
+    db.add_argument("--execute-real", action="store_true",
+                    help="with --sogo-view: really create the view")
     lp = sub.add_parser("logparse", help="report on mail log files without a running daemon")
     lp.add_argument("files", nargs="+", metavar="FILE", help="plain or .gz log files")
     lp.add_argument("--json", action="store_true", help="print JSON")
@@ -103,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             from podod.config import load_config
             from podod.mail.dbcli import main as db_main
 
-            return db_main(load_config(args.config), args.action, roles=args.roles)
+            return db_main(load_config(args.config), args.action, roles=args.roles,
+                           sogo_view=args.sogo_view, execute_real=args.execute_real)
         if args.cmd == "logparse":
             from podod.monitor.traffic.logparse import main as logparse_main
 

@@ -25,6 +25,7 @@ from podod.testbed.daemon import DaemonProcess, base_config, write_config
 from podod.testbed.dovecot import Dovecot
 from podod.testbed.ports import free_port
 from podod.testbed.postfix import Postfix
+from podod.testbed.postfixadmin import PostfixAdmin
 from podod.testbed.postgres import PgCluster
 from podod.testbed.sogo import SOGo
 from podod.testbed.sshd import Sshd
@@ -249,3 +250,60 @@ def sogo(stack: MailStack, dovecot: Dovecot, daemons_tmp: Path,
     yield server
     server.stop_begin()
     stopping.append(server)
+
+
+# --- a database PostfixAdmin made, once per session ------------------------------------------
+
+PFA_TEMPLATE = "postfixadmin_template"
+PFA_PASSWORDS = {"alice@example.com": "Pfa-Alice-pw-12", "bob@example.com": "Pfa-Bob-pw-22"}
+
+
+@dataclass
+class PostfixAdminDb:
+    """A copy of the PostfixAdmin-made database, PostfixAdmin's code on it (``admin``), and a
+    podod configuration for it (no daemon: a test starts one when it wants)."""
+
+    pg: PgCluster
+    db: str
+    root: Path
+    config_path: Path
+    admin: PostfixAdmin
+
+    def sql(self, query: str) -> str:
+        return self.pg.psql(query, self.db).strip()
+
+
+def postfixadmin_on(pg: PgCluster, root: Path, db: str) -> PostfixAdmin:
+    return PostfixAdmin(root, host="127.0.0.1", port=pg.port, dbname=db, user=OWNER,
+                        password=OWNER_PW).install()
+
+
+@pytest.fixture(scope="session")
+def postfixadmin_template(pg: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A database built by PostfixAdmin 3.3's own code from Debian's package: its
+    ``upgrade.php`` made the schema (triggers on quota and quota2 included), its
+    ``postfixadmin-cli`` added the domain example.com (with PostfixAdmin's default aliases),
+    the mailboxes alice@ and bob@, and the alias info@ -> alice@."""
+    pg.create_database(PFA_TEMPLATE, OWNER)
+    admin = postfixadmin_on(pg, tmp_path_factory.mktemp("postfixadmin"), PFA_TEMPLATE)
+    admin.upgrade()
+    admin.cli("domain", "add", "example.com", "--description", "made by PostfixAdmin",
+              "--mailboxes", "10", "--aliases", "20", "--maxquota", "100", "--quota", "1000",
+              "--active", "1", "--default-aliases", "1")
+    for (address, password), (name, quota) in zip(
+            PFA_PASSWORDS.items(), [("Alice Pfa", "50"), ("Bob Pfa", "40")], strict=True):
+        admin.cli("mailbox", "add", address, "--password", password, "--password2", password,
+                  "--name", name, "--quota", quota, "--active", "1", "--welcome-mail", "0")
+    admin.cli("alias", "add", "info@example.com", "--goto", "alice@example.com",
+              "--active", "1")
+    return PFA_TEMPLATE
+
+
+@pytest.fixture
+def postfixadmin_db(pg: PgCluster, postfixadmin_template: str,
+                    tmp_path: Path) -> Iterator[PostfixAdminDb]:
+    db = f"pfa{next(_counter)}"
+    pg.psql(f'CREATE DATABASE "{db}" TEMPLATE "{postfixadmin_template}" OWNER "{OWNER}"')
+    admin = postfixadmin_on(pg, tmp_path / "postfixadmin", db)
+    yield PostfixAdminDb(pg, db, tmp_path, make_mail_config(pg, tmp_path, db), admin)
+    pg.drop_database(db)

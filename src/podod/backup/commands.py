@@ -11,6 +11,7 @@ from podod.backup.gate import BackupGate, current_rows
 from podod.bus.context import CommandContext, Reply, Table
 from podod.bus.spec import Arg, Opt
 from podod.errors import Conflict, UsageError, ValidationError
+from podod.mail.database import TIMESTAMP_COLUMNS
 from podod.plugins import Registry
 
 
@@ -150,7 +151,8 @@ def setup(registry: Registry) -> None:
 
 
 LISTED = 5  # later changes named in a refusal; the rest are counted
-UNCOMPARED = frozenset({"created", "modified"})  # set by every change; not a change itself
+# Set with the changes themselves (password_expiry with every new password), not changes.
+UNCOMPARED = frozenset(TIMESTAMP_COLUMNS)
 
 
 def _rows(count: int) -> str:

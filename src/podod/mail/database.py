@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HIDDEN_COLUMNS = {"password", "token"}
+# Set with every change, not chosen by the admin: kept in backups, left out of the change list
+# (a plan made a minute ago must still match when confirmed).
+TIMESTAMP_COLUMNS = {"created", "modified", "password_expiry"}
 
 
 def connect_kwargs(settings: DatabaseSettings, runtime: Runtime | None,
@@ -253,7 +256,7 @@ def _key_of(table: str, row: dict[str, Any]) -> dict[str, Any]:
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in HIDDEN_COLUMNS
-            and k not in ("created", "modified")}
+            and k not in TIMESTAMP_COLUMNS}
 
 
 class MailUnitOfWork:
@@ -306,16 +309,40 @@ class MailUnitOfWork:
         self._changes.append(Change(action, table, str(next(iter(key.values()))), detail))
 
     async def insert(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
+        """Insert ``row`` and return it as the table holds it.
+
+        ``RETURNING`` is not relied on: PostfixAdmin's PostgreSQL schema has ``BEFORE
+        INSERT`` triggers (``merge_quota2`` on ``quota2``, ``merge_quota`` on ``quota``) that
+        add a new row into an existing one, or insert it themselves, and return NULL, so the
+        INSERT reports no row. The row is then read back by its primary key. Whether a row
+        with that key was there before is read first (and locked): a merge into it is
+        recorded as the update it is, with that row as its before image, so the backup holds
+        it and a restore puts it back instead of deleting it."""
+        key_column = PRIMARY_KEYS[table]
+        key_value = row[key_column]
+        existing = await self.fetchrow(
+            f"SELECT * FROM {table} WHERE {key_column} = $1 FOR UPDATE", key_value)
         columns = list(row)
         placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
         record = await self.fetchrow(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) RETURNING *",
             *row.values())
-        assert record is not None
-        inserted = dict(record)
-        self._record("insert", table, _key_of(table, inserted), None,
-                     {k: v for k, v in _shown(row).items() if k != PRIMARY_KEYS[table]})
-        return inserted
+        if record is None:  # a BEFORE INSERT trigger returned NULL: it merged or inserted
+            record = await self.fetchrow(f"SELECT * FROM {table} WHERE {key_column} = $1",
+                                         key_value)
+        if record is None:
+            raise Conflict(f"the database did not store the new {table} row {key_value} (a "
+                           f"trigger on {table} discarded it); nothing was changed")
+        stored = dict(record)
+        shown = {k: v for k, v in _shown(row).items() if k != key_column}
+        if existing is None:
+            self._record("insert", table, {key_column: key_value}, None, shown)
+        else:
+            merged = {k: stored[k] for k in shown if k in stored}
+            self._record("update", table, {key_column: key_value}, dict(existing),
+                         {**merged, "merged": f"into the existing row by {table}'s insert "
+                                              "trigger"})
+        return stored
 
     def _where(self, where: dict[str, Any], start: int = 1) -> tuple[str, list[Any]]:
         clauses = [f"{column} = ${i}" for i, column in enumerate(where, start=start)]
@@ -340,7 +367,7 @@ class MailUnitOfWork:
             f"UPDATE {table} SET {', '.join(sets)} WHERE {clause} RETURNING *",
             *args, *set_args)]
         shown = {k: ("(changed)" if k in HIDDEN_COLUMNS else v)
-                 for k, v in values.items() if k != "modified"}
+                 for k, v in values.items() if k not in TIMESTAMP_COLUMNS}
         for old in before:
             self._record("update", table, _key_of(table, old), old, shown)
         return rows

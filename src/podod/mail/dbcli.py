@@ -10,9 +10,9 @@ from typing import Any
 import asyncpg
 
 from podod.config import Config
-from podod.errors import ConfigError, PododError, Unavailable
+from podod.errors import ConfigError, PododError, Unavailable, UsageError
 from podod.mail.database import connect_kwargs
-from podod.mail.schema import MIGRATIONS, REQUIRED, VIEWS, family
+from podod.mail.schema import MIGRATIONS, REQUIRED, SOGO_VIEW, VIEWS, family
 from podod.servers.settings import ServerConfig
 
 VERSION_TABLE = """CREATE TABLE IF NOT EXISTS podod_schema (
@@ -26,15 +26,19 @@ async def current_version(conn: asyncpg.Connection) -> int | None:
     return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM podod_schema"))
 
 
-async def check_schema(conn: asyncpg.Connection) -> list[str]:
-    """What an existing database lacks, one sentence per problem; empty when compatible."""
+async def check_schema(conn: asyncpg.Connection) -> tuple[list[str], list[str]]:
+    """What an existing database lacks: (problems, warnings), one sentence each.
+
+    Problems are the tables and columns podod reads and writes (``REQUIRED``): without them
+    podod cannot manage the database. A missing ``sogo_users`` view is a warning: mailboxes
+    are managed without it, only SOGo needs it, and ``db init --sogo-view`` adds it."""
     rows = await conn.fetch(
         "SELECT table_name, column_name, data_type FROM information_schema.columns "
         "WHERE table_schema = current_schema()")
     have: dict[str, dict[str, str]] = {}
     for row in rows:
         have.setdefault(row["table_name"], {})[row["column_name"]] = row["data_type"]
-    problems = []
+    problems, warnings = [], []
     for table, columns in REQUIRED.items():
         if table not in have:
             problems.append(f"table {table} is missing")
@@ -47,12 +51,49 @@ async def check_schema(conn: asyncpg.Connection) -> list[str]:
                 problems.append(f"column {table}.{column} is {actual}, expected a {wanted} type")
     for view, view_columns in VIEWS.items():
         if view not in have:
-            problems.append(f"view {view} is missing (SOGo's user source)")
+            warnings.append(f"view {view} is missing: SOGo's SQL user source reads it (podod "
+                            f"manages mailboxes without it); add only that view with: podod "
+                            f"db init --sogo-view -c FILE")
             continue
         for column in view_columns:
             if column not in have[view]:
                 problems.append(f"column {view}.{column} is missing")
-    return problems
+    return problems, warnings
+
+
+async def add_sogo_view(conn: asyncpg.Connection, execute_real: bool) -> list[str]:
+    """``db init --sogo-view`` on a database podod did not create: add the ``sogo_users``
+    view and nothing else, in one transaction. A sandbox run (no ``--execute-real``) creates
+    it the same way and rolls back, so it proves the statement works here. An existing
+    ``sogo_users`` is never replaced. Nothing is backed up because no row and no table
+    changes: the only change is a new view, undone with ``DROP VIEW sogo_users``."""
+    lines = []
+    async with conn.transaction():
+        if await conn.fetchval("SELECT to_regclass('sogo_users') IS NOT NULL"):
+            return ["sogo_users exists already; nothing was changed."]
+        await conn.execute(SOGO_VIEW)
+        rows = await conn.fetchval("SELECT count(*) FROM sogo_users")
+        if not execute_real:
+            lines.append("SANDBOX: nothing was changed. The view was created in a "
+                         "transaction and rolled back:")
+        else:
+            lines.append("Created the view sogo_users (SOGo's user source); PostfixAdmin's "
+                         "tables were not changed:")
+        lines.append(SOGO_VIEW + ";")
+        lines.append(f"It {'would show' if not execute_real else 'shows'} {rows} active "
+                     f"mailbox{'' if rows == 1 else 'es'}. Undo with: DROP VIEW sogo_users;")
+        if not execute_real:
+            lines.append("To create it, repeat the command with --execute-real.")
+            raise _Rollback(lines)
+    return lines
+
+
+class _Rollback(Exception):
+    """Leaves a sandbox transaction (rolled back) carrying what to print."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("sandbox")
+        self.lines = lines
 
 
 async def apply_migrations(conn: asyncpg.Connection) -> tuple[int, int]:
@@ -80,6 +121,11 @@ async def grant_roles(conn: asyncpg.Connection, config: Config) -> list[str]:
     ):
         if not name:
             continue
+        if name == roles.sogo and not await conn.fetchval(
+                "SELECT to_regclass('sogo_users') IS NOT NULL"):
+            done.append(f"skipped role {name}: the view sogo_users is missing (add it with "
+                        "podod db init --sogo-view -c FILE)")
+            continue
         ident = '"' + name.replace('"', '""') + '"'
         exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name)
         if not exists:
@@ -99,14 +145,15 @@ async def grant_roles(conn: asyncpg.Connection, config: Config) -> list[str]:
     return done
 
 
-async def run(config: Config, action: str, roles: bool) -> int:
+async def run(config: Config, action: str, roles: bool, sogo_view: bool = False,
+              execute_real: bool = False) -> int:
     settings = config.mail.database
     if not settings.via_server:
-        return await _run_on(config, action, roles, None)
+        return await _run_on(config, action, roles, None, sogo_view, execute_real)
     from podod.servers.connection import tunnel_once  # asyncssh only for a tunnel
 
     async with tunnel_once(via_server(config), settings.tunnel or "postgres") as address:
-        return await _run_on(config, action, roles, address)
+        return await _run_on(config, action, roles, address, sogo_view, execute_real)
 
 
 def via_server(config: Config) -> ServerConfig:
@@ -128,7 +175,8 @@ def via_server(config: Config) -> ServerConfig:
 
 
 async def _run_on(config: Config, action: str, roles: bool,
-                  address: tuple[str, int] | None) -> int:
+                  address: tuple[str, int] | None, sogo_view: bool = False,
+                  execute_real: bool = False) -> int:
     try:
         conn = await asyncpg.connect(**connect_kwargs(config.mail.database, None, address))
     except PododError:
@@ -142,12 +190,31 @@ async def _run_on(config: Config, action: str, roles: bool,
         tables = await conn.fetchval(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = "
             "current_schema() AND table_name = ANY($1::text[])", list(REQUIRED))
+        if sogo_view and version is not None:
+            print(f"This database has podod's schema (version {version}), which includes "
+                  "the view sogo_users ('podod db upgrade' keeps it current); nothing was "
+                  "changed.")
+            return 0
+        if sogo_view and not tables:
+            raise UsageError("--sogo-view is for a database PostfixAdmin made; this one is "
+                             "empty: 'podod db init' creates the whole schema, the view "
+                             "included; nothing was changed")
         if action == "check" or (action == "init" and version is None and tables):
-            problems = await check_schema(conn)
+            problems, warnings = await check_schema(conn)
             if problems:
                 print("The database is not PostfixAdmin-compatible:", file=sys.stderr)
                 for problem in problems:
                     print(f"  - {problem}", file=sys.stderr)
+            if sogo_view and not problems:
+                try:
+                    lines = await add_sogo_view(conn, execute_real)
+                except _Rollback as sandbox:
+                    lines = sandbox.lines
+                print("\n".join(lines))
+                warnings = (await check_schema(conn))[1]  # gone once the view is there
+            for warning in warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            if problems:
                 return 1
             where = "podod schema version " + str(version) if version is not None else \
                 "an existing PostfixAdmin schema (podod will not alter it)"
@@ -170,14 +237,20 @@ async def _run_on(config: Config, action: str, roles: bool,
         await conn.close()
 
 
-def main(config: Config, action: str, *, roles: bool = False) -> int:
+def main(config: Config, action: str, *, roles: bool = False, sogo_view: bool = False,
+         execute_real: bool = False) -> int:
+    if sogo_view and action != "init":
+        raise UsageError(f"--sogo-view goes with 'podod db init', not 'podod db {action}'")
+    if execute_real and not sogo_view:
+        raise UsageError("--execute-real goes with --sogo-view (init, check and upgrade "
+                         "change only what they say)")
     if not config.mail.database.dsn:
         raise ConfigError("mail.database.dsn: is required for 'podod db'")
     try:
-        return asyncio.run(run(config, action, roles))
+        return asyncio.run(run(config, action, roles, sogo_view, execute_real))
     except asyncpg.PostgresError as exc:
         print(f"the mail database refused: {exc}", file=sys.stderr)
         return 1
 
 
-__all__: list[Any] = ["apply_migrations", "check_schema", "main"]
+__all__: list[Any] = ["add_sogo_view", "apply_migrations", "check_schema", "main"]

@@ -95,15 +95,21 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-# What a PostfixAdmin-compatible database must have, for checking an existing one.
+# The sogo_users view as the newest migration defines it: what ``podod db init --sogo-view``
+# adds to a PostfixAdmin database (a unit test keeps it equal to the last migration of it).
+SOGO_VIEW = MIGRATIONS[1].strip()
+
+# What a PostfixAdmin-compatible database must have, for checking an existing one: the tables
+# and columns podod reads and writes. PostfixAdmin's other tables and columns are left alone.
 # type families: text (varchar/text), int (integer/bigint/smallint), bool, time.
 REQUIRED: dict[str, dict[str, str]] = {
     "domain": {"domain": "text", "description": "text", "aliases": "int", "mailboxes": "int",
                "maxquota": "int", "quota": "int", "transport": "text", "backupmx": "bool",
-               "created": "time", "modified": "time", "active": "bool"},
+               "created": "time", "modified": "time", "active": "bool",
+               "password_expiry": "int"},
     "mailbox": {"username": "text", "password": "text", "name": "text", "maildir": "text",
                 "quota": "int", "local_part": "text", "domain": "text", "created": "time",
-                "modified": "time", "active": "bool"},
+                "modified": "time", "active": "bool", "password_expiry": "time"},
     "alias": {"address": "text", "goto": "text", "domain": "text", "created": "time",
               "modified": "time", "active": "bool"},
     "alias_domain": {"alias_domain": "text", "target_domain": "text", "created": "time",
@@ -112,6 +118,8 @@ REQUIRED: dict[str, dict[str, str]] = {
     "log": {"timestamp": "time", "username": "text", "domain": "text", "action": "text",
             "data": "text"},
 }
+# Views podod's own schema has; on a PostfixAdmin database a missing one is only a warning
+# (managing mailboxes does not need it), which says how to add it.
 VIEWS = {"sogo_users": ["c_uid", "c_name", "c_password", "c_cn", "mail", "domain"]}
 
 _FAMILIES = {

@@ -99,11 +99,13 @@ class PgCluster:
         auth = f"{user}:{password}" if password else user
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{db}"
 
-    def dump(self, db: str) -> str:
-        """A deterministic text dump (schema and data), for before/after comparisons."""
+    def dump(self, db: str, *, schema_only: bool = False) -> str:
+        """A deterministic text dump (schema and data, or the schema only), for before/after
+        comparisons."""
         result = self._run([find_pg_bin("pg_dump"), "-h", str(self.sockdir), "-p",
                             str(self.port), "-U", self.superuser, "--no-owner",
-                            "--no-privileges", "--inserts", "--rows-per-insert=1", db])
+                            "--no-privileges", "--inserts", "--rows-per-insert=1",
+                            *(["--schema-only"] if schema_only else []), db])
         if result.returncode != 0:
             raise RuntimeError(f"pg_dump failed: {result.stderr.strip()}")
         lines = [line for line in result.stdout.splitlines()

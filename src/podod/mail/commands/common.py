@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -52,6 +53,16 @@ async def domain_row(db: Any, domain: str, *, lock: bool = False) -> dict[str, A
         raise NotFound(f"the domain {domain} does not exist (create it with "
                        f"'domain create {domain}')")
     return dict(row)
+
+
+def password_expiry(domain: dict[str, Any]) -> datetime:
+    """``mailbox.password_expiry`` for a password set now, as PostfixAdmin sets it (its
+    password_expiration feature, on by default in 3.3): now plus the domain's
+    ``password_expiry`` days. PostfixAdmin's Dovecot query refuses a login after that time
+    unless the domain's value is 0, so a mailbox podod creates or gives a new password must
+    not look expired to it (the column's default is 2000-01-01)."""
+    days = domain.get("password_expiry") or 0
+    return datetime.now(UTC) + timedelta(days=min(max(int(days), 0), 36500))
 
 
 # -- the domain's limits, with PostfixAdmin's meanings ----------------------------------------

@@ -27,6 +27,7 @@ from podod.mail.commands.common import (
     is_alias_domain,
     mb,
     non_negative,
+    password_expiry,
     plain_text,
     reader,
     require_view,
@@ -131,7 +132,8 @@ def setup(registry: Registry) -> None:
         await uow.insert("mailbox", {
             "username": username, "password": digest, "name": name,
             "maildir": maildir, "quota": quota, "local_part": local,
-            "domain": domain_name, "active": not inactive})
+            "domain": domain_name, "active": not inactive,
+            "password_expiry": password_expiry(domain)})
         await uow.insert("alias", {"address": username, "goto": username,
                                    "domain": domain_name, "active": not inactive})
         if not await uow.fetchval("SELECT 1 FROM quota2 WHERE username = $1", username):
@@ -244,7 +246,9 @@ def setup(registry: Registry) -> None:
         uow = ctx.unit
         await _mailbox(uow, username)
         digest, generated = await _password(ctx, password_stdin, generate_password)
-        await uow.update("mailbox", {"username": username}, {"password": digest})
+        domain = await domain_row(uow, username.split("@")[1])
+        await uow.update("mailbox", {"username": username},
+                         {"password": digest, "password_expiry": password_expiry(domain)})
         return Reply(message=f"password of {username} "
                              f"{'changed' if ctx.execute_real else 'would be changed'}",
                      secret=generated if ctx.execute_real else None)
