@@ -71,7 +71,7 @@ def test_a_real_change_asks_on_a_terminal(start_daemon: Start) -> None:
     assert code == 0 and "[y/N]" not in shown and "kept note 2" in shown, shown
     records = daemon.request(["audit", "list", "--command", "example note"])["data"]
     assert [(r["outcome"], r["execute_real"]) for r in reversed(records)] == [
-        ("sandbox", 0), ("sandbox", 0), ("ok", 1), ("ok", 1)]
+        ("sandbox", 0), ("sandbox", 0), ("intent", 1), ("ok", 1), ("intent", 1), ("ok", 1)]
 
 
 def test_the_question_is_asked_on_the_terminal_when_output_is_piped(start_daemon: Start
@@ -145,3 +145,23 @@ def test_podoctl_mistakes_and_pipes(start_daemon: Start) -> None:
     assert big.returncode == 2, big
     assert big.stderr.strip() == "Error: request larger than 4096 bytes; refused"
     assert "Traceback" not in big.stderr + daemon.log()
+
+
+def test_podoctl_sends_the_input_a_command_declares(start_daemon: Start) -> None:
+    """Input is declared, not guessed: data (a CSV file) is read as it is, without a
+    "Password:" prompt, and may be larger than a request (socket.max_data_bytes); a secret
+    is still asked for on a terminal; progress shows how far a command is."""
+    daemon = start_daemon(plugins=PLUGINS, socket={"path": "s", "max_data_bytes": 4_000_000})
+    csv = "alice,alice@example.com,2048\n" * 100_000  # 2.9 MB: over max_request_bytes
+    counted = daemon.podoctl("example", "count", input=csv)
+    assert counted.returncode == 0, counted
+    assert "100000 lines, 300000 fields" in counted.stdout
+    assert "Password" not in counted.stderr
+    assert "… counting (100000/100000)" in counted.stderr  # progress: (message, done, total)
+    too_big = daemon.podoctl("example", "count", input=csv * 2)
+    assert too_big.returncode == 2, too_big
+    assert too_big.stderr.strip() == "Error: input larger than 4000000 bytes; refused"
+    # A command that declares no input reads none, even when some is piped in.
+    hello = daemon.podoctl("example", "hello", input="ignored\n")
+    assert hello.returncode == 0 and "hello, world!" in hello.stdout
+    assert "Traceback" not in daemon.log()
