@@ -39,7 +39,7 @@ def setup(registry: Registry) -> None:
         params=[Arg("text", "the note")], permission="admin", mutating=True,
     )
     async def note(ctx: CommandContext, text: str) -> Reply:
-        await ctx.progress(f"checking {len(notes)} earlier notes", 0, 1)  # streamed to podoctl
+        await ctx.progress(f"checking {len(notes)} earlier notes")  # streamed to podoctl
         ctx.record("insert", "note", str(len(notes) + 1), text=text)
         if ctx.sandbox:  # the sandbox stops here: nothing is kept
             return Reply(message=f"would keep note {len(notes) + 1}")

@@ -165,3 +165,21 @@ def test_podoctl_sends_the_input_a_command_declares(start_daemon: Start) -> None
     hello = daemon.podoctl("example", "hello", input="ignored\n")
     assert hello.returncode == 0 and "hello, world!" in hello.stdout
     assert "Traceback" not in daemon.log()
+
+
+def test_requests_are_rate_limited_per_actor(start_daemon: Start) -> None:
+    """commands.rate_limit: a burst, then refused with one sentence (audited); root is only
+    exempt by default, here it is not."""
+    daemon = start_daemon(plugins=PLUGINS, commands={
+        "rate_limit": {"per_minute": 1, "burst": 3, "exempt": []}})
+    replies = [daemon.request(["example", "hello"]) for _ in range(4)]  # the start used one
+    oks = [r["ok"] for r in replies]
+    assert oks[0] and not oks[-1] and oks == sorted(oks, reverse=True), oks
+    refused = replies[-1]
+    assert refused["status"] == "rate-limited" and refused["http_status"] == 429
+    assert refused["message"].startswith("unix:root sent more than 1 requests a minute; try "
+                                         "again in ")
+    # podoctl exits 1 with the sentence; nothing ran
+    shown = daemon.podoctl("example", "hello")
+    assert shown.returncode == 1 and "try again in" in shown.stderr
+    assert "Traceback" not in daemon.log()

@@ -250,8 +250,10 @@ class UnixSocketFrontend:
                 # handler inside a database transaction is never held by one.
                 if writer.transport.get_write_buffer_size() > _PROGRESS_BACKLOG:
                     return
-                writer.write(_encode({"type": "progress", "message": message,
-                                      "done": done, "total": total}))
+                update: dict[str, Any] = {"type": "progress", "message": message}
+                if done is not None or total is not None:  # as before when there is no count
+                    update |= {"done": done, "total": total}
+                writer.write(_encode(update))
 
             self._busy.add(task)
             try:
