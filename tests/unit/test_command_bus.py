@@ -362,3 +362,40 @@ def test_replies_name_commands_as_the_frontend_does() -> None:
     page = render_html(reply, CHAT)
     assert "podoctl" not in page and "&lt;script&gt;" in page and "<script>" not in page
     assert "&lt;b&gt;row&lt;/b&gt;" in page
+
+
+async def test_a_stop_after_the_commit_reports_the_change_as_committed(bus: Any) -> None:
+    """SIGTERM cancels requests in flight: one whose change is committed (here: during its
+    after-action) is answered as committed, never as "nothing was committed"."""
+    bus, world = bus
+    world.after_delay = 30
+    request = Request(argv=["row", "add", "r1"], actor=ADMIN, origin="socket",
+                      execute_real=True)
+    task = asyncio.create_task(bus.execute(request))
+    async with asyncio.timeout(20):
+        while "after" not in world.steps:
+            await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert world.rows == ["r1"]
+    reply = request.interrupted
+    assert reply is not None and reply.ok and reply.backup_id == "B1", reply
+    assert "nothing was committed" not in reply.message
+    assert any("reload the mail server: NOT RUN" in n for n in reply.notes), reply.notes
+    assert (await outcomes(bus, "row add"))[-1] == "ok"
+
+
+async def test_a_stop_before_the_commit_says_nothing_was_committed(bus: Any) -> None:
+    bus, world = bus
+    world.commit_delay = 0
+    request = Request(argv=["sleep"], actor=ADMIN, origin="socket")
+    task = asyncio.create_task(bus.execute(request))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert request.interrupted is not None and not request.interrupted.ok
+    assert request.interrupted.message == ("sleep was cancelled because podod is stopping; "
+                                           "nothing was committed")
+    assert request.interrupted.resolved_status() == "unavailable"

@@ -72,6 +72,9 @@ class Request:
     # The plan a confirmation applies: the real run must change exactly what it showed.
     plan: Plan | None = None
     naming: Naming = PODOCTL  # how the frontend names commands (for "undo with: ...")
+    # Set by the bus when the request is cancelled (podod stopping): the honest reply
+    # (a committed change is reported as committed), for the frontend to send if it can.
+    interrupted: Reply | None = None
 
 
 @dataclass

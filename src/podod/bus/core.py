@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from podod.bus import grammar
 from podod.bus.audit import AuditEntry, AuditLog, AuditUnavailable
 from podod.bus.authz import authorize
-from podod.bus.context import Actor, CommandContext, Progress, Reply, Request, _no_progress
+from podod.bus.context import (
+    Actor,
+    AfterAction,
+    CommandContext,
+    Progress,
+    Reply,
+    Request,
+    _no_progress,
+)
 from podod.bus.identity import Kind, actor_for, refused_name
 from podod.bus.plans import PlanBook
 from podod.bus.ratelimit import RateLimiter
@@ -156,7 +164,8 @@ class CommandBus:
             if not reply.ok:
                 reply.status = "unavailable"
             if ctx is not None and ctx.commit_state == "committed":
-                await self._after_actions(ctx, reply)
+                _not_run(ctx, reply, ctx.after_actions)
+            request.interrupted = reply  # what the frontend answers, if it still can
             await self._audit(request, command, audit_args, reply, started, ctx)
             raise
         except Exception:
@@ -164,7 +173,12 @@ class CommandBus:
             reply = self._interrupted(ctx, command, "failed on an internal error", "internal")
             reply.message += f" (request {request.id} in the daemon's log)"
         if ctx is not None and ctx.commit_state == "committed" and reply.ok:
-            await self._after_actions(ctx, reply)  # outside the command's time limit
+            try:
+                await self._after_actions(ctx, reply)  # outside the command's time limit
+            except asyncio.CancelledError:  # podod is stopping: the change stands, say so
+                request.interrupted = reply
+                await self._audit(request, command, audit_args, reply, started, ctx)
+                raise
         await self._audit(request, command, audit_args, reply, started, ctx,
                           message=audit_message)
         return reply
@@ -263,11 +277,14 @@ class CommandBus:
         limit = self.runtime.config.commands.after_action_timeout
         for name, record in ctx.gate_records.items():
             reply.notes.append(f"gate {name}: {record}")
-        for action in ctx.after_actions:
+        for index, action in enumerate(ctx.after_actions):
             try:
                 async with asyncio.timeout(limit):
                     await action.run()
                 reply.notes.append(f"after: {action.description}: done")
+            except asyncio.CancelledError:
+                _not_run(ctx, reply, ctx.after_actions[index:])
+                raise
             except Exception as exc:  # the change is committed; say what is left
                 reason = str(exc) or ("did not finish within " + _seconds(limit)
                                       if isinstance(exc, TimeoutError) else type(exc).__name__)
@@ -348,6 +365,14 @@ class CommandBus:
             result=outcome, duration=duration))
         log.info("command %s by %s via %s: %s in %.1f ms", command, request.actor.name,
                  request.origin, outcome, duration * 1000)
+
+
+def _not_run(ctx: CommandContext, reply: Reply, actions: list[AfterAction]) -> None:
+    for action in actions:
+        reply.notes.append(f"after: {action.description}: NOT RUN (podod is stopping; the "
+                           "change is committed)")
+        log.warning("after-action %s of %s not run: podod is stopping", action.description,
+                    ctx.spec.name)
 
 
 def _seconds(value: float) -> str:

@@ -259,12 +259,16 @@ class UnixSocketFrontend:
             try:
                 reply = await bus.execute(request, progress)
             except asyncio.CancelledError:
-                # Stopping: say so instead of just closing (the bus rolled back and audited).
+                # Stopping: say so instead of just closing; the bus says what was committed.
                 with contextlib.suppress(Exception):
-                    writer.write(_encode(_bad(
-                        "the request was cancelled because podod is stopping; nothing was "
-                        "committed", "cancelled") | {"exit_code": 1,
-                                                     "status": "unavailable"}))
+                    if request.interrupted is not None:
+                        writer.write(_encode({"type": "reply",
+                                              **request.interrupted.to_dict()}))
+                    else:
+                        writer.write(_encode(_bad(
+                            "the request was cancelled because podod is stopping; nothing "
+                            "was committed", "cancelled") | {"exit_code": 1,
+                                                             "status": "unavailable"}))
                 raise
             finally:
                 self._busy.discard(task)
