@@ -21,7 +21,6 @@ from rich.text import Text
 
 from podod.bus.context import PODOCTL, Reply
 from podod.bus.render import JSON_ESCAPES, Block, blocks, cell, visible
-from podod.bus.status import exit_code
 from podod.libwarnings import hide_library_warnings
 
 DEFAULT_SOCKET = "/run/podod/podod.sock"
@@ -339,7 +338,7 @@ def _finish(reply: Reply, opts: dict[str, Any], console: Console, err: Console) 
         render(reply, console, err)
     if reply.ok:
         return EXIT_OK
-    code = exit_code(reply.status) if reply.status else reply.exit_code  # the bus's mapping
+    code = reply.exit_code  # the bus's mapping of the reply's status (podod.bus.status)
     return code if code in (EXIT_FAILED, EXIT_USAGE) else EXIT_FAILED
 
 
