@@ -14,7 +14,7 @@ import pytest
 
 from podod.bus import commands as bus_commands
 from podod.bus.audit import AuditLog
-from podod.bus.context import CHAT, Actor, Change, CommandContext, Reply, Request
+from podod.bus.context import CHAT, Actor, Change, CommandContext, Naming, Reply, Request
 from podod.bus.core import CommandBus
 from podod.bus.identity import actor_for, token_sha256
 from podod.bus.ratelimit import RateLimiter
@@ -399,3 +399,10 @@ async def test_a_stop_before_the_commit_says_nothing_was_committed(bus: Any) -> 
     assert request.interrupted.message == ("sleep was cancelled because podod is stopping; "
                                            "nothing was committed")
     assert request.interrupted.resolved_status() == "unavailable"
+
+
+def test_a_frontend_may_spell_commands_its_own_way() -> None:
+    http = Naming(spell=lambda words: "POST /v1/" + "/".join(w for w in words.split()
+                                                          if not w.startswith("--")))
+    text = render_text(Reply(message="done", backup_id="B1"), http)
+    assert "POST /v1/backup/restore/B1" in text and "podoctl" not in text

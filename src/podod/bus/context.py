@@ -38,8 +38,13 @@ class Naming:
 
     prefix: str = "podoctl "
     join: str = " "
+    # A frontend whose commands are not words (HTTP: "POST /v1/backups/ID/restore") spells
+    # them with its own function of the command line.
+    spell: Callable[[str], str] | None = None
 
     def command(self, words: str) -> str:
+        if self.spell is not None:
+            return self.spell(words)
         return self.prefix + self.join.join(words.split())
 
 
