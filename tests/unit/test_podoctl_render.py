@@ -135,3 +135,25 @@ def test_podod_logparse_tables_show_log_data_literally() -> None:
     for shown in SHOWN:
         assert shown in out, shown
     assert "[conceal]hidden[/conceal]" in out and "\x1b" not in out
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_otherwise() -> None:
+    from podod.podoctl import ProgressView
+
+    for terminal in (True, False):
+        buffer = io.StringIO()
+        err = _Console(file=buffer, force_terminal=terminal, width=120)
+        view = ProgressView(err, quiet=False)
+        view({"type": "progress", "message": "importing \x1b[2J", "done": 5, "total": 10})
+        view({"type": "progress", "message": "importing", "done": 10, "total": 10})
+        view({"type": "progress", "message": "connecting"})  # no count: a line
+        view.close()
+        shown = buffer.getvalue()
+        assert "\x1b[2J" not in shown and "connecting" in shown
+        if not terminal:
+            assert shown.splitlines() == ["… importing \\x1b[2J (5/10)", "… importing (10/10)",
+                                          "… connecting"]
+    quiet = io.StringIO()
+    view = ProgressView(_Console(file=quiet), quiet=True)  # --json: nothing on stderr
+    view({"message": "importing", "done": 1, "total": 2})
+    assert quiet.getvalue() == ""
