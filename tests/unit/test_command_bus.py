@@ -126,6 +126,13 @@ def make_registry(world: World) -> Registry:
     async def secret_set(ctx: CommandContext, password_stdin: bool) -> Reply:
         return Reply(message=f"got {len(ctx.request.stdin or '')} characters")
 
+    @registry.command("flood", "Report progress far faster than anyone reads it")
+    async def flood(ctx: CommandContext) -> Reply:
+        for done in range(2000):
+            await ctx.progress("x" * 1000, done, 2000)
+        world.steps.append("flooded")
+        return Reply(message="flooded")
+
     @registry.command("rows import", "Read CSV data", permission="admin", stdin="data")
     async def rows_import(ctx: CommandContext) -> Reply:
         count = len((ctx.request.stdin or "").splitlines())
@@ -406,3 +413,36 @@ def test_a_frontend_may_spell_commands_its_own_way() -> None:
                                                           if not w.startswith("--")))
     text = render_text(Reply(message="done", backup_id="B1"), http)
     assert "POST /v1/backup/restore/B1" in text and "podoctl" not in text
+
+
+async def test_progress_never_waits_for_a_slow_client(bus: Any, tmp_path: Path) -> None:
+    """A client that does not read must not hold the handler (it may be inside a database
+    transaction): progress it cannot take is dropped, the reply still comes."""
+    import json
+
+    from podod.frontends.unix_socket import UnixSocketFrontend
+
+    bus, world = bus
+    frontend = UnixSocketFrontend(bus.runtime)
+    await frontend.start()
+    reader, writer = await asyncio.open_unix_connection(str(frontend.path))
+    try:
+        writer.write(b'{"argv": ["flood"]}\n')
+        await writer.drain()
+        async with asyncio.timeout(20):  # 2 MB of progress, and nobody reading
+            while "flooded" not in world.steps:
+                await asyncio.sleep(0.05)
+        messages = []
+        async with asyncio.timeout(20):
+            while True:
+                message = json.loads(await reader.readuntil(b"\n"))
+                messages.append(message)
+                if message["type"] == "reply":
+                    break
+        assert messages[-1]["ok"] and messages[-1]["message"] == "flooded"
+        progress = [m for m in messages if m["type"] == "progress"]
+        assert 0 < len(progress) < 2000 and progress[0]["total"] == 2000
+    finally:
+        writer.close()
+        async with asyncio.timeout(30):
+            await frontend.stop(grace=1)

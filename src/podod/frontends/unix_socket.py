@@ -171,8 +171,10 @@ class UnixSocketFrontend:
         finally:
             self._handlers.discard(task)
             writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            try:  # a client that stopped reading would hold the close (and a stop) for ever
+                await asyncio.wait_for(writer.wait_closed(), 5.0)
+            except Exception:
+                writer.transport.abort()
 
     async def _send(self, writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
         writer.write(_encode(obj))
