@@ -3,6 +3,7 @@
 A plugin is a module or package with ``setup(registry)``. This one adds:
 - ``example hello [NAME]``: a read-only command (any role),
 - ``example note TEXT``: a changing command that honours the sandbox,
+- ``example count``: reads data (e.g. a CSV file) from standard input and reports progress,
 - a collector ``example_uptime`` measuring how long the daemon has been up, and the
   declaration of the series it emits (its HELP and type on /metrics, its docs/metrics.md row).
 """
@@ -44,6 +45,20 @@ def setup(registry: Registry) -> None:
             return Reply(message=f"would keep note {len(notes) + 1}")
         notes.append(text)
         return Reply(message=f"kept note {len(notes)}", data={"notes": list(notes)})
+
+    @registry.command(
+        "example count", "Count the lines and fields of CSV data read from standard input",
+        stdin="data", examples=["example count < people.csv"],
+    )
+    async def count(ctx: CommandContext) -> Reply:
+        lines = (ctx.request.stdin or "").splitlines()
+        fields = 0
+        for done, line in enumerate(lines, 1):
+            fields += len(line.split(","))
+            if done % 10_000 == 0 or done == len(lines):
+                await ctx.progress("counting", done, len(lines))  # podoctl: a progress bar
+        return Reply(message=f"{len(lines)} lines, {fields} fields",
+                     data={"lines": len(lines), "fields": fields})
 
     # Every series a plugin emits is declared once: /metrics takes its HELP and TYPE from
     # here, and docs/metrics.md lists it (python -m podod.frontends.metrics_doc --write).

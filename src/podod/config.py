@@ -36,6 +36,8 @@ class SocketSettings(Section):
     mode: str = "0660"
     group: str | None = None
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    # Input a command declares as data (a CSV file) may be larger than a request.
+    max_data_bytes: int = Field(default=67_108_864, ge=1024, le=1_073_741_824)
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -83,12 +85,29 @@ class Grant(Section):
         return out
 
 
+class TokenGrant(Grant):
+    """A REST API account: a grant and the SHA-256 of its token (the token itself is never
+    stored: ``printf %s TOKEN | sha256sum`` makes the hash)."""
+
+    sha256: str
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        value = value.strip().lower()
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise ValueError("must be the 64 hex digits of the token's SHA-256, not the "
+                             "token itself")
+        return value
+
+
 class AccessSettings(Section):
-    """Who may use podod. root over the Unix socket is always admin."""
+    """Who may use podod. root over the Unix socket is always admin. Read per request by
+    :func:`podod.bus.identity.actor_for`, so a reload (SIGHUP) applies at once."""
 
     unix_users: dict[str, Grant] = Field(default_factory=dict)
     matrix_users: dict[str, Grant] = Field(default_factory=dict)
-    api_tokens: dict[str, Grant] = Field(default_factory=dict)
+    api_tokens: dict[str, TokenGrant] = Field(default_factory=dict)
 
 
 class PluginSettings(Section):
@@ -98,9 +117,29 @@ class PluginSettings(Section):
     settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
+class RateLimitSettings(Section):
+    """Requests per actor (token bucket): ``burst`` at once, refilled at ``per_minute``.
+    0 per minute: no limit. ``exempt`` actors (``unix:root`` by default) are never limited."""
+
+    per_minute: int = Field(default=120, ge=0, le=1_000_000)
+    burst: int = Field(default=60, ge=1, le=1_000_000)
+    exempt: list[str] = Field(default_factory=lambda: ["unix:root"])
+
+
 class CommandSettings(Section):
     plan_ttl: Duration = Field(default=600.0, gt=0)
+    plan_ttl_by_origin: dict[str, Duration] = Field(default_factory=dict)
     timeout: Duration = Field(default=300.0, gt=0)
+    after_action_timeout: Duration = Field(default=120.0, gt=0)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+
+    @field_validator("plan_ttl_by_origin")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        for origin, ttl in value.items():
+            if ttl <= 0:
+                raise ValueError(f"{origin}: a plan's time to live must be positive")
+        return value
 
 
 class AuditSettings(Section):

@@ -12,8 +12,9 @@ class PododError(Exception):
     """A failure a user can read and act on."""
 
     code = "error"
+    status = "failed"  # the reply's status (podod.bus.status): exit code and HTTP status
     exit_code = 1
-    http_status = 400
+    http_status = 500
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -29,14 +30,18 @@ class UsageError(PododError):
     """The request does not follow the grammar (unknown command, bad option, ...)."""
 
     code = "usage"
+    status = "invalid"
     exit_code = 2
+    http_status = 400
 
 
 class ConfigError(PododError):
     """The configuration file is missing or invalid."""
 
     code = "config"
+    status = "invalid"
     exit_code = 2
+    http_status = 400
 
 
 class ValidationError(PododError):
@@ -44,12 +49,14 @@ class ValidationError(PododError):
     for a usage error: the input is what to fix)."""
 
     code = "invalid"
+    status = "invalid"
     exit_code = 2
     http_status = 422
 
 
 class NotFound(PododError):
     code = "not-found"
+    status = "not-found"
     http_status = 404
 
 
@@ -57,16 +64,19 @@ class Conflict(PododError):
     """The change collides with existing data (a duplicate, a non-empty domain, ...)."""
 
     code = "conflict"
+    status = "conflict"
     http_status = 409
 
 
 class PermissionDenied(PododError):
     code = "forbidden"
+    status = "permission"
     http_status = 403
 
 
 class Unauthenticated(PododError):
     code = "unauthenticated"
+    status = "unauthenticated"
     http_status = 401
 
 
@@ -74,6 +84,7 @@ class BackupFailed(PododError):
     """The backup gate could not take or verify a backup: nothing was changed."""
 
     code = "backup-failed"
+    status = "unavailable"
     http_status = 500
 
 
@@ -81,4 +92,13 @@ class Unavailable(PododError):
     """A component the request needs (database, server, ...) cannot be reached."""
 
     code = "unavailable"
+    status = "unavailable"
     http_status = 503
+
+
+class RateLimited(PododError):
+    """The actor sent more requests than ``commands.rate_limit`` allows; nothing ran."""
+
+    code = "rate-limited"
+    status = "rate-limited"
+    http_status = 429

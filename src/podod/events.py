@@ -55,6 +55,17 @@ class CommandCompleted(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AfterActionFailed(Event):
+    """An after-action (cache flush, reload, maildir move) failed after its change was
+    committed: the change stands, what is left to do is in the reply's notes."""
+
+    command: str
+    actor: str
+    action: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class PluginFailed(Event):
     plugin: str
     reason: str

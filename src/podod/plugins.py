@@ -16,20 +16,21 @@ import importlib.util
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from podod.bus.spec import CommandSpec, Handler, Param, Permission
+from podod.bus.spec import CommandSpec, Handler, Param, Permission, StdinKind
 from podod.monitor.catalog import SeriesInfo, SeriesKind, builtin_series
 from podod.servers.allowlist import AllowList, default_allowlist
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "podod.plugins"
+GateFunc = Callable[[Any], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,18 @@ class ComponentSpec:
     plugin: str = "core"
 
 
+@dataclass(frozen=True)
+class GateSpec:
+    """A pre-change gate: ``func(ctx)`` runs before every real change is committed (for a
+    command with a unit of work, after its handler and before the commit; without one,
+    before the handler). It raises a :class:`~podod.errors.PododError` to refuse the change
+    (nothing is committed) or returns a record id (a backup, a snapshot) or None."""
+
+    name: str
+    func: Callable[[Any], Awaitable[str | None]]
+    plugin: str = "core"
+
+
 @dataclass
 class PluginInfo:
     name: str
@@ -69,6 +82,7 @@ class Registry:
         self.collectors: dict[str, CollectorSpec] = {}
         self.notifiers: dict[str, Callable[..., Any]] = {}
         self.units: dict[str, Callable[..., Any]] = {}
+        self.gates: dict[str, GateSpec] = {}
         self.components: dict[str, ComponentSpec] = {}
         self.alert_rule_packs: dict[str, Path] = {}
         self.allowlist: AllowList = default_allowlist()
@@ -91,6 +105,8 @@ class Registry:
         self, name: str, summary: str, *, params: Iterable[Param] = (),
         permission: Permission = "viewer", mutating: bool = False, unit: str | None = None,
         description: str = "", examples: Iterable[str] = (), reads_stdin: bool = False,
+        stdin: StdinKind = "none", stdin_option: str | None = None,
+        timeout: float | None = None,
     ) -> Callable[[Handler], Handler]:
         """Declare a command where it is handled::
 
@@ -103,9 +119,27 @@ class Registry:
                 name=" ".join(name.split()), summary=summary, handler=handler,
                 params=tuple(params), permission=permission, mutating=mutating, unit=unit,
                 description=description, examples=tuple(examples), reads_stdin=reads_stdin,
-                plugin=self._current,
+                plugin=self._current, stdin=stdin, stdin_option=stdin_option,
+                timeout=timeout,
             ))
             return handler
+
+        return decorate
+
+    def gate(self, name: str) -> Callable[[GateFunc], GateFunc]:
+        """Declare a pre-change gate (see :class:`GateSpec`); gates run in the order they
+        are declared, the built-in backup gate first::
+
+            @registry.gate("ec2-snapshot")
+            async def snapshot(ctx): ...
+        """
+
+        def decorate(func: GateFunc) -> GateFunc:
+            if name in self.gates:
+                raise ValueError(f"gate '{name}' is already registered by "
+                                 f"{self.gates[name].plugin}")
+            self.gates[name] = GateSpec(name, func, self._current)
+            return func
 
         return decorate
 

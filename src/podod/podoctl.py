@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from podod.bus.context import Reply
-from podod.bus.render import JSON_ESCAPES, SANDBOX_BANNER, plan_lines, visible
+from podod.bus.context import PODOCTL, Reply
+from podod.bus.render import JSON_ESCAPES, Block, blocks, cell, visible
 from podod.libwarnings import hide_library_warnings
 
 DEFAULT_SOCKET = "/run/podod/podod.sock"
@@ -45,6 +45,10 @@ exit codes: 0 ok, 1 command failed, 2 usage or configuration error, 3 daemon unr
 
 class Unreachable(Exception):
     pass
+
+
+class InputRefused(Exception):
+    """The input the daemon asked for was not given (two passwords differ)."""
 
 
 class _Console(Console):
@@ -79,8 +83,12 @@ class Connection:
                               "with 'systemctl start podod' (or 'make demo').") from None
         self.file = self.sock.makefile("rb")
 
-    def request(self, payload: dict[str, Any], on_progress: Callable[[str], None]
-                ) -> dict[str, Any]:
+    def request(self, payload: dict[str, Any], on_progress: Callable[[dict[str, Any]], None],
+                on_stdin: Callable[[str], str] | None = None) -> dict[str, Any]:
+        """Send one request; answer the daemon's call for the input the command declares
+        (``on_stdin(kind)``), pass progress on, and return the reply."""
+        if on_stdin is not None:
+            payload = {**payload, "stdin_offer": True}
         try:
             self.sock.sendall(json.dumps(payload).encode() + b"\n")
         except BrokenPipeError:
@@ -92,7 +100,14 @@ class Connection:
                                   "(it may be stopping; see its log)")
             message = json.loads(line)
             if message.get("type") == "progress":
-                on_progress(str(message.get("message", "")))
+                on_progress(message)
+                continue
+            if message.get("type") == "stdin" and on_stdin is not None:
+                text = on_stdin(str(message.get("kind")))
+                try:
+                    self.sock.sendall(json.dumps({"stdin": text}).encode() + b"\n")
+                except BrokenPipeError:
+                    pass  # too large: the daemon says so and closes
                 continue
             return message
 
@@ -101,62 +116,40 @@ class Connection:
         self.sock.close()
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list | dict):
-        return json.dumps(value, default=str)
-    return str(value)
+_RICH_STYLES = {"": "", "bold": "bold", "error": "bold red", "banner": "bold yellow",
+                "dim": "dim"}
 
 
 def _data(value: Any, style: str = "", *, newlines: bool = False) -> Text:
     """Data from the daemon as rich sees it: plain text (never markup, never an emoji code)
     with its control characters shown as escapes (:func:`podod.bus.render.visible`). Every
     reply's text reaches rich through here."""
-    return Text(visible(_cell(value), newlines=newlines), style=style)
+    return Text(visible(cell(value), newlines=newlines), style=style)
 
 
-def _line(*parts: Text | str) -> Text:
-    """One line of podoctl's own words (str) and data (Text from :func:`_data`)."""
-    return Text.assemble(*(part if isinstance(part, Text) else Text(part) for part in parts))
+def _block(block: Block) -> Text:
+    return Text.assemble(*(_data(p.text, _RICH_STYLES[p.style], newlines=True)
+                           for p in block.parts))
 
 
 def render(reply: Reply, console: Console, err: Console, *, asking: bool = False) -> None:
-    if not reply.ok:
-        err.print(_line(Text("Error:", style="bold red"), " ",
-                        _data(reply.message, newlines=True)))
-        return
-    if reply.sandbox:
-        console.print(Text(SANDBOX_BANNER, style="bold yellow"))
-    if reply.table is not None:
-        title = reply.table.title
-        table = RichTable(title=_data(title) if title is not None else None,
-                          show_lines=False)
-        for column in reply.table.columns:
-            table.add_column(_data(column), overflow="fold")
-        for row in reply.table.rows:
-            table.add_row(*[_data(v) for v in row])
-        console.print(table)
-        if reply.message and reply.table.title is None:
-            console.print(_data(reply.message, newlines=True))
-    elif reply.message:
-        console.print(_data(reply.message, newlines=True))
-    for line in plan_lines(reply):
-        console.print(_data("  " + line, newlines=True))
-    if reply.secret:
-        console.print(_line(Text("Generated password (shown once):", style="bold"), " ",
-                            _data(reply.secret)))
-    if reply.backup_id:
-        console.print(_line("Backup ", _data(reply.backup_id, "bold"),
-                            " was taken before the change; undo with: podoctl backup "
-                            "restore ", _data(reply.backup_id), " --execute-real"))
-    for note in reply.notes:
-        console.print(_data(note, newlines=True))
-    if reply.sandbox and not asking:
-        hint = f", or run: podoctl confirm {reply.plan_id}" if reply.plan_id else ""
-        console.print(_data(f"To apply it, repeat the command with --execute-real{hint}."))
+    """The bus's rendering (:func:`podod.bus.render.blocks`) dressed for a terminal: only
+    the table is podoctl's own (a rich table)."""
+    for block in blocks(reply, PODOCTL, asking=asking):
+        if block.kind == "error":
+            err.print(_block(block))
+        elif block.kind == "table":
+            assert reply.table is not None
+            title = reply.table.title
+            table = RichTable(title=_data(title) if title is not None else None,
+                              show_lines=False)
+            for column in reply.table.columns:
+                table.add_column(_data(column), overflow="fold")
+            for row in reply.table.rows:
+                table.add_row(*[_data(v) for v in row])
+            console.print(table)
+        else:
+            console.print(_block(block))
 
 
 def parse_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -209,16 +202,55 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _read_secret() -> str:
-    """A password for --password-stdin: asked twice on a terminal, one line from a pipe."""
+def _read_stdin(kind: str) -> str:
+    """The input a command declares (the daemon asks for it): a secret is asked twice on a
+    terminal, one line from a pipe; data (a CSV file) is read whole, as it is."""
+    if kind == "data":
+        return sys.stdin.read()
     if not sys.stdin.isatty():
         return sys.stdin.read().rstrip("\n")
     import getpass
 
     first = getpass.getpass("Password: ")
     if getpass.getpass("Repeat the password: ") != first:
-        raise ValueError("the two passwords differ; nothing was sent")
+        raise InputRefused("the two passwords differ; nothing was sent")
     return first
+
+
+class ProgressView:
+    """A long command's progress on stderr: a rich progress bar on a terminal when the
+    command says how far it is (done of total), else a line per message."""
+
+    def __init__(self, err: Console, quiet: bool) -> None:
+        self.err = err
+        self.quiet = quiet
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        text = visible(cell(message.get("message", "")))
+        done, total = message.get("done"), message.get("total")
+        counted = isinstance(done, int) and isinstance(total, int) and total > 0
+        if counted and self.err.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            if self.bar is None:
+                self.bar = Progress(TextColumn("{task.description}", markup=False),
+                                    BarColumn(), MofNCompleteColumn(), console=self.err,
+                                    transient=True)
+                self.bar.start()
+                self.task = self.bar.add_task(text, total=total)
+            self.bar.update(self.task, description=text, completed=done, total=total)
+            return
+        suffix = f" ({done}/{total})" if counted else ""
+        self.err.print(Text(f"… {text}{suffix}", style="dim"))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
 
 
 def _main(argv: list[str]) -> int:
@@ -234,23 +266,13 @@ def _main(argv: list[str]) -> int:
     if opts["help"] or not rest:
         print(USAGE, end="")
         return EXIT_OK if opts["help"] else EXIT_USAGE
-    stdin_secret = None
-    if any(token.startswith("--") and token.endswith("-stdin") for token in rest):
-        try:
-            stdin_secret = _read_secret()
-        except ValueError as exc:
-            print(f"podoctl: {exc}", file=sys.stderr)
-            return EXIT_USAGE
     real = opts["execute_real"]
     if real and not opts["yes"] and not sys.stdin.isatty():
         print("podoctl: refusing a real change without a terminal to confirm on; add --yes "
               "to confirm it on the command line", file=sys.stderr)
         return EXIT_USAGE
 
-    def progress(message: str) -> None:
-        if not opts["json"]:
-            err.print(_data(f"… {message}", "dim"))
-
+    progress = ProgressView(err, quiet=opts["json"])
     try:
         conn = Connection(opts["socket"])
     except Unreachable as exc:
@@ -258,9 +280,10 @@ def _main(argv: list[str]) -> int:
         return EXIT_UNREACHABLE
     sent_real = False
     try:
-        payload: dict[str, Any] = {"argv": rest, "execute_real": False, "stdin": stdin_secret}
+        payload: dict[str, Any] = {"argv": rest, "execute_real": False, "stdin": None}
         if real and not opts["yes"]:
-            plan = Reply.from_dict(_strip(conn.request(payload, progress)))
+            plan = Reply.from_dict(_strip(conn.request(payload, progress, _read_stdin)))
+            progress.close()
             if not plan.ok or not plan.sandbox:
                 return _finish(plan, opts, console, err)
             # Asked on the terminal even when the output goes to a pipe ('| tee log').
@@ -278,7 +301,10 @@ def _main(argv: list[str]) -> int:
         elif real:
             payload["execute_real"] = True
         sent_real = real
-        reply = Reply.from_dict(_strip(conn.request(payload, progress)))
+        reply = Reply.from_dict(_strip(conn.request(payload, progress, _read_stdin)))
+    except InputRefused as exc:  # the two passwords differ
+        print(f"podoctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except Unreachable as exc:
         print(f"podoctl: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -293,6 +319,7 @@ def _main(argv: list[str]) -> int:
             print("\nNothing was changed.", file=sys.stderr)
         return EXIT_FAILED
     finally:
+        progress.close()
         conn.close()
     return _finish(reply, opts, console, err)
 
@@ -311,7 +338,8 @@ def _finish(reply: Reply, opts: dict[str, Any], console: Console, err: Console) 
         render(reply, console, err)
     if reply.ok:
         return EXIT_OK
-    return reply.exit_code if reply.exit_code in (EXIT_FAILED, EXIT_USAGE) else EXIT_FAILED
+    code = reply.exit_code  # the bus's mapping of the reply's status (podod.bus.status)
+    return code if code in (EXIT_FAILED, EXIT_USAGE) else EXIT_FAILED
 
 
 if __name__ == "__main__":

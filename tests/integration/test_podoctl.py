@@ -145,3 +145,41 @@ def test_podoctl_mistakes_and_pipes(start_daemon: Start) -> None:
     assert big.returncode == 2, big
     assert big.stderr.strip() == "Error: request larger than 4096 bytes; refused"
     assert "Traceback" not in big.stderr + daemon.log()
+
+
+def test_podoctl_sends_the_input_a_command_declares(start_daemon: Start) -> None:
+    """Input is declared, not guessed: data (a CSV file) is read as it is, without a
+    "Password:" prompt, and may be larger than a request (socket.max_data_bytes); a secret
+    is still asked for on a terminal; progress shows how far a command is."""
+    daemon = start_daemon(plugins=PLUGINS, socket={"path": "s", "max_data_bytes": 4_000_000})
+    csv = "alice,alice@example.com,2048\n" * 100_000  # 2.9 MB: over max_request_bytes
+    counted = daemon.podoctl("example", "count", input=csv)
+    assert counted.returncode == 0, counted
+    assert "100000 lines, 300000 fields" in counted.stdout
+    assert "Password" not in counted.stderr
+    assert "… counting (100000/100000)" in counted.stderr  # progress: (message, done, total)
+    too_big = daemon.podoctl("example", "count", input=csv * 2)
+    assert too_big.returncode == 2, too_big
+    assert too_big.stderr.strip() == "Error: input larger than 4000000 bytes; refused"
+    # A command that declares no input reads none, even when some is piped in.
+    hello = daemon.podoctl("example", "hello", input="ignored\n")
+    assert hello.returncode == 0 and "hello, world!" in hello.stdout
+    assert "Traceback" not in daemon.log()
+
+
+def test_requests_are_rate_limited_per_actor(start_daemon: Start) -> None:
+    """commands.rate_limit: a burst, then refused with one sentence (audited); root is only
+    exempt by default, here it is not."""
+    daemon = start_daemon(plugins=PLUGINS, commands={
+        "rate_limit": {"per_minute": 1, "burst": 3, "exempt": []}})
+    replies = [daemon.request(["example", "hello"]) for _ in range(4)]  # the start used one
+    oks = [r["ok"] for r in replies]
+    assert oks[0] and not oks[-1] and oks == sorted(oks, reverse=True), oks
+    refused = replies[-1]
+    assert refused["status"] == "rate-limited" and refused["http_status"] == 429
+    assert refused["message"].startswith("unix:root sent more than 1 requests a minute; try "
+                                         "again in ")
+    # podoctl exits 1 with the sentence; nothing ran
+    shown = daemon.podoctl("example", "hello")
+    assert shown.returncode == 1 and "try again in" in shown.stderr
+    assert "Traceback" not in daemon.log()

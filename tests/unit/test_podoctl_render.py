@@ -12,7 +12,7 @@ import re
 import pytest
 from rich.console import Console
 
-from podod.bus.context import Change, Reply, Table
+from podod.bus.context import Change, Reply, Secret, Table
 from podod.bus.render import JSON_ESCAPES, render_text, visible
 from podod.podoctl import _Console, _finish, render
 
@@ -31,7 +31,7 @@ def reply_with_tricks(**kw: object) -> Reply:
                     title="mailboxes [conceal]x[/conceal] \x1b[2J"),
         changes=[Change("insert", "mailbox", TRICKS[1], {"name": TRICKS[2]})],
         notes=["note " + t for t in TRICKS], backup_id="[/]\x1b[2J",
-        secret="[conceal]pw[/conceal]", **kw)  # type: ignore[arg-type]
+        secrets=[Secret("Generated password", "[conceal]pw[/conceal]")], **kw)  # type: ignore[arg-type]
 
 
 def printed(reply: Reply, *, terminal: bool) -> tuple[str, str]:
@@ -94,7 +94,10 @@ def test_a_sandbox_plan_with_markup_in_its_data() -> None:
 
 
 def test_plain_text_rendering_and_json_show_control_characters_too() -> None:
-    text = render_text(reply_with_tricks())
+    reply = reply_with_tricks()
+    assert reply.table is not None
+    reply.table.title = None  # a titled table stands for the message, as in podoctl
+    text = render_text(reply)
     assert "\x1b" not in text and "\r" not in text and "\\x1b[2J" in text
     assert "\nsecond line" in text  # a message keeps its line breaks
     assert visible("a\nb") == "a\\x0ab" and visible("a\nb", newlines=True) == "a\nb"
@@ -132,3 +135,25 @@ def test_podod_logparse_tables_show_log_data_literally() -> None:
     for shown in SHOWN:
         assert shown in out, shown
     assert "[conceal]hidden[/conceal]" in out and "\x1b" not in out
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_otherwise() -> None:
+    from podod.podoctl import ProgressView
+
+    for terminal in (True, False):
+        buffer = io.StringIO()
+        err = _Console(file=buffer, force_terminal=terminal, width=120)
+        view = ProgressView(err, quiet=False)
+        view({"type": "progress", "message": "importing \x1b[2J", "done": 5, "total": 10})
+        view({"type": "progress", "message": "importing", "done": 10, "total": 10})
+        view({"type": "progress", "message": "connecting"})  # no count: a line
+        view.close()
+        shown = buffer.getvalue()
+        assert "\x1b[2J" not in shown and "connecting" in shown
+        if not terminal:
+            assert shown.splitlines() == ["… importing \\x1b[2J (5/10)", "… importing (10/10)",
+                                          "… connecting"]
+    quiet = io.StringIO()
+    view = ProgressView(_Console(file=quiet), quiet=True)  # --json: nothing on stderr
+    view({"message": "importing", "done": 1, "total": 2})
+    assert quiet.getvalue() == ""

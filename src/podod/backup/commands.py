@@ -10,7 +10,7 @@ from typing import Any
 from podod.backup.gate import BackupGate, current_rows
 from podod.bus.context import CommandContext, Reply, Table
 from podod.bus.spec import Arg, Opt
-from podod.errors import Conflict, UsageError, ValidationError
+from podod.errors import BackupFailed, Conflict, UsageError, ValidationError
 from podod.mail.database import TIMESTAMP_COLUMNS
 from podod.plugins import Registry
 
@@ -27,6 +27,19 @@ def gate_of(ctx: CommandContext) -> BackupGate:
 
 def setup(registry: Registry) -> None:
     registry.component("backup", BackupGate)
+
+    @registry.gate("backup")
+    async def backup(ctx: CommandContext) -> str | None:
+        """The first pre-change gate: a real change of a unit of work (the mail database)
+        is backed up and the backup verified before the bus commits it."""
+        if ctx.unit is None or not hasattr(ctx.unit, "before_images"):
+            return None  # nothing this gate can back up (the command changes no rows)
+        gate = ctx.runtime.component("backup")
+        if gate is None:
+            raise BackupFailed("the backup could not be taken (no backup gate is running); "
+                               "nothing was changed")
+        backup_id: str = await gate.take(ctx.unit, ctx)
+        return backup_id
 
     @registry.command("backup list", "List the backups taken before real changes",
                       params=[Opt("limit", "how many", kind="int", default=20, minimum=1,
@@ -71,14 +84,16 @@ def setup(registry: Registry) -> None:
     @registry.command("backup verify", "Re-check the checksums of one backup or of all",
                       params=[Arg("id", "the backup id", required=False, metavar="ID"),
                               Opt("all", "verify every backup", kind="flag")],
-                      permission="admin")
+                      permission="admin", timeout=3600)
     async def backup_verify(ctx: CommandContext, id: str | None, all: bool) -> Reply:
         gate = gate_of(ctx)
         if not id and not all:
             raise UsageError("backup verify: give a backup ID or --all")
         ids = [e["id"] for e in await gate.entries(100000)] if all else [str(id)]
         bad = {}
-        for backup_id in ids:
+        for done, backup_id in enumerate(ids):
+            if len(ids) > 1:
+                await ctx.progress(f"verifying backup {backup_id}", done, len(ids))
             problems = await gate.verify(backup_id)
             if problems:
                 bad[backup_id] = problems

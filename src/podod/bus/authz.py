@@ -23,3 +23,12 @@ def authorize(actor: Actor, spec: CommandSpec) -> None:
         raise PermissionDenied(
             f"{actor.name} ({actor.role}) may not {what}: '{spec.name}' needs the "
             f"{'admin' if needed == 2 else 'domain-admin'} role")
+
+
+def may_run(actor: Actor, spec: CommandSpec) -> bool:
+    """Whether ``authorize`` lets ``actor`` run ``spec`` (help lists only those)."""
+    try:
+        authorize(actor, spec)
+    except PermissionDenied:
+        return False
+    return True

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from podod.bus import grammar
+from podod.bus.authz import authorize, may_run
 from podod.bus.context import CommandContext, Reply, Table
 from podod.bus.spec import Arg, Opt
 from podod.durations import format_duration
@@ -19,7 +20,8 @@ def _ts(value: float) -> str:
 
 
 def setup(registry: Registry) -> None:
-    @registry.command("status", "Show the daemon's version, uptime, plugins and servers")
+    @registry.command("status", "Show the daemon's version, uptime, plugins and servers",
+                      timeout=30)
     async def status(ctx: CommandContext) -> Reply:
         rt = ctx.runtime
         uptime = time.time() - rt.started_at
@@ -68,7 +70,9 @@ def setup(registry: Registry) -> None:
         words = " ".join(w for w in (topic, verb, more) if w).lower()
         if words in commands:
             spec = commands[words]
+            authorize(ctx.actor, spec)  # as '--help': help of what one may not run is refused
             return Reply(message=grammar.command_help(spec), data=grammar.help_data(spec))
+        commands = {n: s for n, s in commands.items() if may_run(ctx.actor, s)}
         entries = grammar.overview(commands, words)
         if not entries:
             raise UsageError(f"no command or topic '{words}'; try 'help' for the list")

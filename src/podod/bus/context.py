@@ -8,6 +8,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from podod.bus.status import STATUSES
+from podod.bus.status import exit_code as status_exit_code
+from podod.bus.status import http_status as status_http
 from podod.errors import PermissionDenied
 
 if TYPE_CHECKING:
@@ -16,7 +19,37 @@ if TYPE_CHECKING:
     from podod.runtime import Runtime
 
 Role = Literal["admin", "domain-admin", "viewer"]
-Progress = Callable[[str], Awaitable[None]]
+
+
+class Progress(Protocol):
+    """How a long command reports: a sentence, and how far it is (``done`` of ``total``
+    items, either unknown as None). A frontend shows it as it can (podoctl: a progress bar);
+    it never waits on a slow client, so reporting inside a transaction holds nothing."""
+
+    def __call__(self, message: str, done: int | None = None,
+                 total: int | None = None) -> Awaitable[None]: ...
+
+
+@dataclass(frozen=True)
+class Naming:
+    """How a frontend names a command to its user: ``podoctl user list``, ``!podo user
+    list``, or an HTTP path. Replies and notes that tell the user what to run next use it,
+    so no chat reply says "podoctl"."""
+
+    prefix: str = "podoctl "
+    join: str = " "
+    # A frontend whose commands are not words (HTTP: "POST /v1/backups/ID/restore") spells
+    # them with its own function of the command line.
+    spell: Callable[[str], str] | None = None
+
+    def command(self, words: str) -> str:
+        if self.spell is not None:
+            return self.spell(words)
+        return self.prefix + self.join.join(words.split())
+
+
+PODOCTL = Naming("podoctl ")
+CHAT = Naming("!podo ")
 
 
 @dataclass(frozen=True)
@@ -39,10 +72,14 @@ class Request:
     actor: Actor
     origin: str  # "socket", "chat", "api", ...
     execute_real: bool = False
-    stdin: str | None = None  # secret input (e.g. a password); never audited
+    stdin: str | None = None  # input the command declares (spec.stdin); never audited
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     # The plan a confirmation applies: the real run must change exactly what it showed.
     plan: Plan | None = None
+    naming: Naming = PODOCTL  # how the frontend names commands (for "undo with: ...")
+    # Set by the bus when the request is cancelled (podod stopping): the honest reply
+    # (a committed change is reported as committed), for the frontend to send if it can.
+    interrupted: Reply | None = None
 
 
 @dataclass
@@ -67,6 +104,15 @@ class Table:
 
 
 @dataclass
+class Secret:
+    """A value shown once to the requester (a generated password): never audited, logged,
+    or kept in a plan; a frontend shows it only to the person who asked."""
+
+    label: str  # e.g. "Generated password", "password of bob@example.com"
+    value: str
+
+
+@dataclass
 class Reply:
     """A structured answer every frontend renders its own way."""
 
@@ -80,8 +126,20 @@ class Reply:
     plan_id: str | None = None
     code: str = "ok"
     exit_code: int = 0
-    secret: str | None = None  # shown once to the requester; never audited or logged
+    secrets: list[Secret] = field(default_factory=list)  # shown once; never audited
     notes: list[str] = field(default_factory=list)
+    status: str = ""  # podod.bus.status; empty: derived from ok, code and exit_code
+
+    def resolved_status(self) -> str:
+        """The status a frontend maps (exit code, HTTP status): set by the bus from the
+        error's class, else derived, so a handler's own failure reply maps too."""
+        if self.status:
+            return self.status
+        if self.ok:
+            return "ok"
+        if self.code in STATUSES:
+            return self.code
+        return "invalid" if self.exit_code == 2 else "failed"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict. Shallow on purpose: ``dataclasses.asdict`` deep-copies ``data``
@@ -91,8 +149,15 @@ class Reply:
         if self.table is not None:
             out["table"] = {"columns": self.table.columns, "rows": self.table.rows,
                             "title": self.table.title}
-        if self.secret is None:
-            out.pop("secret")
+        status = self.resolved_status()
+        out["status"] = status
+        out["exit_code"] = status_exit_code(status) if self.status else self.exit_code
+        out["http_status"] = status_http(status)
+        out["secrets"] = [asdict(s) for s in self.secrets]
+        if not self.secrets:
+            out.pop("secrets")
+        else:  # clients of before the list read one "secret"
+            out["secret"] = self.secrets[0].value
         return out
 
     @classmethod
@@ -100,10 +165,15 @@ class Reply:
         data = dict(data)
         table = data.pop("table", None)
         changes = data.pop("changes", None) or []
+        secrets = data.pop("secrets", None) or []
+        old_secret = data.pop("secret", None)
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         reply = cls(**known)
         reply.table = Table(**table) if table else None
         reply.changes = [Change(**c) for c in changes]
+        reply.secrets = [Secret(**s) for s in secrets]
+        if not reply.secrets and isinstance(old_secret, str):
+            reply.secrets = [Secret("Generated password", old_secret)]
         return reply
 
 
@@ -114,8 +184,8 @@ class UnitOfWork(Protocol):
 
     def changes(self) -> list[Change]: ...
 
-    async def commit(self, ctx: CommandContext) -> str | None:
-        """Take and verify the backup, then commit; return the backup id."""
+    async def commit(self, ctx: CommandContext) -> None:
+        """Commit (the bus has run the pre-change gates, e.g. the backup, before)."""
         ...
 
     async def rollback(self) -> None: ...
@@ -127,7 +197,8 @@ class AfterAction:
     run: Callable[[], Awaitable[None]]
 
 
-async def _no_progress(message: str) -> None:
+async def _no_progress(message: str, done: int | None = None,
+                       total: int | None = None) -> None:
     return None
 
 
@@ -144,6 +215,12 @@ class CommandContext:
     after_actions: list[AfterAction] = field(default_factory=list)
     backup_id: str | None = None
     started: float = field(default_factory=time.monotonic)
+    # Where a real run stands, so a time limit or a stop never misreports a commit:
+    # "none" (nothing committed), "committing" (outcome unknown), "committed", or
+    # "running" (a command without a unit of work changes things as it goes).
+    commit_state: str = "none"
+    reply: Reply | None = None  # the handler's reply, kept for after the commit
+    gate_records: dict[str, str] = field(default_factory=dict)  # a plugin gate's record ids
 
     @property
     def actor(self) -> Actor:
@@ -156,6 +233,10 @@ class CommandContext:
     @property
     def sandbox(self) -> bool:
         return not self.request.execute_real
+
+    def command_ref(self, words: str) -> str:
+        """A command as the requester's frontend spells it (``podoctl backup list``)."""
+        return self.request.naming.command(words)
 
     def record(self, action: str, target: str, key: str, **detail: Any) -> None:
         self.changes.append(Change(action, target, key, detail))

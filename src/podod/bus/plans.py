@@ -78,6 +78,7 @@ class Plan:
     stdin: str | None
     expires: float
     changes: tuple[Entry, ...] = ()
+    ttl: float = 600.0
 
     def check(self, changes: Iterable[Change]) -> None:
         """Refuse (nothing is changed) when the request would now change something else."""
@@ -97,14 +98,17 @@ class PlanBook:
         self._plans: dict[str, Plan] = {}
 
     def issue(self, actor: Actor, argv: list[str], stdin: str | None,
-              changes: Iterable[Change] = ()) -> str:
+              changes: Iterable[Change] = (), ttl: float | None = None) -> str:
+        """A new plan id, valid ``ttl`` seconds (default: the book's; the bus passes the
+        origin's, ``commands.plan_ttl_by_origin``, as configured now)."""
         self._expire()
         if len(self._plans) >= self.limit:
             oldest = min(self._plans.values(), key=lambda p: p.expires)
             self._plans.pop(oldest.id, None)
         plan_id = secrets.token_hex(4)
-        self._plans[plan_id] = Plan(plan_id, actor, list(argv), stdin, time.time() + self.ttl,
-                                    fingerprint(changes))
+        ttl = self.ttl if ttl is None else ttl
+        self._plans[plan_id] = Plan(plan_id, actor, list(argv), stdin, time.time() + ttl,
+                                    fingerprint(changes), ttl)
         return plan_id
 
     def take(self, plan_id: str, actor: Actor) -> Plan:

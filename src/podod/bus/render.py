@@ -1,13 +1,23 @@
-"""Plain-text rendering of a reply, shared by podoctl's non-table output and the chat bot.
+"""One rendering of a reply for every frontend: :func:`blocks` decides what is shown and in
+which order (error, sandbox banner, table, message, plan, secrets, backup, notes, the hint to
+confirm), told how the frontend names commands (:class:`~podod.bus.context.Naming`); then
+:func:`render_text` (plain text), :func:`render_html` (chat) and podoctl's terminal output
+(rich) only dress the blocks.
 
 Data in a reply (names, addresses, audit argv, senders from a mail log) is shown as it is:
-:func:`visible` turns the characters a terminal acts on into escapes such as ``\\x1b``, and
-podoctl hands data to rich only as plain text, never as markup.
+:func:`visible` turns the characters a terminal acts on into escapes such as ``\\x1b``, HTML
+output escapes ``<``, ``&`` and quotes too, and podoctl hands data to rich only as plain
+text, never as markup.
 """
 
 from __future__ import annotations
 
-from podod.bus.context import Reply
+import html
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from podod.bus.context import PODOCTL, Naming, Reply
 
 SANDBOX_BANNER = "SANDBOX: nothing was changed."
 
@@ -21,6 +31,10 @@ _SHOWN_KEEP_NEWLINES = {c: text for c, text in _SHOWN.items() if c != 0x0A}
 # characters as JSON escapes; they only occur inside strings, so the JSON stays equal.
 JSON_ESCAPES = {c: f"\\u{c:04x}" for c in (*range(0x7F, 0xA0), *_REORDERING)}
 
+Style = Literal["", "bold", "error", "banner", "dim"]
+Kind = Literal["error", "banner", "table", "message", "change", "secret", "backup", "note",
+               "hint"]
+
 
 def visible(text: str, *, newlines: bool = False) -> str:
     """``text`` with every control character shown as an escape (``\\x1b``, ``\\r``
@@ -30,6 +44,42 @@ def visible(text: str, *, newlines: bool = False) -> str:
     return text.translate(_SHOWN_KEEP_NEWLINES if newlines else _SHOWN)
 
 
+def cell(value: Any) -> str:
+    """A table cell as text: nothing for None, yes/no, JSON for lists and dicts."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | dict):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Part:
+    """A run of text in one style; ``data`` text came from the reply (shown literally)."""
+
+    text: str
+    style: Style = ""
+    data: bool = True
+
+
+@dataclass(frozen=True)
+class Block:
+    """One line (or the table) of a rendered reply."""
+
+    kind: Kind
+    parts: tuple[Part, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts)
+
+
+def _own(text: str, style: Style = "") -> Part:
+    return Part(text, style, data=False)
+
+
 def plan_lines(reply: Reply) -> list[str]:
     if not reply.changes:
         return ["(no changes)"] if reply.sandbox else []
@@ -37,20 +87,98 @@ def plan_lines(reply: Reply) -> list[str]:
     return [f"{verb} {c.describe()}" for c in reply.changes]
 
 
-def render_text(reply: Reply) -> str:
-    """A reply as lines of text: the sandbox banner first, the plan, then the message."""
-    lines: list[str] = []
+def blocks(reply: Reply, naming: Naming = PODOCTL, *, asking: bool = False) -> list[Block]:
+    """What a frontend shows of ``reply``, in order. ``asking``: the frontend asks for the
+    confirmation itself (podoctl's prompt), so the hint to confirm is left out."""
     if not reply.ok:
-        return visible(f"Error: {reply.message}", newlines=True)
+        return [Block("error", (_own("Error:", "error"), _own(" "), Part(reply.message)))]
+    out: list[Block] = []
     if reply.sandbox:
-        lines.append(SANDBOX_BANNER)
-    if reply.message:
-        lines.append(reply.message)
-    lines += plan_lines(reply)
+        out.append(Block("banner", (_own(SANDBOX_BANNER, "banner"),)))
+    if reply.table is not None:
+        out.append(Block("table"))
+        if reply.message and reply.table.title is None:
+            out.append(Block("message", (Part(reply.message),)))
+    elif reply.message:
+        out.append(Block("message", (Part(reply.message),)))
+    out += [Block("change", (Part("  " + line),)) for line in plan_lines(reply)]
+    for secret in reply.secrets:
+        out.append(Block("secret", (Part(f"{secret.label} (shown once):", "bold"), _own(" "),
+                                    Part(secret.value))))
     if reply.backup_id:
-        lines.append(f"Backup {reply.backup_id} was taken before the change; undo with: "
-                     f"podoctl backup restore {reply.backup_id} --execute-real")
-    lines += reply.notes
-    if reply.sandbox and reply.plan_id:
-        lines.append(f"To apply it, repeat with --execute-real, or run: confirm {reply.plan_id}")
-    return visible("\n".join(lines), newlines=True)
+        out.append(Block("backup", (
+            _own("Backup "), Part(reply.backup_id, "bold"),
+            _own(" was taken before the change; undo with: "),
+            Part(naming.command(f"backup restore {reply.backup_id} --execute-real")))))
+    out += [Block("note", (Part(note),)) for note in reply.notes]
+    if reply.sandbox and not asking:
+        hint = (f", or run: {naming.command(f'confirm {reply.plan_id}')}"
+                if reply.plan_id else "")
+        out.append(Block("hint", (Part(f"To apply it, repeat the command with --execute-real"
+                                       f"{hint}."),)))
+    return out
+
+
+def _table_text(reply: Reply) -> list[str]:
+    table = reply.table
+    assert table is not None
+    head = [visible(cell(c)) for c in table.columns]
+    rows = [[visible(cell(v)) for v in row] for row in table.rows]
+    widths = [len(h) for h in head]
+    for row in rows:
+        for i, value in enumerate(row[:len(widths)]):
+            widths[i] = max(widths[i], len(value))
+    lines = [visible(table.title)] if table.title is not None else []
+    for row in (head, *rows):
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False))
+                     .rstrip())
+    return lines
+
+
+def render_text(reply: Reply, naming: Naming = PODOCTL) -> str:
+    """A reply as lines of plain text, every piece of data shown literally."""
+    lines: list[str] = []
+    for block in blocks(reply, naming):
+        if block.kind == "table":
+            lines += _table_text(reply)
+        else:
+            lines.append(visible(block.text, newlines=True))
+    return "\n".join(lines)
+
+
+_HTML_TAGS = {"bold": ("<b>", "</b>"), "error": ("<b>", "</b>"), "banner": ("<b>", "</b>"),
+              "dim": ("<i>", "</i>"), "": ("", "")}
+
+
+def _html(text: str) -> str:
+    return html.escape(visible(text, newlines=True)).replace("\n", "<br/>")
+
+
+def render_html(reply: Reply, naming: Naming) -> str:
+    """A reply as HTML for chat (Matrix's formatted body): data escaped, never markup."""
+    lines: list[str] = []
+    for block in blocks(reply, naming):
+        if block.kind == "table":
+            lines.append(_table_html(reply))
+            continue
+        text = "".join(f"{_HTML_TAGS[p.style][0]}{_html(p.text)}{_HTML_TAGS[p.style][1]}"
+                       for p in block.parts)
+        if block.kind == "change":
+            text = f"<code>{text.strip()}</code>"
+        lines.append(text)
+    return "<br/>\n".join(lines)
+
+
+def _table_html(reply: Reply) -> str:
+    table = reply.table
+    assert table is not None
+    out = ["<table>"]
+    if table.title is not None:
+        out.append(f"<caption>{html.escape(visible(table.title))}</caption>")
+    out.append("<tr>" + "".join(f"<th>{html.escape(visible(cell(c)))}</th>"
+                                for c in table.columns) + "</tr>")
+    for row in table.rows:
+        out.append("<tr>" + "".join(f"<td>{html.escape(visible(cell(v)))}</td>"
+                                    for v in row) + "</tr>")
+    out.append("</table>")
+    return "".join(out)

@@ -13,6 +13,10 @@ if TYPE_CHECKING:
 Permission = Literal["viewer", "domain-admin", "admin"]
 ParamKind = Literal["str", "int", "flag", "bool", "list", "duration", "choice"]
 Handler = Callable[..., Awaitable["Reply"]]
+# What a command reads from standard input: nothing, a secret (a password: podoctl prompts
+# for it twice on a terminal, and it never reaches the audit log) or data (a CSV file: read
+# as it is, up to socket.max_data_bytes).
+StdinKind = Literal["none", "secret", "data"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,27 @@ class CommandSpec:
     reads_stdin: bool = False
     plugin: str = "core"
     extra: dict[str, Any] = field(default_factory=dict)
+    # Standard input, declared: what it is, and the flag that asks for it (e.g.
+    # password_stdin); no flag: whenever the command runs. ``reads_stdin`` alone means a
+    # secret.
+    stdin: StdinKind = "none"
+    stdin_option: str | None = None
+    timeout: float | None = None  # seconds; None: commands.timeout
+
+    @property
+    def stdin_kind(self) -> StdinKind:
+        if self.stdin == "none" and self.reads_stdin:
+            return "secret"
+        return self.stdin
+
+    def wants_stdin(self, params: dict[str, Any]) -> StdinKind | None:
+        """What this request reads from standard input, or None."""
+        kind = self.stdin_kind
+        if kind == "none":
+            return None
+        if self.stdin_option is not None and not params.get(self.stdin_option):
+            return None
+        return kind
 
     @property
     def words(self) -> tuple[str, ...]:

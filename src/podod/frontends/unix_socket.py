@@ -2,9 +2,18 @@
 
 Protocol (one JSON object per line, both ways)::
 
-    → {"argv": ["user", "list"], "execute_real": false, "stdin": null}
-    ← {"type": "progress", "message": "..."}          (zero or more, for long operations)
-    ← {"type": "reply", "ok": true, "message": "...", ...}
+    → {"argv": ["user", "list"], "execute_real": false, "stdin": null, "stdin_offer": true}
+    ← {"type": "stdin", "kind": "secret" | "data", "limit": N}   (only if the command
+                                    declares input, none was sent, and the client offered)
+    → {"stdin": "..."}                                (a line of at most N bytes)
+    ← {"type": "progress", "message": "...", "done": 3, "total": 10}   (zero or more)
+    ← {"type": "reply", "ok": true, "status": "ok", "message": "...", ...}
+
+A client of before ``stdin_offer`` sends its input with the request (as a secret, within
+``socket.max_request_bytes``) and reads ``progress`` messages' ``message`` only; both still
+work. This frontend is a thin translation: who the peer is (``bus.identify``), its rate
+limit (``bus.admit``), what input the command declares (``bus.stdin_wanted``) and the reply
+all come from the bus.
 
 A connection may carry several requests, one after the other; each is authorized under the
 grants in force when it arrives (a reload applies to open connections). A malformed request
@@ -20,40 +29,25 @@ import grp
 import json
 import logging
 import os
-import pwd
 import socket
 import struct
 from pathlib import Path
 from typing import Any
 
 from podod.bus.context import Actor, Reply, Request
-from podod.config import AccessSettings, SocketSettings
-from podod.errors import ConfigError, Unauthenticated
+from podod.config import SocketSettings
+from podod.errors import ConfigError, RateLimited, Unauthenticated
 from podod.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 _PEERCRED = struct.Struct("3i")
+_PROGRESS_BACKLOG = 65_536  # bytes unsent to a slow client before progress is dropped
+_JSON_INLINE = 1_048_576  # larger lines are decoded in a worker thread
 
 
-def user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid{uid}"
-
-
-def actor_for_uid(uid: int, access: AccessSettings) -> Actor:
-    """root, and the user the daemon runs as, are admin; others as ``access.unix_users``."""
-    name = user_name(uid)
-    if uid in (0, os.geteuid()):
-        return Actor(f"unix:{name}", "admin")
-    grant = access.unix_users.get(name) or access.unix_users.get(str(uid))
-    if grant is None:
-        raise Unauthenticated(
-            f"the local user {name} may not use podod; an administrator can allow it under "
-            f"access.unix_users in podod.yaml")
-    return Actor(f"unix:{name}", grant.role, tuple(grant.domains))
+class _TooLarge(Exception):
+    pass
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -68,7 +62,30 @@ def _encode(obj: dict[str, Any]) -> bytes:
 
 def _bad(message: str, code: str = "bad-request") -> dict[str, Any]:
     return {"type": "reply", **Reply(ok=False, message=message, code=code,
-                                     exit_code=2).to_dict()}
+                                     exit_code=2, status="invalid").to_dict()}
+
+
+async def _read_line(reader: asyncio.StreamReader, limit: int) -> bytes:
+    """One line of at most ``limit`` bytes, even past the reader's own limit (declared data
+    may be larger than a request); :class:`_TooLarge` as soon as it is longer."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            part = await reader.readuntil(b"\n")
+            done = True
+        except asyncio.LimitOverrunError as exc:
+            part = await reader.readexactly(exc.consumed)
+            done = False
+        except asyncio.IncompleteReadError as exc:
+            part = exc.partial
+            done = True
+        size += len(part)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(part)
+        if done:
+            return b"".join(chunks)
 
 
 class UnixSocketFrontend:
@@ -80,6 +97,7 @@ class UnixSocketFrontend:
         self._handlers: set[asyncio.Task[None]] = set()
         self._busy: set[asyncio.Task[None]] = set()  # handlers running a request right now
         self._stopping = False
+        self._offers: set[str] = set()  # ids of requests whose client can send input
 
     async def ensure_free(self) -> None:
         """Refuse early, before anything else starts, when another podod serves the path."""
@@ -153,8 +171,10 @@ class UnixSocketFrontend:
         finally:
             self._handlers.discard(task)
             writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            try:  # a client that stopped reading would hold the close (and a stop) for ever
+                await asyncio.wait_for(writer.wait_closed(), 5.0)
+            except Exception:
+                writer.transport.abort()
 
     async def _send(self, writer: asyncio.StreamWriter, obj: dict[str, Any]) -> None:
         writer.write(_encode(obj))
@@ -164,19 +184,21 @@ class UnixSocketFrontend:
                             writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
         uid = peer_uid(sock)
+        bus = self.runtime.bus
+        assert bus is not None
         try:
-            actor = actor_for_uid(uid, self.runtime.config.access)
+            actor = bus.identify("unix", uid)
         except Unauthenticated as exc:
             # Read the request before refusing it: closing first would make the client's
             # write fail with a broken pipe instead of showing it this sentence.
             line = b""
             with contextlib.suppress(Exception):
                 line = await asyncio.wait_for(reader.readline(), 5.0)
-            parsed = self._request(line, Actor(f"unix:{user_name(uid)}", "viewer"))
+            parsed = self._request(line, Actor(bus.refused_name("unix", uid), "viewer"))
             argv = parsed.argv if isinstance(parsed, Request) else []
-            bus = self.runtime.bus
-            assert bus is not None
-            reply = await bus.refuse(f"unix:{user_name(uid)}", "socket", argv, exc)
+            if isinstance(parsed, Request):
+                self._offers.discard(parsed.id)
+            reply = await bus.refuse(bus.refused_name("unix", uid), "socket", argv, exc)
             await self._send(writer, {"type": "reply", **reply.to_dict()})
             return
         limit = self.settings.max_request_bytes
@@ -201,35 +223,90 @@ class UnixSocketFrontend:
             if isinstance(request, dict):
                 await self._send(writer, request)
                 continue
+            offered = request.id in self._offers
+            self._offers.discard(request.id)
             # Every request under the grants in force now: a reload (SIGHUP) that removed or
             # changed this user's grant applies to an open connection's next request too.
             try:
-                request.actor = actor = actor_for_uid(uid, self.runtime.config.access)
-            except Unauthenticated as exc:
-                bus = self.runtime.bus
-                assert bus is not None
-                reply = await bus.refuse(f"unix:{user_name(uid)}", "socket", request.argv, exc)
+                request.actor = actor = bus.identify("unix", uid)
+                bus.admit(actor)
+            except (Unauthenticated, RateLimited) as exc:
+                reply = await bus.refuse(actor.name if isinstance(exc, RateLimited)
+                                         else bus.refused_name("unix", uid),
+                                         "socket", request.argv, exc)
                 await self._send(writer, {"type": "reply", **reply.to_dict()})
-                return
+                if isinstance(exc, Unauthenticated):
+                    return
+                continue
+            if request.stdin is None and offered:
+                refused = await self._ask_stdin(reader, writer, request)
+                if refused is not None:
+                    await self._send(writer, refused)
+                    if refused.get("code") == "too-large":
+                        return
+                    continue
 
-            async def progress(message: str) -> None:
-                await self._send(writer, {"type": "progress", "message": message})
+            async def progress(message: str, done: int | None = None,
+                               total: int | None = None) -> None:
+                # Never waits for the client: a slow reader loses progress messages, and a
+                # handler inside a database transaction is never held by one.
+                if writer.transport.get_write_buffer_size() > _PROGRESS_BACKLOG:
+                    return
+                update: dict[str, Any] = {"type": "progress", "message": message}
+                if done is not None or total is not None:  # as before when there is no count
+                    update |= {"done": done, "total": total}
+                writer.write(_encode(update))
 
-            bus = self.runtime.bus
-            assert bus is not None
             self._busy.add(task)
             try:
                 reply = await bus.execute(request, progress)
             except asyncio.CancelledError:
-                # Stopping: say so instead of just closing (the bus rolled back and audited).
+                # Stopping: say so instead of just closing; the bus says what was committed.
                 with contextlib.suppress(Exception):
-                    writer.write(_encode(_bad(
-                        "the request was cancelled because podod is stopping; nothing was "
-                        "committed", "cancelled") | {"exit_code": 1}))
+                    if request.interrupted is not None:
+                        writer.write(_encode({"type": "reply",
+                                              **request.interrupted.to_dict()}))
+                    else:
+                        writer.write(_encode(_bad(
+                            "the request was cancelled because podod is stopping; nothing "
+                            "was committed", "cancelled") | {"exit_code": 1,
+                                                             "status": "unavailable"}))
                 raise
             finally:
                 self._busy.discard(task)
             await self._send(writer, {"type": "reply", **reply.to_dict()})
+
+    async def _ask_stdin(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         request: Request) -> dict[str, Any] | None:
+        """Ask the client for the input the command declares, and read it (a secret within
+        ``max_request_bytes``, data within ``max_data_bytes``). An error reply, or None."""
+        bus = self.runtime.bus
+        assert bus is not None
+        kind = bus.stdin_wanted(request.argv)
+        if kind is None:
+            return None
+        limit = (self.settings.max_data_bytes if kind == "data"
+                 else self.settings.max_request_bytes)
+        await self._send(writer, {"type": "stdin", "kind": kind, "limit": limit})
+        try:
+            line = await _read_line(reader, limit)
+        except _TooLarge:
+            what = "input" if kind == "data" else "request"
+            return _bad(f"{what} larger than {limit} bytes; refused", "too-large")
+        try:
+            obj = (await asyncio.to_thread(json.loads, line) if len(line) > _JSON_INLINE
+                   else json.loads(line))
+        except (ValueError, RecursionError):
+            return _bad("the input is not a JSON object with a 'stdin' string")
+        stdin = obj.get("stdin") if isinstance(obj, dict) else None
+        if not isinstance(stdin, str):
+            return _bad("the input is not a JSON object with a 'stdin' string")
+        try:
+            stdin.encode("utf-8")
+        except UnicodeEncodeError:
+            return _bad("the input holds text that is not valid Unicode")
+        request.stdin = stdin
+        return None
 
     def _request(self, line: bytes, actor: Actor) -> Request | dict[str, Any]:
         try:
@@ -253,5 +330,8 @@ class UnixSocketFrontend:
                 text.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate such as "\ud800"
             return _bad("the request holds text that is not valid Unicode")
-        return Request(argv=argv, actor=actor, origin="socket",
-                       execute_real=obj.get("execute_real") is True, stdin=stdin)
+        request = Request(argv=argv, actor=actor, origin="socket",
+                          execute_real=obj.get("execute_real") is True, stdin=stdin)
+        if obj.get("stdin_offer") is True:  # the client reads input when asked
+            self._offers.add(request.id)
+        return request

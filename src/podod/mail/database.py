@@ -4,8 +4,8 @@ changing mail command runs in.
 The unit of work is what makes the sandbox honest: the handler's real SQL runs in one
 transaction; every insert, update and delete goes through :class:`MailUnitOfWork`, which
 records the change (key fields only, never password hashes) and the row as it was before.
-The bus then rolls the transaction back (sandbox), or asks the backup gate to take and verify
-a backup of exactly those rows and commits (real).
+The bus then rolls the transaction back (sandbox), or runs its pre-change gates (the backup
+gate takes and verifies a backup of exactly those rows) and commits (real).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import asyncpg
 
 from podod.bus.context import Change, CommandContext
 from podod.errors import (
-    BackupFailed,
     Conflict,
     NotFound,
     PermissionDenied,
@@ -396,15 +395,9 @@ class MailUnitOfWork:
         finally:
             await self._release()
 
-    async def commit(self, ctx: CommandContext) -> str | None:
-        if not self._changes:
-            await self.rollback()
-            return None
-        gate = ctx.runtime.component("backup")
-        if gate is None:
-            raise BackupFailed("the backup could not be taken (no backup gate is running); "
-                               "nothing was changed")
-        backup_id: str = await gate.take(self, ctx)
+    async def commit(self, ctx: CommandContext) -> None:
+        """Commit; the bus ran its pre-change gates (the backup, ``ctx.backup_id``) first."""
+        backup_id = ctx.backup_id
         self._done = True
         try:
             await self._tx.commit()
@@ -412,11 +405,10 @@ class MailUnitOfWork:
             refused = sql_error(exc)
             if refused is None:
                 raise
-            raise type(refused)(f"{refused.message} (backup {backup_id} was taken but not "
-                                "needed)") from None
+            taken = f" (backup {backup_id} was taken but not needed)" if backup_id else ""
+            raise type(refused)(f"{refused.message}{taken}") from None
         finally:
             await self._release()
-        return backup_id
 
     async def _release(self) -> None:
         """Back to the pool it came from (closed meanwhile if the tunnel's server went

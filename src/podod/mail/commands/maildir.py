@@ -60,7 +60,7 @@ def setup(registry: Registry) -> None:
         params=[Opt("older_than", "purge entries moved at least this many days ago "
                     "(default: mail.maildir.trash_days; 0: everything)", kind="int",
                     minimum=0, maximum=100_000)],
-        permission="admin", mutating=True,
+        permission="admin", mutating=True, timeout=3600,
         description="podod runs this itself every mail.maildir.purge_interval. A purged "
                     "maildir is gone for good: restore its mailbox before that.")
     async def maildir_purge(ctx: CommandContext, older_than: int | None) -> Reply:
@@ -81,7 +81,8 @@ def setup(registry: Registry) -> None:
                                  f"least {days} days old and would be purged",
                          data=[_row(e, days, now) for e in due])
         done, problems = [], []
-        for entry in due:
+        for count, entry in enumerate(due):
+            await ctx.progress(f"purging {entry.entry} on {ops.server}", count, len(due))
             try:
                 await ops.purge(entry)
             except PododError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.context import CommandContext, Reply, Secret, Table
 from podod.bus.scope import domain_scope, visible
 from podod.bus.spec import Arg, Opt
 from podod.errors import (
@@ -71,6 +71,13 @@ async def _mailbox(db: Any, address: str) -> dict[str, Any]:
     return dict(row)
 
 
+
+def _shown(ctx: CommandContext, generated: str | None) -> list[Secret]:
+    """A generated password, shown once, and only when it was really set."""
+    if generated is None or not ctx.execute_real:
+        return []
+    return [Secret("Generated password", generated)]
+
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if k in ("created", "modified", "token_validity", "password_expiry")
                 else v) for k, v in row.items() if k not in ("password", "token")}
@@ -88,7 +95,8 @@ def setup(registry: Registry) -> None:
                 Opt("inactive", "create it switched off", kind="flag"),
                 Opt("reuse_maildir", "create it although an old maildir of this address is "
                     "still on the mail server: the new mailbox gets that mail", kind="flag")],
-        permission="domain-admin", mutating=True, unit="maildb", reads_stdin=True,
+        permission="domain-admin", mutating=True, unit="maildb", stdin="secret",
+        stdin_option="password_stdin",
         description="An address whose old maildir is still on mail.maildir.server (its "
                     "mailbox was deleted without --remove-maildir) is refused unless "
                     "--reuse-maildir: the new owner would read the old owner's mail.",
@@ -145,7 +153,7 @@ def setup(registry: Registry) -> None:
         verb = "created" if ctx.execute_real else "would be created"
         return Reply(message=f"mailbox {username} {verb} (quota {mb(quota)})",
                      data={"username": username, "quota": quota},
-                     secret=generated if ctx.execute_real else None,
+                     secrets=_shown(ctx, generated),
                      notes=notes + ([] if ctx.execute_real or not generated else
                      ["A password will be generated and shown once when this runs for real."]))
 
@@ -236,7 +244,8 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "user reset-password", "Set a new password for a mailbox",
         params=[Arg("address", "the mailbox"), *PASSWORD_OPTS],
-        permission="domain-admin", mutating=True, unit="maildb", reads_stdin=True,
+        permission="domain-admin", mutating=True, unit="maildb", stdin="secret",
+        stdin_option="password_stdin",
         examples=["user reset-password alice@example.com --generate-password",
                   "podoctl user reset-password alice@example.com --password-stdin"])
     async def user_reset_password(ctx: CommandContext, address: str, password_stdin: bool,
@@ -251,7 +260,7 @@ def setup(registry: Registry) -> None:
                          {"password": digest, "password_expiry": password_expiry(domain)})
         return Reply(message=f"password of {username} "
                              f"{'changed' if ctx.execute_real else 'would be changed'}",
-                     secret=generated if ctx.execute_real else None)
+                     secrets=_shown(ctx, generated))
 
     @registry.command(
         "user delete", "Delete a mailbox and its alias row",
@@ -372,8 +381,9 @@ def _remove_maildir_after(ctx: CommandContext, username: str, maildir: str,
             notes.append(f"There was no maildir {home} on {server} (the mailbox never received "
                          "mail nor logged in): nothing was moved.")
             return
-        notes.append(f"The maildir stays in the trash {kept}; to undo: podoctl backup restore "
-                     f"{ctx.backup_id} --execute-real, then podoctl user restore-maildir "
-                     f"{username} --execute-real")
+        restore = ctx.command_ref(f"backup restore {ctx.backup_id} --execute-real")
+        maildir = ctx.command_ref(f"user restore-maildir {username} --execute-real")
+        notes.append(f"The maildir stays in the trash {kept}; to undo: {restore}, then "
+                     f"{maildir}")
 
     ctx.after(f"move maildir {home} to {target} on {server}", move)

@@ -20,6 +20,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from podod.bus.context import Progress, _no_progress
 from podod.errors import NotFound, Unavailable, ValidationError
 from podod.monitor.traffic import sources
 from podod.monitor.traffic.clock import LogClock
@@ -76,7 +77,7 @@ def check_path(path: str, dirs: list[str]) -> str:
 
 
 async def backfill(traffic: Traffic, server: ServerConfig, runner: Any, files: list[str],
-                   *, sandbox: bool) -> list[FileResult]:
+                   *, sandbox: bool, progress: Progress = _no_progress) -> list[FileResult]:
     store = traffic.store
     paths = [check_path(f, allowed_dirs(traffic, server)) for f in files]
     found = sources.parse_stat((await runner.run(sources.stat_argv(*paths),
@@ -89,9 +90,11 @@ async def backfill(traffic: Traffic, server: ServerConfig, runner: Any, files: l
                            clock=LogClock(traffic.zone))
     parser.until = position.followed_since if position is not None else None
     results = []
-    for path in paths:
+    for done, path in enumerate(paths):
+        await progress(f"reading {path} on {server.name}", done, len(paths))
         results.append(await _read_file(traffic, server, runner, parser, path,
                                         found[path][2]))
+    await progress(f"read {len(paths)} file(s) on {server.name}", len(paths), len(paths))
     if not sandbox:
         for result in results:
             if result.record is not None and result.tally is not None and result.counted:

@@ -160,7 +160,7 @@ def setup_commands(registry: Registry) -> None:
         "traffic backfill", "Count old or rotated mail logs (plain or .gz) into the store",
         params=[Opt("server", "the server the logs come from", metavar="NAME", required=True),
                 Arg("files", "absolute paths on that server", kind="list", metavar="FILE...")],
-        permission="admin", mutating=True,
+        permission="admin", mutating=True, timeout=7200,
         description="The files are read on the server itself (allow-listed cat / gzip -dc, "
                     "only inside its log folder or traffic.backfill_dirs). Importing a "
                     "file twice adds nothing; lines podod already counted while following "
@@ -177,7 +177,7 @@ def setup_commands(registry: Registry) -> None:
             raise ValidationError("name at least one log file to import")
         runner = runner_for(ctx.runtime, configured[server])
         results = await backfill(traffic, configured[server], runner, files,
-                                 sandbox=ctx.sandbox)
+                                 sandbox=ctx.sandbox, progress=ctx.progress)
         for r in results:
             if r.counted:
                 ctx.record("import", "mail log", r.file, server=server, lines=r.counted,
