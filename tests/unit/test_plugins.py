@@ -23,7 +23,7 @@ def test_example_plugin_loads_with_settings() -> None:
     registry = Registry({"example": {"greeting": "hi"}})
     infos = load_plugins(registry, [REPO / "plugins"], use_entry_points=False)
     example = next(i for i in infos if i.name == "example")
-    assert example.loaded and example.commands == 2
+    assert example.loaded and example.commands == 3  # hello, note, count
     assert registry.commands["example hello"].plugin == "example"
     assert "example_uptime" in registry.collectors
 
