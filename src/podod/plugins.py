@@ -91,6 +91,7 @@ class Registry:
         self, name: str, summary: str, *, params: Iterable[Param] = (),
         permission: Permission = "viewer", mutating: bool = False, unit: str | None = None,
         description: str = "", examples: Iterable[str] = (), reads_stdin: bool = False,
+        reply: dict[str, Any] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Declare a command where it is handled::
 
@@ -103,7 +104,7 @@ class Registry:
                 name=" ".join(name.split()), summary=summary, handler=handler,
                 params=tuple(params), permission=permission, mutating=mutating, unit=unit,
                 description=description, examples=tuple(examples), reads_stdin=reads_stdin,
-                plugin=self._current,
+                plugin=self._current, reply=reply,
             ))
             return handler
 
