@@ -263,15 +263,19 @@ def bind_json(spec: CommandSpec, body: Any) -> dict[str, Any]:
                              f"(parameters: {known})",
                              f"{spec.name}: unknown parameter (parameters: {known})")
     out: dict[str, Any] = {}
-    for key, param in params.items():
-        value = body.get(key)
-        if value is None:
-            if param.required:
-                what = param.display if param.positional else param.flag
-                raise ParseError(f"{spec.name}: {what} is required (usage: {spec.usage})")
-            out[param.name] = param.default if param.kind != "flag" else bool(param.default)
-        else:
-            out[param.name] = KINDS[param.kind].from_json(spec, param, value)
+    # In the grammar's order, so that the first problem is the same one: the options as
+    # given, then the positionals, then what is missing.
+    given = [params[k] for k, v in body.items() if v is not None]
+    for param in [p for p in given if not p.positional] + [p for p in spec.params
+                                                           if p.positional and p in given]:
+        out[param.name] = KINDS[param.kind].from_json(spec, param, body[json_key(param)])
+    for param in spec.params:
+        if param.name in out:
+            continue
+        if param.required:
+            what = param.display if param.positional else param.flag
+            raise ParseError(f"{spec.name}: {what} is required (usage: {spec.usage})")
+        out[param.name] = param.default if param.kind != "flag" else bool(param.default)
     return out
 
 
