@@ -82,7 +82,7 @@ class DaemonProcess:
         switched on, see :mod:`podod.testbed.schemas`)."""
         if schemas.enabled() and isinstance(reply, dict) and "ok" in reply:
             if self._schemas is None:
-                self._schemas = schemas.ReplySchemas.from_help(self._request(["help"]))
+                self._schemas = schemas.ReplySchemas.from_config(self.config_path)
             self._schemas.check(list(argv), reply)
         return reply
 

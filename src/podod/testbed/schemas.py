@@ -1,16 +1,21 @@
 """Check every reply a test receives against the reply schema its command declares.
 
 Switched on by ``PODOD_CHECK_REPLY_SCHEMAS=1`` (the integration suite's conftest sets it):
-:class:`podod.testbed.daemon.DaemonProcess` then reads the daemon's ``help`` once (every
-command with its reply schema, as ``podoctl help --json`` prints them) and validates each
-reply of ``request``, ``request_as`` and ``podoctl --json`` with ``jsonschema``. A reply that
-does not match its declaration fails the test that received it.
+:class:`podod.testbed.daemon.DaemonProcess` then validates each reply of ``request``,
+``request_as`` and ``podoctl --json`` with ``jsonschema`` against the reply schema of its
+command, as ``podoctl help --json`` gives it. A reply that does not match its declaration
+fails the test that received it.
+
+The schemas come from the daemon's own declarations, loaded the way the daemon loads them
+(the built-in modules and the plugins its config names), not from a ``help`` request: that
+request would be one more audit record in tests that count them.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 ENV = "PODOD_CHECK_REPLY_SCHEMAS"
@@ -61,6 +66,21 @@ class ReplySchemas:
             jsonschema.Draft202012Validator.check_schema(schema)
             self.validators[entry["command"]] = jsonschema.Draft202012Validator(
                 schema).validate
+
+    @classmethod
+    def from_config(cls, config_path: Path) -> ReplySchemas:
+        """The commands a daemon started with ``config_path`` declares."""
+        from podod.builtins import BUILTIN_MODULES
+        from podod.bus import grammar
+        from podod.config import load_config
+        from podod.plugins import Registry, load_builtins, load_plugins
+
+        config = load_config(config_path)
+        registry = Registry(config.plugins.settings)
+        load_builtins(registry, BUILTIN_MODULES)
+        load_plugins(registry, config.plugins.dirs, use_entry_points=config.plugins.entry_points,
+                     disabled=config.plugins.disabled)
+        return cls([grammar.help_data(spec) for spec in registry.commands.values()])
 
     @classmethod
     def from_help(cls, reply: dict[str, Any]) -> ReplySchemas:
