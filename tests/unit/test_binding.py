@@ -112,7 +112,7 @@ def requests(draw: st.DrawFn) -> tuple[CommandSpec, list[str], dict[str, Any]]:
     return spec, argv, body
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests())
 def test_argv_and_json_bind_to_the_same_values_and_the_same_sentences(
         request: tuple[CommandSpec, list[str], dict[str, Any]]) -> None:
