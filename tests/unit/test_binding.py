@@ -226,3 +226,21 @@ def test_a_reply_is_checked_against_its_command_declaration() -> None:
     assert not validator.is_valid(reply)
     refused = {"ok": False, "message": "no", "code": "usage", "exit_code": 2, "data": None}
     validator.validate(refused)  # a refusal carries no data
+
+
+def test_a_json_request_names_its_command_as_podoctl_would() -> None:
+    spec, params = binding.bind_command("User  Show", {"address": "a@example.com"}, COMMANDS)
+    assert spec.name == "user show" and params == {"address": "a@example.com"}
+    assert binding.bind_command("status", None, COMMANDS)[1] == {}
+    with pytest.raises(ParseError) as by_argv:
+        grammar.parse(["user", "crate"], COMMANDS)
+    assert by_argv.value.message.endswith("did you mean 'user create'?")
+    for command, sentence in [
+            ("user crate", by_argv.value.message),  # the same sentence as from podoctl
+            ("user show alice", "unknown command 'user show alice'; try 'help' for the list "
+                                "of commands"),
+            ("user --help", "the command must be its name as text, e.g. 'user create'"),
+            (["user", "show"], "the command must be its name as text, e.g. 'user create'")]:
+        with pytest.raises(ParseError) as info:
+            binding.bind_command(command, {}, COMMANDS)
+        assert info.value.message == sentence

@@ -279,6 +279,25 @@ def bind_json(spec: CommandSpec, body: Any) -> dict[str, Any]:
     return out
 
 
+def bind_command(command: Any, body: Any, commands: Mapping[str, CommandSpec]
+                 ) -> tuple[CommandSpec, dict[str, Any]]:
+    """A JSON request (an HTTP frontend's: the command's name and its parameters as a JSON
+    object) as the spec and the handler's keyword arguments. An unknown command gets the
+    grammar's sentence, as the same words typed in podoctl would."""
+    from podod.bus.grammar import find_command  # the grammar imports this module
+
+    if not isinstance(command, str) or "\x00" in command:
+        raise ParseError("the command must be its name as text, e.g. 'user create'")
+    words = command.split()
+    if any(w.startswith("-") for w in words):
+        raise ParseError("the command must be its name as text, e.g. 'user create'")
+    spec, rest = find_command(words, commands)
+    if rest:
+        raise ParseError(f"unknown command '{' '.join(words)}'; try 'help' for the list of "
+                         "commands", "unknown command")
+    return spec, bind_json(spec, {} if body is None else body)
+
+
 # -- JSON Schemas --------------------------------------------------------------------------
 
 def param_schema(param: Param) -> dict[str, Any]:
