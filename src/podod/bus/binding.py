@@ -222,15 +222,6 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
 )}
 
 
-def kind_of(param: Param) -> Kind:
-    return KINDS[param.kind]
-
-
-def convert_argv(spec: CommandSpec, param: Param, raw: str) -> Any:
-    """One argv word as the value of ``param`` (for a flag: the word after ``--flag=``)."""
-    return KINDS[param.kind].from_argv(spec, param, raw)
-
-
 # -- JSON binding --------------------------------------------------------------------------
 
 def json_key(param: Param) -> str:
@@ -240,10 +231,11 @@ def json_key(param: Param) -> str:
 
 
 def _holds_nul(value: Any) -> bool:
+    """A NUL in a text or in a list's text (one level: deeper values are refused anyway)."""
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, list):
-        return any(_holds_nul(v) for v in value)
+        return any(isinstance(v, str) and "\x00" in v for v in value)
     return False
 
 
