@@ -14,6 +14,7 @@ request would be one more audit record in tests that count them.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,12 @@ class ReplySchemas:
 
         config = load_config(config_path)
         registry = Registry(config.plugins.settings)
-        load_builtins(registry, BUILTIN_MODULES)
-        load_plugins(registry, config.plugins.dirs, use_entry_points=config.plugins.entry_points,
-                     disabled=config.plugins.disabled)
+        with warnings.catch_warnings():  # a plugin's warnings are the daemon's to show
+            warnings.simplefilter("ignore")
+            load_builtins(registry, BUILTIN_MODULES)
+            load_plugins(registry, config.plugins.dirs,
+                         use_entry_points=config.plugins.entry_points,
+                         disabled=config.plugins.disabled)
         return cls([grammar.help_data(spec) for spec in registry.commands.values()])
 
     @classmethod
