@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 from podod.bus.context import CommandContext, Reply
+from podod.bus.shapes import STR, arr, nullable, obj
 from podod.bus.spec import Arg, Opt
 from podod.monitor.model import Sample
 from podod.plugins import Registry
@@ -27,6 +28,7 @@ def setup(registry: Registry) -> None:
         params=[Arg("name", "who to greet", required=False, default="world"),
                 Opt("shout", "upper-case the greeting", kind="flag")],
         examples=["example hello", "example hello Alice --shout"],
+        reply=obj({"greeting": STR}),  # the JSON Schema of the reply's data (help --json)
     )
     async def hello(ctx: CommandContext, name: str, shout: bool) -> Reply:
         text = f"{greeting}, {name}!"
@@ -37,6 +39,7 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "example note", "Keep a note in memory (the example plugin's changing command)",
         params=[Arg("text", "the note")], permission="admin", mutating=True,
+        reply=nullable(obj({"notes": arr(STR)})),  # the sandbox run has no data
     )
     async def note(ctx: CommandContext, text: str) -> Reply:
         await ctx.progress(f"checking {len(notes)} earlier notes")  # streamed to podoctl

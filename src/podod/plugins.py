@@ -106,7 +106,7 @@ class Registry:
         permission: Permission = "viewer", mutating: bool = False, unit: str | None = None,
         description: str = "", examples: Iterable[str] = (), reads_stdin: bool = False,
         stdin: StdinKind = "none", stdin_option: str | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None, reply: dict[str, Any] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Declare a command where it is handled::
 
@@ -120,7 +120,7 @@ class Registry:
                 params=tuple(params), permission=permission, mutating=mutating, unit=unit,
                 description=description, examples=tuple(examples), reads_stdin=reads_stdin,
                 plugin=self._current, stdin=stdin, stdin_option=stdin_option,
-                timeout=timeout,
+                timeout=timeout, reply=reply,
             ))
             return handler
 

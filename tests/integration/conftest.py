@@ -27,10 +27,14 @@ from podod.testbed.ports import free_port
 from podod.testbed.postfix import Postfix
 from podod.testbed.postfixadmin import PostfixAdmin
 from podod.testbed.postgres import PgCluster
+from podod.testbed.schemas import ENV as CHECK_REPLY_SCHEMAS
 from podod.testbed.sogo import SOGo
 from podod.testbed.sshd import Sshd
 
 OWNER, OWNER_PW = "podod", "podod-owner-pw"
+# Every reply a test receives from a daemon is checked against its command's declared reply
+# schema (podod.testbed.schemas): the whole suite exercises the declarations.
+os.environ.setdefault(CHECK_REPLY_SCHEMAS, "1")
 _counter = itertools.count()
 
 

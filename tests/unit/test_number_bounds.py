@@ -19,7 +19,7 @@ from podod.errors import ConfigError, UsageError
 from podod.plugins import Registry, load_builtins, load_plugins
 
 REPO = Path(__file__).resolve().parents[2]
-NUMERIC = ("int", "duration")  # every kind the grammar converts to a number
+NUMERIC = ("int", "size", "duration")  # every kind the grammar converts to a number
 ABSURD = ["nan", "NaN", "inf", "-inf", "Infinity", "1e309", "1e300", "-1e309", "1e30",
           "9" * 5000]
 
@@ -33,7 +33,7 @@ def registry_commands() -> dict[str, CommandSpec]:
 
 def _fill(param: Param) -> list[str]:
     """A harmless valid value for a required parameter that is not under test."""
-    value = {"int": "1", "duration": "1h", "bool": "yes", "list": "x",
+    value = {"int": "1", "size": "1", "duration": "1h", "bool": "yes", "list": "x",
              "choice": param.choices[0] if param.choices else "x"}.get(param.kind, "x")
     return [value] if param.positional else [param.flag, value]
 
@@ -50,7 +50,8 @@ def numeric_cases() -> list[tuple[str, str, str]]:
 def test_the_registry_has_numeric_parameters_to_check() -> None:
     kinds = {p.kind for spec in registry_commands().values() for p in spec.params}
     assert set(NUMERIC) <= kinds
-    assert kinds <= set(NUMERIC) | {"str", "flag", "bool", "list", "choice"}, \
+    assert kinds <= set(NUMERIC) | {"str", "address", "domain", "secret", "flag", "bool", "list",
+                                    "choice"}, \
         "a new parameter kind: decide whether it is a number and add it to NUMERIC"
     assert len(numeric_cases()) >= 20 * len(ABSURD)
 

@@ -16,6 +16,7 @@ from podod.alerts.component import AlertsComponent, factory
 from podod.alerts.matchers import Matcher, MatcherError, describe, parse_text
 from podod.alerts.silences import Silence
 from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.shapes import BOOL, INT, NULL, NUM, STR, arr, nullable, obj
 from podod.bus.spec import Arg, Opt
 from podod.durations import format_duration
 from podod.errors import NotFound, Unavailable, UsageError, ValidationError
@@ -53,6 +54,30 @@ def _duration(command: str, seconds: float | None) -> float:
     return float(seconds)
 
 
+_ALERT = obj({"fingerprint": STR, "rule": STR, "server": STR, "state": STR, "severity": STR,
+               "value": nullable(NUM), "since": nullable(NUM),
+               "labels": {"type": "object", "additionalProperties": STR},
+               "summary": STR, "muted": nullable(STR), "stale": BOOL})
+SILENCE = obj({"id": STR, "kind": STR, "matchers": STR, "starts": NUM, "ends": NUM,
+               "reason": STR, "created_by": STR, "ended_by": nullable(STR)})
+WINDOW = obj({"name": STR, "schedule": STR, "timezone": STR, "duration": NUM,
+              "servers": arr(STR), "active_until": nullable(NUM), "next_start": nullable(NUM),
+              "reason": STR})
+LIST_REPLY = obj({"alerts": arr(_ALERT), "silences": arr(SILENCE), "maintenance": arr(WINDOW)},
+                 optional=("silences", "maintenance"),
+                 description="the alerts (times: Unix seconds); with --all also the active "
+                             "silences and maintenance windows")
+HISTORY_REPLY = arr(obj({"id": INT, "ts": NUM, "event": STR, "rule": STR, "server": STR,
+                         "fingerprint": STR, "severity": STR, "value": nullable(NUM),
+                         "detail": STR}), "history entries, newest first")
+RULES_REPLY = arr(obj({"name": STR, "condition": STR, "for": NUM, "keep_firing_for": NUM,
+                       "severity": STR, "source": STR, "firing": INT}))
+SILENCES_REPLY = obj({"silences": arr(SILENCE), "windows": arr(WINDOW)})
+CREATE_REPLY = obj({"matchers": STR, "ends": NUM, "matching": arr(STR)},
+                   description="the silence (the sandbox: what it matches and when it would "
+                               "end); matching: fingerprints of the alerts it matches now")
+
+
 def setup(registry: Registry) -> None:
     registry.component("alerts", factory)
     notifiers.setup(registry)
@@ -63,7 +88,7 @@ def setup(registry: Registry) -> None:
         params=[Opt("all", "also pending alerts, silences and maintenance windows",
                     kind="flag"),
                 Opt("server", "only this server")],
-        examples=["alerts list", "alerts list --all --server mx1"],
+        examples=["alerts list", "alerts list --all --server mx1"], reply=LIST_REPLY,
     )
     async def alerts_list(ctx: CommandContext, all: bool, server: str | None) -> Reply:
         comp = component_of(ctx)
@@ -100,7 +125,7 @@ def setup(registry: Registry) -> None:
         params=[Opt("since", "how far back", kind="duration", default=86400.0),
                 Opt("server", "only this server"), Opt("rule", "only this rule"),
                 Opt("limit", "at most this many entries", kind="int", default=200)],
-        examples=["alerts history --since 7d --server mx1"],
+        examples=["alerts history --since 7d --server mx1"], reply=HISTORY_REPLY,
     )
     async def alerts_history(ctx: CommandContext, since: float, server: str | None,
                              rule: str | None, limit: int) -> Reply:
@@ -121,7 +146,8 @@ def setup(registry: Registry) -> None:
                      table=Table(["time (UTC)", "event", "server", "rule", "severity",
                                   "value", "detail"], table, title="alert history"))
 
-    @registry.command("alerts rules", "List the loaded alert rules and what they check")
+    @registry.command("alerts rules", "List the loaded alert rules and what they check",
+                      reply=RULES_REPLY)
     async def alerts_rules(ctx: CommandContext) -> Reply:
         comp = component_of(ctx)
         counts: dict[str, int] = {}
@@ -141,6 +167,7 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "alerts silences", "List silences and maintenance windows",
         params=[Opt("all", "also expired and ended ones (the last 200)", kind="flag")],
+        reply=SILENCES_REPLY,
     )
     async def alerts_silences(ctx: CommandContext, all: bool) -> Reply:
         comp = component_of(ctx)
@@ -178,7 +205,7 @@ def setup(registry: Registry) -> None:
                 Opt("for_", "how long, e.g. 2h", kind="duration", required=True),
                 Opt("reason", "why (shown in reminders, the history and the audit log)",
                     required=True)],
-        permission="admin", mutating=True,
+        permission="admin", mutating=True, reply=CREATE_REPLY,
         description="A silence suppresses notifications about matching alerts; they are "
                     "still evaluated, listed and recorded. A reminder is sent "
                     "alerts.silence_reminder before it ends.",
@@ -223,7 +250,7 @@ def setup(registry: Registry) -> None:
         params=[Opt("server", "the server under maintenance", required=True),
                 Opt("for_", "how long, e.g. 2h", kind="duration", required=True),
                 Opt("reason", "what is being done", required=True)],
-        permission="admin", mutating=True,
+        permission="admin", mutating=True, reply=CREATE_REPLY,
         description="Suppresses every notification about the server until the window ends "
                     "(recurring windows are configured under alerts.maintenance).",
         examples=["alerts maintenance --server mx1 --for 2h --reason 'kernel update'"],
@@ -242,7 +269,7 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "alerts unsilence", "End a silence or a one-off maintenance window now",
         params=[Arg("id", "the silence id (see 'alerts silences')", metavar="ID")],
-        permission="admin", mutating=True,
+        permission="admin", mutating=True, reply=NULL,
     )
     async def alerts_unsilence(ctx: CommandContext, id: str) -> Reply:
         comp = component_of(ctx)

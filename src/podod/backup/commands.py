@@ -9,6 +9,7 @@ from typing import Any
 
 from podod.backup.gate import BackupGate, current_rows
 from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.shapes import INT, NULL, NUM, STR, arr, obj
 from podod.bus.spec import Arg, Opt
 from podod.errors import BackupFailed, Conflict, UsageError, ValidationError
 from podod.mail.database import TIMESTAMP_COLUMNS
@@ -23,6 +24,13 @@ def gate_of(ctx: CommandContext) -> BackupGate:
     gate = ctx.runtime.component("backup")
     assert isinstance(gate, BackupGate)
     return gate
+
+
+_BACKUP = {"id": STR, "created": NUM, "actor": STR, "command": STR, "tables": STR,
+           "changes": INT, "bytes": INT, "manifest_sha256": STR, "path": STR}
+LIST_REPLY = arr(obj(_BACKUP), "backups, newest first (created: Unix seconds)")
+SHOW_REPLY = obj({**_BACKUP, "problems": arr(STR, "why it does not verify (empty: it does)"),
+                  "manifest": {"type": "object"}})
 
 
 def setup(registry: Registry) -> None:
@@ -44,7 +52,7 @@ def setup(registry: Registry) -> None:
     @registry.command("backup list", "List the backups taken before real changes",
                       params=[Opt("limit", "how many", kind="int", default=20, minimum=1,
                                   maximum=100_000)],
-                      permission="admin")
+                      permission="admin", reply=LIST_REPLY)
     async def backup_list(ctx: CommandContext, limit: int) -> Reply:
         entries = await gate_of(ctx).entries(limit)
         rows = [[e["id"], _ts(e["created"]), e["actor"], e["command"], e["tables"],
@@ -54,7 +62,8 @@ def setup(registry: Registry) -> None:
             title="backups"))
 
     @registry.command("backup show", "Show one backup: what it holds and whether it verifies",
-                      params=[Arg("id", "the backup id", metavar="ID")], permission="admin")
+                      params=[Arg("id", "the backup id", metavar="ID")], permission="admin",
+                      reply=SHOW_REPLY)
     async def backup_show(ctx: CommandContext, id: str) -> Reply:
         gate = gate_of(ctx)
         entry = await gate.get(id)
@@ -84,7 +93,7 @@ def setup(registry: Registry) -> None:
     @registry.command("backup verify", "Re-check the checksums of one backup or of all",
                       params=[Arg("id", "the backup id", required=False, metavar="ID"),
                               Opt("all", "verify every backup", kind="flag")],
-                      permission="admin", timeout=3600)
+                      permission="admin", timeout=3600, reply=obj({"verified": arr(STR)}))
     async def backup_verify(ctx: CommandContext, id: str | None, all: bool) -> Reply:
         gate = gate_of(ctx)
         if not id and not all:
@@ -110,7 +119,7 @@ def setup(registry: Registry) -> None:
         params=[Arg("id", "the backup id", metavar="ID"),
                 Opt("overwrite_later_changes", "restore even rows that changed again since "
                     "the backup (listed when it refuses)", kind="flag")],
-        permission="admin", mutating=True, unit="maildb",
+        permission="admin", mutating=True, unit="maildb", reply=NULL,
         description="Rows the change inserted are deleted; rows it updated or deleted are "
                     "written back. Rows that changed again since the change (another update, "
                     "a new password, a row created again) are listed and the restore is "

@@ -6,9 +6,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from podod.bus import grammar
+from podod.bus import binding, grammar
 from podod.bus.authz import authorize, may_run
 from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.shapes import ANY, BOOL, INT, NUM, STR, arr, nullable, obj, one_of
 from podod.bus.spec import Arg, Opt
 from podod.durations import format_duration
 from podod.errors import UsageError
@@ -19,9 +20,36 @@ def _ts(value: float) -> str:
     return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+STATUS_REPLY = obj({
+    "version": STR, "uptime_seconds": NUM, "started_at": STR, "config": STR, "state_dir": STR,
+    "commands": INT,
+    "plugins": arr(obj({"name": STR, "source": STR, "loaded": BOOL, "error": nullable(STR)})),
+    "servers": arr(obj({"name": STR, "state": STR}, optional=("state",)))})
+_OVERVIEW_ENTRY = obj({"command": STR, "summary": STR, "mutating": BOOL,
+                       "input_schema": {"type": "object"}, "reply_schema": {"type": "object"}})
+COMMAND_HELP = obj({
+    "command": STR, "usage": STR, "summary": STR, "description": STR, "permission": STR,
+    "mutating": BOOL, "examples": arr(STR),
+    "params": arr(obj({"name": STR, "flag": nullable(STR), "positional": BOOL, "kind": STR,
+                       "required": BOOL, "help": STR, "default": ANY, "choices": arr(STR),
+                       "minimum": nullable(INT), "maximum": nullable(INT)})),
+    "input_schema": {"type": "object"}, "reply_schema": {"type": "object"}},
+    description="one command: its usage, parameters and the JSON Schemas of its input and "
+                "reply")
+HELP_REPLY = one_of(arr(_OVERVIEW_ENTRY, "the commands under the topic, each with its "
+                                         "schemas"), COMMAND_HELP)
+AUDIT_LIST_REPLY = arr(obj({
+    "id": INT, "ts": NUM, "request_id": STR, "actor": STR, "origin": STR, "command": STR,
+    "args": STR, "execute_real": INT, "outcome": STR, "message": STR, "duration_ms": NUM,
+    "backup_id": nullable(STR), "prev_hash": STR, "hash": STR, "scheme": STR,
+    "key_id": nullable(STR)}), "audit records, newest first (ts: Unix seconds; args: JSON)")
+AUDIT_VERIFY_REPLY = obj({"intact": BOOL, "records": INT, "unsigned": INT, "signed": INT,
+                          "key_id": STR, "head": nullable(INT), "problems": arr(STR)})
+
+
 def setup(registry: Registry) -> None:
     @registry.command("status", "Show the daemon's version, uptime, plugins and servers",
-                      timeout=30)
+                      timeout=30, reply=STATUS_REPLY)
     async def status(ctx: CommandContext) -> Reply:
         rt = ctx.runtime
         uptime = time.time() - rt.started_at
@@ -62,7 +90,7 @@ def setup(registry: Registry) -> None:
                     required=False, metavar="COMMAND"),
                 Arg("verb", "", required=False, metavar="VERB"),
                 Arg("more", "", required=False, metavar="...")],
-        examples=["help", "help user", "help user create"],
+        examples=["help", "help user", "help user create"], reply=HELP_REPLY,
     )
     async def help_(ctx: CommandContext, topic: str | None, verb: str | None,
                     more: str | None) -> Reply:
@@ -83,7 +111,9 @@ def setup(registry: Registry) -> None:
                   for n, s in entries]
         lines.append("'*' marks commands that change data. 'help COMMAND' explains one.")
         return Reply(message="\n".join(lines),
-                     data=[{"command": n, "summary": s, "mutating": n in mutating}
+                     data=[{"command": n, "summary": s, "mutating": n in mutating,
+                            "input_schema": binding.input_schema(commands[n]),
+                            "reply_schema": binding.reply_schema(commands[n])}
                            for n, s in entries])
 
     @registry.command(
@@ -93,7 +123,7 @@ def setup(registry: Registry) -> None:
                 Opt("actor", "only this actor (e.g. unix:alice)"),
                 Opt("command", "only commands starting with this (e.g. 'user')"),
                 Opt("since", "only records newer than this (e.g. 24h)", kind="duration")],
-        permission="admin",
+        permission="admin", reply=AUDIT_LIST_REPLY,
     )
     async def audit_list(ctx: CommandContext, limit: int, actor: str | None,
                          command: str | None, since: float | None) -> Reply:
@@ -110,7 +140,7 @@ def setup(registry: Registry) -> None:
 
     @registry.command(
         "audit verify", "Check that no audit record was altered or removed",
-        permission="admin",
+        permission="admin", reply=AUDIT_VERIFY_REPLY,
         description="Checks every record's hash chain (SHA-256 for records written before "
                     "the audit key existed, HMAC-SHA256 with the audit key after), and that "
                     "the log still reaches the newest record the head file names. The reply "

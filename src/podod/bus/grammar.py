@@ -12,8 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from podod.bus import binding
+from podod.bus.binding import INT_LIMIT, KINDS, ParseError
 from podod.bus.spec import CommandSpec, Param
-from podod.durations import format_duration, parse_duration
+from podod.durations import format_duration
 from podod.errors import UsageError
 
 GLOBAL_FLAGS = ("--execute-real",)
@@ -23,19 +25,6 @@ HIDDEN = "?"  # what the audit keeps of a word of a request that did not parse
 AUDIT_MAX_WORDS = 50  # of such a request's argv; the rest is counted
 AUDIT_MAX_TEXT = 200  # characters of one parsed value in the audit record
 AUDIT_MAX_ITEMS = 50  # items of one parsed list value in the audit record
-INT_LIMIT = 2**63 - 1  # what a bigint column and SQLite hold
-_TRUE = {"yes", "true", "on", "1", "y"}
-_FALSE = {"no", "false", "off", "0", "n"}
-
-
-class ParseError(UsageError):
-    """A request that does not parse. ``message`` is for the requester and may quote what
-    they typed; ``audit_message`` is the same sentence without any of their words that the
-    grammar does not know (a misplaced password must not reach the audit log)."""
-
-    def __init__(self, message: str, audit_message: str | None = None) -> None:
-        super().__init__(message)
-        self.audit_message = audit_message if audit_message is not None else message
 
 
 @dataclass
@@ -94,49 +83,12 @@ def find_command(argv: list[str], commands: Mapping[str, CommandSpec]
 
 
 def _convert(spec: CommandSpec, param: Param, raw: str) -> Any:
-    if param.kind == "list":  # first: a list option may come thousands of times
-        return [item.strip() for item in raw.split(",") if item.strip()]
-    label = param.display.split()[0] if not param.positional else param.display
-    where = f"{spec.name}: {label}"
-    if param.kind == "int":
-        shown = raw if len(raw) <= 40 else raw[:40] + "…"  # one readable line
-        try:
-            number = int(raw)  # never nan, inf or 1e309; over 4300 digits: ValueError
-        except ValueError:
-            raise ParseError(f"{where} must be a whole number, not '{shown}'",
-                             f"{where} must be a whole number") from None
-        least = param.minimum if param.minimum is not None else -INT_LIMIT
-        most = param.maximum if param.maximum is not None else INT_LIMIT
-        if number < least:
-            raise ParseError(f"{where} must be at least {least}, not {shown}",
-                             f"{where} must be at least {least}")
-        if number > most:
-            raise ParseError(f"{where} must be at most {most}, not {shown}",
-                             f"{where} must be at most {most}")
-        return number
-    if param.kind == "bool":
-        low = raw.lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise ParseError(f"{where} must be yes or no, not '{raw}'", f"{where} must be yes or no")
-    if param.kind == "duration":
-        try:
-            return parse_duration(raw)
-        except ValueError as exc:
-            raise ParseError(f"{where} {exc}", f"{where} is not a duration") from None
-    if param.kind == "choice":
-        if raw.lower() not in param.choices:
-            raise ParseError(f"{where} must be one of {', '.join(param.choices)}, not '{raw}'",
-                             f"{where} must be one of {', '.join(param.choices)}")
-        return raw.lower()
-    return raw
+    return KINDS[param.kind].from_argv(spec, param, raw)  # the binding's one table of kinds
 
 
 def parse(argv: list[str], commands: Mapping[str, CommandSpec]) -> Parsed:
     if any("\x00" in token for token in argv):
-        raise ParseError("the request holds a NUL character, which no command accepts")
+        raise ParseError(binding.NUL)
     argv, execute_real = split_globals(argv)
     spec, rest = find_command(argv, commands)
     params: dict[str, Any] = {}
@@ -313,4 +265,10 @@ def help_data(spec: CommandSpec) -> dict[str, Any]:
                     "help": p.help, "default": p.default, "choices": list(p.choices),
                     "minimum": p.minimum, "maximum": p.maximum}
                    for p in spec.params],
+        "input_schema": binding.input_schema(spec),
+        "reply_schema": binding.reply_schema(spec),
     }
+
+
+__all__ = ["INT_LIMIT", "ParseError", "Parsed", "UsageError", "audit_argv", "command_help",
+           "find_command", "help_data", "overview", "parse", "redact", "split_globals"]

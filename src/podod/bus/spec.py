@@ -11,7 +11,9 @@ if TYPE_CHECKING:
     from podod.bus.context import Reply
 
 Permission = Literal["viewer", "domain-admin", "admin"]
-ParamKind = Literal["str", "int", "flag", "bool", "list", "duration", "choice"]
+# The kinds of parameter; :data:`podod.bus.binding.KINDS` converts each from argv and JSON.
+ParamKind = Literal["str", "secret", "address", "domain", "int", "size", "flag", "bool", "list",
+                    "duration", "choice"]
 Handler = Callable[..., Awaitable["Reply"]]
 # What a command reads from standard input: nothing, a secret (a password: podoctl prompts
 # for it twice on a terminal, and it never reaches the audit log) or data (a CSV file: read
@@ -31,7 +33,7 @@ class Param:
 
     name: str
     help: str
-    kind: ParamKind = "str"
+    kind: ParamKind = "str"  # "secret" implies ``secret``
     positional: bool = False
     required: bool = False
     default: Any = None
@@ -40,6 +42,10 @@ class Param:
     metavar: str | None = None
     minimum: int | None = None  # int options: the smallest and largest value accepted
     maximum: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "secret" and not self.secret:
+            object.__setattr__(self, "secret", True)
 
     @property
     def flag(self) -> str:
@@ -52,7 +58,7 @@ class Param:
         if self.kind == "flag":
             return self.flag
         meta = self.metavar or {
-            "int": "N", "bool": "yes|no", "list": "A,B", "duration": "DURATION",
+            "int": "N", "size": "N", "bool": "yes|no", "list": "A,B", "duration": "DURATION",
             "choice": "|".join(self.choices),
         }.get(self.kind, "TEXT")
         return f"{self.flag} {meta}"
@@ -88,6 +94,8 @@ class CommandSpec:
     examples: tuple[str, ...] = ()
     reads_stdin: bool = False
     plugin: str = "core"
+    # The JSON Schema of a successful reply's ``data`` (None: not declared, any value).
+    reply: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     # Standard input, declared: what it is, and the flag that asks for it (e.g.
     # password_stdin); no flag: whenever the command runs. ``reads_stdin`` alone means a

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.shapes import BOOL, INT, NUM, STR, arr, nullable, obj
 from podod.bus.spec import Arg, Opt
 from podod.durations import format_duration
 from podod.errors import NotFound, Unavailable, ValidationError
@@ -55,6 +56,37 @@ def parse_labels(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+_LABELS = {"type": "object", "additionalProperties": STR}
+QUERY_REPLY = obj({
+    "series": STR, "source": {"enum": ["raw", "5m", "1h"]}, "step": nullable(NUM),
+    "since": NUM, "until": NUM,
+    "results": arr(obj({"server": STR, "labels": _LABELS, "kind": STR,
+                        "points": arr(obj({"ts": NUM}))}))},
+    description="one result per matching series; points: raw values (ts, value) or buckets "
+                "(ts, min, avg, max, last; counters also increase and rate); times: Unix "
+                "seconds")
+SERIES_REPLY = arr(obj({"name": STR, "server": STR, "labels": _LABELS, "kind": STR,
+                        "last_ts": nullable(NUM), "last_value": nullable(NUM)}))
+STATUS_REPLY = obj({"path": STR, "open": BOOL, "size_bytes": INT, "degraded": nullable(STR),
+                    "backlog": INT, "max_backlog": INT, "dropped": INT, "written": INT,
+                    "batches": INT, "raw_retention": NUM, "rollup_retention": NUM,
+                    "last_prune": nullable({"type": "object"}),
+                    "reset": nullable({"type": "object"})})
+JOBS_REPLY = arr(obj({"collector": STR, "server": nullable(STR), "interval": NUM, "runs": INT,
+                      "failures": INT, "skipped": INT, "last_run": nullable(NUM),
+                      "last_duration": nullable(NUM), "last_samples": nullable(INT),
+                      "last_error": nullable(STR), "plugin": STR}))
+_CYCLE = obj({"collector": STR, "cycle": INT, "interval": NUM, "window_start": NUM,
+              "jobs": INT, "cycle_time": NUM, "longest_wait": nullable(NUM),
+              "slowest": nullable(NUM), "slowest_server": nullable(STR), "ok": INT,
+              "failed": INT, "skipped": INT, "overran": INT, "fits": BOOL})
+CYCLES_REPLY = arr(obj({"collector": STR, "interval": nullable(NUM), "jobs": INT,
+                        "cycles": INT, "not_fitting": INT,
+                        "cycle_time_median": nullable(NUM), "cycle_time_max": nullable(NUM),
+                        "recent": arr(_CYCLE, "closed cycles, newest last")}),
+                   "one summary per collector (with --collector: that one)")
+
+
 def setup(registry: Registry) -> None:
     @registry.command(
         "metrics query", "Show a series over time from the metrics store",
@@ -74,7 +106,7 @@ def setup(registry: Registry) -> None:
                     "(a counter that drops was reset, which never gives a negative rate).",
         examples=["metrics query node_load1 --server mx1 --since 6h",
                   "metrics query postfix_queue_messages --server mx1 --since 7d --step 1h "
-                  "--label queue=deferred"],
+                  "--label queue=deferred"], reply=QUERY_REPLY,
     )
     async def metrics_query(ctx: CommandContext, series: str, server: str | None,
                             since: float, step: float | None, label: list[str] | None
@@ -128,6 +160,7 @@ def setup(registry: Registry) -> None:
         params=[Opt("server", "only this server"),
                 Opt("match", "only names containing this text")],
         examples=["metrics series --server mx1", "metrics series --match queue"],
+        reply=SERIES_REPLY,
     )
     async def metrics_series(ctx: CommandContext, server: str | None, match: str | None
                              ) -> Reply:
@@ -149,7 +182,8 @@ def setup(registry: Registry) -> None:
                                   "last sample (UTC)"], table, title="metrics series"))
 
     @registry.command("metrics status",
-                      "Show the metrics store: size, backlog, degraded state, retention")
+                      "Show the metrics store: size, backlog, degraded state, retention",
+                      reply=STATUS_REPLY)
     async def metrics_status(ctx: CommandContext) -> Reply:
         status = _store(ctx).status()
         prune = status["last_prune"] or {}
@@ -177,7 +211,8 @@ def setup(registry: Registry) -> None:
     cycles_setup(registry)
 
     @registry.command("collector list",
-                      "Show every collector job: interval, last run, duration, last error")
+                      "Show every collector job: interval, last run, duration, last error",
+                      reply=JOBS_REPLY)
     async def collector_list(ctx: CommandContext) -> Reply:
         scheduler = ctx.runtime.component("scheduler")
         jobs: list[dict[str, Any]] = scheduler.describe() if scheduler is not None else []
@@ -224,6 +259,7 @@ def cycles_setup(registry: Registry) -> None:
                     "was due; that turn is then skipped. A cycle fits when every job ran "
                     "once, none was skipped and none overran.",
         examples=["collector cycles", "collector cycles --collector system --last 20"],
+        reply=CYCLES_REPLY,
     )
     async def collector_cycles(ctx: CommandContext, collector: str | None, last: int
                                ) -> Reply:

@@ -13,6 +13,7 @@ from typing import Any
 import pydantic
 
 from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.shapes import BOOL, INT, NULL, NUM, STR, arr, nullable, obj, one_of
 from podod.bus.spec import Arg, Opt
 from podod.config import format_validation_error
 from podod.durations import format_duration
@@ -217,12 +218,30 @@ def _show_rows(s: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+_TUNNEL_REPLY = obj({"name": STR, "local": STR, "local_port": nullable(INT), "remote": STR,
+               "open": BOOL, "error": nullable(STR)})
+SERVER_REPLY = obj({
+    "name": STR, "source": STR, "local": BOOL, "state": STR, "since": NUM, "since_text": STR,
+    "host": nullable(STR), "port": nullable(INT), "address": STR, "user": nullable(STR),
+    "key_file": nullable(STR), "known_hosts": nullable(STR), "rtt_seconds": nullable(NUM),
+    "reconnects": INT, "last_error": nullable(STR), "last_error_at": nullable(NUM),
+    "failed_attempts": INT, "attempting": BOOL, "next_attempt_in": nullable(NUM),
+    "commands_running": nullable(INT), "max_commands": INT, "tunnels": arr(_TUNNEL_REPLY),
+    "services": arr(STR), "mail_log": nullable(STR), "added_by": STR, "added_at": NUM},
+    optional=("attempting", "added_by", "added_at"),
+    description="a server and the state of its connection (times: Unix seconds)")
+SERVER_CONFIG = obj({"name": STR, "host": nullable(STR), "port": INT},
+                    optional=("host", "port"),
+                    description="the server's settings as they would be stored (sandbox)")
+ALLOWLIST = arr(obj({"command": STR, "purpose": STR, "plugin": STR}))
+
+
 def setup(registry: Registry) -> None:
     registry.component("servers", ServerManager)
 
     @registry.command(
         "server list", "List the managed servers and the state of their connections",
-        examples=["server list"])
+        examples=["server list"], reply=arr(SERVER_REPLY))
     async def server_list(ctx: CommandContext) -> Reply:
         statuses = manager_of(ctx).statuses()
         rows = [[s["name"], _state_text(s), format_duration(time.time() - s["since"]) + " ago",
@@ -238,7 +257,7 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "server show", "Show one server: connection, errors, round trip, tunnels",
         params=[Arg("name", "the server's name", metavar="NAME")],
-        examples=["server show mx1"])
+        examples=["server show mx1"], reply=SERVER_REPLY)
     async def server_show(ctx: CommandContext, name: str) -> Reply:
         s = manager_of(ctx).status(name)
         return Reply(message=f"server {name}: {_state_text(s)}", data=s,
@@ -264,7 +283,7 @@ def setup(registry: Registry) -> None:
             Opt("tunnel", "a local port forward NAME:REMOTE_HOST:REMOTE_PORT[:LOCAL_PORT]; "
                           "repeat the option for more", kind="list", metavar="SPEC"),
         ],
-        permission="admin", mutating=True,
+        permission="admin", mutating=True, reply=one_of(SERVER_REPLY, SERVER_CONFIG),
         description="The sandbox run checks everything (the name is free, the host resolves, "
                     "the key file is a readable private key, the known_hosts file, the "
                     "tunnels' ports) and shows the plan; with --execute-real the server is "
@@ -308,7 +327,7 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "server remove", "Forget a server added with 'server add' and close its connection",
         params=[Arg("name", "the server's name", metavar="NAME")],
-        permission="admin", mutating=True,
+        permission="admin", mutating=True, reply=NULL,
         description="Servers listed in podod.yaml stay configured: remove them from the file "
                     "and reload podod instead.",
         examples=["server remove mx2"])
@@ -332,7 +351,7 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "server reconnect", "Try to connect to a disconnected server now, without waiting",
         params=[Arg("name", "the server's name", metavar="NAME")], permission="admin",
-        examples=["server reconnect mx1"])
+        examples=["server reconnect mx1"], reply=NULL)
     async def server_reconnect(ctx: CommandContext, name: str) -> Reply:
         connection = manager_of(ctx).connection(name)
         if connection.state in (CONNECTED, "local"):
@@ -342,7 +361,7 @@ def setup(registry: Registry) -> None:
 
     @registry.command(
         "server commands", "Show the allow-list: every command podod may run on a server",
-        examples=["server commands"])
+        examples=["server commands"], reply=ALLOWLIST)
     async def server_commands(ctx: CommandContext) -> Reply:
         entries = ctx.runtime.registry.allowlist.describe()
         rows = [[e["command"], e["purpose"], e["plugin"]] for e in entries]

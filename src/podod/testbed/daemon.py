@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from podod.testbed import schemas
+
 
 def write_config(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -44,6 +46,7 @@ class DaemonProcess:
         self.log_path = config_path.parent / "podod.log"
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
+        self._schemas: schemas.ReplySchemas | None = None  # read on the first checked reply
 
     def start(self, timeout: float = 15.0) -> DaemonProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
@@ -69,7 +72,22 @@ class DaemonProcess:
 
     def request(self, argv: list[str], *, execute_real: bool = False,
                 stdin: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
-        """One request over the socket; returns the final reply (progress dropped)."""
+        """One request over the socket; returns the final reply (progress dropped). With
+        ``PODOD_CHECK_REPLY_SCHEMAS=1`` the reply is checked against its declared schema."""
+        return self.checked(argv, self._request(argv, execute_real=execute_real, stdin=stdin,
+                                                timeout=timeout))
+
+    def checked(self, argv: list[str], reply: dict[str, Any]) -> dict[str, Any]:
+        """``reply`` to ``argv``, after checking it against the command's reply schema (when
+        switched on, see :mod:`podod.testbed.schemas`)."""
+        if schemas.enabled() and isinstance(reply, dict) and "ok" in reply:
+            if self._schemas is None:
+                self._schemas = schemas.ReplySchemas.from_config(self.config_path)
+            self._schemas.check(list(argv), reply)
+        return reply
+
+    def _request(self, argv: list[str], *, execute_real: bool = False,
+                 stdin: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(self.socket_path))
@@ -113,15 +131,23 @@ class DaemonProcess:
             data = pipe.read()
         os.waitpid(pid, 0)
         reply: dict[str, Any] = json.loads(data)
-        return reply
+        return self.checked(argv, reply) if reply.get("code") != "child" else reply
 
     def podoctl(self, *args: str, input: str | None = None, timeout: float = 60.0,
                 json_output: bool = False) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "podod.podoctl", "--socket", str(self.socket_path)]
         if json_output:
             argv.append("--json")
-        return subprocess.run(argv + list(args), input=input if input is not None else "",
+        done = subprocess.run(argv + list(args), input=input if input is not None else "",
                               capture_output=True, text=True, timeout=timeout, env=self.env)
+        if json_output and done.stdout.startswith("{"):
+            try:
+                reply = json.loads(done.stdout)
+            except ValueError:
+                reply = None  # not one reply (a test of podoctl's own output decides)
+            if isinstance(reply, dict):
+                self.checked([a for a in args if a not in ("--yes", "-y", "--json")], reply)
+        return done
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

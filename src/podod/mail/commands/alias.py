@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from podod.bus.context import Actor, CommandContext, Reply, Table
+from podod.bus.shapes import BOOL, NULL, STR, arr, obj
 from podod.bus.spec import Arg, Opt
 from podod.errors import Conflict, NotFound, ValidationError
 from podod.mail.addresses import normalize_address, normalize_domain
@@ -130,6 +131,11 @@ async def _alias(db: Any, address: str) -> dict[str, Any]:
     return dict(row)
 
 
+_ALIAS = {"address": STR, "goto": STR, "domain": STR, "active": BOOL}
+LIST_REPLY = arr(obj(_ALIAS), "one object per alias; goto: the targets, comma-separated")
+SHOW_REPLY = obj({**_ALIAS, "targets": arr(STR), "created": STR, "modified": STR})
+
+
 def setup(registry: Registry) -> None:
     @registry.command(
         "alias create", "Create an alias (a forwarding, a distribution list or a catch-all)",
@@ -137,7 +143,7 @@ def setup(registry: Registry) -> None:
                 Opt("to", "where mail goes: one or more addresses", kind="list",
                     required=True),
                 Opt("inactive", "create it switched off", kind="flag")],
-        permission="domain-admin", mutating=True, unit="maildb",
+        permission="domain-admin", mutating=True, unit="maildb", reply=NULL,
         examples=["alias create sales@example.com --to alice@example.com,bob@example.com",
                   "alias create @example.com --to postmaster@example.com"])
     async def alias_create(ctx: CommandContext, address: str, to: list[str],
@@ -167,8 +173,9 @@ def setup(registry: Registry) -> None:
 
     @registry.command(
         "alias list", "List aliases (not the mailboxes' own alias rows)",
-        params=[Opt("domain", "only this domain"),
-                Opt("search", "only aliases whose address or targets contain this")])
+        params=[Opt("domain", "only this domain", kind="domain"),
+                Opt("search", "only aliases whose address or targets contain this")],
+        reply=LIST_REPLY)
     async def alias_list(ctx: CommandContext, domain: str | None, search: str | None
                          ) -> Reply:
         domains = visible_domains(ctx, normalize_domain(domain) if domain else None)
@@ -184,7 +191,7 @@ def setup(registry: Registry) -> None:
             title="aliases"))
 
     @registry.command("alias show", "Show one alias",
-                      params=[Arg("address", "the alias")])
+                      params=[Arg("address", "the alias")], reply=SHOW_REPLY)
     async def alias_show(ctx: CommandContext, address: str) -> Reply:
         addr = normalize_address(address, allow_catchall=True)
         require_view(ctx, addr.split("@")[1])
@@ -204,7 +211,7 @@ def setup(registry: Registry) -> None:
                 Opt("remove", "targets to remove", kind="list"),
                 Opt("set", "replace all targets", kind="list"),
                 Opt("active", "switch it on or off", kind="bool")],
-        permission="domain-admin", mutating=True, unit="maildb")
+        permission="domain-admin", mutating=True, unit="maildb", reply=NULL)
     async def alias_update(ctx: CommandContext, address: str, add: list[str] | None,
                            remove: list[str] | None, set: list[str] | None,
                            active: bool | None) -> Reply:
@@ -250,7 +257,7 @@ def setup(registry: Registry) -> None:
 
     @registry.command("alias delete", "Delete an alias",
                       params=[Arg("address", "the alias")],
-                      permission="domain-admin", mutating=True, unit="maildb")
+                      permission="domain-admin", mutating=True, unit="maildb", reply=NULL)
     async def alias_delete(ctx: CommandContext, address: str) -> Reply:
         addr = normalize_address(address, allow_catchall=True)
         ctx.require_domain(addr.split("@")[1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.shapes import BOOL, INT, NULL, STR, WHOLE_TEXT, arr, nullable, obj
 from podod.bus.spec import Arg, Opt
 from podod.errors import Conflict, NotFound, ValidationError
 from podod.mail.addresses import normalize_domain
@@ -27,9 +28,9 @@ from podod.plugins import Registry
 LIMITS = [
     Opt("description", "a description"),
     Opt("quota_mb", "total quota of all mailboxes in MB (0: unlimited, -1: none, switched "
-        "off)", kind="int", minimum=-1, maximum=MAX_QUOTA_MB),
+        "off)", kind="size", minimum=-1, maximum=MAX_QUOTA_MB),
     Opt("max_quota_mb", "largest quota of one mailbox in MB (0: unlimited, -1: mailbox "
-        "quotas switched off)", kind="int", minimum=-1, maximum=MAX_QUOTA_MB),
+        "quotas switched off)", kind="size", minimum=-1, maximum=MAX_QUOTA_MB),
     Opt("max_mailboxes", "how many mailboxes (0: unlimited, -1: none)", kind="int",
         minimum=-1, maximum=MAX_COUNT),
     Opt("max_aliases", "how many aliases (0: unlimited, -1: none)", kind="int", minimum=-1,
@@ -142,12 +143,25 @@ def _quota(mb_: int) -> str:
     return "unlimited" if not mb_ else "switched off" if mb_ < 0 else f"{mb_} MB"
 
 
+_DOMAIN = {"domain": STR, "description": STR, "aliases": INT, "mailboxes": INT,
+           "maxquota": INT, "quota": INT, "transport": nullable(STR), "backupmx": BOOL,
+           "created": STR, "modified": STR, "active": BOOL, "password_expiry": INT,
+           "mailbox_count": INT, "alias_count": INT, "quota_used": WHOLE_TEXT,
+           "alias_of": nullable(STR)}
+LIST_REPLY = arr(obj(_DOMAIN), "one object per domain: its row (limits in MB; 0 unlimited, "
+                 "-1 none) and its usage (quota_used in bytes)")
+SHOW_REPLY = obj({**_DOMAIN, "alias_domains": arr(STR)})
+ALIAS_LIST_REPLY = arr(obj({"alias_domain": STR, "target_domain": STR, "active": BOOL}))
+DELETE_REPLY = obj({"rows": INT, "mailbox": INT, "alias": INT, "alias_domain": INT,
+                    "quota2": INT}, description="rows deleted, in all and per table")
+
+
 def setup(registry: Registry) -> None:
     @registry.command(
         "domain create", "Create a virtual mail domain",
-        params=[Arg("domain", "the domain, e.g. example.com"), *LIMITS,
+        params=[Arg("domain", "the domain, e.g. example.com", kind="domain"), *LIMITS,
                 Opt("inactive", "create it switched off", kind="flag")],
-        permission="admin", mutating=True, unit="maildb",
+        permission="admin", mutating=True, unit="maildb", reply=obj({"domain": STR}),
         examples=["domain create example.com --max-mailboxes 50 --quota-mb 10240"])
     async def domain_create(ctx: CommandContext, domain: str, description: str | None,
                             quota_mb: int | None, max_quota_mb: int | None,
@@ -165,7 +179,8 @@ def setup(registry: Registry) -> None:
                      else f"domain {name} would be created", data={"domain": name})
 
     @registry.command("domain list", "List the mail domains",
-                      params=[Opt("search", "only domains containing this text")])
+                      params=[Opt("search", "only domains containing this text")],
+                      reply=LIST_REPLY)
     async def domain_list(ctx: CommandContext, search: str | None) -> Reply:
         async with reader(ctx) as db:
             rows = [dict(r) for r in await db.fetch(
@@ -186,7 +201,8 @@ def setup(registry: Registry) -> None:
             table, title="domains"))
 
     @registry.command("domain show", "Show one domain, its limits and usage",
-                      params=[Arg("domain", "the domain")])
+                      params=[Arg("domain", "the domain", kind="domain")],
+                      reply=SHOW_REPLY)
     async def domain_show(ctx: CommandContext, domain: str) -> Reply:
         name = normalize_domain(domain)
         require_view(ctx, name)
@@ -214,9 +230,9 @@ def setup(registry: Registry) -> None:
 
     @registry.command(
         "domain update", "Change a domain's description, limits or active flag",
-        params=[Arg("domain", "the domain"), *LIMITS,
+        params=[Arg("domain", "the domain", kind="domain"), *LIMITS,
                 Opt("active", "switch the domain on or off", kind="bool")],
-        permission="admin", mutating=True, unit="maildb")
+        permission="admin", mutating=True, unit="maildb", reply=NULL)
     async def domain_update(ctx: CommandContext, domain: str, description: str | None,
                             quota_mb: int | None, max_quota_mb: int | None,
                             max_mailboxes: int | None, max_aliases: int | None,
@@ -240,10 +256,10 @@ def setup(registry: Registry) -> None:
 
     @registry.command(
         "domain delete", "Delete a domain (refused while it has mailboxes or aliases)",
-        params=[Arg("domain", "the domain"),
+        params=[Arg("domain", "the domain", kind="domain"),
                 Opt("cascade", "also delete its mailboxes, aliases and alias domains",
                     kind="flag")],
-        permission="admin", mutating=True, unit="maildb",
+        permission="admin", mutating=True, unit="maildb", reply=DELETE_REPLY,
         description="Maildirs on the mail servers are not removed.")
     async def domain_delete(ctx: CommandContext, domain: str, cascade: bool) -> Reply:
         name = normalize_domain(domain)
@@ -280,9 +296,9 @@ def setup(registry: Registry) -> None:
 
     @registry.command(
         "domain-alias create", "Make one domain an alias of another (old.example → example.com)",
-        params=[Arg("alias_domain", "the alias domain", metavar="ALIAS_DOMAIN"),
-                Opt("to", "the target domain", required=True, metavar="DOMAIN")],
-        permission="admin", mutating=True, unit="maildb",
+        params=[Arg("alias_domain", "the alias domain", kind="domain", metavar="ALIAS_DOMAIN"),
+                Opt("to", "the target domain", kind="domain", required=True, metavar="DOMAIN")],
+        permission="admin", mutating=True, unit="maildb", reply=NULL,
         description="Mail to user@ALIAS_DOMAIN is delivered to user@DOMAIN. The alias "
                     "domain is created as a domain if it does not exist yet.",
         examples=["domain-alias create old.example --to example.com"])
@@ -313,7 +329,7 @@ def setup(registry: Registry) -> None:
         await uow.insert("alias_domain", {"alias_domain": alias, "target_domain": target})
         return Reply(message=f"{alias} → {target}")
 
-    @registry.command("domain-alias list", "List the alias domains")
+    @registry.command("domain-alias list", "List the alias domains", reply=ALIAS_LIST_REPLY)
     async def domain_alias_list(ctx: CommandContext) -> Reply:
         async with reader(ctx) as db:
             rows = [dict(r) for r in await db.fetch(
@@ -327,8 +343,8 @@ def setup(registry: Registry) -> None:
 
     @registry.command(
         "domain-alias delete", "Stop a domain being an alias (and delete its domain row)",
-        params=[Arg("alias_domain", "the alias domain", metavar="ALIAS_DOMAIN")],
-        permission="admin", mutating=True, unit="maildb")
+        params=[Arg("alias_domain", "the alias domain", kind="domain", metavar="ALIAS_DOMAIN")],
+        permission="admin", mutating=True, unit="maildb", reply=NULL)
     async def domain_alias_delete(ctx: CommandContext, alias_domain: str) -> Reply:
         alias = normalize_domain(alias_domain)
         uow = ctx.unit

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 
 from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.shapes import NULL, NUM, STR, arr, nullable, obj
 from podod.bus.spec import Arg, Opt
 from podod.errors import Conflict, NotFound, PododError, Unavailable, ValidationError
 from podod.mail.addresses import normalize_address, normalize_domain
@@ -32,12 +33,18 @@ def _row(entry: TrashEntry, days: int, now: float) -> dict[str, object]:
             "purge_at": entry.moved_at + days * 86400 if days else None}
 
 
+TRASH_REPLY = arr(obj({"entry": STR, "path": STR, "address": STR, "moved_at": NUM,
+                       "age_days": NUM, "purge_at": nullable(NUM)}),
+                  "one object per maildir in the trash (times: Unix seconds)")
+
+
 def setup(registry: Registry) -> None:
     registry.component("maildirs", MaildirManager)
 
     @registry.command(
         "maildir list", "List the maildirs in the trash on the maildir server",
-        params=[Opt("domain", "only this domain")], permission="admin",
+        params=[Opt("domain", "only this domain", kind="domain")], permission="admin",
+        reply=TRASH_REPLY,
         description="Deleted mailboxes' maildirs wait here (user delete --remove-maildir) "
                     "until they are purged, mail.maildir.trash_days after the move.")
     async def maildir_list(ctx: CommandContext, domain: str | None) -> Reply:
@@ -60,7 +67,7 @@ def setup(registry: Registry) -> None:
         params=[Opt("older_than", "purge entries moved at least this many days ago "
                     "(default: mail.maildir.trash_days; 0: everything)", kind="int",
                     minimum=0, maximum=100_000)],
-        permission="admin", mutating=True, timeout=3600,
+        permission="admin", mutating=True, timeout=3600, reply=TRASH_REPLY,
         description="podod runs this itself every mail.maildir.purge_interval. A purged "
                     "maildir is gone for good: restore its mailbox before that.")
     async def maildir_purge(ctx: CommandContext, older_than: int | None) -> Reply:
@@ -102,7 +109,7 @@ def setup(registry: Registry) -> None:
 
     @registry.command(
         "maildir sudoers", "Show the sudoers line the maildir server needs",
-        permission="admin",
+        permission="admin", reply=obj({"rule": STR, "server": nullable(STR)}),
         description="Put it into /etc/sudoers.d/podod on the maildir server (visudo -f): it "
                     "lets podod's SSH user run exactly the maildir commands, as "
                     "mail.maildir.run_as.")
@@ -113,10 +120,11 @@ def setup(registry: Registry) -> None:
 
     @registry.command(
         "user restore-maildir", "Move a mailbox's maildir back from the trash",
-        params=[Arg("address", "the mailbox (restored first, e.g. with backup restore)"),
+        params=[Arg("address", "the mailbox (restored first, e.g. with backup restore)",
+                    kind="address"),
                 Opt("entry", "which trash entry (DOMAIN/NAME-STAMP from 'maildir list'; "
                     "default: the newest of this mailbox)")],
-        permission="domain-admin", mutating=True,
+        permission="domain-admin", mutating=True, reply=NULL,
         examples=["user restore-maildir alice@example.com --execute-real"])
     async def user_restore_maildir(ctx: CommandContext, address: str,
                                    entry: str | None) -> Reply:

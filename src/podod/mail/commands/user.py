@@ -7,6 +7,7 @@ from typing import Any
 
 from podod.bus.context import CommandContext, Reply, Secret, Table
 from podod.bus.scope import domain_scope, visible
+from podod.bus.shapes import BOOL, INT, NULL, STR, arr, obj
 from podod.bus.spec import Arg, Opt
 from podod.errors import (
     Conflict,
@@ -83,20 +84,29 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
                 else v) for k, v in row.items() if k not in ("password", "token")}
 
 
+_MAILBOX = {"username": STR, "name": STR, "quota": INT, "active": BOOL, "domain": STR,
+            "used": INT, "messages": INT}
+LIST_REPLY = arr(obj(_MAILBOX), "one object per mailbox; quota and used in bytes")
+SHOW_REPLY = obj({**_MAILBOX, "maildir": STR, "local_part": STR, "created": STR,
+                  "modified": STR, "phone": STR, "email_other": STR},
+                 description="the mailbox row (no password hash), quota and used in bytes")
+CREATE_REPLY = obj({"username": STR, "quota": INT}, description="quota in bytes")
+
+
 def setup(registry: Registry) -> None:
     @registry.command(
         "user create", "Create a mailbox",
-        params=[Arg("address", "the mailbox address, e.g. alice@example.com"),
+        params=[Arg("address", "the mailbox address, e.g. alice@example.com", kind="address"),
                 Opt("name", "the person's full name", default=""),
                 Opt("quota_mb", "mailbox quota in MB, 0: unlimited (default: the domain's "
                     "largest, at most what is left of its total; unlimited only when the "
-                    "domain has neither)", kind="int", minimum=0, maximum=MAX_QUOTA_MB),
+                    "domain has neither)", kind="size", minimum=0, maximum=MAX_QUOTA_MB),
                 *PASSWORD_OPTS,
                 Opt("inactive", "create it switched off", kind="flag"),
                 Opt("reuse_maildir", "create it although an old maildir of this address is "
                     "still on the mail server: the new mailbox gets that mail", kind="flag")],
         permission="domain-admin", mutating=True, unit="maildb", stdin="secret",
-        stdin_option="password_stdin",
+        stdin_option="password_stdin", reply=CREATE_REPLY,
         description="An address whose old maildir is still on mail.maildir.server (its "
                     "mailbox was deleted without --remove-maildir) is refused unless "
                     "--reuse-maildir: the new owner would read the old owner's mail.",
@@ -159,10 +169,10 @@ def setup(registry: Registry) -> None:
 
     @registry.command(
         "user list", "List mailboxes",
-        params=[Opt("domain", "only this domain"),
+        params=[Opt("domain", "only this domain", kind="domain"),
                 Opt("search", "only addresses or names containing this text"),
                 Opt("limit", "at most this many", kind="int", default=100000, minimum=1,
-                    maximum=10_000_000)])
+                    maximum=10_000_000)], reply=LIST_REPLY)
     async def user_list(ctx: CommandContext, domain: str | None, search: str | None,
                         limit: int) -> Reply:
         domains = visible_domains(ctx, normalize_domain(domain) if domain else None)
@@ -183,7 +193,8 @@ def setup(registry: Registry) -> None:
             ["address", "name", "quota", "used", "messages", "active"], table,
             title="mailboxes"))
 
-    @registry.command("user show", "Show one mailbox", params=[Arg("address", "the mailbox")])
+    @registry.command("user show", "Show one mailbox",
+                      params=[Arg("address", "the mailbox", kind="address")], reply=SHOW_REPLY)
     async def user_show(ctx: CommandContext, address: str) -> Reply:
         username = normalize_address(address)
         require_view(ctx, username.split("@")[1])
@@ -207,12 +218,12 @@ def setup(registry: Registry) -> None:
 
     @registry.command(
         "user update", "Change a mailbox's name, quota or active flag",
-        params=[Arg("address", "the mailbox"), Opt("name", "the full name"),
+        params=[Arg("address", "the mailbox", kind="address"), Opt("name", "the full name"),
                 Opt("quota_mb", "quota in MB (0: unlimited, if the domain has no quota limit)",
-                    kind="int", minimum=0,
+                    kind="size", minimum=0,
                     maximum=MAX_QUOTA_MB),
                 Opt("active", "switch the mailbox on or off", kind="bool")],
-        permission="domain-admin", mutating=True, unit="maildb")
+        permission="domain-admin", mutating=True, unit="maildb", reply=NULL)
     async def user_update(ctx: CommandContext, address: str, name: str | None,
                           quota_mb: int | None, active: bool | None) -> Reply:
         username = normalize_address(address)
@@ -243,9 +254,9 @@ def setup(registry: Registry) -> None:
 
     @registry.command(
         "user reset-password", "Set a new password for a mailbox",
-        params=[Arg("address", "the mailbox"), *PASSWORD_OPTS],
+        params=[Arg("address", "the mailbox", kind="address"), *PASSWORD_OPTS],
         permission="domain-admin", mutating=True, unit="maildb", stdin="secret",
-        stdin_option="password_stdin",
+        stdin_option="password_stdin", reply=NULL,
         examples=["user reset-password alice@example.com --generate-password",
                   "podoctl user reset-password alice@example.com --password-stdin"])
     async def user_reset_password(ctx: CommandContext, address: str, password_stdin: bool,
@@ -264,11 +275,11 @@ def setup(registry: Registry) -> None:
 
     @registry.command(
         "user delete", "Delete a mailbox and its alias row",
-        params=[Arg("address", "the mailbox"),
+        params=[Arg("address", "the mailbox", kind="address"),
                 Opt("remove_maildir", "afterwards, move the maildir into the trash on "
                     "mail.maildir.server (purged after mail.maildir.trash_days)",
                     kind="flag")],
-        permission="domain-admin", mutating=True, unit="maildb",
+        permission="domain-admin", mutating=True, unit="maildb", reply=NULL,
         description="The maildir stays on the mail server unless --remove-maildir is given; "
                     "then it is moved into the maildir trash once the deletion is committed, "
                     "and 'user restore-maildir' brings it back after a backup restore.")

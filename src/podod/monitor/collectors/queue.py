@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from podod.bus.context import CommandContext, Reply, Table
 from podod.bus.scope import OTHER_DOMAINS, domain_scope, scope_note, visible
+from podod.bus.shapes import INT, STR, arr, obj, one_of
 from podod.bus.spec import Opt
 from podod.errors import NotFound, PododError, Unavailable, ValidationError
 from podod.monitor.collect import CollectContext
@@ -188,6 +189,16 @@ def setup(registry: Registry) -> None:
                     "grouped by recipient domain and by reason (addresses and IP addresses "
                     "blanked, so equal causes count together).",
         examples=["queue summary", "queue summary --server mx1 --limit 20"],
+        reply=arr(one_of(obj({
+            "server": STR, "messages": {"type": "object", "additionalProperties": INT},
+            "size_bytes": {"type": "object", "additionalProperties": INT},
+            "oldest_age_seconds": {"type": "object", "additionalProperties": INT},
+            "unparsed_lines": INT,
+            "deferred_domains": arr(obj({
+                "domain": STR, "recipients": INT, "messages": INT,
+                "reasons": arr(obj({"reason": STR, "recipients": INT}))})),
+            "more_domains": INT}), obj({"server": STR, "error": STR})),
+            "one object per server: its queue, or why it could not be read"),
     )
     async def queue_summary(ctx: CommandContext, server: str | None, limit: int) -> Reply:
         if limit < 1 or limit > 1000:

@@ -9,6 +9,7 @@ from typing import Any
 
 from podod.bus.context import CommandContext, Reply, Table
 from podod.bus.scope import domain_scope, scope_note, visible
+from podod.bus.shapes import INT, NUM, STR, arr, nullable, obj, one_of
 from podod.bus.spec import Arg, Opt
 from podod.durations import format_duration
 from podod.errors import NotFound, Unavailable, ValidationError
@@ -39,6 +40,29 @@ def _servers(ctx: CommandContext, server: str | None) -> list[str] | None:
     return [server]
 
 
+_COUNTS = {"type": "object", "additionalProperties": INT}
+_RANKED = arr(one_of(obj({"address": STR, "count": INT}), obj({"domain": STR, "count": INT})))
+REPORT_REPLY = obj({
+    **{k: INT for k in reports.TOTAL_KEYS},
+    "first": nullable(STR), "last": nullable(STR), "by": {"enum": ["day", "hour"]},
+    "periods": arr(obj({"start": STR, "label": STR, **{k: INT for k in reports.PERIOD_KEYS}})),
+    "rejects": arr(obj({"reason": STR, "code": STR, "count": INT})),
+    "deliveries": arr(obj({"transport": STR, "status": STR, "count": INT})),
+    "dovecot": obj({"logins": _COUNTS, "auth_failures": _COUNTS, "auth_rejects": _COUNTS}),
+    "top_senders": _RANKED, "top_recipients": _RANKED, "top_sender_domains": _RANKED,
+    "top_recipient_domains": _RANKED, "servers": arr(STR)},
+    description="totals, one row per period (times: ISO 8601 in traffic.timezone), rejects, "
+                "deliveries, Dovecot logins and the top lists")
+BACKFILL_REPLY = arr(obj({
+    "file": STR, "lines": INT, "counted_lines": INT, "already_imported_lines": INT,
+    "counted_live_lines": INT, "note": STR, "received": INT, "delivered": INT,
+    "deferred": INT, "deferrals": INT, "bounced": INT, "rejected": INT}),
+    "one object per file")
+STATUS_REPLY = arr(obj({"server": STR, "log": STR, "state": STR, "error": nullable(STR),
+                        "since": nullable(NUM), "lines": INT, "last_line_at": nullable(NUM),
+                        "offset": nullable(INT), "cursor": nullable(STR)},
+                       optional=("since", "lines", "last_line_at", "offset", "cursor")),
+                   "one object per followed mail log")
 TOP_LISTS = (("sender", "top_senders"), ("recipient", "top_recipients"),
              ("sender_domain", "top_sender_domains"),
              ("recipient_domain", "top_recipient_domains"))
@@ -81,7 +105,7 @@ def setup_commands(registry: Registry) -> None:
                     "Rejects by reason and reply code, deliveries by transport, Dovecot "
                     "logins and failed logins are in the data (--json).",
         examples=["traffic report", "traffic report --server mx1 --since 7d",
-                  "traffic report --since 24h --by hour"],
+                  "traffic report --since 24h --by hour"], reply=REPORT_REPLY,
     )
     async def traffic_report(ctx: CommandContext, server: str | None, since: float, by: str,
                              top: int) -> Reply:
@@ -134,6 +158,8 @@ def setup_commands(registry: Registry) -> None:
                     "pflogsumm counts them. Per hour the largest candidates are kept "
                     "(traffic.top_candidates), so a count is exact for frequent addresses.",
         examples=["traffic top senders", "traffic top recipients --server mx1 --since 7d"],
+        reply=arr(one_of(obj({"address": STR, "messages": INT}),
+                         obj({"domain": STR, "messages": INT})), "the ranking, largest first"),
     )
     async def traffic_top(ctx: CommandContext, what: str, server: str | None, since: float,
                           limit: int) -> Reply:
@@ -166,7 +192,7 @@ def setup_commands(registry: Registry) -> None:
                     "file twice adds nothing; lines podod already counted while following "
                     "the log are skipped. The sandbox run shows what would be counted.",
         examples=["traffic backfill --server mx1 /var/log/mail.log.1 "
-                  "/var/log/mail.log.2.gz --execute-real"],
+                  "/var/log/mail.log.2.gz --execute-real"], reply=BACKFILL_REPLY,
     )
     async def traffic_backfill(ctx: CommandContext, server: str, files: list[str]) -> Reply:
         traffic = _traffic(ctx)
@@ -194,7 +220,8 @@ def setup_commands(registry: Registry) -> None:
                                   "counted live", "received", "delivered", "rejected", "note"],
                                  rows))
 
-    @registry.command("traffic status", "Which mail logs podod follows, and how far")
+    @registry.command("traffic status", "Which mail logs podod follows, and how far",
+                      reply=STATUS_REPLY)
     async def traffic_status(ctx: CommandContext) -> Reply:
         traffic = _traffic(ctx)
         rows = traffic.status()
