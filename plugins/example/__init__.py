@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from podod.bus.context import CommandContext, Reply
-from podod.bus.shapes import STR, arr, nullable, obj
+from podod.bus.shapes import INT, STR, arr, nullable, obj
 from podod.bus.spec import Arg, Opt
 from podod.monitor.model import Sample
 from podod.plugins import Registry
@@ -52,6 +52,7 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "example count", "Count the lines and fields of CSV data read from standard input",
         stdin="data", examples=["example count < people.csv"],
+        reply=obj({"lines": INT, "fields": INT}),
     )
     async def count(ctx: CommandContext) -> Reply:
         lines = (ctx.request.stdin or "").splitlines()
