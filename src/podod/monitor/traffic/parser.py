@@ -164,9 +164,16 @@ class MailLogParser:
         return existing
 
     def _service(self, key: str) -> Service:
-        """Resolve a cache key: ``host tag[pid]`` (or, in Dovecot's own file, ``tag``)."""
-        b = key.find("[")
-        base = key[:b] if b > 0 else key
+        """Resolve a cache key: ``host tag[pid]`` (or, in Dovecot's own file, ``tag``,
+        ``tag(pid)`` or ``tag(user)<pid><session>``). The key without its pid, user and
+        session is the base, cached once; a key with a user or session is not kept in the
+        per-key cache (there is one per login)."""
+        cut = len(key)
+        for mark in "[(<":
+            i = key.find(mark)
+            if 0 < i < cut:
+                cut = i
+        base = key[:cut] if cut < len(key) else key
         svc = self._bases.get(base)
         if svc is None:
             svc, cacheable = resolve(base[base.rfind(" ") + 1:])
@@ -176,6 +183,8 @@ class MailLogParser:
                 return svc
             if len(self._bases) < 4096:
                 self._bases[base] = svc
+        if cut < len(key) and key[cut] != "[":
+            return svc
         if len(self._services) >= 50_000:  # bounded: pids come and go
             self._services.clear()
         self._services[key] = svc
@@ -634,7 +643,7 @@ class MailLogParser:
         proto = _LOGIN_PROTOCOLS.get(line[p:q])
         if proto is not None:
             self._login(line, q + 2, proto, bucket, svc)
-        elif line.startswith(("auth: ", "auth-worker("), p):
+        elif _at(line, "auth: ", p) or _at(line, "auth-worker(", p):
             self._auth(line, bucket)
 
     def _dovecot_message(self, line: str, r: int, process: str, bucket: Counts,
@@ -646,9 +655,9 @@ class MailLogParser:
             self._auth(line, bucket)
 
     def _login(self, line: str, r: int, proto: str, bucket: Counts, svc: Service) -> None:
-        if line.startswith(_LEVELS, r):  # Dovecot's own file: "Info: Login: ..."
-            r = line.find(": ", r) + 2
-        if line.startswith(("Login: ", "Logged in: "), r):
+        if _at(line, "Info: ", r) or line.startswith(_LEVELS, r):
+            r = line.find(": ", r) + 2  # Dovecot's own file: "Info: Login: ..."
+        if _at(line, "Login: ", r) or _at(line, "Logged in: ", r):
             bucket[_login_key(proto)] += 1
             return
         i = line.find("(auth failed, ", r)
