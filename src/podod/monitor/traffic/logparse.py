@@ -148,13 +148,17 @@ def main(argv: list[str]) -> int:
     # cyclic garbage collector would only walk the messages in flight again and again.
     import gc
 
+    collecting = gc.isenabled()
     gc.disable()
     try:
         run = parse_files(args.files)
+        report = report_of(run, by=args.by, top=args.top)
     except PododError as exc:
         print(f"podod logparse: {exc.message}", file=sys.stderr)
         return exc.exit_code
-    report = report_of(run, by=args.by, top=args.top)
+    finally:
+        if collecting:
+            gc.enable()
     try:
         _print(report, as_json=args.json)
     except BrokenPipeError:  # '... | head': the reader went away, which is fine
