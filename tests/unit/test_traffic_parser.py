@@ -15,6 +15,7 @@ from podod.monitor.traffic.clock import LogClock
 from podod.monitor.traffic.logparse import service_counts
 from podod.monitor.traffic.parser import MailLogParser
 from podod.monitor.traffic.tally import Tally
+from podod.monitor.traffic.top import TopCounter
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "maillog"
 EXPECTED = json.loads((DATA / "expected.json").read_text())
@@ -261,3 +262,17 @@ def test_dovecot_file_sessions_share_one_cached_service() -> None:
     assert parser.tally.totals()[t.key(t.LOGIN, "imap")] == 1
     assert len([s for s in parser.services() if s.name == "dovecot"]) == 3  # imap, lmtp, login
     assert len(parser._services) <= 3 and len(parser._bases) == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(alphabet="abc@.", min_size=1, max_size=4),
+                       st.integers(min_value=1, max_value=5), max_size=40),
+       st.integers(min_value=0, max_value=45))
+def test_top_lists_rank_by_count_then_address(counts: dict[str, int], limit: int) -> None:
+    """A report's top N (sorting only the candidates at or above the N-th count) is the
+    first N of every address ranked by count, ties by address."""
+    top = TopCounter(capacity=1000)
+    top.merge(counts.items())
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    assert top.top(limit) == ranked[:limit]
+    assert top.top() == ranked
