@@ -17,7 +17,7 @@ The generator knows what it wrote: :func:`generate` returns the true totals
 pflogsumm. ``seed`` makes the output reproducible.
 
     python bench/loggen.py OUT.log [--lines 1000000] [--days 3] [--seed 1]
-        [--format syslog|rfc3339|short-iso] [--start 2025-12-30T20:00]
+        [--format syslog|rfc3339|short-iso] [--start 2025-12-30T20:00] [--mix mx|relay]
 
 ``OUT.log.gz`` writes gzip. pflogsumm counts the outbound instance only with
 ``--syslog-name=postfix-out``.
@@ -141,8 +141,9 @@ class _Writer:
 
 
 class _Generator:
-    def __init__(self, rng: random.Random, start: float) -> None:
+    def __init__(self, rng: random.Random, start: float, mix: str = "mx") -> None:
         self.rng = rng
+        self.mix = _cumulative(MIXES[mix])
         self.now = start
         self.heap: list[tuple[float, int, str, Event]] = []
         self.seq = 0
@@ -612,45 +613,58 @@ class _Generator:
     # -- the mix ---------------------------------------------------------------------------
 
     def scenario(self, t: float) -> None:
-        r = self.rng
-        p = r.random()
-        if p < 0.30:
-            self.inbound(t)
-        elif p < 0.40:
-            self.outbound(t, "sent")
-        elif p < 0.425:
-            self.outbound(t, "deferred")
-        elif p < 0.435:
-            self.outbound(t, "expired")
-        elif p < 0.455:
-            self.outbound(t, "bounced")
-        elif p < 0.48:
-            self.pickup(t)
-        elif p < 0.49:
-            self.forward(t)
-        elif p < 0.66:
-            self.noqueue_reject(t)
-        elif p < 0.675:
-            self.content_reject(t)
-        elif p < 0.678:
-            self.hold(t)
-        elif p < 0.72:
-            self.sasl_attack(t)
-        elif p < 0.90:
-            self.dovecot(t)
-        else:
-            self.noise(t)
+        p = self.rng.random()
+        for limit, name, arg in self.mix:
+            if p < limit:
+                if arg is None:
+                    getattr(self, name)(t)
+                else:
+                    getattr(self, name)(t, arg)
+                return
+
+
+# The share of each kind of event (cumulative thresholds are built from these weights).
+MIXES: dict[str, tuple[tuple[float, str, str | None], ...]] = {
+    # an inbound MX with submission: what the tests and the first benchmark use
+    "mx": ((0.30, "inbound", None), (0.10, "outbound", "sent"),
+           (0.025, "outbound", "deferred"), (0.01, "outbound", "expired"),
+           (0.02, "outbound", "bounced"), (0.025, "pickup", None), (0.01, "forward", None),
+           (0.17, "noqueue_reject", None), (0.015, "content_reject", None),
+           (0.003, "hold", None), (0.042, "sasl_attack", None), (0.18, "dovecot", None),
+           (0.10, "noise", None)),
+    # a relay with many users: mostly submissions out (more retries, bounces and expiries),
+    # IMAP/POP3 logins, local mail; few rejects, much unrelated noise
+    "relay": ((0.08, "inbound", None), (0.22, "outbound", "sent"),
+              (0.08, "outbound", "deferred"), (0.02, "outbound", "expired"),
+              (0.05, "outbound", "bounced"), (0.06, "pickup", None), (0.03, "forward", None),
+              (0.04, "noqueue_reject", None), (0.005, "content_reject", None),
+              (0.005, "hold", None), (0.02, "sasl_attack", None), (0.32, "dovecot", None),
+              (0.07, "noise", None)),
+}
+
+
+def _cumulative(weights: tuple[tuple[float, str, str | None], ...]
+                ) -> list[tuple[float, str, str | None]]:
+    total = sum(w for w, _, _ in weights)
+    out, acc = [], 0.0
+    for w, name, arg in weights:
+        acc += w / total
+        out.append((acc, name, arg))
+    out[-1] = (1.01, out[-1][1], out[-1][2])
+    return out
 
 
 def generate(out: IO[str], *, lines: int = 1_000_000, days: float = 3.0, seed: int = 1,
              start: datetime | None = None, fmt: str = "syslog",
-             host: str = "mx1") -> GenCounts:
+             host: str = "mx1", mix: str = "mx") -> GenCounts:
     """Write about ``days`` of traffic, exactly ``lines`` lines, into ``out``."""
     if fmt not in ("syslog", "rfc3339", "short-iso"):
         raise ValueError(f"unknown format {fmt}")
     rng = random.Random(seed)
     t0 = (start or datetime(2025, 12, 30, 20, 0, tzinfo=UTC)).replace(tzinfo=UTC).timestamp()
-    gen = _Generator(rng, t0)
+    if mix not in MIXES:
+        raise ValueError(f"unknown mix {mix}")
+    gen = _Generator(rng, t0, mix)
     writer = _Writer(out, fmt, host, lines)
     gap = days * 86400 / max(lines / 6.2, 1)
     t = t0
@@ -682,12 +696,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--format", default="syslog", choices=("syslog", "rfc3339", "short-iso"))
+    parser.add_argument("--mix", default="mx", choices=tuple(MIXES),
+                        help="the share of each kind of traffic (default: mx)")
     parser.add_argument("--start", default="2025-12-30T20:00",
                         help="UTC start time (the default crosses New Year)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     counts = write(args.out, lines=args.lines, days=args.days, seed=args.seed, fmt=args.format,
-                   start=datetime.fromisoformat(args.start).replace(tzinfo=UTC))
+                   mix=args.mix, start=datetime.fromisoformat(args.start).replace(tzinfo=UTC))
     print(f"wrote {counts.lines} lines to {args.out} in {time.monotonic() - started:.1f} s: "
           f"{counts.totals()}", file=sys.stderr)
     return 0

@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
-from typing import NoReturn
 
 from podod import __version__
 from podod.errors import PododError
 from podod.libwarnings import hide_library_warnings
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: mypy knows it)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import NoReturn
+
+# ``podod logparse`` is a command a user times against pflogsumm: this module imports only
+# what parsing the command line needs (pathlib, pydantic and the rest come with a command).
 
 DEFAULT_CONFIG = os.environ.get("PODOD_CONFIG", "/etc/podod/podod.yaml")
 
@@ -97,10 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "run":
+            from pathlib import Path
+
             from podod.daemon import run
 
             return run(Path(args.config))
         if args.cmd == "check-config":
+            from pathlib import Path
+
             for warning in check_config(Path(args.config)):
                 print(f"warning: {warning}", file=sys.stderr)
             print(f"{args.config}: OK")

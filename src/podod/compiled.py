@@ -15,14 +15,19 @@ the standard library: ``setup.py`` reads ``COMPILED`` from it before podod is in
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.machinery
-import importlib.util
 import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: mypy knows it)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+    from types import ModuleType
+
+# Every ``podod`` command imports this module first (``podod/__init__.py`` asks ``stale()``),
+# so it imports only what Python has loaded at start already: no pathlib, typing,
+# importlib.abc or importlib.util (together 25-30 ms of ``podod logparse``'s start).
 
 # Dotted names; each depends only on the standard library and on the others in the list.
 COMPILED = (
@@ -37,12 +42,25 @@ COMPILED = (
 GROUP = "podod.monitor.traffic._parser"
 PURE_ENV = "PODOD_PURE_PYTHON"
 
-_SRC = Path(__file__).resolve().parent.parent  # the directory that holds podod/
+_SRC: str | os.PathLike[str] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# (the directory that holds podod/)
+
+
+def _source(name: str) -> str:
+    return os.path.join(_SRC, *name.split(".")) + ".py"
+
+
+def _built(name: str) -> list[str]:
+    stem = _source(name)[:-3]
+    return [built for suffix in importlib.machinery.EXTENSION_SUFFIXES
+            if os.path.isfile(built := stem + suffix)]
 
 
 def source_path(name: str) -> Path:
     """The ``.py`` file of a module in ``COMPILED``."""
-    return _SRC.joinpath(*name.split(".")).with_suffix(".py")
+    from pathlib import Path
+
+    return Path(_source(name))
 
 
 def is_compiled(module: ModuleType) -> bool:
@@ -61,15 +79,15 @@ def wanted_pure() -> bool:
 
 def compiled_files(name: str) -> list[Path]:
     """The compiled files of a module in ``COMPILED`` (none when it runs from source)."""
-    src = source_path(name)
-    return [built for suffix in importlib.machinery.EXTENSION_SUFFIXES
-            if (built := src.with_suffix(suffix)).is_file()]
+    from pathlib import Path
+
+    return [Path(built) for built in _built(name)]
 
 
-def _checkout() -> Path | None:
+def _checkout() -> str | None:
     """The source checkout podod runs from (an editable install), if it does."""
-    setup = _SRC.parent / "setup.py"
-    return setup if setup.is_file() else None
+    setup = os.path.join(os.path.dirname(_SRC), "setup.py")
+    return setup if os.path.isfile(setup) else None
 
 
 def stale() -> list[str]:
@@ -81,9 +99,9 @@ def stale() -> list[str]:
         return []
     out = []
     for name in COMPILED:
-        src = source_path(name)
-        for built in compiled_files(name):
-            if built.stat().st_mtime < src.stat().st_mtime:
+        src = os.stat(_source(name)).st_mtime
+        for built in _built(name):
+            if os.stat(built).st_mtime < src:
                 out.append(name)
                 break
     return out
@@ -97,10 +115,10 @@ def needs_compiling() -> str | None:
     if setup is None:
         return None
     for name in COMPILED:
-        built = compiled_files(name)
+        built = _built(name)
         if not built:
             return f"{name} is not compiled"
-        if min(b.stat().st_mtime for b in built) < setup.stat().st_mtime:
+        if min(os.stat(b).st_mtime for b in built) < os.stat(setup).st_mtime:
             return f"{name} is older than setup.py"
     if outdated := stale():
         return f"{', '.join(outdated)} older than the source"
@@ -121,17 +139,19 @@ def describe() -> str:
     return "traffic parser: Python source, not compiled (no C compiler at install time)"
 
 
-class _SourceFinder(importlib.abc.MetaPathFinder):
+class _SourceFinder:
     """Finds the modules of ``COMPILED`` as their ``.py`` source, before the path finder
-    (which prefers an extension module) sees them."""
+    (which prefers an extension module) sees them (a meta path finder: ``find_spec``)."""
 
     def find_spec(self, fullname: str, path: Sequence[str] | None,
                   target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
         if fullname not in COMPILED:
             return None
-        src = source_path(fullname)
-        return importlib.util.spec_from_file_location(fullname, src) if src.is_file() \
-            else None
+        import importlib.util
+
+        src = _source(fullname)
+        return importlib.util.spec_from_file_location(fullname, src) \
+            if os.path.isfile(src) else None
 
 
 def use_source() -> None:

@@ -149,3 +149,20 @@ def test_a_reader_that_goes_away_is_no_error(generated: tuple[Path, loggen.GenCo
     stderr = proc.stderr.read().decode()
     assert proc.wait(120) == 0, stderr
     assert stderr == ""
+
+
+def test_logparse_starts_without_what_it_does_not_use() -> None:
+    """``podod logparse FILE --json`` is a command a user times against pflogsumm: its
+    start-up imports neither the daemon's configuration (pydantic) nor rich, nor what Python
+    does not load by itself and the command does not need (each costs milliseconds)."""
+    code = ("import sys; from podod.cli import main; code = main(sys.argv[1:]); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in {"
+            "'pydantic', 'rich', 'pathlib', 'typing', 'dataclasses', 'gzip', 'zoneinfo', "
+            "'asyncio', 'yaml'} or m in ('importlib.abc', 'importlib.resources')), "
+            "file=sys.stderr); sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code, "logparse",
+                             str(DATA / "postfix-3.7.log"), "--json"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["received"] > 0
+    assert result.stderr.strip() == "[]", result.stderr

@@ -6,11 +6,16 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from podod.monitor.traffic import parser as parser_module
 from podod.monitor.traffic import tally as t
 from podod.monitor.traffic.clock import LogClock
 from podod.monitor.traffic.logparse import service_counts
 from podod.monitor.traffic.parser import MailLogParser
 from podod.monitor.traffic.tally import Tally
+from podod.monitor.traffic.top import TopCounter
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "maillog"
 EXPECTED = json.loads((DATA / "expected.json").read_text())
@@ -231,3 +236,43 @@ def test_a_deferred_message_counts_once_across_retries_and_files() -> None:
     assert totals[t.BYTES_RECEIVED] == 1000 and totals[t.BYTES_DELIVERED] == 1000
     assert dict(parser.tally.top("sender")) == {"a@b.test": 1}  # once, not per retry
     assert parser.pending == {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab: <", max_size=12), st.text(alphabet="ab: <", max_size=4),
+       st.integers(min_value=0, max_value=14))
+def test_the_parsers_prefix_test_is_startswith(line: str, prefix: str, start: int) -> None:
+    """The parser's compiled prefix test (``str.find`` with both bounds, instead of a
+    ``startswith`` with a start that mypyc turns into a generic call) is ``startswith``."""
+    assert parser_module._at(line, prefix, start) == line.startswith(prefix, start)
+
+
+def test_dovecot_file_sessions_share_one_cached_service() -> None:
+    """Dovecot's own file tags its lines with the user and session (``imap(alice)<1><s>``):
+    every such line is the same service, resolved once, and a session's tag is not kept
+    per line (there are as many as logins)."""
+    lines = [f"Nov 27 15:21:{i % 60:02d} imap(u{i}@example.com)<{i}><S{i}>: Info: "
+             f"Disconnected: Logged out in=1 out=2\n" for i in range(3000)]
+    lines += [f"Nov 27 15:22:{i % 60:02d} lmtp({1000 + i}): Info: Connect from local\n"
+              for i in range(3000)]
+    lines += ["Nov 27 15:23:00 imap-login: Info: Logged in: user=<a@example.com>, "
+              "method=PLAIN, rip=192.0.2.1, lip=192.0.2.2, mpid=5, TLS, session=<x>\n"]
+    parser = parse("".join(lines))
+    assert service_counts(parser) == ({"dovecot": 6001}, {"dovecot": 0})
+    assert parser.tally.totals()[t.key(t.LOGIN, "imap")] == 1
+    assert len([s for s in parser.services() if s.name == "dovecot"]) == 3  # imap, lmtp, login
+    assert len(parser._services) <= 3 and len(parser._bases) == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(alphabet="abc@.", min_size=1, max_size=4),
+                       st.integers(min_value=1, max_value=5), max_size=40),
+       st.integers(min_value=0, max_value=45))
+def test_top_lists_rank_by_count_then_address(counts: dict[str, int], limit: int) -> None:
+    """A report's top N (sorting only the candidates at or above the N-th count) is the
+    first N of every address ranked by count, ties by address."""
+    top = TopCounter(capacity=1000)
+    top.merge(counts.items())
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    assert top.top(limit) == ranked[:limit]
+    assert top.top() == ranked

@@ -7,9 +7,10 @@ loads ``podod.monitor.traffic.settings``); the rest is imported by ``setup``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: mypy knows it)
 if TYPE_CHECKING:
+    from typing import Any
+
     from podod.plugins import Registry
 
 

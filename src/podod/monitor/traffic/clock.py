@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -24,6 +23,8 @@ MONTHS = {m: i for i, m in enumerate(
 def local_zone(name: str | None = None) -> tzinfo:
     """The zone naive syslog timestamps are read in: ``name``, else this machine's."""
     if name:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # (only here: its import costs)
+
         try:
             return ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, tzinfo
-from typing import Any
 
 from podod.monitor.traffic import tally as t
-from podod.monitor.traffic.tally import Tally
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing: mypy knows it)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from podod.monitor.traffic.tally import Tally
 
 TOTAL_KEYS = ("received", "delivered", "forwarded", "deferred", "deferrals", "bounced",
               "rejected", "reject_warnings", "held", "discarded", "expired",

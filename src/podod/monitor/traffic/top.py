@@ -11,6 +11,7 @@ and at most ``floor`` above it, and it is exact while the distinct addresses fit
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 
 
@@ -60,8 +61,20 @@ class TopCounter:
             del counts[key]
 
     def top(self, limit: int | None = None) -> list[tuple[str, int]]:
-        ranked = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        """The ``limit`` largest counts, ties by key. Only the candidates at or above the
+        ``limit``-th largest count are sorted (a report's top 10 of 100 000 addresses)."""
+        counts = self.counts
+        if limit is not None and 0 < limit < len(counts):
+            least = heapq.nlargest(limit, counts.values())[-1]
+            items = [(k, n) for k, n in counts.items() if n >= least]
+        else:
+            items = list(counts.items())
+        ranked = sorted(items, key=_rank)
         return ranked if limit is None else ranked[:limit]
 
     def __len__(self) -> int:
         return len(self.counts)
+
+
+def _rank(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
