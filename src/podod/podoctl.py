@@ -39,7 +39,8 @@ options:
   --yes, -y         do not ask for confirmation of a real change
   -h, --help        this text; 'podoctl help' lists the daemon's commands
 
-exit codes: 0 ok, 1 command failed, 2 usage or configuration error, 3 daemon unreachable
+exit codes: 0 ok, 1 command failed, 2 usage error or refused value (or configuration
+error), 3 daemon unreachable
 """
 
 
