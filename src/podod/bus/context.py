@@ -82,6 +82,8 @@ class Reply:
     exit_code: int = 0
     secret: str | None = None  # shown once to the requester; never audited or logged
     notes: list[str] = field(default_factory=list)
+    # A listing's page when more rows follow: shown, more, next (the command), the cursor.
+    page: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict. Shallow on purpose: ``dataclasses.asdict`` deep-copies ``data``
@@ -93,6 +95,8 @@ class Reply:
                             "title": self.table.title}
         if self.secret is None:
             out.pop("secret")
+        if self.page is None:
+            out.pop("page")
         return out
 
     @classmethod
