@@ -156,7 +156,11 @@ def render(reply: Reply, console: Console, err: Console, *, asking: bool = False
     if reply.sandbox:
         console.print(Text(SANDBOX_BANNER, style="bold yellow"))
     if reply.table is not None and len(reply.table.rows) > RICH_ROWS:
+        if reply.table.title is not None:
+            console.print(_data(reply.table.title))
         _plain_table(reply.table.columns, reply.table.rows, console)
+        if reply.message and reply.table.title is None:
+            console.print(_data(reply.message, newlines=True))
     elif reply.table is not None:
         title = reply.table.title
         table = RichTable(title=_data(title) if title is not None else None,
@@ -228,7 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     # collector would walk a large reply's million objects again and again while it is read
     # (half of json.loads' time for 100 000 mailboxes).
     gc.disable()
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        gc.enable()
+
+
+def _run(argv: list[str]) -> int:
     try:
         return _main(argv)
     except BrokenPipeError:  # 'podoctl user list | head': the reader went away, fine

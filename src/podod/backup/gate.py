@@ -390,8 +390,8 @@ class BackupGate:
             await asyncio.sleep(0.5)
         while True:
             newest = await self.runtime.state.run(lambda c: c.execute(
-                "SELECT max(created) FROM backups WHERE command = ?",
-                (SCHEDULED,)).fetchone()[0])
+                "SELECT max(created) FROM backups WHERE command IN (?, ?)",
+                (SCHEDULED, "backup take")).fetchone()[0])  # a full backup of either kind
             due = (float(newest) + interval) if newest is not None else time.time()
             await asyncio.sleep(max(0.0, due - time.time()))
             try:
