@@ -206,7 +206,7 @@ def scale(cluster: PgCluster, daemon: DaemonProcess, sizes: list[int], runs: int
         first, listing = wall([*podoctl, "user", "list"], runs)
         assert listing.count("@") > 100 and "more mailboxes after these" in listing
         first_domain, _ = wall([*podoctl, "user", "list", "--domain", domain], runs)
-        every, text = wall([*podoctl, "--json", "user", "list", "--all"], max(1, runs // 2))
+        every, text = wall([*podoctl, "--json", "user", "list", "--all"], runs)
         assert len(json.loads(text)["data"]) == total
         started = time.perf_counter()
         full = daemon.request(["backup", "take"], timeout=600)
