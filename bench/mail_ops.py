@@ -4,14 +4,21 @@
    hashes at the lowest rounds podod allows (1000), and the time that hashing takes through
    the worker pool is measured on its own and subtracted (both figures are printed).
    Target: under 20 ms median.
-2. ``podoctl --json user list`` over 10 000 mailboxes (seeded with SQL, not through the bus),
-   wall time of the whole podoctl process. Target: under 300 ms median.
-3. Hashing throughput at 70 000 rounds (SHA512-CRYPT): the C crypt and libpass, in-process
+2. ``podoctl --json user list --all`` over 10 000 mailboxes (seeded with SQL, not through
+   the bus), wall time of the whole podoctl process. Target: under 300 ms median.
+3. Scale (issue 12): with the database holding 10 000, then 100 000 mailboxes (with their
+   alias and quota2 rows, seeded with SQL), a real one-mailbox ``user update --quota-mb``:
+   the daemon's own "ok in N ms" (its log line) and the size of its backup on disk
+   (targets: under 50 ms, under 100 kB); ``podoctl user list`` and ``user list --domain``
+   first screen, wall time of the whole process (target: under 300 ms); ``podoctl --json
+   user list --all``, every mailbox (target: under 2 s at 100 000).
+4. Hashing throughput at 70 000 rounds (SHA512-CRYPT): the C crypt and libpass, in-process
    and through the hashing pool with one worker and with one worker per core.
    Target: the pool at C speed, and near-linear scaling with cores. Each figure is the
    median of three runs in turns; N independent processes show what the machine allows.
 
     .venv/bin/python bench/mail_ops.py [--creates 200] [--lists 7] [--hashes 40]
+                                       [--scale 10000,100000] [--scale-runs 5]
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import secrets
 import socket
 import statistics
@@ -39,7 +47,10 @@ from podod.testbed.postgres import PgCluster
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "Bench-Password-7-Long"
-TARGETS = {"create_ms_median": 20.0, "list_ms_median": 300.0}
+TARGETS = {"create_ms_median": 20.0, "list_ms_median": 300.0,
+           "scale_update_daemon_ms": 50.0, "scale_backup_bytes": 100_000,
+           "scale_first_screen_ms": 300.0, "scale_json_all_ms_at_100000": 2000.0}
+UPDATE_LOG = re.compile(r"command user update by \S+ via socket: (\w+) in ([\d.]+) ms")
 
 
 class SocketClient:
@@ -151,12 +162,91 @@ def seed_mailboxes(cluster: PgCluster, db: str, domain: str, count: int) -> None
         "ANALYZE;", db)
 
 
+def wall(argv: list[str], runs: int) -> tuple[list[float], str]:
+    """Wall times of ``runs`` runs of a whole process (after one uncounted), its output."""
+    times, out = [], ""
+    for i in range(runs + 1):
+        started = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True, check=True)
+        if i:
+            times.append(time.perf_counter() - started)
+        out = done.stdout
+    return times, out
+
+
+def scale(cluster: PgCluster, daemon: DaemonProcess, sizes: list[int], runs: int,
+          seeded: int) -> dict[str, Any]:
+    """At each size the database holds that many mailboxes (``seeded`` already there):
+    grow it with SQL, then measure one real change and the listings."""
+    out: dict[str, Any] = {}
+    total = seeded
+    podoctl = [sys.executable, "-m", "podod.podoctl", "--socket", str(daemon.socket_path)]
+    for size in sizes:
+        domain = f"scale{size}.example"
+        started = time.perf_counter()
+        seed_mailboxes(cluster, "mail", domain, max(1, size - total))
+        seeding = time.perf_counter() - started
+        total = int(cluster.psql("SELECT count(*) FROM mailbox", "mail").strip())
+        target = f"user1@{domain}"
+        daemon_ms, sandbox_ms, sizes_b = [], [], []
+        for i in range(runs + 1):
+            argv = ["user", "update", target, "--quota-mb", str(100 + i)]
+            mark = len(daemon.log())
+            sandbox = daemon.request(argv)
+            reply = daemon.request(argv, execute_real=True)
+            assert reply["ok"] and reply["backup_id"], reply
+            shown = daemon.request(["backup", "show", str(reply["backup_id"])])
+            logged = [(m.group(1), float(m.group(2)))
+                      for m in UPDATE_LOG.finditer(daemon.log()[mark:])]
+            assert sandbox["ok"] and [o for o, _ in logged] == ["sandbox", "ok"], logged
+            if i:  # the first run warms the pool and caches
+                sandbox_ms.append(logged[0][1])
+                daemon_ms.append(logged[1][1])
+                sizes_b.append(int(shown["data"]["bytes"]))
+        first, listing = wall([*podoctl, "user", "list"], runs)
+        assert listing.count("@") > 100 and "more mailboxes after these" in listing
+        first_domain, _ = wall([*podoctl, "user", "list", "--domain", domain], runs)
+        every, text = wall([*podoctl, "--json", "user", "list", "--all"], runs)
+        assert len(json.loads(text)["data"]) == total
+        started = time.perf_counter()
+        full = daemon.request(["backup", "take"], timeout=600)
+        full_s = time.perf_counter() - started
+        assert full["ok"], full
+        figures = {
+            "mailboxes": total, "seed_s": round(seeding, 2),
+            "load_average_after": round(os.getloadavg()[0], 2),
+            "update_real_daemon_ms_median": round(statistics.median(daemon_ms), 1),
+            "update_real_daemon_ms_max": round(max(daemon_ms), 1),
+            "update_sandbox_daemon_ms_median": round(statistics.median(sandbox_ms), 1),
+            "backup_bytes_median": int(statistics.median(sizes_b)),
+            "user_list_first_screen_ms": ms(first),
+            "user_list_domain_first_screen_ms": ms(first_domain),
+            "json_user_list_all_ms": ms(every), "json_bytes": len(text.encode()),
+            "full_backup_s": round(full_s, 2), "full_backup_bytes": full["data"]["bytes"],
+        }
+        out[str(size)] = figures
+        print(f"mail_ops: scale, {total} mailboxes (seeded in {seeding:.1f} s): real "
+              f"user update {figures['update_real_daemon_ms_median']} ms in the daemon "
+              f"(median of {runs}, max {figures['update_real_daemon_ms_max']}; sandbox "
+              f"{figures['update_sandbox_daemon_ms_median']} ms; target < 50 ms), backup "
+              f"{figures['backup_bytes_median']} bytes (target < 100 kB); podoctl user list "
+              f"first screen {ms(first)['median']} ms, --domain {ms(first_domain)['median']} "
+              f"ms (target < 300 ms); podoctl --json user list --all {ms(every)['median']} ms "
+              f"for {len(text.encode()) / 1e6:.1f} MB (target < 2 s at 100 000); a full "
+              f"backup (backup take, on request or every backup.full_every) {full_s:.2f} s, "
+              f"{full['data']['bytes'] / 1e6:.1f} MB (load average {os.getloadavg()[0]:.2f})")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--creates", type=int, default=200)
     parser.add_argument("--lists", type=int, default=7)
     parser.add_argument("--mailboxes", type=int, default=10000)
     parser.add_argument("--hashes", type=int, default=40)
+    parser.add_argument("--scale", default="10000,100000",
+                        help="database sizes (mailboxes) for the scale figures")
+    parser.add_argument("--scale-runs", type=int, default=5)
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     result: dict[str, Any] = {"cores": cores, "targets": TARGETS}
@@ -217,7 +307,7 @@ def main() -> int:
             # 2. user list over 10 000 mailboxes through podoctl --json
             seed_mailboxes(cluster, "mail", "many.example", args.mailboxes)
             podoctl = [sys.executable, "-m", "podod.podoctl", "--socket",
-                       str(daemon.socket_path), "--json", "user", "list"]
+                       str(daemon.socket_path), "--json", "user", "list", "--all"]
             walls, daemon_ms = [], []
             for _ in range(args.lists + 1):
                 started = time.perf_counter()
@@ -226,7 +316,7 @@ def main() -> int:
                 data = json.loads(out.stdout)
                 assert len(data["data"]) >= args.mailboxes, len(data["data"])
                 started = time.perf_counter()
-                daemon.request(["user", "list"])
+                daemon.request(["user", "list", "--all"])
                 daemon_ms.append(time.perf_counter() - started)
             walls, daemon_ms = walls[1:], daemon_ms[1:]  # the first run warms caches
             startup = []
@@ -241,16 +331,21 @@ def main() -> int:
                 **listing, "runs": args.lists, "mailboxes": args.mailboxes,
                 "daemon_reply_ms_median": ms(daemon_ms)["median"],
                 "podoctl_status_ms_median": ms(startup)["median"]}
-            print(f"mail_ops: podoctl --json user list, {args.mailboxes} mailboxes: "
+            print(f"mail_ops: podoctl --json user list --all, {args.mailboxes} mailboxes: "
                   f"{listing['median']} ms median (p90 {listing['p90']} ms; the daemon's "
                   f"reply alone {ms(daemon_ms)['median']} ms, podoctl --json status "
                   f"{ms(startup)['median']} ms) (target < 300 ms)")
+
+            # 3. scale: a real one-mailbox change and the listings at 10 000 and 100 000
+            sizes = sorted(int(n) for n in args.scale.split(",") if n.strip())
+            result["scale"] = scale(cluster, daemon, sizes, args.scale_runs,
+                                    seeded=args.mailboxes)
         finally:
             if daemon is not None:
                 daemon.stop()
             cluster.stop()
 
-    # 3. hashing throughput at 70 000 rounds. Each figure is the median of three runs taken
+    # 4. hashing throughput at 70 000 rounds. Each figure is the median of three runs taken
     # in turns, so a burst of other load on the machine does not decide the result.
     backends = ["c", "libpass"] if c_backend_ok() else ["libpass"]
     load_before = os.getloadavg()[0]

@@ -364,9 +364,21 @@ def test_pg_dump_backup_is_taken_verified_and_restorable(pg: PgCluster, tmp_path
     path = make_mail_config(pg, root, mail.db, backup={"pg_dump": True})
     before = mail.dump()
     with DaemonProcess(path) as daemon:
+        # A change backs up its rows only; the pg_dump is part of a full backup.
         reply = daemon.request(["user", "delete", "alice@example.com"], execute_real=True)
         assert reply["ok"], reply
-        shown = daemon.request(["backup", "show", str(reply["backup_id"])])
+        change = daemon.request(["backup", "show", str(reply["backup_id"])])
+        assert change["data"]["manifest"]["pg_dump"] is False
+        assert not (Path(change["data"]["path"]) / "dump.pgc").exists()
+        assert daemon.request(["backup", "restore", str(reply["backup_id"])],
+                              execute_real=True)["ok"]
+        assert mail.dump() == before
+        taken = daemon.request(["backup", "take"])
+        assert taken["ok"], taken
+        shown = daemon.request(["backup", "show", str(taken["data"]["id"])])
+        refused = daemon.request(["backup", "restore", str(taken["data"]["id"])])
+    assert refused["exit_code"] == 2 and "is a full copy of the mail database" in \
+        refused["message"]
     folder = Path(shown["data"]["path"])
     assert shown["data"]["problems"] == [] and shown["data"]["manifest"]["pg_dump"] is True
     assert "dump.pgc" in (folder / "SHA256SUMS").read_text()
@@ -390,7 +402,7 @@ def test_pg_dump_backup_is_taken_verified_and_restorable(pg: PgCluster, tmp_path
                              "directory"),
     ("/bin/false", "pg_dump: exit status 1"),
 ])
-def test_a_failing_pg_dump_aborts_the_change(pg: PgCluster, tmp_path: Path, mail: MailStack,
+def test_a_failing_pg_dump_fails_the_full_backup(pg: PgCluster, tmp_path: Path, mail: MailStack,
                                              program: str, reason: str) -> None:
     root = tmp_path / "failing"
     root.mkdir()
@@ -398,12 +410,11 @@ def test_a_failing_pg_dump_aborts_the_change(pg: PgCluster, tmp_path: Path, mail
                             backup={"pg_dump": True, "pg_dump_path": program})
     before = mail.dump()
     with DaemonProcess(path) as daemon:
-        reply = daemon.request(["domain", "create", "example.net"], execute_real=True)
+        reply = daemon.request(["backup", "take"])
         assert reply["code"] == "backup-failed"
-        assert reply["message"] == f"the backup could not be taken ({reason}); nothing was " \
-                                   "changed"
+        assert reply["message"] == f"the full backup could not be taken ({reason})"
         assert daemon.request(["backup", "list"])["data"] == []
-        audit = daemon.request(["audit", "list", "--command", "domain"])["data"]
+        audit = daemon.request(["audit", "list", "--command", "backup take"])["data"]
     assert mail.dump() == before
     assert list((root / "backups").iterdir()) == []  # no half-written folder stays
     assert audit[0]["outcome"] == "backup-failed" and audit[0]["backup_id"] is None

@@ -61,6 +61,19 @@ def setup(registry: Registry) -> None:
             ["id", "time (UTC)", "actor", "command", "tables", "rows", "bytes"], rows,
             title="backups"))
 
+    @registry.command(
+        "backup take", "Take a full backup of the mail database now",
+        permission="admin",
+        description="Copies every mail table whole (tables/<table>.json, one consistent "
+                    "snapshot) and, with backup.pg_dump, a pg_dump of the database. A real "
+                    "change backs up only the rows it touches; full backups are taken on "
+                    "request and every backup.full_every.")
+    async def backup_take(ctx: CommandContext) -> Reply:
+        entry = await gate_of(ctx).take_full(ctx.actor.name)
+        return Reply(message=f"full backup {entry['id']} taken: {entry['changes']} rows of "
+                             f"{entry['tables'].count(',') + 1} tables, {entry['bytes']} bytes",
+                     data=entry)
+
     @registry.command("backup show", "Show one backup: what it holds and whether it verifies",
                       params=[Arg("id", "the backup id", metavar="ID")], permission="admin",
                       reply=SHOW_REPLY)

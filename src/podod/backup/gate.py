@@ -1,24 +1,26 @@
 """The backup gate: before a real change commits, back up what it touches, verify the
 backup, record it in the catalog; any failure aborts the change with nothing changed.
 
-A backup is a folder ``<backup dir>/<id>/`` (mode 0700, files 0600):
+A change's backup costs what the change touches, not what the database holds: a folder
+``<backup dir>/<id>/`` (mode 0700, files 0600) with
 
-- ``rows.json``     the touched rows as they were before the change (``before_images``:
-                    table, action, key, row — ``null`` for rows the change inserts) and
-                    as they were right after it (``after``, read inside the change's own
+- ``rows.json``     the touched rows as they were before the change (``before``: table,
+                    action, key, row — ``null`` for rows the change inserts) and as they
+                    were right after it (``after``, read inside the change's own
                     transaction before it commits; ``null`` for rows it deletes), so a
                     restore can tell what changed since
-- ``tables/<t>.json`` the committed contents of every touched table, read through a
-                    separate connection (the change's own transaction is not committed, so
-                    that connection sees the state before it)
-- ``dump.pgc``      optionally a full ``pg_dump -Fc`` (``backup.pg_dump: true``), read back
-                    with ``pg_restore --list`` before the change commits
 - ``manifest.json`` id, time, actor, origin, command, tables, changes, and the SHA-256 of
                     every other file
 - ``SHA256SUMS``    sha256sum-compatible checksums of all files, manifest included
 
 It is written into a temporary folder, fsynced, renamed into place, then every file is read
-back and re-hashed; only then is it recorded in the catalog and the change committed.
+back, re-hashed and ``rows.json`` compared with what was meant to be written; only then is
+it recorded in the catalog and the change committed.
+
+A **full** backup (``backup take``, or every ``backup.full_every``) copies the whole mail
+database instead: ``tables/<t>.json`` for every mail table, read in one consistent snapshot,
+and a ``pg_dump -Fc`` (``dump.pgc``) when ``backup.pg_dump`` is on. Its cost grows with the
+database, so it is never taken per change.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from podod.errors import BackupFailed, NotFound
+from podod.errors import BackupFailed, NotFound, PododError, Unavailable, ValidationError
 from podod.mail.database import connect_kwargs
 from podod.mail.schema import PRIMARY_KEYS
 
@@ -98,6 +100,25 @@ def _inside(folder: Path, name: str) -> Path | None:
     if name.startswith("/") or ".." in Path(name).parts:
         return None
     return path
+
+
+def _new_id(created: float) -> str:
+    return datetime.fromtimestamp(created, UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + \
+        secrets.token_hex(3)
+
+
+def _read_back(folder: Path, files: dict[str, bytes]) -> list[str]:
+    """Every file read back: its checksums hold, and each file holds what was written."""
+    problems = verify_folder(folder)
+    for name, data in files.items():
+        if not problems and (folder / name).read_bytes() != data:
+            problems.append(f"{name} reads back different from what was written")
+    return problems
+
+
+def _size_and_manifest(folder: Path) -> tuple[int, str]:
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return size, sha256_file(folder / "manifest.json")
 
 
 def verify_folder(folder: Path) -> list[str]:
@@ -169,6 +190,9 @@ async def after_images(uow: Any) -> dict[tuple[str, str], dict[str, Any]]:
     return await current_rows(uow, keys)
 
 
+SCHEDULED = "backup take (backup.full_every)"  # the catalog's command of a scheduled one
+
+
 class BackupGate:
     """The ``backup`` component."""
 
@@ -176,6 +200,9 @@ class BackupGate:
         self.runtime = runtime
         self._last_success: float | None = None
         self._last_loaded = False
+        self._full_lock = asyncio.Lock()
+        self._schedule: asyncio.Task[None] | None = None
+        self._pruning: asyncio.Task[None] | None = None
 
     @property
     def directory(self) -> Path:
@@ -185,9 +212,23 @@ class BackupGate:
     async def start(self) -> None:
         await self.runtime.state.migrate("backup", MIGRATIONS)
         await self.prune()
+        interval = self.runtime.config.backup.full_every
+        if interval:
+            self._schedule = asyncio.create_task(self._every(interval), name="full-backups")
 
     async def stop(self) -> None:
-        return None
+        task, self._schedule = self._schedule, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._pruning is not None:
+            await asyncio.gather(self._pruning, return_exceptions=True)
+
+    async def reload(self, config: Any) -> None:
+        await self.stop()
+        interval = config.backup.full_every
+        if interval:
+            self._schedule = asyncio.create_task(self._every(interval), name="full-backups")
 
     async def prune(self) -> int:
         """Drop backups older than ``backup.keep_days`` (never the newest 10)."""
@@ -217,56 +258,71 @@ class BackupGate:
             raise BackupFailed(f"the backup could not be taken ({reason}); nothing was "
                                "changed") from None
         self._last_success = time.time()
-        try:
-            await self.prune()
-        except Exception:  # retention must never undo a verified backup's change
-            log.exception("pruning old backups failed")
+        self._prune_soon()
         return backup_id
+
+    def _prune_soon(self) -> None:
+        """Retention after a new backup, in the background: the change it belongs to
+        commits without waiting for it."""
+        if self._pruning is not None and not self._pruning.done():
+            return
+
+        async def prune() -> None:
+            try:
+                await self.prune()
+            except Exception:  # retention must never undo a verified backup's change
+                log.exception("pruning old backups failed")
+
+        self._pruning = asyncio.create_task(prune(), name="backup-prune")
 
     async def _take(self, uow: Any, ctx: CommandContext) -> str:
         created = time.time()
-        backup_id = datetime.fromtimestamp(created, UTC).strftime("%Y%m%dT%H%M%SZ") + \
-            "-" + secrets.token_hex(3)
+        backup_id = _new_id(created)
         tables = sorted(uow.touched)
-        pool = await uow.database.pool()
         after = await after_images(uow)
-        files: dict[str, bytes] = {
-            "rows.json": json.dumps([{"table": t, "action": a, "key": k, "before": b,
-                                      "after": after.get((t, str(next(iter(k.values())))))}
-                                     for t, a, k, b in uow.before_images],
-                                    default=str, indent=1).encode()}
-        # A separate connection sees the committed state: the change is not committed yet.
-        async with pool.acquire() as reader:
-            for table in tables:
-                files[f"tables/{table}.json"] = (await reader.fetchval(
-                    f"SELECT coalesce(json_agg(t), '[]'::json)::text FROM {table} t")).encode()
+        rows = [{"table": t, "action": a, "key": k, "before": b,
+                 "after": after.get((t, str(next(iter(k.values())))))}
+                for t, a, k, b in uow.before_images]
+        # default=str: timestamps become text, as PostgreSQL's to_json writes them closely
+        # enough for json_populate_record to read them back (a restore does).
+        data = json.dumps(rows, default=str, indent=1).encode()
         manifest: dict[str, Any] = {
-            "id": backup_id, "created": created, "actor": ctx.actor.name,
+            "id": backup_id, "kind": "change", "created": created, "actor": ctx.actor.name,
             "origin": ctx.request.origin, "command": ctx.spec.name,
             "request_id": ctx.request.id, "tables": tables,
-            "changes": [asdict(c) for c in uow.changes()],
-            "pg_dump": bool(self.runtime.config.backup.pg_dump),
+            "changes": [asdict(c) for c in uow.changes()], "pg_dump": False,
         }
-        temp = await asyncio.to_thread(self._make_temp, backup_id)
-        try:
-            sums = await asyncio.to_thread(_write_files, temp, files)
-            if self.runtime.config.backup.pg_dump:
+        return await self._store(backup_id, created, ctx.actor.name, ctx.spec.name, tables,
+                                 len(rows), {"rows.json": data}, manifest)
+
+    async def _store(self, backup_id: str, created: float, actor: str, command: str,
+                     tables: list[str], count: int, files: dict[str, bytes],
+                     manifest: dict[str, Any], dump: bool = False) -> str:
+        """Write, seal, read back and verify, then catalog one backup folder. Without a
+        dump all the file work is one trip to a worker thread: on a busy machine each trip
+        costs milliseconds of a change's time."""
+        if not dump:
+            folder, problems, size, manifest_sha = await asyncio.to_thread(
+                self._write_sealed, backup_id, files, manifest)
+        else:
+            temp = await asyncio.to_thread(self._make_temp, backup_id,
+                                           any(n.startswith("tables/") for n in files))
+            try:
+                sums = await asyncio.to_thread(_write_files, temp, files)
                 sums["dump.pgc"] = await self._pg_dump(temp / "dump.pgc")
-            folder = await asyncio.to_thread(self._seal, temp, backup_id, manifest, sums)
-        except BaseException:
-            await asyncio.to_thread(shutil.rmtree, temp, True)
-            raise
-        problems = await asyncio.to_thread(verify_folder, folder)
-        if not problems and self.runtime.config.backup.pg_dump:
-            problems = await self._check_dump(folder / "dump.pgc")
-        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-        manifest_sha = sha256_file(folder / "manifest.json")
+                folder = await asyncio.to_thread(self._seal, temp, backup_id, manifest, sums)
+            except BaseException:
+                await asyncio.to_thread(shutil.rmtree, temp, True)
+                raise
+            problems = await asyncio.to_thread(_read_back, folder, files)
+            if not problems:
+                problems = await self._check_dump(folder / "dump.pgc")
+            size, manifest_sha = await asyncio.to_thread(_size_and_manifest, folder)
 
         def record(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO backups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (backup_id, created, ctx.actor.name, ctx.spec.name,
-                          ",".join(tables), len(uow.before_images), size, manifest_sha,
-                          str(folder)))
+                         (backup_id, created, actor, command, ",".join(tables), count, size,
+                          manifest_sha, str(folder)))
 
         try:
             if problems:
@@ -278,12 +334,93 @@ class BackupGate:
             raise
         return backup_id
 
-    def _make_temp(self, backup_id: str) -> Path:
+    async def take_full(self, actor: str, command: str = "backup take") -> dict[str, Any]:
+        """A copy of the whole mail database: every mail table in one snapshot (and a
+        pg_dump when ``backup.pg_dump``); its catalog entry. Failures are one sentence."""
+        async with self._full_lock:
+            try:
+                backup_id = await self._take_full(actor, command)
+            except BackupFailed as exc:
+                raise BackupFailed(exc.message.replace("; nothing was changed", "").replace(
+                    "the backup could not", "the full backup could not")) from None
+            except PododError:
+                raise
+            except Exception as exc:
+                reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+                raise BackupFailed(f"the full backup could not be taken ({reason})") from None
+        self._last_success = time.time()
+        self._prune_soon()
+        return await self.get(backup_id)
+
+    async def _take_full(self, actor: str, command: str) -> str:
+        created = time.time()
+        backup_id = _new_id(created)
+        database = self.runtime.component("maildb")
+        if database is None:
+            raise Unavailable("no mail database is configured (mail.database.dsn in "
+                              "podod.yaml)")
+        pool = await database.pool()
+        files: dict[str, bytes] = {}
+        counts: dict[str, int] = {}
+        # One snapshot for all tables: the copy is consistent across them.
+        async with pool.acquire() as reader, reader.transaction(isolation="repeatable_read",
+                                                                readonly=True):
+            for table, column in sorted(PRIMARY_KEYS.items()):
+                text = await reader.fetchval(
+                    f"SELECT coalesce(json_agg(t ORDER BY t.{column}), '[]'::json)::text "
+                    f"FROM {table} t")
+                # tens of MB at 100 000 mailboxes: encoded beside the event loop
+                files[f"tables/{table}.json"] = await asyncio.to_thread(text.encode)
+                counts[table] = await reader.fetchval(f"SELECT count(*) FROM {table}")
+        tables = sorted(PRIMARY_KEYS)
+        dump = bool(self.runtime.config.backup.pg_dump)
+        manifest: dict[str, Any] = {
+            "id": backup_id, "kind": "full", "created": created, "actor": actor,
+            "origin": "daemon", "command": command, "tables": tables, "rows": counts,
+            "changes": [], "pg_dump": dump,
+        }
+        return await self._store(backup_id, created, actor, command, tables,
+                                 sum(counts.values()), files, manifest, dump=dump)
+
+    async def _every(self, interval: float) -> None:
+        """Take a full backup whenever the newest one is ``interval`` old."""
+        for _ in range(120):  # the mail database's component starts after this one
+            if self.runtime.component("maildb") is not None:
+                break
+            await asyncio.sleep(0.5)
+        while True:
+            newest = await self.runtime.state.run(lambda c: c.execute(
+                "SELECT max(created) FROM backups WHERE command IN (?, ?)",
+                (SCHEDULED, "backup take")).fetchone()[0])  # a full backup of either kind
+            due = (float(newest) + interval) if newest is not None else time.time()
+            await asyncio.sleep(max(0.0, due - time.time()))
+            try:
+                entry = await self.take_full("podod", SCHEDULED)
+                log.info("full backup %s taken (%s rows, %s bytes)", entry["id"],
+                         entry["changes"], entry["bytes"])
+            except PododError as exc:
+                log.error("%s; trying again in %.0f s", exc.message, min(interval, 300.0))
+                await asyncio.sleep(min(interval, 300.0))
+
+    def _write_sealed(self, backup_id: str, files: dict[str, bytes], manifest: dict[str, Any]
+                      ) -> tuple[Path, list[str], int, str]:
+        """In a worker thread: write, seal and read back a folder without a dump; its path,
+        problems, size and the manifest's SHA-256."""
+        temp = self._make_temp(backup_id, any(n.startswith("tables/") for n in files))
+        try:
+            folder = self._seal(temp, backup_id, manifest, _write_files(temp, files))
+        except BaseException:
+            shutil.rmtree(temp, True)
+            raise
+        return (folder, _read_back(folder, files), *_size_and_manifest(folder))
+
+    def _make_temp(self, backup_id: str, tables: bool) -> Path:
         base = self.directory
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
         temp = base / f".tmp-{backup_id}"
         temp.mkdir(mode=0o700)
-        (temp / "tables").mkdir(mode=0o700)
+        if tables:
+            (temp / "tables").mkdir(mode=0o700)
         return temp
 
     def _seal(self, temp: Path, backup_id: str, manifest: dict[str, Any],
@@ -399,7 +536,13 @@ class BackupGate:
         if problems:
             raise BackupFailed(f"backup {backup_id} is damaged ({'; '.join(problems)}); "
                                "it cannot be restored")
-        data = json.loads((Path(entry["path"]) / "rows.json").read_text())
+        rows_file = Path(entry["path"]) / "rows.json"
+        if not rows_file.is_file():  # verified above: a full backup, which has no rows.json
+            raise ValidationError(f"backup {backup_id} is a full copy of the mail database, "
+                                  "not the backup of one change; restore it with pg_restore "
+                                  "or from its tables/*.json (docs/backup.md); nothing was "
+                                  "changed")
+        data = json.loads(rows_file.read_text())
         for item in data:  # verified above; still, nothing unexpected reaches SQL text
             key = item.get("key") if isinstance(item, dict) else None
             if not (isinstance(key, dict) and len(key) == 1 and

@@ -19,6 +19,7 @@ Secrets never reach the log: the bus redacts secret parameters and never passes 
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import json
@@ -419,8 +420,11 @@ def _verify(conn: sqlite3.Connection, chain: _Chain) -> Verdict:
     return Verdict(True, count, lines, data)
 
 
-def _list(conn: sqlite3.Connection, limit: int, actor: str | None,
-          command: str | None, since: float | None) -> list[dict[str, Any]]:
+def _list(conn: sqlite3.Connection, limit: int | None, actor: str | None,
+          command: str | None, since: float | None, before: int | None = None
+          ) -> tuple[list[dict[str, Any]], int]:
+    """The newest records (before id ``before``), at most ``limit`` (None: all), and how
+    many more older ones match."""
     where: list[str] = []
     params: list[object] = []
     if actor:
@@ -432,10 +436,19 @@ def _list(conn: sqlite3.Connection, limit: int, actor: str | None,
     if since:
         where.append("ts >= ?")
         params.append(since)
-    sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
-    sql += " ORDER BY id DESC LIMIT ?"
-    params.append(limit)
-    return [dict(r) for r in conn.execute(sql, params)]
+    if before is not None:
+        where.append("id < ?")
+        params.append(before)
+    clause = " WHERE " + " AND ".join(where) if where else ""
+    records = [dict(r) for r in conn.execute(
+        f"SELECT * FROM audit{clause} ORDER BY id DESC LIMIT ?",
+        [*params, -1 if limit is None else limit + 1])]
+    if limit is None or len(records) <= limit:
+        return records, 0
+    records = records[:limit]
+    more = conn.execute(f"SELECT count(*) FROM audit{clause}{' AND' if where else ' WHERE'} "
+                        "id < ?", [*params, records[-1]["id"]]).fetchone()[0]
+    return records, int(more)
 
 
 class AuditLog:
@@ -470,7 +483,15 @@ class AuditLog:
     async def list(self, limit: int = 50, actor: str | None = None,
                    command: str | None = None, since: float | None = None
                    ) -> list[dict[str, Any]]:
-        return await self.state.run(_list, limit, actor, command, since)
+        records, _more = await self.page(limit, actor, command, since)
+        return records
+
+    async def page(self, limit: int | None = 50, actor: str | None = None,
+                   command: str | None = None, since: float | None = None,
+                   before: int | None = None) -> tuple[builtins.list[dict[str, Any]], int]:
+        """The newest records before id ``before`` (at most ``limit``; None: all) and how
+        many older ones match too."""
+        return await self.state.run(_list, limit, actor, command, since, before)
 
 
 __all__ = ["AuditEntry", "AuditLog", "AuditUnavailable", "Verdict"]

@@ -9,11 +9,14 @@ from typing import Any
 from podod.bus import binding, grammar
 from podod.bus.authz import authorize, may_run
 from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.paging import Page, page_message, page_note, page_options
 from podod.bus.shapes import ANY, BOOL, INT, NUM, STR, arr, nullable, obj, one_of
 from podod.bus.spec import Arg, Opt
 from podod.durations import format_duration
 from podod.errors import UsageError
 from podod.plugins import Registry
+
+AUDIT_PAGE = 20  # audit records shown without --limit
 
 
 def _ts(value: float) -> str:
@@ -118,23 +121,32 @@ def setup(registry: Registry) -> None:
 
     @registry.command(
         "audit list", "Show the most recent audit records",
-        params=[Opt("limit", "how many records", kind="int", default=20, minimum=1,
-                    maximum=10_000),
+        params=[*page_options("records", "id", default=AUDIT_PAGE, cursor="before"),
                 Opt("actor", "only this actor (e.g. unix:alice)"),
                 Opt("command", "only commands starting with this (e.g. 'user')"),
                 Opt("since", "only records newer than this (e.g. 24h)", kind="duration")],
         permission="admin", reply=AUDIT_LIST_REPLY,
     )
-    async def audit_list(ctx: CommandContext, limit: int, actor: str | None,
-                         command: str | None, since: float | None) -> Reply:
+    async def audit_list(ctx: CommandContext, limit: int | None, before: str | None,
+                         all: bool, actor: str | None, command: str | None,
+                         since: float | None) -> Reply:
         bus = ctx.runtime.bus
         assert bus is not None
+        page = Page.of("audit list", limit, before, all, default=AUDIT_PAGE, option="before")
+        if before is not None and not (before.isascii() and before.isdigit()
+                                       and len(before) < 19):
+            raise UsageError(f"audit list: --before must be a record id (a whole number), "
+                             f"not {before!r}")
         since_ts = time.time() - since if since else None
-        records = await bus.audit.list(limit, actor, command, since_ts)
+        records, more = await bus.audit.page(page.limit, actor, command, since_ts,
+                                             int(before) if before is not None else None)
         rows = [[r["id"], _ts(r["ts"]), r["actor"], r["origin"], r["command"],
                  "real" if r["execute_real"] else "-", r["outcome"],
                  f"{r['duration_ms']:.0f} ms", r["backup_id"] or ""] for r in records]
-        return Reply(message=f"{len(records)} audit records", data=records,
+        notes, paged = page_note(ctx, page, more, str(records[-1]["id"]) if records else "",
+                                 "records")
+        return Reply(message=page_message(len(records), more, "audit record", "audit records"),
+                     data=records, notes=notes, page=paged,
                      table=Table(["id", "time (UTC)", "actor", "origin", "command", "real",
                                   "outcome", "took", "backup"], rows, title="audit log"))
 

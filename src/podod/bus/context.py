@@ -140,6 +140,8 @@ class Reply:
         if self.code in STATUSES:
             return self.code
         return "invalid" if self.exit_code == 2 else "failed"
+    # A listing's page when more rows follow: shown, more, next (the command), the cursor.
+    page: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict. Shallow on purpose: ``dataclasses.asdict`` deep-copies ``data``
@@ -158,6 +160,8 @@ class Reply:
             out.pop("secrets")
         else:  # clients of before the list read one "secret"
             out["secret"] = self.secrets[0].value
+        if self.page is None:
+            out.pop("page")
         return out
 
     @classmethod

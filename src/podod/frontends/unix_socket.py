@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from podod.bus.context import Actor, Reply, Request
+from podod.bus.paging import INLINE_ROWS
 from podod.config import SocketSettings
 from podod.errors import ConfigError, RateLimited, Unauthenticated
 from podod.runtime import Runtime
@@ -180,6 +181,17 @@ class UnixSocketFrontend:
         writer.write(_encode(obj))
         await writer.drain()
 
+    async def _reply(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
+        """A reply; a large one (a listing with --all) is encoded in a worker thread, so
+        its few hundred ms do not hold every other request."""
+        obj = {"type": "reply", **reply.to_dict()}
+        rows = len(reply.table.rows) if reply.table is not None else 0
+        if isinstance(reply.data, list):
+            rows = max(rows, len(reply.data))
+        writer.write(await asyncio.to_thread(_encode, obj) if rows > INLINE_ROWS
+                     else _encode(obj))
+        await writer.drain()
+
     async def _conversation(self, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
@@ -274,7 +286,7 @@ class UnixSocketFrontend:
                 raise
             finally:
                 self._busy.discard(task)
-            await self._send(writer, {"type": "reply", **reply.to_dict()})
+            await self._reply(writer, reply)
 
     async def _ask_stdin(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                          request: Request) -> dict[str, Any] | None:

@@ -6,6 +6,15 @@ import asyncio
 from typing import Any
 
 from podod.bus.context import Actor, CommandContext, Reply, Table
+from podod.bus.paging import (
+    INLINE_ROWS,
+    Page,
+    fetch_page,
+    off_loop,
+    page_message,
+    page_note,
+    page_options,
+)
 from podod.bus.shapes import BOOL, NULL, STR, arr, obj
 from podod.bus.spec import Arg, Opt
 from podod.errors import Conflict, NotFound, ValidationError
@@ -124,6 +133,12 @@ def _loop(actor: Actor, address: str, parent: dict[str, str], last: str) -> Vali
                            f"{' → '.join([*path, address])}{note}")
 
 
+def _alias_rows(rows: list[Any]) -> tuple[list[dict[str, Any]], list[list[Any]]]:
+    data = [dict(r) for r in rows]
+    return data, [[r["address"], r["goto"].replace(",", ", "), yes(r["active"])]
+                  for r in data]
+
+
 async def _alias(db: Any, address: str) -> dict[str, Any]:
     row = await db.fetchrow("SELECT * FROM alias WHERE address=$1", address)
     if row is None:
@@ -174,21 +189,28 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "alias list", "List aliases (not the mailboxes' own alias rows)",
         params=[Opt("domain", "only this domain", kind="domain"),
-                Opt("search", "only aliases whose address or targets contain this")],
+                Opt("search", "only aliases whose address or targets contain this"),
+                *page_options("aliases", "address")],
         reply=LIST_REPLY)
-    async def alias_list(ctx: CommandContext, domain: str | None, search: str | None
-                         ) -> Reply:
+    async def alias_list(ctx: CommandContext, domain: str | None, search: str | None,
+                         limit: int | None, after: str | None, all: bool) -> Reply:
+        page = Page.of("alias list", limit, after, all)
         domains = visible_domains(ctx, normalize_domain(domain) if domain else None)
         async with reader(ctx) as db:
-            rows = [dict(r) for r in await db.fetch(
-                "SELECT address, goto, domain, active FROM alias WHERE address <> goto AND "
-                "($1::text[] IS NULL OR domain = ANY($1::text[])) AND ($2::text IS NULL OR "
-                "strpos(address, lower($2)) > 0 OR strpos(lower(goto), lower($2)) > 0) "
-                "ORDER BY address", domains, search)]
-        return Reply(message=f"{len(rows)} aliases", data=rows, table=Table(
-            ["alias", "goes to", "active"],
-            [[r["address"], r["goto"].replace(",", ", "), yes(r["active"])] for r in rows],
-            title="aliases"))
+            rows, more = await fetch_page(
+                db, page, key="address",
+                select="SELECT address, goto, domain, active FROM alias",
+                count="SELECT count(*) FROM alias",
+                where="address <> goto AND ($1::text[] IS NULL OR domain = ANY($1::text[])) "
+                      "AND ($2::text IS NULL OR strpos(address, lower($2)) > 0 OR "
+                      "strpos(lower(goto), lower($2)) > 0)",
+                args=[domains, search])
+        data, table = await off_loop(len(rows) > INLINE_ROWS, _alias_rows, rows)
+        notes, paged = page_note(ctx, page, more, data[-1]["address"] if data else "",
+                                 "aliases")
+        return Reply(message=page_message(len(data), more, "alias", "aliases"), data=data,
+                     notes=notes, page=paged,
+                     table=Table(["alias", "goes to", "active"], table, title="aliases"))
 
     @registry.command("alias show", "Show one alias",
                       params=[Arg("address", "the alias")], reply=SHOW_REPLY)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.paging import Page, fetch_page, page_message, page_note, page_options
 from podod.bus.shapes import BOOL, INT, NULL, STR, WHOLE_TEXT, arr, nullable, obj
 from podod.bus.spec import Arg, Opt
 from podod.errors import Conflict, NotFound, ValidationError
@@ -179,16 +180,20 @@ def setup(registry: Registry) -> None:
                      else f"domain {name} would be created", data={"domain": name})
 
     @registry.command("domain list", "List the mail domains",
-                      params=[Opt("search", "only domains containing this text")],
+                      params=[Opt("search", "only domains containing this text"),
+                              *page_options("domains", "domain")],
                       reply=LIST_REPLY)
-    async def domain_list(ctx: CommandContext, search: str | None) -> Reply:
+    async def domain_list(ctx: CommandContext, search: str | None, limit: int | None,
+                          after: str | None, all: bool) -> Reply:
+        page = Page.of("domain list", limit, after, all)
+        shown = list(ctx.actor.domains) if ctx.actor.role == "domain-admin" else None
         async with reader(ctx) as db:
-            rows = [dict(r) for r in await db.fetch(
-                COUNTS + " WHERE ($1::text IS NULL OR strpos(d.domain, $1) > 0) "
-                "ORDER BY d.domain", search.lower() if search else None)]
-        if ctx.actor.role != "admin":
-            rows = [r for r in rows if ctx.actor.may_manage(r["domain"]) or
-                    ctx.actor.role == "viewer"]
+            found, more = await fetch_page(
+                db, page, key="d.domain", select=COUNTS, count="SELECT count(*) FROM domain d",
+                where="($1::text IS NULL OR strpos(d.domain, $1) > 0) AND "
+                      "($2::text[] IS NULL OR d.domain = ANY($2::text[]))",
+                args=[search.lower() if search else None, shown])
+        rows = [dict(r) for r in found]
         table = [[r["domain"], r["description"],
                   f"{r['mailbox_count']}/{_of(r['mailboxes'])}",
                   f"{r['alias_count']}/{_of(r['aliases'])}",
@@ -196,7 +201,10 @@ def setup(registry: Registry) -> None:
                   r["alias_of"] or "", yes(r["active"])] for r in rows]
         data = [{k: (str(v) if k in ("created", "modified") else v) for k, v in r.items()}
                 for r in rows]
-        return Reply(message=f"{len(rows)} domains", data=data, table=Table(
+        notes, paged = page_note(ctx, page, more, rows[-1]["domain"] if rows else "",
+                                 "domains")
+        return Reply(message=page_message(len(rows), more, "domain", "domains"), data=data,
+                     notes=notes, page=paged, table=Table(
             ["domain", "description", "mailboxes", "aliases", "quota", "alias of", "active"],
             table, title="domains"))
 

@@ -6,6 +6,15 @@ import time
 from typing import Any
 
 from podod.bus.context import CommandContext, Reply, Secret, Table
+from podod.bus.paging import (
+    INLINE_ROWS,
+    Page,
+    fetch_page,
+    off_loop,
+    page_message,
+    page_note,
+    page_options,
+)
 from podod.bus.scope import domain_scope, visible
 from podod.bus.shapes import BOOL, INT, NULL, STR, arr, obj
 from podod.bus.spec import Arg, Opt
@@ -171,25 +180,31 @@ def setup(registry: Registry) -> None:
         "user list", "List mailboxes",
         params=[Opt("domain", "only this domain", kind="domain"),
                 Opt("search", "only addresses or names containing this text"),
-                Opt("limit", "at most this many", kind="int", default=100000, minimum=1,
-                    maximum=10_000_000)], reply=LIST_REPLY)
+                *page_options("mailboxes", "address")],
+        examples=["user list --domain example.com",
+                  "user list --domain example.com --after bob@example.com",
+                  "podoctl --json user list --all"],
+        reply=LIST_REPLY)
     async def user_list(ctx: CommandContext, domain: str | None, search: str | None,
-                        limit: int) -> Reply:
+                        limit: int | None, after: str | None, all: bool) -> Reply:
+        page = Page.of("user list", limit, after, all)
         domains = visible_domains(ctx, normalize_domain(domain) if domain else None)
         async with reader(ctx) as db:
-            rows = await db.fetch(
-                "SELECT m.username, m.name, m.quota, m.active, m.domain, "
-                "coalesce(q.bytes, 0) AS used, coalesce(q.messages, 0) AS messages "
-                "FROM mailbox m "
-                "LEFT JOIN quota2 q ON q.username = m.username "
-                "WHERE ($1::text[] IS NULL OR m.domain = ANY($1::text[])) AND "
-                "($2::text IS NULL OR strpos(m.username, lower($2)) > 0 OR "
-                "strpos(lower(m.name), lower($2)) > 0) ORDER BY m.username LIMIT $3",
-                domains, search, limit)
-        data = [dict(r) for r in rows]
-        table = [[r["username"], r["name"], mb(r["quota"]), size(r["used"]), r["messages"],
-                  yes(r["active"])] for r in data]
-        return Reply(message=f"{len(data)} mailboxes", data=data, table=Table(
+            rows, more = await fetch_page(
+                db, page, key="m.username",
+                select="SELECT m.username, m.name, m.quota, m.active, m.domain, "
+                       "coalesce(q.bytes, 0) AS used, coalesce(q.messages, 0) AS messages "
+                       "FROM mailbox m LEFT JOIN quota2 q ON q.username = m.username",
+                count="SELECT count(*) FROM mailbox m",
+                where="($1::text[] IS NULL OR m.domain = ANY($1::text[])) AND "
+                      "($2::text IS NULL OR strpos(m.username, lower($2)) > 0 OR "
+                      "strpos(lower(m.name), lower($2)) > 0)",
+                args=[domains, search])
+        data, table = await off_loop(len(rows) > INLINE_ROWS, _user_rows, rows)
+        notes, paged = page_note(ctx, page, more, data[-1]["username"] if data else "",
+                                 "mailboxes")
+        return Reply(message=page_message(len(data), more, "mailbox", "mailboxes"),
+                     data=data, notes=notes, page=paged, table=Table(
             ["address", "name", "quota", "used", "messages", "active"], table,
             title="mailboxes"))
 
@@ -313,6 +328,12 @@ def setup(registry: Registry) -> None:
         return Reply(message=f"mailbox {username} "
                              f"{'deleted' if ctx.execute_real else 'would be deleted'}",
                      notes=notes)
+
+
+def _user_rows(rows: list[Any]) -> tuple[list[dict[str, Any]], list[list[Any]]]:
+    data = [dict(r) for r in rows]
+    return data, [[r["username"], r["name"], mb(r["quota"]), size(r["used"]), r["messages"],
+                   yes(r["active"])] for r in data]
 
 
 async def _old_maildir(ctx: CommandContext, username: str, maildir: str,
