@@ -63,7 +63,7 @@ def setup(registry: Registry) -> None:
 
     @registry.command(
         "backup take", "Take a full backup of the mail database now",
-        permission="admin",
+        permission="admin", reply=obj(_BACKUP, description="the full backup's catalog entry"),
         description="Copies every mail table whole (tables/<table>.json, one consistent "
                     "snapshot) and, with backup.pg_dump, a pg_dump of the database. A real "
                     "change backs up only the rows it touches; full backups are taken on "
