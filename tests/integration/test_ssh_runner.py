@@ -29,7 +29,7 @@ from podod.servers.runner import (
     ServerUnreachable,
 )
 from podod.state import StateDB
-from podod.testbed.sshd import Sshd
+from testbed.sshd import Sshd
 
 SCRIPT = 'id -un; echo "$0"; printf "%s|" "$@"'
 

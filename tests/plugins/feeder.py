@@ -23,7 +23,7 @@ from podod.monitor.model import (
     ServerDisconnected,
 )
 from podod.plugins import Registry
-from podod.testbed.fleet import fleet_names, fleet_samples
+from testbed.fleet import fleet_names, fleet_samples
 
 
 def publish(ctx: CommandContext, collector: str, samples: list[Sample]) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from podod.testbed import schemas
+from testbed import schemas
 
 
 def write_config(path: Path, data: dict[str, Any]) -> Path:
@@ -79,7 +79,7 @@ class DaemonProcess:
 
     def checked(self, argv: list[str], reply: dict[str, Any]) -> dict[str, Any]:
         """``reply`` to ``argv``, after checking it against the command's reply schema (when
-        switched on, see :mod:`podod.testbed.schemas`)."""
+        switched on, see :mod:`testbed.schemas`)."""
         if schemas.enabled() and isinstance(reply, dict) and "ok" in reply:
             if self._schemas is None:
                 self._schemas = schemas.ReplySchemas.from_config(self.config_path)
