@@ -80,3 +80,29 @@ def reaches(edges: dict[str, set[str]], start: str, goal: str) -> bool:
                 seen.add(nxt)
                 todo.append(nxt)
     return False
+
+
+def test_config_wording_is_not_an_import_circle() -> None:
+    """config.py reads every section's settings; the settings modules take the loader's
+    wording from settings_base, never from config.py (directly or late)."""
+    edges = graph()
+    assert reaches(edges, "podod.config", "podod.alerts.settings")
+    for settings in ("podod.alerts.settings", "podod.monitor.settings",
+                     "podod.servers.settings", "podod.mail.settings", "podod.settings_base"):
+        assert not reaches(edges, settings, "podod.config"), settings
+    assert not reaches(edges, "podod.alerts.settings", "podod.alerts.maintenance")
+
+
+def test_the_bus_does_not_import_the_runtime() -> None:
+    edges = graph()
+    bus = [m for m in edges if m.startswith("podod.bus.")]
+    assert "podod.bus.core" in bus
+    assert [m for m in bus if reaches(edges, m, "podod.runtime")] == []
+
+
+def test_servers_and_mail_import_nothing_from_monitor() -> None:
+    edges = graph()
+    offenders = sorted(
+        f"{m} -> {d}" for m in edges if m.startswith(("podod.servers.", "podod.mail."))
+        for d in edges[m] if d == "podod.monitor" or d.startswith("podod.monitor."))
+    assert offenders == []

@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from podod.bus import grammar
 from podod.bus.audit import AuditEntry, AuditLog, AuditUnavailable
@@ -17,6 +17,7 @@ from podod.bus.authz import authorize
 from podod.bus.context import (
     Actor,
     AfterAction,
+    BusRuntime,
     CommandContext,
     Progress,
     Reply,
@@ -29,9 +30,6 @@ from podod.bus.ratelimit import RateLimiter
 from podod.bus.spec import CommandSpec, StdinKind
 from podod.errors import PododError, UsageError
 from podod.events import AfterActionFailed, CommandCompleted
-
-if TYPE_CHECKING:
-    from podod.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +48,7 @@ def error_reply(exc: PododError) -> Reply:
 
 
 class CommandBus:
-    def __init__(self, runtime: Runtime, audit: AuditLog) -> None:
+    def __init__(self, runtime: BusRuntime, audit: AuditLog) -> None:
         self.runtime = runtime
         self.audit = audit
         self.plans = PlanBook(ttl=runtime.config.commands.plan_ttl)
