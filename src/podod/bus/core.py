@@ -53,11 +53,6 @@ class CommandBus:
         self.audit = audit
         self.plans = PlanBook(ttl=runtime.config.commands.plan_ttl)
         self.limiter = RateLimiter(lambda: self.runtime.config.commands.rate_limit)
-        self.inflight: set[asyncio.Task[object]] = set()
-
-    @property
-    def commands(self) -> dict[str, object]:
-        return self.runtime.registry.commands  # type: ignore[return-value]
 
     # -- the edge: what a frontend calls besides execute --------------------------------
 
@@ -101,16 +96,6 @@ class CommandBus:
 
     async def execute(self, request: Request, progress: Progress = _no_progress) -> Reply:
         """Run one request from any frontend; never raises for a user's mistake."""
-        task = asyncio.current_task()
-        if task is not None:
-            self.inflight.add(task)
-        try:
-            return await self._execute(request, progress)
-        finally:
-            if task is not None:
-                self.inflight.discard(task)
-
-    async def _execute(self, request: Request, progress: Progress) -> Reply:
         started = time.monotonic()
         registry = self.runtime.registry
         # Until the request parses, the audit keeps only the words the grammar knows. A
