@@ -4,10 +4,11 @@ harnesses stay out of what ships, and the import circles that were removed stay 
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
-
-import setuptools
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
@@ -59,10 +60,19 @@ def test_nothing_shipped_imports_the_testbed() -> None:
 
 
 def test_the_built_package_holds_no_testbed() -> None:
-    """setuptools' package discovery, configured as in pyproject.toml, is what a wheel holds."""
+    """setuptools' package discovery, configured as in pyproject.toml, is what a wheel holds.
+    (In a child process: importing setuptools here would put its vendored packages on this
+    process's path, which test_lock would then see as installed.)"""
     config = tomllib.loads((REPO / "pyproject.toml").read_text())
     find = config["tool"]["setuptools"]["packages"]["find"]
-    packages = setuptools.find_packages(where=str(REPO / find["where"][0]))
+    # pyproject's [tool.setuptools.packages.find] finds namespace packages too (a folder
+    # without __init__.py, as src/podod/testbed was), as find_namespace_packages does.
+    assert find.get("namespaces", True)
+    code = ("import json, sys, setuptools; "
+            "print(json.dumps(setuptools.find_namespace_packages(where=sys.argv[1])))")
+    found = subprocess.run([sys.executable, "-c", code, str(REPO / find["where"][0])],
+                           capture_output=True, text=True, check=True, timeout=60)
+    packages = json.loads(found.stdout)
     assert "podod" in packages and "podod.bus" in packages
     assert [p for p in packages if "testbed" in p or "demo" in p] == []
     assert not (PACKAGE / "demo.py").exists()
