@@ -91,10 +91,10 @@ apt:
 demo: venv
 	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		$(MAKE) apt APT_PACKAGES="postgresql"; fi
-	$(PY) -m podod.demo
+	$(PY) -m testbed.demo
 
 lint: venv
-	$(VENV)/bin/ruff check setup.py src tests bench plugins
+	$(VENV)/bin/ruff check setup.py src testbed tests bench plugins
 	$(VENV)/bin/mypy
 
 unit: venv compiled

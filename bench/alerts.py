@@ -20,11 +20,12 @@ from pathlib import Path
 
 import yaml
 
+import _repo  # noqa: F401  (the checkout's testbed/ on sys.path)
 from podod.alerts.clock import ManualClock
 from podod.alerts.engine import AlertEngine
 from podod.alerts.settings import AlertSettings
 from podod.monitor.model import Sample
-from podod.testbed.fleet import fleet_names, fleet_samples
+from testbed.fleet import fleet_names, fleet_samples
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_MS = 100.0

@@ -37,13 +37,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import _repo  # noqa: F401  (the checkout's testbed/ on sys.path)
 from podod.mail.serverconfig import SqlLogin
-from podod.testbed.daemon import DaemonProcess, base_config, write_config
-from podod.testbed.dovecot import Dovecot
-from podod.testbed.ports import free_port
-from podod.testbed.postfix import Postfix
-from podod.testbed.postgres import PgCluster
-from podod.testbed.sshd import Sshd
+from testbed.daemon import DaemonProcess, base_config, write_config
+from testbed.dovecot import Dovecot
+from testbed.ports import free_port
+from testbed.postfix import Postfix
+from testbed.postgres import PgCluster
+from testbed.sshd import Sshd
 
 REPO = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -15,7 +15,7 @@ The logs (``--lines`` each, 1 000 000 by default):
 - ``relay``: loggen's other mix (mostly submissions relayed out, more retries, bounces and
   expiries, many Dovecot logins, few rejects), RFC 3339 timestamps, seed 2;
 - ``mailflow``: bench/data/mailflow.log, written by the mail-flow test bed's real Postfix
-  3.7 and Dovecot 2.3 into one file (``podod.testbed.mailflow`` with ``shared_log``),
+  3.7 and Dovecot 2.3 into one file (``testbed.mailflow`` with ``shared_log``),
   repeated, its queue ids renamed in each copy (pflogsumm counts a deferred queue id once
   per run);
 - ``recorded``: the real log lines of the tests (tests/data/maillog: Postfix 3.7, Dovecot

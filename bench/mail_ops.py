@@ -40,10 +40,11 @@ from typing import Any
 
 import yaml
 
+import _repo  # noqa: F401  (the checkout's testbed/ on sys.path)
 from podod.mail.passwords import HashingPool, c_backend_ok, hash_password
-from podod.testbed.daemon import DaemonProcess, base_config
-from podod.testbed.ports import free_port
-from podod.testbed.postgres import PgCluster
+from testbed.daemon import DaemonProcess, base_config
+from testbed.ports import free_port
+from testbed.postgres import PgCluster
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "Bench-Password-7-Long"

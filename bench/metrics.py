@@ -24,8 +24,9 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from podod.testbed.daemon import DaemonProcess, base_config, write_config
-from podod.testbed.ports import free_port
+import _repo  # noqa: F401  (the checkout's testbed/ on sys.path)
+from testbed.daemon import DaemonProcess, base_config, write_config
+from testbed.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_MS = 50.0

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import yaml
 
-from podod.testbed.ports import free_port
-from podod.testbed.postgres import PgCluster
+import _repo  # noqa: F401  (the checkout's testbed/ on sys.path)
+from testbed.ports import free_port
+from testbed.postgres import PgCluster
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_READY_S = 1.0

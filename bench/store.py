@@ -22,11 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _repo  # noqa: F401  (the checkout's testbed/ on sys.path)
 from podod.events import DaemonStarted
 from podod.monitor.model import Sample
 from podod.monitor.query import plan_query, run_query
 from podod.monitor.store import Store
-from podod.testbed.runtime import runtime_for
+from testbed.runtime import runtime_for
 
 REPO = Path(__file__).resolve().parent.parent
 DAY = 86400.0

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from podod import compiled
-from podod.testbed.daemon import DaemonProcess, base_config, write_config
+from testbed.daemon import DaemonProcess, base_config, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -20,7 +20,7 @@ from podod.mail.settings import MailSettings
 from podod.monitor.settings import MonitorSettings
 from podod.monitor.traffic.settings import TrafficSettings
 from podod.servers.settings import ServerConfig
-from podod.settings_base import ConfigPath, Duration, Section
+from podod.settings_base import ConfigPath, Duration, Section, format_validation_error
 from podod.yamlfile import read_yaml
 
 Role = Literal["admin", "domain-admin", "viewer"]
@@ -201,66 +201,6 @@ class Config(Section):
                 raise ValueError(f"server name '{server.name}' is used twice")
             seen.add(server.name)
         return servers
-
-
-_MESSAGES = {
-    "int_parsing": "must be an integer",
-    "int_type": "must be an integer",
-    "int_from_float": "must be an integer",
-    "float_parsing": "must be a number",
-    "float_type": "must be a number",
-    "finite_number": "must be a finite number",
-    "bool_parsing": "must be true or false",
-    "bool_type": "must be true or false",
-    "string_type": "must be a string",
-    "list_type": "must be a list",
-    "dict_type": "must be a mapping of keys to values",
-    "model_type": "must be a mapping of keys to values",
-    "model_attributes_type": "must be a mapping of keys to values",
-    "missing": "is required",
-    "extra_forbidden": "unknown key",
-    "path_type": "must be a path",
-}
-
-
-def _key_path(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _message(error: Any) -> str:
-    kind = error["type"]
-    if kind in _MESSAGES:
-        return _MESSAGES[kind]
-    if kind == "literal_error":
-        expected = error.get("ctx", {}).get("expected", "")
-        return f"must be one of {expected}"
-    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        return str(error["msg"]).lower().replace("input should be", "must be")
-    message = str(error["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            message = message[len(prefix):]
-    return message
-
-
-def format_validation_error(source: str, exc: pydantic.ValidationError) -> str:
-    """One line per problem: ``FILE: key.path: what is wrong``."""
-    lines = []
-    for error in exc.errors():
-        # Drop pydantic's internal union/function tags from the location.
-        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
-        if error["type"] == "secret_file":  # raised by the section: name the key itself
-            loc = (*loc, error["ctx"]["key"])
-        key = _key_path(loc)
-        text = _message(error)
-        lines.append(f"{source}: {key}: {text}" if key else f"{source}: {text}")
-    return "\n".join(lines)
 
 
 def parse_config(data: Any, *, source: str, base_dir: Path | None = None) -> Config:

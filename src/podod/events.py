@@ -65,12 +65,6 @@ class AfterActionFailed(Event):
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class PluginFailed(Event):
-    plugin: str
-    reason: str
-
-
 E = TypeVar("E", bound=Event)
 Handler = Callable[[Any], Awaitable[None] | None]
 

@@ -93,10 +93,6 @@ class Registry:
 
     # -- what plugins call ---------------------------------------------------------------
 
-    @property
-    def plugin_name(self) -> str:
-        return self._current
-
     def settings(self) -> dict[str, Any]:
         """The calling plugin's own settings (``plugins.settings.<name>`` in podod.yaml)."""
         return dict(self._plugin_settings.get(self._current, {}))

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
+import pydantic
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -76,3 +77,67 @@ class Section(BaseModel):
             is_secret = annotation is SecretStr or "SecretStr" in str(annotation)
             object.__setattr__(self, target, SecretStr(text) if is_secret else text)
         return self
+
+
+# How the loader words a pydantic error: shared by config.py and every settings module
+# that validates a part of the configuration on its own (alerts, monitor, servers).
+_MESSAGES = {
+    "int_parsing": "must be an integer",
+    "int_type": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping of keys to values",
+    "model_type": "must be a mapping of keys to values",
+    "model_attributes_type": "must be a mapping of keys to values",
+    "missing": "is required",
+    "extra_forbidden": "unknown key",
+    "path_type": "must be a path",
+}
+
+
+def key_path(loc: tuple[str | int, ...]) -> str:
+    """``('servers', 0, 'host')`` -> ``servers[0].host``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def validation_message(error: Any) -> str:
+    """One pydantic error in the loader's wording (``must be an integer``, ...)."""
+    kind = error["type"]
+    if kind in _MESSAGES:
+        return _MESSAGES[kind]
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return f"must be one of {expected}"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        return str(error["msg"]).lower().replace("input should be", "must be")
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+    return message
+
+
+def format_validation_error(source: str, exc: pydantic.ValidationError) -> str:
+    """One line per problem: ``FILE: key.path: what is wrong``."""
+    lines = []
+    for error in exc.errors():
+        # Drop pydantic's internal union/function tags from the location.
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
+        if error["type"] == "secret_file":  # raised by the section: name the key itself
+            loc = (*loc, error["ctx"]["key"])
+        key = key_path(loc)
+        text = validation_message(error)
+        lines.append(f"{source}: {key}: {text}" if key else f"{source}: {text}")
+    return "\n".join(lines)

@@ -21,19 +21,19 @@ import pytest
 import yaml
 
 from podod.mail.serverconfig import SqlLogin
-from podod.testbed.daemon import DaemonProcess, base_config, write_config
-from podod.testbed.dovecot import Dovecot
-from podod.testbed.ports import free_port
-from podod.testbed.postfix import Postfix
-from podod.testbed.postfixadmin import PostfixAdmin
-from podod.testbed.postgres import PgCluster
-from podod.testbed.schemas import ENV as CHECK_REPLY_SCHEMAS
-from podod.testbed.sogo import SOGo
-from podod.testbed.sshd import Sshd
+from testbed.daemon import DaemonProcess, base_config, write_config
+from testbed.dovecot import Dovecot
+from testbed.ports import free_port
+from testbed.postfix import Postfix
+from testbed.postfixadmin import PostfixAdmin
+from testbed.postgres import PgCluster
+from testbed.schemas import ENV as CHECK_REPLY_SCHEMAS
+from testbed.sogo import SOGo
+from testbed.sshd import Sshd
 
 OWNER, OWNER_PW = "podod", "podod-owner-pw"
 # Every reply a test receives from a daemon is checked against its command's declared reply
-# schema (podod.testbed.schemas): the whole suite exercises the declarations.
+# schema (testbed.schemas): the whole suite exercises the declarations.
 os.environ.setdefault(CHECK_REPLY_SCHEMAS, "1")
 _counter = itertools.count()
 

@@ -15,8 +15,8 @@ import yaml
 
 from conftest import MailStack, make_mail_config, reload_config
 from podod.mail.schema import TEXT_COLUMNS
-from podod.testbed.daemon import DaemonProcess
-from podod.testbed.postgres import PgCluster
+from testbed.daemon import DaemonProcess
+from testbed.postgres import PgCluster
 
 LIMIT = 1000  # mail.max_alias_targets' default
 REQUEST_LIMIT = 1_048_576  # socket.max_request_bytes' default

@@ -15,15 +15,15 @@ import pytest
 import yaml
 
 from conftest import MailStack, new_domain
-from podod.testbed.daemon import DaemonProcess, base_config, write_config
-from podod.testbed.dovecot import Dovecot
-from podod.testbed.ports import free_port
-from podod.testbed.postfix import Postfix
-from podod.testbed.prometheus import Alertmanager
-from podod.testbed.receivers import SmtpReceiver, WebhookReceiver
-from podod.testbed.sshd import Sshd
-from podod.testbed.synapse import Synapse, available
-from podod.testbed.waiting import wait_for
+from testbed.daemon import DaemonProcess, base_config, write_config
+from testbed.dovecot import Dovecot
+from testbed.ports import free_port
+from testbed.postfix import Postfix
+from testbed.prometheus import Alertmanager
+from testbed.receivers import SmtpReceiver, WebhookReceiver
+from testbed.sshd import Sshd
+from testbed.synapse import Synapse, available
+from testbed.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 

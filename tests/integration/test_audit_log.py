@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from podod.bus.audit import FIELDS, GENESIS
-from podod.testbed.daemon import DaemonProcess
-from podod.testbed.ports import free_port
+from testbed.daemon import DaemonProcess
+from testbed.ports import free_port
 
 Start = Callable[..., DaemonProcess]
 REPO = Path(__file__).resolve().parents[2]

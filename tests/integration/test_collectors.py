@@ -31,9 +31,9 @@ from podod.monitor.model import Sample
 from podod.plugins import Registry, load_builtins
 from podod.runtime import Runtime
 from podod.servers.runner import LocalRunner
-from podod.testbed.ports import free_port
-from podod.testbed.postgres import PgCluster, find_pg_bin
-from podod.testbed.runtime import runtime_for
+from testbed.ports import free_port
+from testbed.postgres import PgCluster, find_pg_bin
+from testbed.runtime import runtime_for
 
 pytestmark = pytest.mark.integration
 CATALOG = set(builtin_series())

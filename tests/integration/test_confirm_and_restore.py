@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import MailStack, make_mail_config
-from podod.testbed.daemon import DaemonProcess
-from podod.testbed.postgres import PgCluster
+from testbed.daemon import DaemonProcess
+from testbed.postgres import PgCluster
 
 PASSWORD = "Correct-Horse-7-Battery"
 REPO = Path(__file__).resolve().parents[2]

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from podod.testbed.daemon import DaemonProcess
-from podod.testbed.waiting import poll as wait_for
+from testbed.daemon import DaemonProcess
+from testbed.waiting import poll as wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 Start = Callable[..., DaemonProcess]

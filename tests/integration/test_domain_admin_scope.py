@@ -14,8 +14,8 @@ from maillogs import lines_of, truth
 from test_queue_and_probes import QueueingPostfix, queued
 
 from conftest import MailStack, make_mail_config
-from podod.testbed.daemon import DaemonProcess, base_config, write_config
-from podod.testbed.waiting import poll
+from testbed.daemon import DaemonProcess, base_config, write_config
+from testbed.waiting import poll
 
 __all__ = ["queued"]  # the module fixture with a real Postfix holding deferred mail
 

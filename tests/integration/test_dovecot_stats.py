@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from conftest import MailStack, new_domain
-from podod.testbed.daemon import DaemonProcess, base_config, write_config
-from podod.testbed.dovecot import Dovecot
-from podod.testbed.sshd import Sshd
-from podod.testbed.waiting import wait_for
+from testbed.daemon import DaemonProcess, base_config, write_config
+from testbed.dovecot import Dovecot
+from testbed.sshd import Sshd
+from testbed.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 PASSWORD = "Correct-Horse-7-Battery"

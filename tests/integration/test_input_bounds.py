@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import MailStack
 from podod.mail.passwords import verify_password
-from podod.testbed.daemon import DaemonProcess
+from testbed.daemon import DaemonProcess
 
 Start = Callable[..., DaemonProcess]
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from podod.testbed.daemon import DaemonProcess, base_config, write_config
+from testbed.daemon import DaemonProcess, base_config, write_config
 
 Start = Callable[..., DaemonProcess]
 NOTICE = "noisy-library-notice"

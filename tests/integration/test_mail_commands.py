@@ -15,8 +15,8 @@ import pytest
 
 from conftest import MailStack, make_mail_config
 from podod.mail.passwords import verify_password
-from podod.testbed.daemon import DaemonProcess
-from podod.testbed.postgres import PgCluster
+from testbed.daemon import DaemonProcess
+from testbed.postgres import PgCluster
 
 PASSWORD = "Correct-Horse-7-Battery"
 
@@ -228,7 +228,7 @@ def test_search_is_plain_text(mail: MailStack) -> None:
 
 
 def test_a_database_that_is_down_is_one_sentence(pg: PgCluster, tmp_path: Path) -> None:
-    from podod.testbed.ports import free_port
+    from testbed.ports import free_port
 
     closed = free_port()
     path = make_mail_config(pg, tmp_path, "mail")

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from conftest import MailStack
-from podod.testbed.waiting import wait_for
+from testbed.waiting import wait_for
 
 
 def test_requests_during_a_reload_are_answered(mail: MailStack) -> None:

@@ -29,10 +29,10 @@ from conftest import (
     make_mail_config,
     new_domain,
 )
-from podod.testbed.daemon import DaemonProcess
-from podod.testbed.dovecot import Dovecot
-from podod.testbed.postfix import Postfix
-from podod.testbed.sogo import SOGo
+from testbed.daemon import DaemonProcess
+from testbed.dovecot import Dovecot
+from testbed.postfix import Postfix
+from testbed.sogo import SOGo
 
 PASSWORD = "Correct-Horse-7-Battery"
 NEW_PASSWORD = "Staple-Another-42-Horse"

@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 
 from conftest import OWNER, make_mail_config
-from podod.testbed.daemon import DaemonProcess
-from podod.testbed.postgres import PgCluster
-from podod.testbed.sshd import Sshd
-from podod.testbed.waiting import poll as wait_for
+from testbed.daemon import DaemonProcess
+from testbed.postgres import PgCluster
+from testbed.sshd import Sshd
+from testbed.waiting import poll as wait_for
 
 _dbs = iter(range(1000))
 

@@ -10,11 +10,11 @@ from test_mail_servers import PASSWORD, inbox_count
 from test_maildirs import fail, mailbox_with_mail, maildir_config, ok
 
 from conftest import STACK_DB, MailStack, make_mail_config, new_domain
-from podod.testbed.daemon import DaemonProcess
-from podod.testbed.dovecot import Dovecot
-from podod.testbed.postfix import Postfix
-from podod.testbed.sshd import Sshd
-from podod.testbed.waiting import poll
+from testbed.daemon import DaemonProcess
+from testbed.dovecot import Dovecot
+from testbed.postfix import Postfix
+from testbed.sshd import Sshd
+from testbed.waiting import poll
 
 
 def test_an_old_maildir_is_not_handed_to_a_new_mailbox(

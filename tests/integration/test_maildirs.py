@@ -21,12 +21,12 @@ from test_mail_servers import PASSWORD, inbox_count
 
 from conftest import STACK_DB, MailStack, make_mail_config, new_domain
 from podod.mail.maildirs import MaildirLayout, sudoers_rule
-from podod.testbed.daemon import DaemonProcess
-from podod.testbed.dovecot import Dovecot
-from podod.testbed.postfix import Postfix
-from podod.testbed.sshd import Sshd
-from podod.testbed.sudoers import SudoersRule
-from podod.testbed.waiting import poll as wait_for
+from testbed.daemon import DaemonProcess
+from testbed.dovecot import Dovecot
+from testbed.postfix import Postfix
+from testbed.sshd import Sshd
+from testbed.sudoers import SudoersRule
+from testbed.waiting import poll as wait_for
 
 STAMP = r"[0-9]{8}T[0-9]{6}Z"
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from conftest import OWNER, make_mail_config
-from podod.testbed.daemon import DaemonProcess
-from podod.testbed.ports import free_port
-from podod.testbed.postgres import PgCluster
-from podod.testbed.prometheus import PrometheusServer
-from podod.testbed.waiting import poll as wait_for
+from testbed.daemon import DaemonProcess
+from testbed.ports import free_port
+from testbed.postgres import PgCluster
+from testbed.prometheus import PrometheusServer
+from testbed.waiting import poll as wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 Start = Callable[..., DaemonProcess]

@@ -11,10 +11,10 @@ import psutil
 import pytest
 
 from conftest import OWNER, OWNER_PW
-from podod.testbed.daemon import DaemonProcess, base_config, write_config
-from podod.testbed.postgres import PgCluster
-from podod.testbed.sshd import Sshd
-from podod.testbed.waiting import wait_for
+from testbed.daemon import DaemonProcess, base_config, write_config
+from testbed.postgres import PgCluster
+from testbed.sshd import Sshd
+from testbed.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ def test_servers_added_at_run_time_are_measured_and_removed_ones_dropped(
 def test_a_tunnel_to_nothing_is_said_in_plain_words(sshd: Sshd, tmp_path: Path) -> None:
     """PostgreSQL measured through a tunnel whose far end has nothing listening: asyncpg's
     "unexpected connection_lost() call" becomes a sentence an admin can act on."""
-    from podod.testbed.ports import free_port
+    from testbed.ports import free_port
 
     closed = free_port()
     mx1 = sshd.server_entry("mx1", services=["postgresql"],

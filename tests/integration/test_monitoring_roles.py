@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from podod.testbed.daemon import DaemonProcess
+from testbed.daemon import DaemonProcess
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from podod.testbed.daemon import DaemonProcess
+from testbed.daemon import DaemonProcess
 
 REPO = Path(__file__).resolve().parents[2]
 Start = Callable[..., DaemonProcess]

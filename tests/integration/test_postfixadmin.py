@@ -21,8 +21,8 @@ from conftest import (
 )
 from podod.config import load_config
 from podod.mail.database import MailDatabase, MailUnitOfWork
-from podod.testbed.daemon import DaemonProcess
-from podod.testbed.dovecot import Dovecot
+from testbed.daemon import DaemonProcess
+from testbed.dovecot import Dovecot
 
 
 def podod_db(path: Path, *argv: str) -> subprocess.CompletedProcess[str]:

@@ -23,13 +23,13 @@ from podod.monitor.collectors.queue import collect_queue, parse_postqueue
 from podod.monitor.collectors.services import collect_services
 from podod.plugins import Registry, load_builtins
 from podod.servers.runner import LocalRunner
-from podod.testbed.daemon import DaemonProcess, base_config, write_config
-from podod.testbed.dovecot import Dovecot
-from podod.testbed.ports import free_port
-from podod.testbed.postfix import Postfix
-from podod.testbed.runtime import runtime_for
-from podod.testbed.sogo import SOGo
-from podod.testbed.sshd import Sshd
+from testbed.daemon import DaemonProcess, base_config, write_config
+from testbed.dovecot import Dovecot
+from testbed.ports import free_port
+from testbed.postfix import Postfix
+from testbed.runtime import runtime_for
+from testbed.sogo import SOGo
+from testbed.sshd import Sshd
 
 pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

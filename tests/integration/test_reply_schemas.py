@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from conftest import MailStack
-from podod.testbed.schemas import ReplySchemas
+from testbed.schemas import ReplySchemas
 
 VALIDATOR = jsonschema.Draft202012Validator
 PASSWORD = "Correct-Horse-7-Battery"

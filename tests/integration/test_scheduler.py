@@ -17,8 +17,8 @@ from podod.monitor.collect import CollectContext
 from podod.monitor.model import CollectorFailed, Sample, SamplesCollected
 from podod.monitor.scheduler import Scheduler, spread
 from podod.plugins import Registry, load_builtins
-from podod.testbed.daemon import DaemonProcess
-from podod.testbed.runtime import EventLog, runtime_for
+from testbed.daemon import DaemonProcess
+from testbed.runtime import EventLog, runtime_for
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from podod.testbed.daemon import DaemonProcess
-from podod.testbed.ports import free_port
-from podod.testbed.sshd import Sshd
+from testbed.daemon import DaemonProcess
+from testbed.ports import free_port
+from testbed.sshd import Sshd
 
 pytestmark = pytest.mark.integration
 

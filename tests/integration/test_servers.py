@@ -19,10 +19,10 @@ import pytest
 import yaml
 
 from conftest import OWNER, OWNER_PW, make_mail_config
-from podod.testbed.daemon import DaemonProcess, base_config, write_config
-from podod.testbed.postgres import PgCluster
-from podod.testbed.sshd import Sshd
-from podod.testbed.waiting import poll as wait_for
+from testbed.daemon import DaemonProcess, base_config, write_config
+from testbed.postgres import PgCluster
+from testbed.sshd import Sshd
+from testbed.waiting import poll as wait_for
 
 _dbs = iter(range(1000))
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from podod.testbed.daemon import DaemonProcess
-from podod.testbed.waiting import poll as wait_for
+from testbed.daemon import DaemonProcess
+from testbed.waiting import poll as wait_for
 
 NOBODY = 65534
 

@@ -15,11 +15,12 @@ import pytest
 from podod.config import parse_config
 from podod.errors import NotFound, PermissionDenied
 from podod.events import Event, EventBus
-from podod.monitor.model import SamplesCollected, ServerConnected, ServerDisconnected
+from podod.monitor.model import SamplesCollected
 from podod.plugins import Registry
 from podod.runtime import Runtime
 from podod.servers.allowlist import ABS_PATH
 from podod.servers.connection import ServerConnection
+from podod.servers.events import ServerConnected, ServerDisconnected
 from podod.servers.manager import ServerManager
 from podod.servers.runner import (
     CommandFailed,
@@ -29,7 +30,7 @@ from podod.servers.runner import (
     ServerUnreachable,
 )
 from podod.state import StateDB
-from podod.testbed.sshd import Sshd
+from testbed.sshd import Sshd
 
 SCRIPT = 'id -un; echo "$0"; printf "%s|" "$@"'
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from podod.testbed.daemon import write_config
-from podod.testbed.ports import free_port
+from testbed.daemon import write_config
+from testbed.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -29,8 +29,8 @@ from podod.monitor.model import (
 )
 from podod.monitor.query import plan_query
 from podod.monitor.store import Store
-from podod.testbed.daemon import DaemonProcess, base_config, write_config
-from podod.testbed.runtime import EventLog, runtime_for
+from testbed.daemon import DaemonProcess, base_config, write_config
+from testbed.runtime import EventLog, runtime_for
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from podod.monitor.traffic.component import Traffic
 from podod.plugins import Registry
 from podod.runtime import Runtime
 from podod.state import StateDB
-from podod.testbed.daemon import DaemonProcess, base_config
-from podod.testbed.waiting import poll
+from testbed.daemon import DaemonProcess, base_config
+from testbed.waiting import poll
 
 Start = Callable[..., DaemonProcess]
 FAST = {"flush_interval": "200ms", "publish_interval": "200ms", "rotation_check": "300ms",

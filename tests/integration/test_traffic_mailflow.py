@@ -1,5 +1,5 @@
 """podod follows the log of a REAL Postfix 3.7 and Dovecot 2.3 while mail flows through
-them (podod.testbed.mailflow), and counts exactly what happened."""
+them (testbed.mailflow), and counts exactly what happened."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from podod.testbed.daemon import DaemonProcess
-from podod.testbed.mailflow import MailFlow
+from testbed.daemon import DaemonProcess
+from testbed.mailflow import MailFlow
 
 Start = Callable[..., DaemonProcess]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from maillogs import TOTALS, append, lines_of, truth
 
-from podod.testbed.daemon import DaemonProcess, base_config, write_config
-from podod.testbed.sshd import Sshd
-from podod.testbed.waiting import wait_for
+from testbed.daemon import DaemonProcess, base_config, write_config
+from testbed.sshd import Sshd
+from testbed.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -15,15 +15,10 @@ from typing import Any
 
 from podod.bus.context import CommandContext, Reply
 from podod.bus.spec import Arg, Opt
-from podod.monitor.model import (
-    CollectorFailed,
-    Sample,
-    SamplesCollected,
-    ServerConnected,
-    ServerDisconnected,
-)
+from podod.monitor.model import CollectorFailed, Sample, SamplesCollected
 from podod.plugins import Registry
-from podod.testbed.fleet import fleet_names, fleet_samples
+from podod.servers.events import ServerConnected, ServerDisconnected
+from testbed.fleet import fleet_names, fleet_samples
 
 
 def publish(ctx: CommandContext, collector: str, samples: list[Sample]) -> int:

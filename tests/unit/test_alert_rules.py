@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from podod.alerts.maintenance import cron_trigger, crontab_weekdays
+from podod.alerts.cron import cron_trigger, crontab_weekdays
 from podod.alerts.matchers import MatcherError, parse_text
 from podod.alerts.rules import load_rule_files, parse_threshold
 from podod.alerts.templates import compile_template

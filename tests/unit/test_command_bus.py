@@ -25,8 +25,8 @@ from podod.errors import BackupFailed, NotFound, RateLimited, Unauthenticated
 from podod.events import AfterActionFailed
 from podod.plugins import Registry
 from podod.runtime import Runtime
-from podod.testbed.daemon import base_config
-from podod.testbed.runtime import EventLog, runtime_for
+from testbed.daemon import base_config
+from testbed.runtime import EventLog, runtime_for
 
 ADMIN = Actor("unix:root", "admin")
 VIEWER = Actor("unix:carol", "viewer")

@@ -24,7 +24,7 @@ from podod.frontends.metrics import (
     metric_name,
 )
 from podod.monitor.model import Sample
-from podod.testbed.fleet import fleet_names, fleet_samples
+from testbed.fleet import fleet_names, fleet_samples
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,7 +97,7 @@ def test_promtool_accepts_the_exposition(tmp_path: Path) -> None:
 def test_the_fleet_state_holds_podods_own_series_once_not_per_server() -> None:
     """bench/metrics.py and bench/alerts.py measure a realistic 200-server state: series about
     podod (the collector cycles, its build) are not repeated for every mail server."""
-    from podod.testbed.fleet import SELF_SERIES
+    from testbed.fleet import SELF_SERIES
 
     assert metrics_doc.ABOUT_PODOD <= SELF_SERIES
     servers = {s.series for s in fleet_samples(fleet_names(2))}

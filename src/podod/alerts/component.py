@@ -23,13 +23,9 @@ from podod.alerts.rules import Rule, RuleSet, combine, read_rule_file
 from podod.alerts.settings import AlertSettings, NotifierBase, PluginNotifierSettings
 from podod.errors import ConfigError
 from podod.events import Subscription
-from podod.monitor.model import (
-    Sample,
-    SamplesCollected,
-    ServerConnected,
-    ServerDisconnected,
-    ServerRemoved,
-)
+from podod.monitor.model import Sample, SamplesCollected
+from podod.servers.events import ServerConnected, ServerDisconnected, ServerRemoved
+from podod.settings_base import format_validation_error
 
 if TYPE_CHECKING:
     from podod.config import Config
@@ -276,8 +272,6 @@ def resolve_notifiers(settings: AlertSettings, registry: Registry, source: str
 
 def _validate_plugin(model: type[pydantic.BaseModel], entry: PluginNotifierSettings,
                      source: str, key: str) -> Any:
-    from podod.config import format_validation_error
-
     data = entry.model_dump(by_alias=True)
     try:
         return model.model_validate(data)

@@ -270,10 +270,6 @@ class AlertEngine:
             if alert.rule not in self._rule_index:
                 self._clear(alert, now, force=True, detail="rule removed")
 
-    def set_stale_after(self, func: Callable[[str], float]) -> None:
-        self._stale_after = func
-        self._stale_cache = {}
-
     def stale_after(self, collector: str) -> float:
         value = self._stale_cache.get(collector)
         if value is None:

@@ -36,7 +36,7 @@ from podod.alerts.matchers import Matcher, MatcherError, from_mapping
 from podod.alerts.templates import Template, compile_template, deferred_template
 from podod.durations import parse_duration
 from podod.errors import ConfigError
-from podod.settings_base import Duration
+from podod.settings_base import Duration, validation_message
 from podod.yamlfile import read_yaml
 
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
@@ -336,15 +336,9 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _message(error: Any) -> str:
-    from podod.config import _message as config_message
-
-    return config_message(error)
-
-
 def _problem(exc: pydantic.ValidationError) -> tuple[str, str]:
     error = exc.errors()[0]
-    return _loc(tuple(error["loc"])), _message(error)
+    return _loc(tuple(error["loc"])), validation_message(error)
 
 
 def _compile(spec: RuleSpec, source: str, index: int, raw: dict[str, Any], *,

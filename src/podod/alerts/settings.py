@@ -316,7 +316,7 @@ class MaintenanceWindowSettings(Section):
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        from podod.alerts.maintenance import cron_trigger
+        from podod.alerts.cron import cron_trigger  # late: APScheduler only when a window is set
 
         cron_trigger(value, "UTC")  # a ValueError names the problem
         return value

@@ -14,11 +14,34 @@ from podod.bus.status import http_status as status_http
 from podod.errors import PermissionDenied
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from podod.bus.core import CommandBus
     from podod.bus.plans import Plan
     from podod.bus.spec import CommandSpec
-    from podod.runtime import Runtime
+    from podod.config import Config
+    from podod.events import EventBus
+    from podod.plugins import Registry
+    from podod.state import StateDB
 
 Role = Literal["admin", "domain-admin", "viewer"]
+
+
+class BusRuntime(Protocol):
+    """What the bus and its handlers use of the running daemon (podod.runtime.Runtime is
+    one). A protocol, so the bus does not import the runtime that holds it."""
+
+    config: Config
+    config_path: Path | None
+    events: EventBus
+    registry: Registry
+    state: StateDB
+    started_at: float
+    version: str
+    components: dict[str, Any]
+    bus: CommandBus | None
+
+    def component(self, name: str) -> Any: ...
 
 
 class Progress(Protocol):
@@ -212,7 +235,7 @@ class CommandContext:
 
     request: Request
     spec: CommandSpec
-    runtime: Runtime
+    runtime: BusRuntime
     progress: Progress = _no_progress
     unit: Any = None
     changes: list[Change] = field(default_factory=list)

@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from podod.bus import grammar
 from podod.bus.audit import AuditEntry, AuditLog, AuditUnavailable
@@ -17,6 +17,7 @@ from podod.bus.authz import authorize
 from podod.bus.context import (
     Actor,
     AfterAction,
+    BusRuntime,
     CommandContext,
     Progress,
     Reply,
@@ -29,9 +30,6 @@ from podod.bus.ratelimit import RateLimiter
 from podod.bus.spec import CommandSpec, StdinKind
 from podod.errors import PododError, UsageError
 from podod.events import AfterActionFailed, CommandCompleted
-
-if TYPE_CHECKING:
-    from podod.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +48,11 @@ def error_reply(exc: PododError) -> Reply:
 
 
 class CommandBus:
-    def __init__(self, runtime: Runtime, audit: AuditLog) -> None:
+    def __init__(self, runtime: BusRuntime, audit: AuditLog) -> None:
         self.runtime = runtime
         self.audit = audit
         self.plans = PlanBook(ttl=runtime.config.commands.plan_ttl)
         self.limiter = RateLimiter(lambda: self.runtime.config.commands.rate_limit)
-        self.inflight: set[asyncio.Task[object]] = set()
-
-    @property
-    def commands(self) -> dict[str, object]:
-        return self.runtime.registry.commands  # type: ignore[return-value]
 
     # -- the edge: what a frontend calls besides execute --------------------------------
 
@@ -103,16 +96,6 @@ class CommandBus:
 
     async def execute(self, request: Request, progress: Progress = _no_progress) -> Reply:
         """Run one request from any frontend; never raises for a user's mistake."""
-        task = asyncio.current_task()
-        if task is not None:
-            self.inflight.add(task)
-        try:
-            return await self._execute(request, progress)
-        finally:
-            if task is not None:
-                self.inflight.discard(task)
-
-    async def _execute(self, request: Request, progress: Progress) -> Reply:
         started = time.monotonic()
         registry = self.runtime.registry
         # Until the request parses, the audit keeps only the words the grammar knows. A

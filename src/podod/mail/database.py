@@ -28,7 +28,7 @@ from podod.errors import (
 from podod.events import Subscription
 from podod.mail.schema import PRIMARY_KEYS
 from podod.mail.settings import DatabaseSettings
-from podod.monitor.model import ServerDisconnected
+from podod.servers.events import ServerDisconnected
 from podod.servers.runner import ServerUnreachable
 
 if TYPE_CHECKING:

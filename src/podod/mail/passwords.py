@@ -246,7 +246,3 @@ def default_pool() -> HashingPool:
 async def hash_async(password: str, scheme: str = "SHA512-CRYPT", rounds: int = 70000) -> str:
     """Hash in a worker process: the event loop never blocks on it."""
     return await _DEFAULT.hash(password, scheme, rounds)
-
-
-def shutdown_pool() -> None:
-    _DEFAULT.shutdown()

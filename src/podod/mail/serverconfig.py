@@ -3,7 +3,7 @@ Dovecot's SQL passdb/userdb (2.3 and 2.4 syntax) and SOGo's SQL user source.
 
 The query text lives here once. ``config/postfix``, ``config/dovecot`` and ``config/sogo``
 are rendered from it (``python -m podod.mail.serverconfig config``; a unit test fails when
-they differ), and the test beds in ``podod.testbed`` render their configs from it too, so
+they differ), and the test beds in the checkout's ``testbed/`` render their configs from it too, so
 the documented configuration is exactly the one the tests run against real daemons.
 
 The queries are PostfixAdmin's (same tables, same meanings), with boolean ``active`` columns

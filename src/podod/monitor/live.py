@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from podod.monitor.model import CollectorFailed, LiveState, SamplesCollected, ServerRemoved
+from podod.monitor.model import CollectorFailed, LiveState, SamplesCollected
 from podod.plugins import Registry
+from podod.servers.events import ServerRemoved
 
 if TYPE_CHECKING:
     from podod.events import Subscription

@@ -3,43 +3,17 @@ live state (latest value of every series) that /metrics and the alert engine rea
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 from podod.events import Event
 
-Kind = Literal["gauge", "counter"]
-LabelKey = tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One value of one series on one server.
-
-    ``series`` is the Prometheus-style name without the ``podod_`` prefix (for example
-    ``postfix_queue_messages``); ``labels`` never includes ``server``, which is its own
-    field. Counters are monotonic totals (the store and the alert engine handle resets).
-    """
-
-    series: str
-    server: str
-    value: float
-    labels: LabelKey = ()
-    kind: Kind = "gauge"
-    ts: float = field(default_factory=time.time)
-
-    @staticmethod
-    def labels_of(**labels: str) -> LabelKey:
-        return tuple(sorted((k, str(v)) for k, v in labels.items()))
-
-
-@dataclass(frozen=True, kw_only=True)
-class SamplesCollected(Event):
-    collector: str
-    server: str
-    samples: tuple[Sample, ...]
+# Samples are defined beside the event bus (podod.samples) so that servers/ can publish its
+# ssh_* samples without importing monitor/; they are part of this module's vocabulary.
+from podod.samples import Kind as Kind
+from podod.samples import LabelKey as LabelKey
+from podod.samples import Sample as Sample
+from podod.samples import SamplesCollected as SamplesCollected
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,26 +21,6 @@ class CollectorFailed(Event):
     collector: str
     server: str
     reason: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServerConnected(Event):
-    server: str
-    rtt: float | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServerDisconnected(Event):
-    server: str
-    reason: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServerRemoved(Event):
-    """The server is no longer managed (``server remove``, or gone from podod.yaml after a
-    reload): forget its latest values and resolve what is pending for it."""
-
-    server: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,7 +16,7 @@ from podod.errors import PododError
 from podod.servers.runner import CommandResult, LocalRunner, Runner, ServerUnreachable
 
 if TYPE_CHECKING:
-    from podod.runtime import Runtime
+    from podod.bus.context import BusRuntime
     from podod.servers.settings import ServerConfig
 
 
@@ -42,7 +42,7 @@ class UnreachableRunner:
         yield b""  # pragma: no cover - makes this an async generator
 
 
-def monitored_servers(runtime: Runtime) -> list[ServerConfig]:
+def monitored_servers(runtime: BusRuntime) -> list[ServerConfig]:
     """Every server to measure: the servers component's list (configured and added at run
     time) when it offers one, else the configured ``servers:``."""
     servers: Any = runtime.component("servers")
@@ -53,7 +53,7 @@ def monitored_servers(runtime: Runtime) -> list[ServerConfig]:
 
 
 class Runners:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: BusRuntime) -> None:
         self.runtime = runtime
         self._local: dict[str, tuple[tuple[Any, ...], LocalRunner]] = {}
 
@@ -79,7 +79,7 @@ class Runners:
             "servers component) are not running")
 
 
-def runner_for(runtime: Runtime, server: ServerConfig) -> Runner:
+def runner_for(runtime: BusRuntime, server: ServerConfig) -> Runner:
     """The runner the scheduler uses for ``server`` (for commands such as queue summary)."""
     scheduler: Any = runtime.component("scheduler")
     runners = getattr(scheduler, "runners", None)

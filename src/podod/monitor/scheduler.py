@@ -36,16 +36,10 @@ from podod.errors import PododError
 from podod.events import Event
 from podod.monitor.collect import CollectContext
 from podod.monitor.cycles import Cycle, CycleStats
-from podod.monitor.model import (
-    CollectorFailed,
-    Sample,
-    SamplesCollected,
-    ServerConnected,
-    ServerDisconnected,
-    ServerRemoved,
-)
+from podod.monitor.model import CollectorFailed, Sample, SamplesCollected
 from podod.monitor.runners import Runners, monitored_servers
 from podod.plugins import CollectorSpec, Registry
+from podod.servers.events import ServerConnected, ServerDisconnected, ServerRemoved
 
 if TYPE_CHECKING:
     from podod.events import Subscription

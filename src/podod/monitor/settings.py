@@ -9,7 +9,7 @@ from typing import Any, Literal
 import pydantic
 from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, field_validator, model_validator
 
-from podod.settings_base import ConfigPath, Duration, Section
+from podod.settings_base import ConfigPath, Duration, Section, validation_message
 
 # File systems that hold no data worth watching (they are always 100 % or never full).
 PSEUDO_FS_TYPES = [
@@ -236,8 +236,6 @@ class MonitorSettings(Section):
     def _collector_settings(cls, value: dict[str, dict[str, Any]], info: ValidationInfo
                             ) -> dict[str, dict[str, Any]]:
         """Validate the built-in collectors' settings now, so a typo fails check-config."""
-        from podod.config import _message  # the loader's wording; imported late (cycle)
-
         for name, model in COLLECTOR_SETTINGS.items():
             try:
                 model.model_validate(value.get(name) or {}, context=info.context)
@@ -245,7 +243,7 @@ class MonitorSettings(Section):
                 error = exc.errors()[0]
                 where = ".".join(str(p) for p in error["loc"])
                 raise ValueError(f"{name}{'.' + where if where else ''}: "
-                                 f"{_message(error)}") from None
+                                 f"{validation_message(error)}") from None
         return value
 
     @model_validator(mode="after")

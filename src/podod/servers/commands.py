@@ -15,7 +15,6 @@ import pydantic
 from podod.bus.context import CommandContext, Reply, Table
 from podod.bus.shapes import BOOL, INT, NULL, NUM, STR, arr, nullable, obj, one_of
 from podod.bus.spec import Arg, Opt
-from podod.config import format_validation_error
 from podod.durations import format_duration
 from podod.errors import Conflict, NotFound, ValidationError
 from podod.plugins import Registry
@@ -23,6 +22,7 @@ from podod.servers.hostkeys import key_status, keyscan_hint, known_hosts_path
 from podod.servers.local import CONNECTED, LocalServer, utc
 from podod.servers.manager import ServerManager
 from podod.servers.settings import ServerConfig
+from podod.settings_base import format_validation_error
 
 _TUNNEL = re.compile(r"([^:]+):(\[[^\]]+\]|[^:\[\]]+):([^:]+)(?::([^:]+))?")
 _KEY = re.compile(r"[a-z_]+(\[\d+\])?(\.[a-z_]+)?")

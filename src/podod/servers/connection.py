@@ -30,9 +30,10 @@ import asyncssh
 
 from podod.errors import NotFound
 from podod.events import EventBus
-from podod.monitor.model import Sample, SamplesCollected, ServerConnected, ServerDisconnected
+from podod.samples import Sample, SamplesCollected
 from podod.servers.allowlist import AllowList
 from podod.servers.backoff import Backoff
+from podod.servers.events import ServerConnected, ServerDisconnected
 from podod.servers.hostkeys import explain_refused_key, known_hosts_path
 from podod.servers.local import (
     CONNECTED,

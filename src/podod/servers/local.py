@@ -15,7 +15,7 @@ from typing import Any
 
 from podod.durations import format_duration
 from podod.events import EventBus
-from podod.monitor.model import Sample, SamplesCollected
+from podod.samples import Sample, SamplesCollected
 from podod.servers.allowlist import AllowList
 from podod.servers.runner import LocalRunner, Runner
 from podod.servers.settings import ServerConfig

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from podod.errors import Conflict, NotFound
 from podod.events import DaemonStarted, Subscription
-from podod.monitor.model import ServerDisconnected, ServerRemoved
 from podod.servers.allowlist import AllowList
+from podod.servers.events import ServerDisconnected, ServerRemoved
 from podod.servers.local import CONNECTED, LocalServer
 from podod.servers.runner import Runner
 from podod.servers.settings import ServerConfig

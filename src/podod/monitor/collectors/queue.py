@@ -40,7 +40,7 @@ from podod.servers.allowlist import ABS_PATH
 from podod.servers.runner import Runner
 
 if TYPE_CHECKING:
-    from podod.runtime import Runtime
+    from podod.bus.context import BusRuntime
     from podod.servers.settings import ServerConfig
 
 QUEUES = ("active", "deferred", "hold", "incoming", "maildrop")
@@ -157,7 +157,7 @@ async def collect_queue(ctx: CollectContext) -> list[Sample]:
     return queue_samples(report, ctx.server_name, ctx.now)
 
 
-def _servers_for(runtime: Runtime, name: str | None) -> list[ServerConfig]:
+def _servers_for(runtime: BusRuntime, name: str | None) -> list[ServerConfig]:
     settings: QueueCollectorSettings = runtime.config.monitor.collector_settings("queue")
     servers = monitored_servers(runtime)
     if name is not None:

@@ -11,20 +11,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from podod.events import Event
-from podod.monitor.model import (
-    Sample,
-    SamplesCollected,
-    ServerConnected,
-    ServerDisconnected,
-    ServerRemoved,
-)
+from podod.monitor.model import Sample, SamplesCollected
 from podod.monitor.runners import Runners, monitored_servers
 from podod.monitor.traffic import tally as t
 from podod.monitor.traffic.clock import LogClock, local_zone
 from podod.monitor.traffic.follower import LogFollower
 from podod.monitor.traffic.store import Batch, TrafficStore
+from podod.servers.events import ServerConnected, ServerDisconnected, ServerRemoved
 
 if TYPE_CHECKING:
+    from podod.bus.context import BusRuntime
     from podod.config import Config
     from podod.events import Subscription
     from podod.runtime import Runtime
@@ -46,7 +42,7 @@ _SERIES: dict[str, tuple[str, tuple[str, ...]]] = {
 ALWAYS = (t.RECEIVED, t.SASL_FAILURES)  # published as 0 before the first event
 
 
-def runner_for(runtime: Runtime, server: ServerConfig) -> Any:
+def runner_for(runtime: BusRuntime, server: ServerConfig) -> Any:
     """The server's Runner, as the scheduler gets it: the servers component's (SSH, or
     local), else a LocalRunner for ``local: true``, else one whose commands say why the
     server cannot be reached."""

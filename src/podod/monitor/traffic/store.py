@@ -244,9 +244,6 @@ class TrafficStore:
         conn.execute("COMMIT")
         return deleted
 
-    def forget_pending(self, server: str) -> None:
-        self.conn.execute("DELETE FROM pending WHERE server=?", (server,))
-
     # -- reading -------------------------------------------------------------------------------
 
     def position(self, server: str) -> Position | None:
@@ -309,8 +306,3 @@ class TrafficStore:
         """How many bytes of the file with this first-line digest were imported."""
         return self._imported_bytes(server, head)
 
-    def imports(self, server: str) -> list[dict[str, Any]]:
-        return [{"head": h, "file": n, "bytes": b, "lines": ln, "imported": ts}
-                for h, n, b, ln, ts in self.conn.execute(
-                    "SELECT head, file, bytes, lines, imported FROM imports "
-                    "WHERE server=? ORDER BY imported", (server,))]

@@ -14,7 +14,9 @@ from typing import Any
 
 import yaml
 
-from podod.testbed import schemas
+from testbed import schemas
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_config(path: Path, data: dict[str, Any]) -> Path:
@@ -45,6 +47,10 @@ class DaemonProcess:
         self.socket_path = (config_path.parent / sock) if not os.path.isabs(sock) else Path(sock)
         self.log_path = config_path.parent / "podod.log"
         self.env = {**os.environ, **(env or {})}
+        # The daemon needs no testbed, but a test plugin it loads may (tests/plugins/feeder.py
+        # uses testbed.fleet): the checkout's top folder goes on its path, wherever pytest runs.
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO), self.env.get("PYTHONPATH", "")) if p)
         self.proc: subprocess.Popen[bytes] | None = None
         self._schemas: schemas.ReplySchemas | None = None  # read on the first checked reply
 
@@ -79,7 +85,7 @@ class DaemonProcess:
 
     def checked(self, argv: list[str], reply: dict[str, Any]) -> dict[str, Any]:
         """``reply`` to ``argv``, after checking it against the command's reply schema (when
-        switched on, see :mod:`podod.testbed.schemas`)."""
+        switched on, see :mod:`testbed.schemas`)."""
         if schemas.enabled() and isinstance(reply, dict) and "ok" in reply:
             if self._schemas is None:
                 self._schemas = schemas.ReplySchemas.from_config(self.config_path)

@@ -1,7 +1,7 @@
 """Check every reply a test receives against the reply schema its command declares.
 
 Switched on by ``PODOD_CHECK_REPLY_SCHEMAS=1`` (the integration suite's conftest sets it):
-:class:`podod.testbed.daemon.DaemonProcess` then validates each reply of ``request``,
+:class:`testbed.daemon.DaemonProcess` then validates each reply of ``request``,
 ``request_as`` and ``podoctl --json`` with ``jsonschema`` against the reply schema of its
 command, as ``podoctl help --json`` gives it. A reply that does not match its declaration
 fails the test that received it.

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from podod.testbed.ports import free_port
+from testbed.ports import free_port
 
 TEST_USER = "podod-ssh"
 SSHD = "/usr/sbin/sshd"

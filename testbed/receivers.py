@@ -12,7 +12,7 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from podod.testbed.ports import free_port
+from testbed.ports import free_port
 
 
 class WebhookReceiver:

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from podod.mail.serverconfig import SqlLogin, sogo_user_source
-from podod.testbed.ports import free_port
-from podod.testbed.postgres import let_others_traverse
-from podod.testbed.process import descendants, kill_pids, stop_process, wait_pids
+from testbed.ports import free_port
+from testbed.postgres import let_others_traverse
+from testbed.process import descendants, kill_pids, stop_process, wait_pids
 
 GNUSTEP_CONF = Path("/etc/GNUstep/GNUstep.conf")
 

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podod.testbed.dovecot import ensure_vmail
-from podod.testbed.ports import free_port
+from testbed.dovecot import ensure_vmail
+from testbed.ports import free_port
 
 PASSWORD = "flow-secret"
 USERS = ("alice@example.com", "bob@example.com")

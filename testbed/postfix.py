@@ -28,9 +28,9 @@ from podod.mail.serverconfig import (
     postfix_main_cf,
     postfix_map,
 )
-from podod.testbed.ports import free_port
-from podod.testbed.postgres import let_others_traverse
-from podod.testbed.process import ForegroundDaemon
+from testbed.ports import free_port
+from testbed.postgres import let_others_traverse
+from testbed.process import ForegroundDaemon
 
 # Only what a virtual-mailbox host on loopback needs; chroot off (the queue is a temp dir).
 MASTER_CF = """\

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from podod.testbed.ports import free_port
+from testbed.ports import free_port
 
 
 def find(program: str) -> str | None:

@@ -32,8 +32,8 @@ def main() -> int:
     if not config.is_file():
         print("make demo must run from the repository's top folder", file=sys.stderr)
         return 2
-    from podod.testbed.ports import port_is_free
-    from podod.testbed.postgres import PgCluster
+    from testbed.ports import port_is_free
+    from testbed.postgres import PgCluster
 
     if not port_is_free(DEMO_PORT):
         print(f"port {DEMO_PORT} on 127.0.0.1 is taken (another demo running?); stop it first",

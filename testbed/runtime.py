@@ -15,7 +15,7 @@ from podod.events import Event, EventBus
 from podod.plugins import Registry
 from podod.runtime import Runtime
 from podod.state import StateDB
-from podod.testbed.daemon import base_config
+from testbed.daemon import base_config
 
 
 @asynccontextmanager

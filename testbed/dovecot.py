@@ -26,9 +26,9 @@ from podod.mail.serverconfig import (
     dovecot_sql_conf,
 )
 from podod.monitor.collectors.dovecot import METRICS_CONF, stats_reader_conf
-from podod.testbed.ports import free_port
-from podod.testbed.postgres import let_others_traverse
-from podod.testbed.process import ForegroundDaemon
+from testbed.ports import free_port
+from testbed.postgres import let_others_traverse
+from testbed.process import ForegroundDaemon
 
 
 def ensure_vmail() -> tuple[int, int]:

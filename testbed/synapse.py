@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-from podod.testbed.ports import free_port
+from testbed.ports import free_port
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 _FAST = {"per_second": 1000, "burst_count": 1000}
 
 
