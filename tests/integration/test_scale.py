@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from conftest import MailStack, make_mail_config
-from podod.testbed.daemon import DaemonProcess
-from podod.testbed.postgres import PgCluster
+from testbed.daemon import DaemonProcess
+from testbed.postgres import PgCluster
 
 DIGEST = "{SHA512-CRYPT}$6$rounds=5000$abcdefgh$" + "x" * 86
 
