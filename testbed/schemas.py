@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from podod.bus import grammar
+
 ENV = "PODOD_CHECK_REPLY_SCHEMAS"
 SAMPLE = 500  # items of a list checked: a 100 000-row reply is checked on its first ones
 HELP_FLAGS = ("-h", "--help")
@@ -35,16 +37,7 @@ def command_of(argv: list[str], names: set[str]) -> str | None:
     rest = argv[:argv.index("--")] if "--" in argv else argv
     if any(t in HELP_FLAGS for t in rest):
         return "help"  # the reply is the command's help
-    words: list[str] = []
-    for token in argv:
-        if token.startswith("-"):
-            break
-        words.append(token.lower())
-    for size in range(min(len(words), 3), 0, -1):
-        name = " ".join(words[:size])
-        if name in names:
-            return name
-    return None
+    return grammar.command_name(grammar.leading_words(argv), names)
 
 
 def _sample(value: Any) -> Any:

@@ -8,7 +8,7 @@ Help text is rendered from the same specs, so it cannot disagree with the parser
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,18 +46,32 @@ def split_globals(argv: Iterable[str]) -> tuple[list[str], bool]:
     return rest, real
 
 
-def find_command(argv: list[str], commands: Mapping[str, CommandSpec]
-                 ) -> tuple[CommandSpec, list[str]]:
-    """The longest leading run of words that names a command, and what follows it."""
+def leading_words(argv: list[str]) -> list[str]:
+    """The words before the first option, lower-case: where a command's name is read."""
     words = []
     for token in argv:
         if token.startswith("-"):
             break
         words.append(token.lower())
+    return words
+
+
+def command_name(words: list[str], names: Container[str]) -> str | None:
+    """The longest leading run of ``words`` (at most three) that is a command's name."""
     for size in range(min(len(words), 3), 0, -1):
         name = " ".join(words[:size])
-        if name in commands:
-            return commands[name], argv[size:]
+        if name in names:
+            return name
+    return None
+
+
+def find_command(argv: list[str], commands: Mapping[str, CommandSpec]
+                 ) -> tuple[CommandSpec, list[str]]:
+    """The longest leading run of words that names a command, and what follows it."""
+    words = leading_words(argv)
+    name = command_name(words, commands)
+    if name is not None:
+        return commands[name], argv[len(name.split()):]
     if not words:
         raise ParseError("no command given; try 'help' for the list of commands")
     nouns = {name.split()[0]: [] for name in commands}  # type: dict[str, list[str]]
