@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from podod.durable import fsync_dir, write_new
 from podod.errors import BackupFailed, NotFound, PododError, Unavailable, ValidationError
 from podod.mail.database import connect_kwargs
 from podod.mail.schema import PRIMARY_KEYS
@@ -77,19 +78,10 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_files(folder: Path, files: dict[str, bytes]) -> dict[str, str]:
     sums = {}
     for name, data in files.items():
-        _write(folder / name, data)
+        write_new(folder / name, data)
         sums[name] = hashlib.sha256(data).hexdigest()
     return sums
 
@@ -428,17 +420,13 @@ class BackupGate:
         """Write the manifest and SHA256SUMS, then rename the folder into place."""
         manifest = {**manifest, "files": sums}
         data = json.dumps(manifest, indent=1, default=str).encode()
-        _write(temp / "manifest.json", data)
+        write_new(temp / "manifest.json", data)
         sums = {**sums, "manifest.json": hashlib.sha256(data).hexdigest()}
-        _write(temp / "SHA256SUMS",
+        write_new(temp / "SHA256SUMS",
                "".join(f"{h}  {n}\n" for n, h in sorted(sums.items())).encode())
         final = temp.parent / backup_id
         os.rename(temp, final)
-        dir_fd = os.open(temp.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(temp.parent)
         return final
 
     def _pg_env(self) -> tuple[str, dict[str, str]]:

@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import sqlite3
 import time
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from podod.durable import replace, write_new
 from podod.errors import PododError
 from podod.state import StateDB
 
@@ -154,12 +154,7 @@ def load_key(path: Path) -> tuple[bytes, bool]:
         data = secrets.token_hex(KEY_BYTES).encode() + b"\n"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            write_new(path, data)
         except OSError as exc:
             raise PododError(
                 f"audit.key_file: cannot create {path} ({exc.strerror or exc}); create it "
@@ -197,20 +192,8 @@ def read_head(path: Path, key: bytes) -> Head | str | None:
 
 def write_head(path: Path, key: bytes, head: Head) -> None:
     """Replace the head file atomically (write, fsync, rename, fsync the folder)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     data = json.dumps({"id": head.id, "hash": head.hash, "mac": _head_mac(key, head)})
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data.encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    replace(path, data.encode() + b"\n")
 
 
 # -- on the database thread --------------------------------------------------------------------
