@@ -261,14 +261,20 @@ def bind_json(spec: CommandSpec, body: Any) -> dict[str, Any]:
     for param in [p for p in given if not p.positional] + [p for p in spec.params
                                                            if p.positional and p in given]:
         out[param.name] = KINDS[param.kind].from_json(spec, param, body[json_key(param)])
+    fill_missing(spec, out)
+    return out
+
+
+def fill_missing(spec: CommandSpec, params: dict[str, Any]) -> None:
+    """The parameters not given: a required one is refused (the same sentence from argv and
+    from JSON), the others take their defaults."""
     for param in spec.params:
-        if param.name in out:
+        if param.name in params:
             continue
         if param.required:
             what = param.display if param.positional else param.flag
             raise ParseError(f"{spec.name}: {what} is required (usage: {spec.usage})")
-        out[param.name] = param.default if param.kind != "flag" else bool(param.default)
-    return out
+        params[param.name] = param.default if param.kind != "flag" else bool(param.default)
 
 
 def bind_command(command: Any, body: Any, commands: Mapping[str, CommandSpec]

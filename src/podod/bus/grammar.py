@@ -166,13 +166,7 @@ def parse(argv: list[str], commands: Mapping[str, CommandSpec]) -> Parsed:
                          f"{spec.name}: unexpected argument (usage: {spec.usage})")
     for param, raw in zip(positionals, pos_values, strict=False):
         params[param.name] = _convert(spec, param, raw)
-    for param in spec.params:
-        if param.name in params:
-            continue
-        if param.required:
-            what = param.display if param.positional else param.flag
-            raise ParseError(f"{spec.name}: {what} is required (usage: {spec.usage})")
-        params[param.name] = param.default if param.kind != "flag" else bool(param.default)
+    binding.fill_missing(spec, params)
     return Parsed(spec, params, execute_real)
 
 
