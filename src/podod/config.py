@@ -14,6 +14,7 @@ import pydantic
 from pydantic import Field, field_validator
 
 from podod.alerts.settings import AlertSettings
+from podod.api.settings import ApiSettings
 from podod.backup.settings import BackupSettings
 from podod.errors import ConfigError
 from podod.mail.settings import MailSettings
@@ -191,6 +192,7 @@ class Config(Section):
     traffic: TrafficSettings = Field(default_factory=TrafficSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @field_validator("servers")
     @classmethod
