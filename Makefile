@@ -100,8 +100,13 @@ lint: venv
 unit: venv compiled
 	$(VENV)/bin/pytest -q tests/unit
 
+# Test files run side by side in TEST_WORKERS processes (pytest-xdist; a file's tests stay
+# together, so a module's started components are shared): most of the suite waits on real
+# services, so two workers on two cores keep CI well inside its budget.
+TEST_WORKERS ?= 2
 test: venv deps compiled lint
-	PODOD_STRICT_SKIPS=1 $(VENV)/bin/pytest -q -ra --durations=15 tests
+	PODOD_STRICT_SKIPS=1 $(VENV)/bin/pytest -q -ra --durations=15 -n $(TEST_WORKERS) \
+		--dist loadfile tests
 
 bench: venv deps compiled
 	@mkdir -p .bench

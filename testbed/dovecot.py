@@ -11,11 +11,13 @@ the SSH test bed's login is a member) read them with ``doveadm stats dump``.
 from __future__ import annotations
 
 import grp
+import hashlib
 import imaplib
 import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +44,19 @@ def ensure_vmail() -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
+# A Unix socket's path holds at most 107 bytes, and Dovecot's longest socket lies about 40
+# below base_dir (token-login/imap-urlauth); pytest-xdist's deeper temp folders pass that.
+_SOCKET_ROOM = 60
+
+
+def short_base_dir(wanted: Path) -> Path:
+    """``wanted`` when its sockets fit, else a short folder under /tmp named after it."""
+    if len(str(wanted)) <= _SOCKET_ROOM:
+        return wanted
+    digest = hashlib.sha256(str(wanted).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"pdv-{digest}"
+
+
 class Dovecot(ForegroundDaemon):
     def __init__(self, root: Path, login: SqlLogin, *, imap_port: int | None = None,
                  lmtp_port: int | None = None, quota_login: SqlLogin | None = None,
@@ -58,7 +73,7 @@ class Dovecot(ForegroundDaemon):
         self.config = self.root / "dovecot.conf"
         self.sql_config = self.root / "dovecot-sql.conf.ext"
         self.dict_config = self.root / "dovecot-dict-sql.conf.ext"
-        self.base_dir = self.root / "run"
+        self.base_dir = short_base_dir(self.root / "run")
         self.mail_dir = self.root / "mail"
         self.log_path = self.root / "dovecot.log"
 
@@ -159,6 +174,11 @@ protocol lmtp {{
         self.stop()
         raise RuntimeError(f"dovecot is not answering on port {self.imap_port}: "
                            f"{self.output()}")
+
+    def stop_wait(self) -> None:
+        super().stop_wait()
+        if self.base_dir != self.root / "run":  # the short folder outside the temp tree
+            shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def output(self) -> str:
         parts = []
