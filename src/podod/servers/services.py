@@ -252,9 +252,15 @@ def credentials_changed(ctx: CommandContext, user: str, why: str) -> list[str]:
 
 
 def quota_changed(ctx: CommandContext, user: str) -> list[str]:
-    """After ``user``'s quota changed: ``doveadm quota recalc -u USER`` where configured."""
+    """After ``user``'s quota changed: flush the auth cache (Dovecot caches the userdb answer
+    that carries the quota rule) and ``doveadm quota recalc -u USER`` where configured."""
     notes: list[str] = []
     for config in _configs(ctx):
+        if config.control.flush_auth_cache:  # the userdb answer (quota_rule) is cached too
+            notes += _plan(ctx, user, f"flush {user} from Dovecot's auth cache on {config.name}",
+                           partial(_doveadm_action, ctx, config, ["auth", "cache", "flush", user],
+                                   f"flush {user} from Dovecot's auth cache on {config.name} "
+                                   "(quota change)", "flush_auth_cache"))
         if config.control.recalc_quota:
             notes += _plan(ctx, user, f"recalculate the quota of {user} on {config.name}",
                            partial(_doveadm_action, ctx, config, ["quota", "recalc", "-u", user],
