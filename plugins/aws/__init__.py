@@ -154,7 +154,8 @@ def setup(registry: Registry) -> None:
     registry.declare_series("ec2_snapshot_failures_total", "counter",
                             "EBS snapshots podod failed to take (the gate's and snapshot "
                             "create's) since it started (the aws plugin)")
-    registry.alert_rules("aws", Path(__file__).parent / "rules.yaml")
+    if state._settings.servers:  # compiling its templates costs Jinja2 at start: only
+        registry.alert_rules("aws", Path(__file__).parent / "rules.yaml")  # when in use
 
     # -- the gate ----------------------------------------------------------------------------
 

@@ -108,3 +108,11 @@ def test_the_rule_pack_fires_on_an_overdue_volume(aws: ModuleType) -> None:
     load_plugins(registry, [REPO / "plugins"], use_entry_points=False,
                  disabled=["example", "tls"])
     assert registry.series[rule.series].labels == ("volume",)
+    # without a configured server the pack is not offered (its templates cost Jinja2 at
+    # start); with one it is (test_loading_the_plugin_imports_no_boto3)
+    assert "aws" not in registry.alert_rule_packs
+    assert rule.summary.render(server="mx1", labels={"volume": "vol-1"}, value=1) == (
+        "mx1: the EBS volume vol-1 has no snapshot newer than its max_age")
+    assert rule.description is not None
+    assert "podoctl snapshot create mx1 --execute-real" in rule.description.render(
+        server="mx1", labels={"volume": "vol-1"}, value=1)
