@@ -173,6 +173,18 @@ def test_the_after_action_flushes_the_auth_cache_after_a_password_change(
     assert not cached_dovecot.imap_login(user, NEW)
 
 
+def test_switching_a_domain_off_flushes_the_whole_auth_cache(
+        stack: MailStack, cached_dovecot: Dovecot, start: Callable[..., DaemonProcess]) -> None:
+    daemon = start(control(cached_dovecot, flush_auth_cache=True))
+    user = mailbox(stack, daemon)
+    domain = user.split("@")[1]
+    assert cached_dovecot.imap_login(user, OLD)
+    reply = ok(daemon, "domain", "update", domain, "--active", "no", real=True)
+    assert any(n.startswith(f"after: flush Dovecot's whole auth cache on mx1 (switched off: "
+                            f"{domain}): done") for n in reply["notes"]), reply["notes"]
+    assert not cached_dovecot.imap_login(user, OLD)
+
+
 def test_quota_recalc_and_a_failing_after_action_keep_the_change(
         stack: MailStack, cached_dovecot: Dovecot, start: Callable[..., DaemonProcess],
         memcached: Memcached) -> None:

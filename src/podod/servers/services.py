@@ -91,6 +91,8 @@ def allow(register: Callable[..., None]) -> None:
         shapes += [
             ([DOVEADM, *conf, "auth", "cache", "flush", USER],
              "flush a user from Dovecot's auth cache (after a password change or deletion)"),
+            ([DOVEADM, *conf, "auth", "cache", "flush"],
+             "flush Dovecot's whole auth cache (after a domain is deleted or switched off)"),
             ([DOVEADM, *conf, "quota", "recalc", "-u", USER],
              "recalculate a user's quota usage (after a quota change)"),
         ]
@@ -116,7 +118,7 @@ def sudoers_line(config: ServerConfig, login_user: str) -> str:
         commands.append(f"{SYSTEMCTL} ^restart ({'|'.join(control.services)})$")
     conf = f"-c {_ere(control.doveadm_config)} " if control.doveadm_config else ""
     if control.flush_auth_cache:
-        commands.append(f"{DOVEADM} ^{conf}auth cache flush {USER}$")
+        commands.append(f"{DOVEADM} ^{conf}auth cache flush( {USER})?$")
     if control.recalc_quota:
         commands.append(f"{DOVEADM} ^{conf}quota recalc -u {USER}$")
     if not commands:
@@ -188,9 +190,10 @@ def _doveadm_action(ctx: CommandContext, config: ServerConfig, args: list[str],
     ctx.after(description, run, kind=kind)
 
 
-def _memcached_action(ctx: CommandContext, config: ServerConfig, user: str) -> None:
+def _memcached_action(ctx: CommandContext, config: ServerConfig, users: list[str],
+                      description: str) -> None:
     name = config.name
-    key = f"{user}+attributes"  # where SOGo keeps a user's attributes and checked password
+    keys = [f"{user}+attributes" for user in users]  # SOGo's attributes and checked password
 
     async def run() -> str | None:
         servers = _servers(ctx)
@@ -202,30 +205,41 @@ def _memcached_action(ctx: CommandContext, config: ServerConfig, user: str) -> N
         else:
             host, _, text = target.rpartition(":")
             host, port = host.strip("[]"), int(text)
-        answer = await asyncio.wait_for(_memcached_delete(host, port, key), MEMCACHED_TIMEOUT)
-        if answer == "DELETED":
-            return f"{key} deleted"
-        if answer == "NOT_FOUND":
-            return f"{key} was not cached"
-        raise PododError(f"memcached at {host}:{port} answered {answer[:80]!r}")
+        limit = MEMCACHED_TIMEOUT + len(keys) / 1000
+        answers = await asyncio.wait_for(_memcached_delete(host, port, keys), limit)
+        odd = [a for a in answers if a not in ("DELETED", "NOT_FOUND")]
+        if odd or len(answers) != len(keys):
+            shown = odd[0] if odd else "too few answers"
+            raise PododError(f"memcached at {host}:{port} answered {shown[:80]!r}")
+        deleted = answers.count("DELETED")
+        if len(keys) == 1:
+            return f"{keys[0]} {'deleted' if deleted else 'was not cached'}"
+        return f"{deleted} of {len(keys)} users' entries deleted"
 
-    ctx.after(f"delete SOGo's cached credentials of {user} (memcached of {name})", run,
-              kind="sogo_memcached")
+    ctx.after(description, run, kind="sogo_memcached")
 
 
-async def _memcached_delete(host: str, port: int, key: str) -> str:
+async def _memcached_delete(host: str, port: int, keys: list[str]) -> list[str]:
+    """One ``delete KEY`` per key on one connection (pipelined); memcached's answers."""
     try:
         reader, writer = await asyncio.open_connection(host, port)
     except OSError as exc:
         raise PododError(f"memcached at {host}:{port} cannot be reached "
                          f"({exc.strerror or exc})") from None
+    answers: list[str] = []
     try:
-        writer.write(f"delete {key}\r\n".encode())
-        await writer.drain()
-        line = await reader.readline()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            writer.write("".join(f"delete {key}\r\n" for key in chunk).encode())
+            await writer.drain()
+            for _ in chunk:
+                line = await reader.readline()
+                if not line:
+                    return answers
+                answers.append(line.decode("utf-8", "replace").strip())
     finally:
         writer.close()
-    return line.decode("utf-8", "replace").strip()
+    return answers
 
 
 def _safe_user(user: str) -> str | None:
@@ -245,9 +259,37 @@ def credentials_changed(ctx: CommandContext, user: str, why: str) -> list[str]:
                                    f"flush {user} from Dovecot's auth cache on {config.name} "
                                    f"({why})", "flush_auth_cache"))
         if control.sogo_memcached:
-            notes += _plan(ctx, user, f"delete SOGo's cached credentials of {user} "
-                                      f"(memcached of {config.name})",
-                           partial(_memcached_action, ctx, config, user))
+            what = f"delete SOGo's cached credentials of {user} (memcached of {config.name})"
+            notes += _plan(ctx, user, what, partial(_memcached_action, ctx, config, [user], what))
+    return notes
+
+
+def domain_changed(ctx: CommandContext, domain: str, users: list[str], why: str) -> list[str]:
+    """After a domain's mailboxes were deleted or the domain switched off: flush Dovecot's
+    whole auth cache (``doveadm auth cache flush`` with no user; it keeps no index by
+    domain) and every one of ``users``' SOGo entries, on every server configured to."""
+    notes: list[str] = []
+    safe = [u for u in users if _safe_user(u)]
+    for config in _configs(ctx):
+        control = config.control
+        steps: list[tuple[str, Callable[[], None]]] = []
+        if control.flush_auth_cache:
+            what = f"flush Dovecot's whole auth cache on {config.name}"
+            steps.append((what, partial(_doveadm_action, ctx, config, ["auth", "cache", "flush"],
+                                        f"{what} ({why} {domain})", "flush_auth_cache")))
+        if control.sogo_memcached and safe:
+            what = (f"delete SOGo's cached credentials of {len(safe)} users of {domain} "
+                    f"(memcached of {config.name})")
+            steps.append((what, partial(_memcached_action, ctx, config, safe, what)))
+        for what, declare in steps:
+            if ctx.sandbox:
+                notes.append(f"After the commit podod will {what}.")
+            else:
+                declare()
+        if control.sogo_memcached and len(safe) < len(users):
+            notes.append(f"podod cannot delete SOGo's cached credentials of "
+                         f"{len(users) - len(safe)} users of {domain} whose addresses have "
+                         "characters it does not pass on; they expire by themselves")
     return notes
 
 
