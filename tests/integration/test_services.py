@@ -203,6 +203,21 @@ def test_quota_recalc_and_a_failing_after_action_keep_the_change(
             f"({key} deleted)") in reply["notes"], reply["notes"]
     assert memcached.ask(f"get {key}\r\n") == "END\r\n"
 
+    # Deleting the domain with its mailboxes: every mailbox's key, on one connection.
+    second = f"other@{user.split('@')[1]}"
+    ok(daemon, "user", "create", second, "--password-stdin", stdin=OLD, real=True)
+    for address in (user, second):
+        assert memcached.ask(f"set {address}+attributes 0 0 2\r\n{{}}\r\n").startswith("STORED")
+    domain = user.split("@")[1]
+    plan = ok(daemon, "domain", "delete", domain, "--cascade")
+    assert (f"After the commit podod will delete SOGo's cached credentials of 2 users of "
+            f"{domain} (memcached of mx1).") in plan["notes"], plan["notes"]
+    gone = ok(daemon, "domain", "delete", domain, "--cascade", real=True)
+    assert (f"after: delete SOGo's cached credentials of 2 users of {domain} (memcached of "
+            "mx1): done (2 of 2 users' entries deleted)") in gone["notes"], gone["notes"]
+    assert memcached.ask(f"get {second}+attributes\r\n") == "END\r\n"
+    user = mailbox(stack, daemon)
+
     memcached.stop()  # a failing after-action: the committed change stands, and says so
     try:
         reply = ok(daemon, "user", "reset-password", user, "--password-stdin", stdin=OLD,

@@ -22,6 +22,7 @@ from podod.servers.services import (
     allow,
     check_service,
     doveadm_argv,
+    parse_status,
     status_argv,
     sudo_wrap,
     sudoers_line,
@@ -140,3 +141,11 @@ async def test_after_action_output_is_shown_published_and_counted(tmp_path: Path
             await asyncio.sleep(0.01)
         assert dict(metrics.after_actions) == {("flush_auth_cache", "done"): 1,
                                                ("sogo_memcached", "failed"): 1}
+
+
+def test_status_reads_systemctl_show() -> None:
+    text = ("ActiveState=active\nSubState=running\nLoadState=loaded\nMainPID=812\n"
+            "ActiveEnterTimestamp=Mon 2026-12-07 06:00:01 UTC\n")
+    assert parse_status(text) == {"ActiveState": "active", "SubState": "running",
+                                  "LoadState": "loaded", "MainPID": "812",
+                                  "ActiveEnterTimestamp": "Mon 2026-12-07 06:00:01 UTC"}
