@@ -60,11 +60,13 @@ def short_base_dir(wanted: Path) -> Path:
 class Dovecot(ForegroundDaemon):
     def __init__(self, root: Path, login: SqlLogin, *, imap_port: int | None = None,
                  lmtp_port: int | None = None, quota_login: SqlLogin | None = None,
-                 stats_group: str = "adm") -> None:
+                 stats_group: str = "adm", extra_conf: str = "") -> None:
         """``quota_login``: write quota usage into quota2 through the SQL dict (the role of
         ``mail.roles.quota``); without it, the count backend keeps usage to itself.
-        ``stats_group``: the group that may read the statistics (stats-reader)."""
+        ``stats_group``: the group that may read the statistics (stats-reader).
+        ``extra_conf``: settings appended to dovecot.conf (``auth_cache_size = 1M``)."""
         self.root = Path(root)
+        self.extra_conf = extra_conf
         self.stats_group = stats_group
         self.login = login
         self.quota_login = quota_login
@@ -152,7 +154,7 @@ service anvil {{
 protocol lmtp {{
   postmaster_address = postmaster@localhost
 }}
-{stats_reader_conf(self.stats_group)}{METRICS_CONF}""")
+{stats_reader_conf(self.stats_group)}{METRICS_CONF}{self.extra_conf}""")
 
     def start(self, timeout: float = 15.0) -> Dovecot:
         self.root.mkdir(parents=True, exist_ok=True)

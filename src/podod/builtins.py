@@ -8,6 +8,7 @@ live state before the collectors and frontends that feed or read it.
 BUILTIN_MODULES: list[str] = [
     "podod.bus.commands",
     "podod.servers.commands",
+    "podod.servers.service_commands",
     "podod.monitor.live",
     "podod.monitor.store",
     "podod.monitor.scheduler",

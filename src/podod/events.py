@@ -63,6 +63,19 @@ class AfterActionFailed(Event):
     actor: str
     action: str
     reason: str
+    kind: str = "other"  # what sort of action (flush_auth_cache, recalc_quota, ...)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AfterActionDone(Event):
+    """An after-action finished after its change was committed; ``output`` is what it said
+    (bounded, one line), also shown in the reply's notes."""
+
+    command: str
+    actor: str
+    action: str
+    output: str
+    kind: str = "other"
 
 
 E = TypeVar("E", bound=Event)

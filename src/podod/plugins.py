@@ -233,6 +233,7 @@ class Registry:
         return {
             "commands": dict(self.commands), "collectors": dict(self.collectors),
             "notifiers": dict(self.notifiers), "units": dict(self.units),
+            "gates": dict(self.gates),
             "components": dict(self.components), "alert_rule_packs": dict(self.alert_rule_packs),
             "allowlist": self.allowlist.copy(), "series": dict(self.series),
         }

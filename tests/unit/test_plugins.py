@@ -15,6 +15,10 @@ def setup(registry):
     @registry.command("broken hello", "registered before the failure")
     async def hello(ctx):
         return Reply()
+
+    @registry.gate("broken-snapshot")  # a gate left behind would refuse every change
+    async def gate(ctx):
+        raise RuntimeError("no snapshot")
     raise RuntimeError("the database of this plugin is missing")
 '''
 
@@ -38,6 +42,7 @@ def test_broken_plugins_are_reported_and_rolled_back(tmp_path: Path) -> None:
     assert infos["broken"].loaded is False
     assert infos["broken"].error == "RuntimeError: the database of this plugin is missing"
     assert "broken hello" not in registry.commands
+    assert "broken-snapshot" not in registry.gates
     assert infos["syntax"].loaded is False and "SyntaxError" in (infos["syntax"].error or "")
     assert infos["nosetup"].error == "AttributeError: plugin nosetup has no setup(registry) " \
                                      "function"

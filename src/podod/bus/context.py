@@ -220,8 +220,13 @@ class UnitOfWork(Protocol):
 
 @dataclass
 class AfterAction:
+    """What to do after a real commit. ``run`` may return a short text (its output) that the
+    reply shows after "done"; ``kind`` names the sort of action for the counter
+    ``podod_after_actions_total`` (a fixed word, never free text)."""
+
     description: str
-    run: Callable[[], Awaitable[None]]
+    run: Callable[[], Awaitable[str | None]]
+    kind: str = "other"
 
 
 async def _no_progress(message: str, done: int | None = None,
@@ -272,9 +277,11 @@ class CommandContext:
         """What this run changes: its unit's rows and recorded changes, then the reply's."""
         return self.changes + [c for c in reply.changes if c not in self.changes]
 
-    def after(self, description: str, run: Callable[[], Awaitable[None]]) -> None:
-        """Run ``run`` after a real commit (cache flush, reload); skipped in the sandbox."""
-        self.after_actions.append(AfterAction(description, run))
+    def after(self, description: str, run: Callable[[], Awaitable[str | None]], *,
+              kind: str = "other") -> None:
+        """Run ``run`` after a real commit (cache flush, reload); skipped in the sandbox.
+        What it returns (a short text) is shown after "done" in the reply's notes."""
+        self.after_actions.append(AfterAction(description, run, kind))
 
     def require_domain(self, domain: str) -> None:
         """Refuse a domain-admin acting outside the domains granted to them."""

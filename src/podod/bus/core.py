@@ -29,7 +29,7 @@ from podod.bus.plans import PlanBook
 from podod.bus.ratelimit import RateLimiter
 from podod.bus.spec import CommandSpec, StdinKind
 from podod.errors import PododError, UsageError
-from podod.events import AfterActionFailed, CommandCompleted
+from podod.events import AfterActionDone, AfterActionFailed, CommandCompleted
 
 log = logging.getLogger(__name__)
 
@@ -263,19 +263,25 @@ class CommandBus:
         for index, action in enumerate(ctx.after_actions):
             try:
                 async with asyncio.timeout(limit):
-                    await action.run()
-                reply.notes.append(f"after: {action.description}: done")
+                    output = await action.run()
+                shown = " ".join(str(output).split())[:300] if output else ""
+                reply.notes.append(f"after: {action.description}: done"
+                                   + (f" ({shown})" if shown else ""))
+                self.runtime.events.publish(AfterActionDone(
+                    command=ctx.spec.name, actor=ctx.actor.name, action=action.description,
+                    output=shown, kind=action.kind))
             except asyncio.CancelledError:
                 _not_run(ctx, reply, ctx.after_actions[index:])
                 raise
             except Exception as exc:  # the change is committed; say what is left
-                reason = str(exc) or ("did not finish within " + _seconds(limit)
-                                      if isinstance(exc, TimeoutError) else type(exc).__name__)
+                reason = (exc.message if isinstance(exc, PododError) else str(exc)) or (
+                    "did not finish within " + _seconds(limit)
+                    if isinstance(exc, TimeoutError) else type(exc).__name__)
                 log.warning("after-action %s failed: %s", action.description, reason)
                 reply.notes.append(f"after: {action.description}: FAILED ({reason})")
                 self.runtime.events.publish(AfterActionFailed(
                     command=ctx.spec.name, actor=ctx.actor.name,
-                    action=action.description, reason=reason))
+                    action=action.description, reason=reason, kind=action.kind))
 
     async def _check_plan_first(self, ctx: CommandContext,
                                 params: dict[str, object]) -> Reply | None:

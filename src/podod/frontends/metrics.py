@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from podod import __version__
-from podod.events import CommandCompleted, Subscription
+from podod.events import AfterActionDone, AfterActionFailed, CommandCompleted, Subscription
 from podod.monitor.catalog import SeriesInfo
 from podod.monitor.model import LabelKey, Sample
 from podod.plugins import Registry
@@ -125,6 +125,7 @@ class SelfMetrics:
     backup_last: float | None = None
     alerts_firing: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     notifications: dict[tuple[str, str], int] = field(default_factory=dict)
+    after_actions: Counter[tuple[str, str]] = field(default_factory=Counter)
     now: float = 0.0
 
     def samples(self) -> Iterator[Sample]:
@@ -147,6 +148,9 @@ class SelfMetrics:
         for (notifier, result), n in sorted(self.notifications.items()):
             yield Sample("notifications_total", SELF, float(n),
                          Sample.labels_of(notifier=notifier, result=result), "counter")
+        for (action, result), n in sorted(self.after_actions.items()):
+            yield Sample("after_actions_total", SELF, float(n),
+                         Sample.labels_of(action=action, result=result), "counter")
 
 
 class Exposition:
@@ -285,7 +289,9 @@ class MetricsEndpoint:
         self.exposition = Exposition(runtime.registry.series)
         self.renderer = TextRenderer(self.exposition)
         self.commands: Counter[tuple[str, str, str]] = Counter()
+        self.after_actions: Counter[tuple[str, str]] = Counter()
         self._sub: Subscription | None = None
+        self._after_subs: list[Subscription] = []
         self._runner: web.AppRunner | None = None
         self._bound: tuple[str, int] | None = None
         self._lock = asyncio.Lock()
@@ -298,12 +304,20 @@ class MetricsEndpoint:
     async def start(self) -> None:
         self._sub = self.runtime.events.subscribe(CommandCompleted, self._command,
                                                   name="metrics-commands")
+        self._after_subs = [
+            self.runtime.events.subscribe(AfterActionDone, self._after_action,
+                                          name="metrics-after-done"),
+            self.runtime.events.subscribe(AfterActionFailed, self._after_action,
+                                          name="metrics-after-failed")]
         await self._listen(self.runtime.config.metrics.listen, self.runtime.config.metrics.port)
 
     async def stop(self) -> None:
         if self._sub is not None:
             self.runtime.events.unsubscribe(self._sub)
             self._sub = None
+        for sub in self._after_subs:
+            self.runtime.events.unsubscribe(sub)
+        self._after_subs = []
         await self._close()
 
     async def reload(self, config: Config) -> None:
@@ -348,13 +362,17 @@ class MetricsEndpoint:
             else "unknown"
         self.commands[(command, event.origin, event.result)] += 1
 
+    def _after_action(self, event: AfterActionDone | AfterActionFailed) -> None:
+        result = "done" if isinstance(event, AfterActionDone) else "failed"
+        self.after_actions[(event.kind, result)] += 1
+
     # -- what a scrape sees -------------------------------------------------------------------
 
     async def self_metrics(self) -> SelfMetrics:
         now = time.time()
         live = self.runtime.component("live")
         alerts = self.runtime.component("alerts")
-        out = SelfMetrics(commands=self.commands, now=now)
+        out = SelfMetrics(commands=self.commands, now=now, after_actions=self.after_actions)
         if live is not None:
             out.collector_errors = dict(live.state.collector_errors)
         if alerts is not None:

@@ -122,6 +122,9 @@ _BUILTIN: list[tuple[str, SeriesKind, str, tuple[str, ...]]] = [
      ("rule", "severity")),
     ("notifications_total", _C, "Notifications by notifier and outcome (sent, failed after "
      "every retry, dropped from a full queue)", ("notifier", "result")),
+    ("after_actions_total", _C, "After-actions run after a committed change (auth cache "
+     "flushes, quota recalculations, SOGo cache deletions, maildir moves), by kind and "
+     "result (done, failed)", ("action", "result")),
 ]
 
 

@@ -316,26 +316,39 @@ class ServerConnection:
 
     async def _open_tunnels(self, conn: asyncssh.SSHClientConnection) -> None:
         for tunnel in self.tunnels.values():
-            c = tunnel.config
-            for attempt in range(10):
-                try:
-                    tunnel.listener = await conn.forward_local_port(
-                        "127.0.0.1", tunnel.local_port, c.remote_host, c.remote_port)
-                except OSError as exc:
-                    # The old listener's port may take a moment to be released.
-                    if exc.errno == errno.EADDRINUSE and attempt < 9:
-                        await asyncio.sleep(0.2)
-                        continue
-                    tunnel.error = (f"cannot listen on 127.0.0.1:{tunnel.local_port} "
-                                    f"({exc.strerror or exc})")
-                    log.error("server %s: tunnel %s: %s", self.name, c.name, tunnel.error)
-                    break
-                tunnel.local_port = tunnel.listener.get_port()
-                tunnel.error = None
-                tunnel.opened_at = time.time()
-                log.info("server %s: tunnel %s open: 127.0.0.1:%d -> %s:%d", self.name,
-                         c.name, tunnel.local_port, c.remote_host, c.remote_port)
+            await self._open_tunnel(conn, tunnel)
+
+    async def restart_tunnels(self, names: list[str]) -> list[dict[str, Any]]:
+        """Close the named tunnels and open them again on the same local ports (``server
+        tunnel restart``); their descriptions afterwards. Needs the connection up."""
+        conn = self.require()
+        for name in names:
+            tunnel = self.tunnels[name]
+            tunnel.close()
+            await self._open_tunnel(conn, tunnel)
+        return [self.tunnels[n].describe() for n in names]
+
+    async def _open_tunnel(self, conn: asyncssh.SSHClientConnection, tunnel: Tunnel) -> None:
+        c = tunnel.config
+        for attempt in range(10):
+            try:
+                tunnel.listener = await conn.forward_local_port(
+                    "127.0.0.1", tunnel.local_port, c.remote_host, c.remote_port)
+            except OSError as exc:
+                # The old listener's port may take a moment to be released.
+                if exc.errno == errno.EADDRINUSE and attempt < 9:
+                    await asyncio.sleep(0.2)
+                    continue
+                tunnel.error = (f"cannot listen on 127.0.0.1:{tunnel.local_port} "
+                                f"({exc.strerror or exc})")
+                log.error("server %s: tunnel %s: %s", self.name, c.name, tunnel.error)
                 break
+            tunnel.local_port = tunnel.listener.get_port()
+            tunnel.error = None
+            tunnel.opened_at = time.time()
+            log.info("server %s: tunnel %s open: 127.0.0.1:%d -> %s:%d", self.name,
+                     c.name, tunnel.local_port, c.remote_host, c.remote_port)
+            break
 
     def tunnel_address(self, name: str) -> tuple[str, int]:
         tunnel = self.tunnels[name]

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from podod.durations import format_duration
+from podod.errors import ValidationError
 from podod.events import EventBus
 from podod.samples import Sample, SamplesCollected
 from podod.servers.allowlist import AllowList
@@ -89,6 +90,10 @@ class LocalServer:
 
     def assigned_ports(self) -> dict[str, int]:
         return {}
+
+    async def restart_tunnels(self, names: list[str]) -> list[dict[str, Any]]:
+        raise ValidationError(f"server {self.name} is local: its tunnels are the services' "
+                              "own addresses, there is nothing to restart")
 
     def status(self) -> dict[str, Any]:
         c = self.config

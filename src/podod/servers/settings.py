@@ -7,6 +7,7 @@ state database obeys exactly the rules of one from podod.yaml.
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -46,6 +47,60 @@ class TunnelConfig(Section):
         return value
 
 
+# The services ``podoctl service`` may control (Debian's unit names), and what each supports.
+ServiceName = Literal["postfix", "dovecot", "sogo", "nginx", "memcached"]
+SERVICE_NAMES: tuple[str, ...] = ("postfix", "dovecot", "sogo", "nginx", "memcached")
+_MEMCACHED = re.compile(r"^(tunnel:[a-z0-9][a-z0-9_-]{0,31}|[A-Za-z0-9._-]+:[0-9]{1,5}|"
+                        r"\[[0-9A-Fa-f:.]+\]:[0-9]{1,5})$")
+_CONF_PATH = re.compile(r"(/[A-Za-z0-9_.+@-]+)+")
+
+
+def _all_services() -> list[ServiceName]:
+    return ["postfix", "dovecot", "sogo", "nginx", "memcached"]
+
+
+class ControlSettings(Section):
+    """``podoctl service`` and the after-actions on one server (docs/services.md).
+
+    Commands run through the server's runner (SSH, or locally for ``local: true``) and,
+    with ``sudo``, as ``sudo -n PROGRAM ...`` (``podoctl service sudoers`` prints the lines).
+    """
+
+    sudo: bool = True
+    services: list[ServiceName] = Field(default_factory=lambda: _all_services())
+    # doveadm -c PATH when Dovecot's configuration is not /etc/dovecot/dovecot.conf.
+    doveadm_config: str | None = None
+    # After a password change, a mailbox's deletion or deactivation: doveadm auth cache
+    # flush USER (only worth it when Dovecot sets auth_cache_size).
+    flush_auth_cache: bool = False
+    # After a quota change: doveadm quota recalc -u USER.
+    recalc_quota: bool = False
+    # SOGo's memcached (HOST:PORT from podod's side, or tunnel:NAME of this server): after a
+    # password change, deletion or deactivation, the user's cached credentials are deleted.
+    sogo_memcached: str | None = None
+
+    @field_validator("doveadm_config")
+    @classmethod
+    def _conf(cls, value: str | None) -> str | None:
+        if value is not None and (not _CONF_PATH.fullmatch(value) or "/../" in value + "/"
+                                  or "/./" in value + "/"):
+            raise ValueError("must be an absolute file path of letters, digits and '._+@-'")
+        return value
+
+    @field_validator("sogo_memcached")
+    @classmethod
+    def _memcached(cls, value: str | None) -> str | None:
+        if value is not None and not _MEMCACHED.match(value):
+            raise ValueError("must be HOST:PORT (as podod reaches it) or tunnel:NAME (a "
+                             "tunnel of this server)")
+        return value
+
+    @field_validator("services")
+    @classmethod
+    def _unique(cls, value: list[ServiceName]) -> list[ServiceName]:
+        return list(dict.fromkeys(value))
+
+
 class ServerConfig(Section):
     name: str
     local: bool = False
@@ -66,6 +121,7 @@ class ServerConfig(Section):
     max_commands: int = Field(default=4, ge=1, le=64)
     reconnect_min: Duration = 1.0
     reconnect_max: Duration = 300.0
+    control: ControlSettings = Field(default_factory=ControlSettings)
 
     @field_validator("name")
     @classmethod
@@ -134,6 +190,11 @@ class ServerConfig(Section):
         if self.connect_timeout <= 0 or self.command_timeout <= 0 or self.keepalive <= 0:
             raise ValueError("connect_timeout, command_timeout and keepalive must be longer "
                              "than 0 s")
+        memcached = self.control.sogo_memcached
+        if memcached and memcached.startswith("tunnel:") and \
+                self.tunnel(memcached[7:]) is None:
+            raise ValueError(f"control.sogo_memcached names the tunnel '{memcached[7:]}', "
+                             "which this server does not have")
         return self
 
     def tunnel(self, name: str) -> TunnelConfig | None:

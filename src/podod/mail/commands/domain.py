@@ -25,6 +25,7 @@ from podod.mail.commands.common import (
 )
 from podod.mail.schema import TEXT_COLUMNS
 from podod.plugins import Registry
+from podod.servers.services import domain_changed
 
 LIMITS = [
     Opt("description", "a description"),
@@ -259,8 +260,14 @@ def setup(registry: Registry) -> None:
             _consistent(values, current)
         await _fits(uow, name, values)
         await uow.update("domain", {"domain": name}, values)
+        notes: list[str] = []
+        if active is False:  # its mailboxes must not log in from a cache
+            users = [r["username"] for r in await uow.fetch(
+                "SELECT username FROM mailbox WHERE domain=$1", name)]
+            notes = domain_changed(ctx, name, users, "switched off:")
         return Reply(message=f"domain {name} "
-                             f"{'updated' if ctx.execute_real else 'would be updated'}")
+                             f"{'updated' if ctx.execute_real else 'would be updated'}",
+                     notes=notes)
 
     @registry.command(
         "domain delete", "Delete a domain (refused while it has mailboxes or aliases)",
@@ -290,8 +297,10 @@ def setup(registry: Registry) -> None:
                 "SELECT alias_domain FROM alias_domain WHERE target_domain=$1", name):
             counts["alias_domain"] += len(await uow.delete(
                 "alias_domain", {"alias_domain": row["alias_domain"]}))
-        for row in await uow.fetch("SELECT username FROM mailbox WHERE domain=$1", name):
-            counts["quota2"] += len(await uow.delete("quota2", {"username": row["username"]}))
+        users = [r["username"] for r in await uow.fetch(
+            "SELECT username FROM mailbox WHERE domain=$1", name)]
+        for username in users:
+            counts["quota2"] += len(await uow.delete("quota2", {"username": username}))
         counts["alias"] = len(await uow.delete("alias", {"domain": name}))
         counts["mailbox"] = len(await uow.delete("mailbox", {"domain": name}))
         await uow.delete("domain", {"domain": name})
@@ -300,7 +309,9 @@ def setup(registry: Registry) -> None:
         verb = "deleted" if ctx.execute_real else "would be deleted"
         return Reply(message=f"domain {name} {verb}: {total} rows "
                              f"({detail or 'the domain only'})",
-                     data={"rows": total, **counts})
+                     data={"rows": total, **counts},
+                     notes=domain_changed(ctx, name, users, "mailboxes deleted with")
+                     if users else [])
 
     @registry.command(
         "domain-alias create", "Make one domain an alias of another (old.example → example.com)",

@@ -47,6 +47,7 @@ from podod.mail.commands.common import (
 )
 from podod.mail.passwords import check_policy, generate_password, hash_async
 from podod.plugins import Registry
+from podod.servers.services import credentials_changed, quota_changed
 
 PASSWORD_OPTS = [
     Opt("password_stdin", "read the password from standard input (podoctl prompts on a "
@@ -264,8 +265,14 @@ def setup(registry: Registry) -> None:
         if active is not None:
             await uow.update("alias", {"address": username, "goto": username},
                              {"active": active})
+        notes: list[str] = []
+        if active is False:  # a switched-off mailbox must not log in from a cache
+            notes += credentials_changed(ctx, username, "switched off")
+        if quota_mb is not None:
+            notes += quota_changed(ctx, username)
         return Reply(message=f"mailbox {username} "
-                             f"{'updated' if ctx.execute_real else 'would be updated'}")
+                             f"{'updated' if ctx.execute_real else 'would be updated'}",
+                     notes=notes)
 
     @registry.command(
         "user reset-password", "Set a new password for a mailbox",
@@ -286,7 +293,8 @@ def setup(registry: Registry) -> None:
                          {"password": digest, "password_expiry": password_expiry(domain)})
         return Reply(message=f"password of {username} "
                              f"{'changed' if ctx.execute_real else 'would be changed'}",
-                     secrets=_shown(ctx, generated))
+                     secrets=_shown(ctx, generated),
+                     notes=credentials_changed(ctx, username, "password change"))
 
     @registry.command(
         "user delete", "Delete a mailbox and its alias row",
@@ -309,6 +317,7 @@ def setup(registry: Registry) -> None:
         await uow.delete("alias", {"address": username})
         await uow.delete("quota2", {"username": username})
         await uow.delete("mailbox", {"username": username})
+        notes += credentials_changed(ctx, username, "mailbox deleted")
         if not remove_maildir:
             notes.append(f"The maildir {row['maildir']} stays on the mail server.")
         forwarding = [r["address"] for r in await uow.fetch(
@@ -418,4 +427,4 @@ def _remove_maildir_after(ctx: CommandContext, username: str, maildir: str,
         notes.append(f"The maildir stays in the trash {kept}; to undo: {restore}, then "
                      f"{maildir}")
 
-    ctx.after(f"move maildir {home} to {target} on {server}", move)
+    ctx.after(f"move maildir {home} to {target} on {server}", move, kind="maildir_move")
