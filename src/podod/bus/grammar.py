@@ -22,6 +22,7 @@ GLOBAL_FLAGS = ("--execute-real",)
 HELP_FLAGS = ("-h", "--help")
 UNKNOWN_COMMAND = "(unknown command)"
 HIDDEN = "?"  # what the audit keeps of a word of a request that did not parse
+MAX_NAME_WORDS = 4  # a command's name: "api account 2fa enable"
 AUDIT_MAX_WORDS = 50  # of such a request's argv; the rest is counted
 AUDIT_MAX_TEXT = 200  # characters of one parsed value in the audit record
 AUDIT_MAX_ITEMS = 50  # items of one parsed list value in the audit record
@@ -57,8 +58,9 @@ def leading_words(argv: list[str]) -> list[str]:
 
 
 def command_name(words: list[str], names: Container[str]) -> str | None:
-    """The longest leading run of ``words`` (at most three) that is a command's name."""
-    for size in range(min(len(words), 3), 0, -1):
+    """The longest leading run of ``words`` (at most :data:`MAX_NAME_WORDS`) that is a
+    command's name."""
+    for size in range(min(len(words), MAX_NAME_WORDS), 0, -1):
         name = " ".join(words[:size])
         if name in names:
             return name
