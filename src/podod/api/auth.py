@@ -223,12 +223,27 @@ def normalize_code(code: str) -> str:
     return "".join(c for c in code.lower() if c not in "- ")
 
 
+_CLIENT_KEY: Any = None
+
+
+def client_key() -> web.RequestKey[str]:
+    """Where the frontend puts the client address it resolved (a trusted proxy's
+    X-Forwarded-For): ``request[client_key()] = address``."""
+    global _CLIENT_KEY
+    if _CLIENT_KEY is None:
+        from aiohttp import web
+
+        _CLIENT_KEY = web.RequestKey("podod_client", str)
+    key: web.RequestKey[str] = _CLIENT_KEY
+    return key
+
+
 def client_address(request: web.Request) -> str:
-    """The caller's address: what the frontend resolved (trusted proxies' X-Forwarded-For)
-    under ``request["podod.client"]``, else the peer's address."""
-    resolved = request.get("podod.client")
+    """The caller's address: what the frontend resolved under :func:`client_key`, else the
+    peer's address."""
+    resolved = request.get(client_key())
     if isinstance(resolved, str) and resolved:
-        return resolved
+        return resolved[:100]
     return request.remote or "unknown"
 
 
@@ -1143,4 +1158,5 @@ def _count_sessions(conn: sqlite3.Connection, name: str, now: float) -> int:
     return count
 
 
-__all__ = ["ApiAuth", "Identity", "LoginThrottled", "TokenFault", "client_address", "problem"]
+__all__ = ["ApiAuth", "Identity", "LoginThrottled", "TokenFault", "client_address", "client_key",
+           "problem"]
