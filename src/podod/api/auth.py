@@ -29,6 +29,7 @@ import re
 import secrets
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -123,6 +124,7 @@ MAX_BODY = 16 * 1024  # bytes of a login, refresh or logout request
 MAX_PASSWORD = 1024  # characters offered at login (Argon2 takes any length; bound the work)
 MAX_PENDING_LOGINS = 32  # logins hashing or waiting to: beyond, "try again in a moment"
 HASH_THREADS = 2
+VERIFIED_TOKENS = 10_000  # access tokens whose signature was checked, kept for their next use
 RECOVERY_CODES = 10
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"
 
@@ -262,6 +264,10 @@ class ApiAuth:
         self._pending = 0
         self._dummy_hash: str | None = None
         self._audited_waits: dict[str, float] = {}  # address -> until: one record per wait
+        # Access tokens whose signature and claims were checked: token -> claims. Only the
+        # signature check is skipped for them; expiry, account, generation and session are
+        # checked on every request.
+        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     @property
     def settings(self) -> ApiAuthSettings:
@@ -318,6 +324,7 @@ class ApiAuth:
         path = self.key_path
         await asyncio.to_thread(replace, path, (text + "\n").encode())
         self._set_key(text, path)
+        self._verified.clear()
         return self.kid
 
     # -- passwords (Argon2id, its own small pool) -------------------------------------------
@@ -645,6 +652,33 @@ class ApiAuth:
         return Identity(key.actor, "key", key.name, expires=key.expires)
 
     def _identify_jwt(self, token: str) -> Identity:
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._verify_jwt(token)
+            self._verified[token] = claims
+            while len(self._verified) > VERIFIED_TOKENS:
+                self._verified.popitem(last=False)
+        elif claims["exp"] <= time.time():
+            self._verified.pop(token, None)
+            raise TokenFault("the access token has expired; refresh it or log in again",
+                             code="expired")
+        account = self.accounts.get(str(claims["sub"]))
+        if account is None:
+            raise TokenFault("the account of this access token no longer exists")
+        if account.disabled:
+            raise TokenFault(f"the account {account.name} is disabled",
+                             actor=account.actor.name, code="disabled")
+        session = str(claims["sid"])
+        if claims["gen"] != account.generation or session in self.revoked:
+            raise TokenFault("the access token was revoked (logout, a new password or "
+                             "two-factor setting, or every session ended); log in again",
+                             actor=account.actor.name, code="revoked")
+        return Identity(account.actor, "account", account.name, session=session,
+                        expires=float(claims["exp"]), two_factor=account.totp)
+
+    def _verify_jwt(self, token: str) -> dict[str, Any]:
+        """The claims of a token signed with the current key (signature, algorithm, claims
+        and expiry checked), or TokenFault."""
         import jwt
 
         try:
@@ -674,19 +708,7 @@ class ApiAuth:
                              forged=True) from None
         if claims.get("typ") != "access":
             raise TokenFault("this token is not an access token", forged=True)
-        account = self.accounts.get(str(claims["sub"]))
-        if account is None:
-            raise TokenFault("the account of this access token no longer exists")
-        if account.disabled:
-            raise TokenFault(f"the account {account.name} is disabled",
-                             actor=account.actor.name, code="disabled")
-        session = str(claims["sid"])
-        if claims["gen"] != account.generation or session in self.revoked:
-            raise TokenFault("the access token was revoked (logout, a new password or "
-                             "two-factor setting, or every session ended); log in again",
-                             actor=account.actor.name, code="revoked")
-        return Identity(account.actor, "account", account.name, session=session,
-                        expires=float(claims["exp"]), two_factor=account.totp)
+        return dict(claims)
 
     # -- accounts and keys (the bus commands call these) ---------------------------------
 
