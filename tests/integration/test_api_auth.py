@@ -268,6 +268,19 @@ async def test_new_password_ends_sessions(api: Harness) -> None:
     assert (await api.login(password="Alice-new-pw-0815")).status == 200
 
 
+async def test_a_deleted_account_s_tokens_stay_dead_when_its_name_returns(api: Harness) -> None:
+    tokens = (await api.login()).body
+    await api.ok("api", "account", "delete", "alice")
+    gone = await api.whoami(tokens["access_token"])
+    assert gone.status == 401 and "no longer exists" in gone.detail
+    await api.ok("api", "account", "create", "alice", "--role", "admin", "--password-stdin",
+                 stdin=ALICE_PW)
+    assert (await api.whoami(tokens["access_token"])).status == 401
+    refresh = await api.call("POST", "/api/auth/refresh",
+                             {"refresh_token": tokens["refresh_token"]})
+    assert refresh.status == 401
+
+
 # -- two-factor authentication -----------------------------------------------------------------
 
 async def test_totp_with_a_real_code_and_single_use_recovery_codes(api: Harness) -> None:
@@ -561,3 +574,14 @@ def test_api_commands_through_the_daemon_and_podoctl(tmp_path: Path) -> None:
         audit = daemon.request(["audit", "list", "--limit", "100"])
         assert ALICE_PW not in json.dumps(audit) and key["secrets"][0]["value"] not in \
             json.dumps(audit)
+
+
+def test_a_signing_key_file_that_is_no_key_stops_the_start(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "podod.yaml", base_config(tmp_path))
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "api-jwt.key").write_text("not a key\n")
+    with pytest.raises(RuntimeError, match="podod exited with 1") as failed:
+        DaemonProcess(config).start()
+    assert "is not 64 hex digits; move it aside and podod makes a new one" in \
+        str(failed.value)
+    assert "Traceback" not in str(failed.value)

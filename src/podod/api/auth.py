@@ -124,7 +124,7 @@ MAX_BODY = 16 * 1024  # bytes of a login, refresh or logout request
 MAX_PASSWORD = 1024  # characters offered at login (Argon2 takes any length; bound the work)
 MAX_PENDING_LOGINS = 32  # logins hashing or waiting to: beyond, "try again in a moment"
 HASH_THREADS = 2
-VERIFIED_TOKENS = 10_000  # access tokens whose signature was checked, kept for their next use
+VERIFIED_TOKENS = 4096  # access tokens whose signature was checked, kept for their next use
 RECOVERY_CODES = 10
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"
 
@@ -727,12 +727,15 @@ class ApiAuth:
     async def create_account(self, name: str, role: str, domains: tuple[str, ...],
                              password: str, created_by: str) -> Account:
         digest = await self.hash_password(password)
+        # A random first generation: a token of a deleted account of the same name, still
+        # within its lifetime, never matches the new account.
+        generation = secrets.randbelow(2**31)
         try:
             await self.runtime.state.run(_insert_account, name, role, json.dumps(domains),
-                                         digest, time.time(), created_by)
+                                         digest, time.time(), created_by, generation)
         except sqlite3.IntegrityError:
             raise Conflict(f"the API account {name} already exists") from None
-        account = Account(name, role, domains, False, 0, False)
+        account = Account(name, role, domains, False, generation, False)
         self.accounts[name] = account
         return account
 
@@ -1110,10 +1113,10 @@ def _bump_generation(conn: sqlite3.Connection, name: str) -> int:
 
 
 def _insert_account(conn: sqlite3.Connection, name: str, role: str, domains: str,
-                    digest: str, now: float, created_by: str) -> None:
+                    digest: str, now: float, created_by: str, generation: int) -> None:
     conn.execute("INSERT INTO api_accounts(name, role, domains, password_hash, created, "
-                 "created_by, password_changed) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                 (name, role, domains, digest, now, created_by, now))
+                 "created_by, password_changed, generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 (name, role, domains, digest, now, created_by, now, generation))
 
 
 def _set_password(conn: sqlite3.Connection, name: str, digest: str, now: float) -> None:
