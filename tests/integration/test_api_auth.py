@@ -10,6 +10,7 @@ from a test header, as a trusted proxy's X-Forwarded-For would), and a protected
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import stat
@@ -33,6 +34,7 @@ from podod.bus.context import Actor, Reply, Request
 from podod.bus.core import CommandBus
 from podod.bus.identity import token_sha256
 from podod.errors import PododError
+from podod.mail.passwords import default_pool
 from podod.plugins import Registry, load_builtins
 from podod.runtime import Runtime
 from testbed.daemon import DaemonProcess, base_config, write_config
@@ -222,6 +224,23 @@ async def test_login_profile_refresh_rotates_and_logout_revokes(api: Harness) ->
                          token=other["access_token"])
     assert out.status == 200
     assert (await api.whoami(other["access_token"])).status == 401
+
+
+async def test_a_login_does_not_queue_behind_a_bulk_import_s_hashes(api: Harness) -> None:
+    """The mail passwords' process pool busy with an import's 300 hashes: a login, hashed in
+    the API's own pool, is answered long before they are done."""
+    pool = default_pool()
+    bulk = asyncio.ensure_future(pool.hash_many([f"Import-pw-{n:04d}" for n in range(300)],
+                                                "SHA512-CRYPT", 70000))
+    try:
+        await asyncio.sleep(0.2)
+        assert pool.worker_pids(), "the import's hashing has not started"
+        assert (await api.login()).status == 200
+        assert not bulk.done()
+    finally:
+        await pool.stop()  # the hashes not started are dropped
+        bulk.cancel()
+        await asyncio.gather(bulk, return_exceptions=True)
 
 
 async def test_wrong_password_and_unknown_account_get_one_sentence(api: Harness) -> None:
