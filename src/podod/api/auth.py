@@ -630,7 +630,7 @@ class ApiAuth:
             raise TokenFault("the bearer token is too long to be podod's", forged=True)
         if token.startswith(KEY_PREFIX):
             return self._identify_key(token)
-        if token.count(".") == 2:
+        if token.startswith("eyJ") and token.count(".") == 2:  # a JWT: base64 of '{"'
             return self._identify_jwt(token)
         assert self.runtime.bus is not None
         try:
