@@ -548,6 +548,8 @@ def test_api_commands_through_the_daemon_and_podoctl(tmp_path: Path) -> None:
         assert made.returncode == 0, made.stderr
         assert "API account alice (admin) created" in made.stdout
 
+        helped = daemon.request(["help", "api", "account", "2fa", "enable"])
+        assert helped["ok"] and helped["data"]["command"] == "api account 2fa enable"
         shown = daemon.podoctl("api", "account", "2fa", "enable", "alice", "--execute-real",
                                "--yes")
         assert shown.returncode == 0, shown.stderr
