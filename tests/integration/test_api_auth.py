@@ -399,6 +399,24 @@ async def test_api_key_create_use_revoke_and_expiry(api: Harness) -> None:
     assert [k.name for k in api.auth.keys.values()] == ["short"]  # nothing else was made
 
 
+async def test_the_bus_authorizes_keys_and_accounts_like_grants(api: Harness) -> None:
+    """An actor from a key or an account is refused what its role may not run, by the bus."""
+    assert api.rt.bus is not None
+    viewer_key = (await api.ok("api", "key", "create", "ro", "--role", "viewer")).secrets[0]
+    admin_token = (await api.login()).body["access_token"]
+    for token, allowed in ((viewer_key.value, False), (admin_token, True)):
+        actor = api.auth.identify(token).actor
+        reply = await api.rt.bus.execute(Request(["audit", "list"], actor, "api"))
+        assert reply.ok is allowed, reply.message
+        if not allowed:
+            assert reply.status == "permission" and "apikey:ro" in reply.message
+        made = await api.rt.bus.execute(Request(["api", "key", "create", "k2", "--role",
+                                                 "viewer"], actor, "api", execute_real=True))
+        assert made.ok is allowed, made.message
+    rows = [r for r in await api.audit_rows() if r["command"] == "audit list"]
+    assert [r["actor"] for r in rows] == ["apikey:ro", "api:alice"]
+
+
 async def test_access_api_tokens_of_the_config_still_work(api: Harness) -> None:
     who = await api.whoami(LEGACY_TOKEN)
     assert who.body == {"actor": "api:legacy", "role": "viewer", "domains": []}
