@@ -18,5 +18,6 @@ BUILTIN_MODULES: list[str] = [
     "podod.backup.commands",
     "podod.mail.commands",
     "podod.alerts.commands",
+    "podod.api.commands",
     "podod.frontends.metrics",
 ]

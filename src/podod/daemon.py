@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from podod import __version__, sdnotify
+from podod.api.auth import ApiAuth
 from podod.builtins import BUILTIN_MODULES
 from podod.bus.audit import AuditLog
 from podod.bus.core import CommandBus
@@ -52,6 +53,8 @@ class Daemon:
         audit = AuditLog(rt.state, rt.config.audit.key_file, rt.config.audit.head_file)
         await audit.setup()
         rt.bus = CommandBus(rt, audit)
+        rt.api_auth = ApiAuth(rt)
+        await rt.api_auth.start()
         load_builtins(rt.registry, BUILTIN_MODULES)
         load_plugins(rt.registry, rt.config.plugins.dirs,
                      use_entry_points=rt.config.plugins.entry_points,
@@ -155,6 +158,8 @@ class Daemon:
                 log.exception("component %s did not stop cleanly", name)
         await rt.events.drain(1.0)
         await rt.events.stop()
+        if rt.api_auth is not None:
+            await rt.api_auth.close()
         await rt.state.close()
         log.info("stopped")
 

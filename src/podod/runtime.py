@@ -14,6 +14,7 @@ from podod.plugins import Registry
 from podod.state import StateDB
 
 if TYPE_CHECKING:
+    from podod.api.auth import ApiAuth
     from podod.bus.core import CommandBus
 
 
@@ -28,6 +29,7 @@ class Runtime:
     version: str = __version__
     components: dict[str, Any] = field(default_factory=dict)
     bus: CommandBus | None = None
+    api_auth: ApiAuth | None = None  # the REST API's accounts and keys (podod.api.auth)
 
     def component(self, name: str) -> Any:
         """A running component by name, or None when it is not configured."""

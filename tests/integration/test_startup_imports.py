@@ -33,6 +33,10 @@ NOT_AT_START = {
     "prometheus_client": "the first OpenMetrics scrape (podod renders the text format)",
     "multiprocessing": "the first password hash (its worker pool)",
     "rich": "podoctl, never the daemon",
+    "jwt": "the REST API's first access token (login) or bearer token checked",
+    "argon2": "the first API account password hashed or checked",
+    "pyotp": "the first API account 2fa enable or TOTP login",
+    "qrcode": "api account 2fa enable (the QR code)",
 }
 
 # Runs the real entry point (podod.cli.main); at READY=1 it writes the loaded modules to a

@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 
 from podod.builtins import BUILTIN_MODULES
+from podod.bus.grammar import MAX_NAME_WORDS
 from podod.bus.spec import CommandSpec
 from podod.plugins import Registry, load_builtins, load_plugins
 
 REPO = Path(__file__).resolve().parents[2]
-PAGES = ["commands.md", "mail.md", "backup.md"]
+PAGES = ["commands.md", "mail.md", "backup.md", "api-auth.md"]
 GLOBAL_OPTIONS = {"--socket": True, "--json": False, "--execute-real": False, "--yes": False,
                   "-y": False, "--help": False, "-h": False}  # flag -> takes a value
-AREAS = {"bus-commands", "mail-commands", "backup-commands"}
+AREAS = {"bus-commands", "mail-commands", "backup-commands", "api-commands"}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def commands() -> dict[str, CommandSpec]:
 
 
 def _match(words: list[str], commands: dict[str, CommandSpec]) -> str | None:
-    for size in (3, 2, 1):
+    for size in range(MAX_NAME_WORDS, 0, -1):
         name = " ".join(words[:size])
         if len(words) >= size and name in commands:
             return name
@@ -115,7 +116,7 @@ def _rows(text: str) -> dict[str, str]:
     """Table rows whose first cell is `a command ...`: the command's name → the row."""
     rows: dict[str, str] = {}
     for line in text.splitlines():
-        cell = re.match(r"\|\s*`([a-z][a-z-]*(?: [a-z][a-z-]*){0,2})(?=[ `/])", line)
+        cell = re.match(r"\|\s*`([a-z][a-z-]*(?: [a-z0-9][a-z0-9-]*){0,3})(?=[ `/])", line)
         if cell:
             rows[cell.group(1)] = rows.get(cell.group(1), "") + line
     return rows

@@ -174,3 +174,37 @@ def test_long_values_are_cut_in_the_audit_record() -> None:
     parsed = grammar.parse(["user", "create", "a@b.c", "--name", "n" * 5000], COMMANDS)
     assert grammar.redact(parsed.spec, parsed.params)["name"] == \
         "n" * grammar.AUDIT_MAX_TEXT + "... (5000 characters)"
+
+
+FOUR_WORDS = {s.name: s for s in [
+    spec("api account create", Arg("name", "n")),
+    spec("api account 2fa enable", Arg("name", "n"), mutating=True),
+    spec("api account 2fa disable", Arg("name", "n"), mutating=True),
+    spec("api rotate-key", mutating=True),
+]}
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["api"], "'api' needs one of the words account 2fa disable, account 2fa enable, account "
+              "create, rotate-key (see 'help api')"),
+    (["api", "account"], "'api account' needs one of the words 2fa disable, 2fa enable, create "
+                         "(see 'help api account')"),
+    (["api", "account", "2fa"], "'api account 2fa' needs one of the words disable, enable (see "
+                                "'help api account 2fa')"),
+    (["api", "account", "2fa", "enabel"], "unknown command 'api account 2fa enabel': 'api "
+                                          "account 2fa' has disable, enable; did you mean 'api "
+                                          "account 2fa enable'?"),
+    (["api", "acount"], "unknown command 'api acount': 'api' has account 2fa disable, account "
+                        "2fa enable, account create, rotate-key"),
+])
+def test_names_of_up_to_four_words(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError) as info:
+        grammar.parse(argv, FOUR_WORDS)
+    assert str(info.value).startswith(message)
+
+
+def test_a_four_word_name_parses() -> None:
+    parsed = grammar.parse(["API", "account", "2fa", "enable", "alice", "--execute-real"],
+                           FOUR_WORDS)
+    assert parsed.spec.name == "api account 2fa enable"
+    assert parsed.params == {"name": "alice"} and parsed.execute_real

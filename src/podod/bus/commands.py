@@ -92,13 +92,14 @@ def setup(registry: Registry) -> None:
         params=[Arg("topic", "a command or a noun, e.g. 'user create' or 'user'",
                     required=False, metavar="COMMAND"),
                 Arg("verb", "", required=False, metavar="VERB"),
-                Arg("more", "", required=False, metavar="...")],
+                Arg("more", "", required=False, metavar="..."),
+                Arg("last", "", required=False, metavar="...")],  # api account 2fa enable
         examples=["help", "help user", "help user create"], reply=HELP_REPLY,
     )
     async def help_(ctx: CommandContext, topic: str | None, verb: str | None,
-                    more: str | None) -> Reply:
+                    more: str | None, last: str | None) -> Reply:
         commands = ctx.runtime.registry.commands
-        words = " ".join(w for w in (topic, verb, more) if w).lower()
+        words = " ".join(w for w in (topic, verb, more, last) if w).lower()
         if words in commands:
             spec = commands[words]
             authorize(ctx.actor, spec)  # as '--help': help of what one may not run is refused

@@ -22,6 +22,7 @@ GLOBAL_FLAGS = ("--execute-real",)
 HELP_FLAGS = ("-h", "--help")
 UNKNOWN_COMMAND = "(unknown command)"
 HIDDEN = "?"  # what the audit keeps of a word of a request that did not parse
+MAX_NAME_WORDS = 4  # a command's name: "api account 2fa enable"
 AUDIT_MAX_WORDS = 50  # of such a request's argv; the rest is counted
 AUDIT_MAX_TEXT = 200  # characters of one parsed value in the audit record
 AUDIT_MAX_ITEMS = 50  # items of one parsed list value in the audit record
@@ -57,8 +58,9 @@ def leading_words(argv: list[str]) -> list[str]:
 
 
 def command_name(words: list[str], names: Container[str]) -> str | None:
-    """The longest leading run of ``words`` (at most three) that is a command's name."""
-    for size in range(min(len(words), 3), 0, -1):
+    """The longest leading run of ``words`` (at most :data:`MAX_NAME_WORDS`) that is a
+    command's name."""
+    for size in range(min(len(words), MAX_NAME_WORDS), 0, -1):
         name = " ".join(words[:size])
         if name in names:
             return name
@@ -80,14 +82,22 @@ def find_command(argv: list[str], commands: Mapping[str, CommandSpec]
         if len(parts) > 1:
             nouns[parts[0]].append(" ".join(parts[1:]))
     if words[0] in nouns and nouns[words[0]]:
-        verbs = sorted(nouns[words[0]])
-        if len(words) == 1:
-            raise ParseError(f"'{words[0]}' needs one of the words {', '.join(verbs)} "
-                             f"(see 'help {words[0]}')")
-        attempt = words[1]
+        # The longest run of words that begins command names ("api account" of "api account
+        # 2fa enable"), and what may follow it.
+        size = 1
+        while size < len(words) and size < MAX_NAME_WORDS - 1 and any(
+                name.startswith(" ".join(words[:size + 1]) + " ") for name in commands):
+            size += 1
+        noun = " ".join(words[:size])
+        verbs = sorted(name[len(noun) + 1:] for name in commands
+                       if name.startswith(noun + " "))
+        if len(words) == size:
+            raise ParseError(f"'{noun}' needs one of the words {', '.join(verbs)} "
+                             f"(see 'help {noun}')")
+        attempt = words[size]
         close = difflib.get_close_matches(attempt, verbs, n=1)
-        hint = f"; did you mean '{words[0]} {close[0]}'?" if close else ""
-        raise ParseError(f"unknown command '{words[0]} {attempt}': '{words[0]}' has "
+        hint = f"; did you mean '{noun} {close[0]}'?" if close else ""
+        raise ParseError(f"unknown command '{noun} {attempt}': '{noun}' has "
                          f"{', '.join(verbs)}{hint}",
                          f"unknown command: '{words[0]}' has no such word")
     close = difflib.get_close_matches(" ".join(words[:2]), list(commands), n=1) or \
