@@ -33,6 +33,7 @@ from podod.bus.audit import AuditLog
 from podod.bus.context import Actor, Reply, Request
 from podod.bus.core import CommandBus
 from podod.bus.identity import token_sha256
+from podod.config import parse_config
 from podod.errors import PododError
 from podod.mail.passwords import default_pool
 from podod.plugins import Registry, load_builtins
@@ -348,6 +349,16 @@ async def test_require_2fa_refuses_accounts_without_it(tmp_path: Path) -> None:
         rows = await api.audit_rows()
         assert any(r["command"] == "api auth login" and r["outcome"] == "permission"
                    for r in rows)
+
+
+async def test_require_2fa_applies_on_reload(api: Harness, tmp_path: Path) -> None:
+    """What a reload (SIGHUP) does: the daemon swaps runtime.config; the next login reads it."""
+    assert (await api.login()).status == 200
+    config = api.rt.config.model_dump(mode="python")
+    config["api"]["require_2fa"] = True
+    api.rt.config = parse_config(config, source="podod.yaml", base_dir=tmp_path)
+    refused = await api.login()
+    assert refused.status == 403 and "api.require_2fa" in refused.detail
 
 
 # -- API keys and the tokens of podod.yaml -----------------------------------------------------
