@@ -568,7 +568,7 @@ async def test_logins_failures_and_refusals_are_audited_without_secrets(api: Har
 
 def test_api_commands_through_the_daemon_and_podoctl(tmp_path: Path) -> None:
     config = write_config(tmp_path / "podod.yaml", base_config(tmp_path))
-    with DaemonProcess(config).start() as daemon:
+    with DaemonProcess(config) as daemon:
         key_file = tmp_path / "state" / "api-jwt.key"
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         made = daemon.podoctl("api", "account", "create", "alice", "--role", "admin",
