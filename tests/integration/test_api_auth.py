@@ -33,6 +33,7 @@ from podod.bus.audit import AuditLog
 from podod.bus.context import Actor, Reply, Request
 from podod.bus.core import CommandBus
 from podod.bus.identity import token_sha256
+from podod.config import parse_config
 from podod.errors import PododError
 from podod.mail.passwords import default_pool
 from podod.plugins import Registry, load_builtins
@@ -350,6 +351,16 @@ async def test_require_2fa_refuses_accounts_without_it(tmp_path: Path) -> None:
                    for r in rows)
 
 
+async def test_require_2fa_applies_on_reload(api: Harness, tmp_path: Path) -> None:
+    """What a reload (SIGHUP) does: the daemon swaps runtime.config; the next login reads it."""
+    assert (await api.login()).status == 200
+    config = api.rt.config.model_dump(mode="python")
+    config["api"]["require_2fa"] = True
+    api.rt.config = parse_config(config, source="podod.yaml", base_dir=tmp_path)
+    refused = await api.login()
+    assert refused.status == 403 and "api.require_2fa" in refused.detail
+
+
 # -- API keys and the tokens of podod.yaml -----------------------------------------------------
 
 async def test_api_key_create_use_revoke_and_expiry(api: Harness) -> None:
@@ -557,7 +568,7 @@ async def test_logins_failures_and_refusals_are_audited_without_secrets(api: Har
 
 def test_api_commands_through_the_daemon_and_podoctl(tmp_path: Path) -> None:
     config = write_config(tmp_path / "podod.yaml", base_config(tmp_path))
-    with DaemonProcess(config).start() as daemon:
+    with DaemonProcess(config) as daemon:
         key_file = tmp_path / "state" / "api-jwt.key"
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         made = daemon.podoctl("api", "account", "create", "alice", "--role", "admin",

@@ -1,7 +1,7 @@
 """People log in, programs use keys: the REST API's accounts, tokens, 2FA and API keys.
 
 :class:`ApiAuth` (``runtime.api_auth``, made at start, closed at stop) keeps the accounts
-and keys in state.db (area ``api``), signs and checks access tokens, and serves
+and keys in state.db (area ``api``, ``podod.api.store``), signs and checks access tokens, and serves
 ``/api/auth/{login,refresh,logout,profile}``. The frontend (``podod.frontends.api``) calls
 :meth:`ApiAuth.authenticate` for every request and merges :meth:`ApiAuth.routes` and
 :meth:`ApiAuth.openapi_paths`; the bus commands (``api account|key|rotate-key``) live in
@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from podod.api import store
+from podod.api.store import Account, ApiKey
 from podod.api.throttle import LoginThrottle, Verdict
 from podod.bus.audit import AuditEntry
 from podod.bus.context import Actor, BusRuntime
@@ -58,61 +60,6 @@ if TYPE_CHECKING:
     from podod.api.auth_settings import ApiAuthSettings
 
 log = logging.getLogger(__name__)
-
-AREA = "api"
-MIGRATIONS = [
-    """
-    CREATE TABLE api_accounts (
-        name TEXT PRIMARY KEY,
-        role TEXT NOT NULL,
-        domains TEXT NOT NULL,
-        password_hash TEXT NOT NULL,
-        disabled INTEGER NOT NULL DEFAULT 0,
-        generation INTEGER NOT NULL DEFAULT 0,
-        totp_secret TEXT,
-        totp_last_step INTEGER NOT NULL DEFAULT 0,
-        created REAL NOT NULL,
-        created_by TEXT NOT NULL,
-        password_changed REAL NOT NULL,
-        last_login REAL
-    );
-    CREATE TABLE api_recovery_codes (
-        account TEXT NOT NULL REFERENCES api_accounts(name) ON DELETE CASCADE,
-        code_hash TEXT NOT NULL,
-        PRIMARY KEY (account, code_hash)
-    );
-    CREATE TABLE api_refresh_tokens (
-        token_hash TEXT PRIMARY KEY,
-        account TEXT NOT NULL REFERENCES api_accounts(name) ON DELETE CASCADE,
-        session TEXT NOT NULL,
-        created REAL NOT NULL,
-        expires REAL NOT NULL,
-        used REAL
-    );
-    CREATE INDEX api_refresh_session ON api_refresh_tokens(session);
-    CREATE INDEX api_refresh_account ON api_refresh_tokens(account);
-    CREATE TABLE api_revoked_sessions (
-        session TEXT PRIMARY KEY,
-        until REAL NOT NULL
-    );
-    CREATE TABLE api_keys (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        key_hash TEXT NOT NULL,
-        role TEXT NOT NULL,
-        domains TEXT NOT NULL,
-        created REAL NOT NULL,
-        created_by TEXT NOT NULL,
-        expires REAL
-    );
-    CREATE TABLE api_known_addresses (
-        account TEXT NOT NULL REFERENCES api_accounts(name) ON DELETE CASCADE,
-        address TEXT NOT NULL,
-        last_login REAL NOT NULL,
-        PRIMARY KEY (account, address)
-    )
-    """,
-]
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 KEY_PREFIX = "podod_"  # API keys: podod_<id>_<secret>
@@ -150,36 +97,6 @@ class TokenFault(Unauthenticated):
         super().__init__(message, code=code)
         self.forged = forged
         self.actor = actor
-
-
-@dataclass
-class Account:
-    name: str
-    role: str
-    domains: tuple[str, ...]
-    disabled: bool
-    generation: int
-    totp: bool
-
-    @property
-    def actor(self) -> Actor:
-        return Actor(f"api:{self.name}", self.role, self.domains)  # type: ignore[arg-type]
-
-
-@dataclass
-class ApiKey:
-    id: str
-    name: str
-    key_hash: str
-    role: str
-    domains: tuple[str, ...]
-    created: float
-    created_by: str
-    expires: float | None
-
-    @property
-    def actor(self) -> Actor:
-        return Actor(f"apikey:{self.name}", self.role, self.domains)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -282,9 +199,9 @@ class ApiAuth:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.runtime.state.migrate(AREA, MIGRATIONS)
+        await self.runtime.state.migrate(store.AREA, store.MIGRATIONS)
         await asyncio.to_thread(self._load_key)
-        accounts, keys, revoked = await self.runtime.state.run(_load_all, time.time())
+        accounts, keys, revoked = await self.runtime.state.run(store.load_all, time.time())
         self.accounts = {a.name: a for a in accounts}
         self.keys = {k.id: k for k in keys}
         self.revoked = revoked
@@ -396,9 +313,9 @@ class ApiAuth:
         valid_name = NAME_RE.fullmatch(name) is not None
         shown = f"api:{name}" if name in self.accounts else "api:(unknown account)"
         command = "api auth login"
-        row = await self.runtime.state.run(_account_row, name) if valid_name else None
+        row = await self.runtime.state.run(store.account_row, name) if valid_name else None
         known = row is not None and await self.runtime.state.run(
-            _is_known, name, address, time.time() - self.settings.login_throttle
+            store.is_known, name, address, time.time() - self.settings.login_throttle
             .known_address_days * 86400)
         verdict = self.throttle.check(name if valid_name else None, address, known=known)
         if verdict is not None:
@@ -443,11 +360,11 @@ class ApiAuth:
                                       "(or a recovery code as 'recovery_code')",
                                       code="totp-required")
             if totp:
-                accepted = await self.runtime.state.run(_use_totp, name, row["totp_secret"],
+                accepted = await self.runtime.state.run(store.use_totp, name, row["totp_secret"],
                                                         totp, time.time())
                 method = "password+totp"
             else:
-                left = await self.runtime.state.run(_use_recovery_code, name,
+                left = await self.runtime.state.run(store.use_recovery_code, name,
                                                     sha256(normalize_code(recovery_code or "")))
                 accepted = left is not None
                 method = "password+recovery-code"
@@ -467,7 +384,7 @@ class ApiAuth:
         self.throttle.succeeded(name, address)
         if rehash:
             new_hash = await self.hash_password(password)
-            await self.runtime.state.run(_set_password_hash, name, new_hash)
+            await self.runtime.state.run(store.set_password_hash, name, new_hash)
         account = self.accounts[name]
         issued = await self._start_session(account, address)
         if left is not None:
@@ -482,7 +399,7 @@ class ApiAuth:
         refresh = REFRESH_PREFIX + secrets.token_urlsafe(32)
         now = time.time()
         ttl = self.settings.refresh_token_ttl
-        await self.runtime.state.run(_new_session, account.name, session, sha256(refresh),
+        await self.runtime.state.run(store.new_session, account.name, session, sha256(refresh),
                                      now, now + ttl, address)
         issued = self._issue(account, session, refresh)
         issued.extra["_session"] = session
@@ -509,7 +426,7 @@ class ApiAuth:
         now = time.time()
         new = REFRESH_PREFIX + secrets.token_urlsafe(32)
         outcome, account_name, session = await self.runtime.state.run(
-            _rotate_refresh, sha256(refresh_token), sha256(new), now,
+            store.rotate_refresh, sha256(refresh_token), sha256(new), now,
             now + self.settings.refresh_token_ttl, now + self.settings.access_token_ttl)
         account = self.accounts.get(account_name or "")
         shown = account.actor.name if account else "api:(unknown token)"
@@ -552,7 +469,7 @@ class ApiAuth:
             if identity.session:
                 sessions.append(identity.session)
         if refresh_token:
-            found = await self.runtime.state.run(_session_of, sha256(refresh_token))
+            found = await self.runtime.state.run(store.session_of, sha256(refresh_token))
             if found is None:
                 if identity is None:
                     await self._token_refused("api auth logout", "api:(unknown token)",
@@ -570,7 +487,7 @@ class ApiAuth:
         if everywhere:
             ended = await self.end_all_sessions(account_name)
         else:
-            ended = await self.runtime.state.run(_revoke_sessions, sorted(set(sessions)),
+            ended = await self.runtime.state.run(store.revoke_sessions, sorted(set(sessions)),
                                                  until)
             for session in sessions:
                 self.revoked[session] = until
@@ -581,7 +498,7 @@ class ApiAuth:
 
     async def end_all_sessions(self, name: str) -> int:
         """Every access and refresh token of the account ends (its generation moves on)."""
-        ended: int = await self.runtime.state.run(_bump_generation, name)
+        ended: int = await self.runtime.state.run(store.bump_generation, name)
         account = self.accounts.get(name)
         if account is not None:
             account.generation += 1
@@ -731,7 +648,7 @@ class ApiAuth:
         # within its lifetime, never matches the new account.
         generation = secrets.randbelow(2**31)
         try:
-            await self.runtime.state.run(_insert_account, name, role, json.dumps(domains),
+            await self.runtime.state.run(store.insert_account, name, role, json.dumps(domains),
                                          digest, time.time(), created_by, generation)
         except sqlite3.IntegrityError:
             raise Conflict(f"the API account {name} already exists") from None
@@ -741,18 +658,18 @@ class ApiAuth:
 
     async def set_password(self, name: str, password: str) -> None:
         digest = await self.hash_password(password)
-        await self.runtime.state.run(_set_password, name, digest, time.time())
+        await self.runtime.state.run(store.set_password, name, digest, time.time())
         self.account(name).generation += 1
         self.throttle.clear_account(name)
 
     async def set_disabled(self, name: str, disabled: bool) -> None:
-        await self.runtime.state.run(_set_disabled, name, disabled)
+        await self.runtime.state.run(store.set_disabled, name, disabled)
         account = self.account(name)
         account.disabled = disabled
         account.generation += 1
 
     async def delete_account(self, name: str) -> None:
-        await self.runtime.state.run(_delete_account, name)
+        await self.runtime.state.run(store.delete_account, name)
         self.accounts.pop(name, None)
         self.throttle.clear_account(name)
 
@@ -763,7 +680,7 @@ class ApiAuth:
         secret = pyotp.random_base32(32)
         codes = ["-".join("".join(secrets.choice(_B32) for _ in range(4)) for _ in range(3))
                  for _ in range(RECOVERY_CODES)]
-        await self.runtime.state.run(_set_totp, name, secret,
+        await self.runtime.state.run(store.set_totp, name, secret,
                                      [sha256(normalize_code(c)) for c in codes])
         account = self.account(name)
         account.totp = True
@@ -771,7 +688,7 @@ class ApiAuth:
         return secret, codes
 
     async def disable_2fa(self, name: str) -> None:
-        await self.runtime.state.run(_set_totp, name, None, [])
+        await self.runtime.state.run(store.set_totp, name, None, [])
         account = self.account(name)
         account.totp = False
         account.generation += 1
@@ -783,7 +700,7 @@ class ApiAuth:
                                                        issuer_name=self.settings.totp_issuer))
 
     async def list_accounts(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = await self.runtime.state.run(_list_accounts)
+        rows: list[dict[str, Any]] = await self.runtime.state.run(store.list_accounts)
         return rows
 
     async def create_key(self, name: str, role: str, domains: tuple[str, ...],
@@ -793,7 +710,7 @@ class ApiAuth:
         key = ApiKey(key_id, name, sha256(token), role, domains, time.time(), created_by,
                      expires)
         try:
-            await self.runtime.state.run(_insert_key, key)
+            await self.runtime.state.run(store.insert_key, key)
         except sqlite3.IntegrityError:
             raise Conflict(f"the API key {name} already exists") from None
         self.keys[key_id] = key
@@ -802,12 +719,8 @@ class ApiAuth:
     async def revoke_key(self, name: str) -> ApiKey:
         key = self.key_named(name)
         self.keys.pop(key.id, None)  # refused from now on, before the database is written
-        await self.runtime.state.run(_delete_key, key.id)
+        await self.runtime.state.run(store.delete_key, key.id)
         return key
-
-    async def known_sessions(self, name: str) -> int:
-        count: int = await self.runtime.state.run(_count_sessions, name, time.time())
-        return count
 
     # -- HTTP ---------------------------------------------------------------------------
 
@@ -967,220 +880,6 @@ def _argon2_verify(stored: str, password: str) -> tuple[bool, bool]:
     except (VerificationError, InvalidHashError):
         return False, False
     return True, bool(hasher.check_needs_rehash(stored))
-
-
-# -- state.db (run on its thread) -------------------------------------------------------------
-
-def _load_all(conn: sqlite3.Connection, now: float
-              ) -> tuple[list[Account], list[ApiKey], dict[str, float]]:
-    accounts = [Account(r["name"], r["role"], tuple(json.loads(r["domains"])),
-                        bool(r["disabled"]), r["generation"], r["totp_secret"] is not None)
-                for r in conn.execute("SELECT * FROM api_accounts")]
-    keys = [ApiKey(r["id"], r["name"], r["key_hash"], r["role"], tuple(json.loads(r["domains"])),
-                   r["created"], r["created_by"], r["expires"])
-            for r in conn.execute("SELECT * FROM api_keys")]
-    conn.execute("DELETE FROM api_revoked_sessions WHERE until < ?", (now,))
-    conn.execute("DELETE FROM api_refresh_tokens WHERE expires < ?", (now,))
-    revoked = {r[0]: r[1] for r in conn.execute("SELECT session, until FROM "
-                                                "api_revoked_sessions")}
-    return accounts, keys, revoked
-
-
-def _account_row(conn: sqlite3.Connection, name: str) -> sqlite3.Row | None:
-    row: sqlite3.Row | None = conn.execute("SELECT * FROM api_accounts WHERE name = ?",
-                                           (name,)).fetchone()
-    return row
-
-
-def _is_known(conn: sqlite3.Connection, name: str, address: str, since: float) -> bool:
-    return conn.execute("SELECT 1 FROM api_known_addresses WHERE account = ? AND address = ? "
-                        "AND last_login >= ?", (name, address, since)).fetchone() is not None
-
-
-def _use_totp(conn: sqlite3.Connection, name: str, secret: str, code: str, now: float) -> bool:
-    """A code of the current 30 s step or the one before or after, never a step used
-    before (a code seen over someone's shoulder cannot be replayed)."""
-    import pyotp
-
-    code = code.strip().replace(" ", "")
-    if not code.isdigit():
-        return False
-    totp = pyotp.TOTP(secret)
-    step = totp.timecode(_utc(now))
-    last = conn.execute("SELECT totp_last_step FROM api_accounts WHERE name = ?",
-                        (name,)).fetchone()[0]
-    for offset in (0, -1, 1):
-        candidate = step + offset
-        if candidate > last and hmac.compare_digest(totp.generate_otp(candidate), code):
-            conn.execute("UPDATE api_accounts SET totp_last_step = ? WHERE name = ?",
-                         (candidate, name))
-            return True
-    return False
-
-
-def _utc(ts: float) -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, UTC)
-
-
-def _use_recovery_code(conn: sqlite3.Connection, name: str, code_hash: str) -> int | None:
-    """The codes left after using this one, or None when it is not one of them."""
-    cur = conn.execute("DELETE FROM api_recovery_codes WHERE account = ? AND code_hash = ?",
-                       (name, code_hash))
-    if cur.rowcount != 1:
-        return None
-    left: int = conn.execute("SELECT count(*) FROM api_recovery_codes WHERE account = ?",
-                             (name,)).fetchone()[0]
-    return left
-
-
-def _set_password_hash(conn: sqlite3.Connection, name: str, digest: str) -> None:
-    conn.execute("UPDATE api_accounts SET password_hash = ? WHERE name = ?", (digest, name))
-
-
-def _new_session(conn: sqlite3.Connection, name: str, session: str, token_hash: str,
-                 now: float, expires: float, address: str) -> None:
-    conn.execute("BEGIN")
-    try:
-        conn.execute("INSERT INTO api_refresh_tokens(token_hash, account, session, created, "
-                     "expires) VALUES (?, ?, ?, ?, ?)", (token_hash, name, session, now,
-                                                         expires))
-        conn.execute("INSERT INTO api_known_addresses(account, address, last_login) VALUES "
-                     "(?, ?, ?) ON CONFLICT(account, address) DO UPDATE SET "
-                     "last_login = excluded.last_login", (name, address[:100], now))
-        conn.execute("UPDATE api_accounts SET last_login = ? WHERE name = ?", (now, name))
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _rotate_refresh(conn: sqlite3.Connection, old_hash: str, new_hash: str, now: float,
-                    expires: float, revoke_until: float
-                    ) -> tuple[str, str | None, str | None]:
-    """(outcome, account, session): ``ok`` (the old token is spent, the new one stored),
-    ``reused`` (it was spent before: its whole session is revoked), ``expired``,
-    ``unknown``."""
-    row = conn.execute("SELECT account, session, expires, used FROM api_refresh_tokens WHERE "
-                       "token_hash = ?", (old_hash,)).fetchone()
-    if row is None:
-        return "unknown", None, None
-    account, session = row["account"], row["session"]
-    if row["used"] is not None:
-        _revoke_sessions(conn, [session], revoke_until)
-        return "reused", account, session
-    if row["expires"] <= now:
-        return "expired", account, session
-    conn.execute("BEGIN")
-    try:
-        conn.execute("UPDATE api_refresh_tokens SET used = ? WHERE token_hash = ?",
-                     (now, old_hash))
-        conn.execute("INSERT INTO api_refresh_tokens(token_hash, account, session, created, "
-                     "expires) VALUES (?, ?, ?, ?, ?)", (new_hash, account, session, now,
-                                                         expires))
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return "ok", account, session
-
-
-def _session_of(conn: sqlite3.Connection, token_hash: str) -> tuple[str, str] | None:
-    row = conn.execute("SELECT account, session FROM api_refresh_tokens WHERE token_hash = ? "
-                       "AND used IS NULL", (token_hash,)).fetchone()
-    return (row[0], row[1]) if row else None
-
-
-def _revoke_sessions(conn: sqlite3.Connection, sessions: list[str], until: float) -> int:
-    ended = 0
-    for session in sessions:
-        ended += conn.execute("DELETE FROM api_refresh_tokens WHERE session = ? AND "
-                              "used IS NULL", (session,)).rowcount
-        conn.execute("DELETE FROM api_refresh_tokens WHERE session = ?", (session,))
-        conn.execute("INSERT INTO api_revoked_sessions(session, until) VALUES (?, ?) "
-                     "ON CONFLICT(session) DO UPDATE SET until = excluded.until",
-                     (session, until))
-    return ended
-
-
-def _bump_generation(conn: sqlite3.Connection, name: str) -> int:
-    conn.execute("UPDATE api_accounts SET generation = generation + 1 WHERE name = ?", (name,))
-    ended: int = conn.execute("SELECT count(DISTINCT session) FROM api_refresh_tokens WHERE "
-                              "account = ?", (name,)).fetchone()[0]
-    conn.execute("DELETE FROM api_refresh_tokens WHERE account = ?", (name,))
-    return ended
-
-
-def _insert_account(conn: sqlite3.Connection, name: str, role: str, domains: str,
-                    digest: str, now: float, created_by: str, generation: int) -> None:
-    conn.execute("INSERT INTO api_accounts(name, role, domains, password_hash, created, "
-                 "created_by, password_changed, generation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                 (name, role, domains, digest, now, created_by, now, generation))
-
-
-def _set_password(conn: sqlite3.Connection, name: str, digest: str, now: float) -> None:
-    conn.execute("UPDATE api_accounts SET password_hash = ?, password_changed = ? WHERE "
-                 "name = ?", (digest, now, name))
-    _bump_generation(conn, name)
-
-
-def _set_disabled(conn: sqlite3.Connection, name: str, disabled: bool) -> None:
-    conn.execute("UPDATE api_accounts SET disabled = ? WHERE name = ?", (int(disabled), name))
-    _bump_generation(conn, name)
-
-
-def _delete_account(conn: sqlite3.Connection, name: str) -> None:
-    conn.execute("DELETE FROM api_accounts WHERE name = ?", (name,))
-
-
-def _set_totp(conn: sqlite3.Connection, name: str, secret: str | None,
-              code_hashes: list[str]) -> None:
-    conn.execute("BEGIN")
-    try:
-        conn.execute("UPDATE api_accounts SET totp_secret = ?, totp_last_step = 0 WHERE "
-                     "name = ?", (secret, name))
-        conn.execute("DELETE FROM api_recovery_codes WHERE account = ?", (name,))
-        conn.executemany("INSERT INTO api_recovery_codes(account, code_hash) VALUES (?, ?)",
-                         [(name, h) for h in code_hashes])
-        _bump_generation(conn, name)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _list_accounts(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    now = time.time()
-    rows = conn.execute(
-        "SELECT a.name, a.role, a.domains, a.disabled, a.totp_secret IS NOT NULL AS totp, "
-        "a.created, a.created_by, a.last_login, (SELECT count(*) FROM api_recovery_codes r "
-        "WHERE r.account = a.name) AS recovery_codes, (SELECT count(DISTINCT session) FROM "
-        "api_refresh_tokens t WHERE t.account = a.name AND t.used IS NULL AND t.expires > ?) "
-        "AS sessions FROM api_accounts a ORDER BY a.name", (now,)).fetchall()
-    return [{"name": r["name"], "role": r["role"], "domains": json.loads(r["domains"]),
-             "disabled": bool(r["disabled"]), "two_factor": bool(r["totp"]),
-             "recovery_codes": r["recovery_codes"], "sessions": r["sessions"],
-             "created": r["created"], "created_by": r["created_by"],
-             "last_login": r["last_login"]} for r in rows]
-
-
-def _insert_key(conn: sqlite3.Connection, key: ApiKey) -> None:
-    conn.execute("INSERT INTO api_keys(id, name, key_hash, role, domains, created, created_by, "
-                 "expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                 (key.id, key.name, key.key_hash, key.role, json.dumps(key.domains),
-                  key.created, key.created_by, key.expires))
-
-
-def _delete_key(conn: sqlite3.Connection, key_id: str) -> None:
-    conn.execute("DELETE FROM api_keys WHERE id = ?", (key_id,))
-
-
-def _count_sessions(conn: sqlite3.Connection, name: str, now: float) -> int:
-    count: int = conn.execute("SELECT count(DISTINCT session) FROM api_refresh_tokens WHERE "
-                              "account = ? AND used IS NULL AND expires > ?",
-                              (name, now)).fetchone()[0]
-    return count
 
 
 __all__ = ["ApiAuth", "Identity", "LoginThrottled", "TokenFault", "client_address", "client_key",
