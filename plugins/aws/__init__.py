@@ -7,6 +7,8 @@
   real change of the mail database first snapshots its volumes and waits until they are
   ``pending`` (or ``completed``), under its own ``timeout``; a failure refuses the change
   with nothing committed.
+- the component ``ec2-snapshots``: with ``every``, podod snapshots the volumes itself
+  (``snapshot create`` through the bus, as actor ``podod``).
 - the collector ``ec2_snapshots``: ``ec2_snapshot_age_seconds{volume}``,
   ``ec2_snapshot_overdue{volume}``, ``ec2_snapshot_failures_total``; the alert rule
   ``EC2SnapshotTooOld`` (rules.yaml) fires on an overdue volume.
@@ -16,7 +18,10 @@ Settings: ``plugins.settings.aws`` (plugins/aws/settings.py). Credentials: boto3
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import re
 import time
 from collections import Counter
@@ -24,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from podod.bus.context import CommandContext, Reply, Table
+from podod.bus.context import Actor, CommandContext, Reply, Request, Table
 from podod.bus.shapes import BOOL, INT, NUM, STR, arr, nullable, obj
 from podod.bus.spec import Arg, Opt
 from podod.errors import NotFound, PododError, ValidationError
@@ -54,6 +59,7 @@ SHOW_REPLY = obj({**SNAPSHOT, "size_gib": nullable(INT), "description": STR,
                   "tags": {"type": "object"}})
 CREATE_REPLY = nullable(obj({"snapshots": arr(obj(SNAPSHOT)), "deleted": arr(STR)}))
 _SNAP_ID = "snap-[0-9a-f]{8,17}"
+log = logging.getLogger(__name__)
 
 
 def _row(snap: dict[str, Any]) -> dict[str, Any]:
@@ -141,8 +147,87 @@ class Snapshots:
         return due
 
 
+class Schedule:
+    """The ``ec2-snapshots`` component: snapshots every server with ``every`` set once its
+    newest podod snapshot is that old, through the bus (audited, retention applied) as
+    actor ``podod``. Settings are read again at every round, so a reload applies."""
+
+    def __init__(self, runtime: Any, state: Snapshots) -> None:
+        self.runtime = runtime
+        self.state = state
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="ec2-snapshots")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        await asyncio.sleep(1.0)  # let the daemon finish starting (the bus, the database)
+        while True:
+            try:
+                wait = await self.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("ec2 snapshots: the scheduled round failed")
+                wait = RETRY
+            await asyncio.sleep(wait)
+
+    async def round(self) -> float:
+        """Take what is due; seconds until the next round."""
+        wait = IDLE
+        settings = self.state.settings(self.runtime)
+        for name, config in settings.servers.items():
+            if config.every is None:
+                continue
+            try:
+                due_in = await self._due_in(name, config, config.every)
+            except PododError as exc:
+                log.warning("ec2 snapshots of %s: not checked this time: %s", name,
+                            exc.message)
+                wait = min(wait, RETRY)
+                continue
+            if due_in <= 0:
+                bus = self.runtime.bus
+                if bus is None:
+                    return RETRY
+                reply = await bus.execute(Request(
+                    argv=["snapshot", "create", name], actor=Actor("podod", "admin"),
+                    origin="schedule", execute_real=True))
+                level = logging.INFO if reply.ok else logging.WARNING
+                log.log(level, "ec2 snapshots of %s: %s", name, reply.message)
+                due_in = config.every if reply.ok else RETRY
+            wait = min(wait, max(1.0, due_in))
+        return wait
+
+    async def _due_in(self, name: str, config: ServerSnapshots, every: float) -> float:
+        ec2 = Ec2(name, config)
+        volumes = await call(ec2.volumes, what=f"the EBS volumes of {name} could not be "
+                                               "listed")
+        snaps = [s for s in await call(ec2.snapshots, volumes, what=f"the snapshots of "
+                                                                     f"{name} could not be "
+                                                                     "listed")
+                 if is_podods(s)]
+        now = time.time()
+        ages = [newest_age(snaps, volume, now) for volume in volumes]
+        if any(age is None for age in ages):
+            return 0.0
+        return every - max(age for age in ages if age is not None)
+
+
+IDLE = 300.0   # seconds between rounds while nothing is due sooner
+RETRY = 300.0  # after a failure
+
+
 def setup(registry: Registry) -> None:
     state = Snapshots(parse(registry.settings()))  # a bad setting: the plugin fails to load
+    registry.component("ec2-snapshots", lambda runtime: Schedule(runtime, state))
     interval = state._settings.interval
 
     registry.declare_series("ec2_snapshot_age_seconds", "gauge",

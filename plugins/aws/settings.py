@@ -34,6 +34,9 @@ class ServerSnapshots(Section):
     keep: int = Field(default=7, ge=0, le=10_000)
     keep_days: int = Field(default=30, ge=0, le=36_500)
     max_age: Duration = 86_400.0
+    # podod snapshots the volumes itself this often (through the bus, audited as actor
+    # podod); null: only on request and by the gate (or by AWS Backup / DLM).
+    every: Duration | None = None
 
     @field_validator("region")
     @classmethod
@@ -79,6 +82,8 @@ class ServerSnapshots(Section):
                              "this server's data")
         if self.timeout <= 0 or self.poll_interval <= 0:
             raise ValueError("timeout and poll_interval must be longer than 0 s")
+        if self.every is not None and self.every < 60:
+            raise ValueError("every must be at least 60 s (or null)")
         return self
 
 

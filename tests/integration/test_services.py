@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import signal
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -171,6 +172,25 @@ def test_the_after_action_flushes_the_auth_cache_after_a_password_change(
     assert any(n.startswith(f"after: flush {user} from Dovecot's auth cache on mx1 (mailbox "
                             "deleted): done") for n in gone["notes"]), gone["notes"]
     assert not cached_dovecot.imap_login(user, NEW)
+
+
+def test_switching_the_after_action_on_by_reload_keeps_the_connection(
+        stack: MailStack, cached_dovecot: Dovecot, start: Callable[..., DaemonProcess]) -> None:
+    daemon = start(control(cached_dovecot))
+    before = ok(daemon, "server", "show", "mx1")["data"]
+    config = yaml.safe_load(daemon.config_path.read_text())
+    config["servers"][0]["control"]["flush_auth_cache"] = True
+    daemon.config_path.write_text(yaml.safe_dump(config))
+    reloads = daemon.log().count("configuration reloaded from")
+    daemon.signal(signal.SIGHUP)
+    assert wait_for(lambda: daemon.log().count("configuration reloaded from") > reloads)
+    after = ok(daemon, "server", "show", "mx1")["data"]
+    assert (after["state"], after["since"]) == ("connected", before["since"])  # not cut
+    assert "server mx1: control settings changed" in daemon.log()
+    user = mailbox(stack, daemon)
+    reply = ok(daemon, "user", "reset-password", user, "--password-stdin", stdin=NEW, real=True)
+    assert any(n.startswith(f"after: flush {user} from Dovecot's auth cache on mx1")
+               for n in reply["notes"]), reply["notes"]
 
 
 def test_switching_a_domain_off_flushes_the_whole_auth_cache(

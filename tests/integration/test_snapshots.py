@@ -189,6 +189,29 @@ def test_retention_deletes_podods_oldest_snapshots_only(
         daemon.stop()
 
 
+def test_podod_snapshots_on_its_own_schedule(
+        mail: MailStack, moto: dict[str, str], ec2: Any) -> None:
+    vol = volume(ec2)
+    daemon = start(mail, moto, {"mx1": {"region": REGION, "volumes": [vol], "every": "1h",
+                                        "poll_interval": "0.2s"}})
+    try:
+        assert wait_for(lambda: len(snapshots(ec2, vol)) == 1, timeout=30), daemon.log()
+        [snap] = snapshots(ec2, vol)
+        assert (tags(snap)["podod:actor"], tags(snap)["podod:command"]) == (
+            "podod", "snapshot create")
+        def audited() -> list[Any]:  # the snapshot exists before the command answers
+            records = daemon.request(["audit", "list", "--command", "snapshot create"])["data"]
+            return records if len(records) == 2 else []
+
+        records = wait_for(audited)
+        assert [(r["actor"], r["origin"], r["outcome"]) for r in records] == [
+            ("podod", "schedule", "ok"), ("podod", "schedule", "intent")]
+        record = records[0]
+        assert record["request_id"] == tags(snap)["podod:request-id"]
+    finally:
+        daemon.stop()
+
+
 def test_credentials_in_podod_yaml_are_refused(mail: MailStack, tmp_path: Path) -> None:
     root = tmp_path / "creds"
     root.mkdir()

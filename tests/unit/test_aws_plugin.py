@@ -116,3 +116,40 @@ def test_the_rule_pack_fires_on_an_overdue_volume(aws: ModuleType) -> None:
     assert rule.description is not None
     assert "podoctl snapshot create mx1 --execute-real" in rule.description.render(
         server="mx1", labels={"volume": "vol-1"}, value=1)
+
+
+class _Stuck:
+    """Answers describe_snapshots with fixed states (the wait loop's input)."""
+
+    server = "mx1"
+
+    def __init__(self, state: str, message: str = "") -> None:
+        self.state, self.message = state, message
+
+    def describe(self, ids: list[str]) -> list[dict[str, Any]]:
+        return [{"SnapshotId": i, "VolumeId": "vol-00000001", "State": self.state,
+                 "Progress": "10%", "StateMessage": self.message} for i in ids]
+
+
+async def test_the_gate_s_wait_ends_at_its_deadline_or_on_an_error(aws: ModuleType) -> None:
+    import time
+
+    ec2 = sys.modules["podod_plugins.aws.ec2"]
+    made = [{"SnapshotId": "snap-00000001"}]
+    seen: list[tuple[str, int | None, int | None]] = []
+
+    async def progress(message: str, done: int | None = None,
+                       total: int | None = None) -> None:
+        seen.append((message, done, total))
+
+    assert await ec2.wait(_Stuck("pending"), made, "pending", time.monotonic() + 5, 0.01,
+                          progress)
+    with pytest.raises(ec2.SnapshotFailed) as caught:
+        await ec2.wait(_Stuck("pending"), made, "completed", time.monotonic() + 0.05, 0.01,
+                       progress)
+    assert caught.value.message == ("the EC2 snapshots of mx1 (snap-00000001) did not become "
+                                    "completed in time")
+    assert seen[-1] == ("EC2 snapshots of mx1: snap-00000001 pending 10%", 0, 1)
+    with pytest.raises(ec2.SnapshotFailed, match="failed: the volume is gone"):
+        await ec2.wait(_Stuck("error", "the volume is gone"), made, "pending",
+                       time.monotonic() + 5, 0.01, progress)

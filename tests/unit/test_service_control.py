@@ -149,3 +149,18 @@ def test_status_reads_systemctl_show() -> None:
     assert parse_status(text) == {"ActiveState": "active", "SubState": "running",
                                   "LoadState": "loaded", "MainPID": "812",
                                   "ActiveEnterTimestamp": "Mon 2026-12-07 06:00:01 UTC"}
+
+
+def test_a_refusal_by_sudo_names_the_command_that_prints_the_line() -> None:
+    from podod.servers.runner import CommandResult
+    from podod.servers.services import refused
+
+    denied = CommandResult(("sudo", "-n", "/usr/bin/systemctl", "reload", "dovecot"), 1, "",
+                           "sudo: a password is required\n", 0.01)
+    assert refused(denied, "mx1").message == (
+        "'sudo -n /usr/bin/systemctl reload dovecot' failed on mx1: sudo: a password is "
+        "required (the sudoers line it needs: podoctl service sudoers mx1; docs/services.md)")
+    other = CommandResult(("/usr/bin/systemctl", "reload", "dovecot"), 1, "",
+                          "Job for dovecot.service failed.\n", 0.01)
+    assert refused(other, "mx1").message.endswith("failed on mx1: Job for dovecot.service "
+                                                  "failed.")

@@ -89,6 +89,12 @@ class ServerManager:
                 if current is None:
                     log.info("server %s: added by the configuration", name)
                     opened.append(self._open(server, source))
+                elif current.source == source and current.config != server and \
+                        current.config.model_copy(update={"control": server.control}) == server:
+                    # Only what service control and after-actions read: no reconnect (it
+                    # would cut the tunnels, the mail database's among them).
+                    log.info("server %s: control settings changed", name)
+                    current.config = server
                 elif current.config != server or current.source != source:
                     log.info("server %s: settings changed; reconnecting", name)
                     ports = current.assigned_ports()

@@ -22,6 +22,7 @@ from podod.servers.services import (
     check_service,
     login_user,
     parse_status,
+    refused,
     shown,
     status_argv,
     sudo_wrap,
@@ -81,7 +82,7 @@ def setup(registry: Registry) -> None:
             return Reply(message=f"would {verb} {service} on {server} ({shown(argv)})")
         result = await manager.runner(server).run(argv, timeout=RESTART_TIMEOUT)
         if not result.ok:
-            error = failed(result, server)
+            error = refused(result, server)
             raise CommandFailed(f"{service} on {server} was not {verb}ed: {error.message}")
         output = brief(result)
         return Reply(message=f"{service} {verb}ed on {server}",

@@ -30,7 +30,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from podod.errors import PermissionDenied, PododError, ValidationError
-from podod.servers.runner import CommandResult, failed
+from podod.servers.runner import CommandFailed, CommandResult, failed
 from podod.servers.settings import SERVICE_NAMES, ControlSettings, ServerConfig
 
 if TYPE_CHECKING:
@@ -155,6 +155,15 @@ def parse_status(stdout: str) -> dict[str, str]:
     return out
 
 
+def refused(result: CommandResult, server: str) -> CommandFailed:
+    """``failed`` with a hint when sudo itself refused (the sudoers line is missing)."""
+    error = failed(result, server)
+    if result.stderr.lstrip().startswith("sudo:"):
+        error.message += (f" (the sudoers line it needs: podoctl service sudoers {server}; "
+                          "docs/services.md)")
+    return error
+
+
 def brief(result: CommandResult) -> str:
     """A command's output in a few words, for a reply's note (bounded, one line)."""
     text = " ".join((result.stdout or result.stderr).split())
@@ -184,7 +193,7 @@ def _doveadm_action(ctx: CommandContext, config: ServerConfig, args: list[str],
         control = servers.get(name).control  # as configured now (a reload may have come)
         result = await runner.run(sudo_wrap(control, doveadm_argv(control, *args)))
         if not result.ok:
-            raise failed(result, name)
+            raise refused(result, name)
         return brief(result) or None
 
     ctx.after(description, run, kind=kind)
