@@ -37,6 +37,7 @@ from podod.monitor.model import Sample
 from podod.plugins import Registry
 
 from .ec2 import (
+    CREATED,
     MANAGED,
     Ec2,
     SnapshotFailed,
@@ -117,7 +118,7 @@ class Snapshots:
             tags = {MANAGED: "true", "podod:server": ec2.server,
                     "podod:request-id": ctx.request.id, "podod:actor": ctx.actor.name,
                     "podod:command": ctx.spec.name, "podod:reason": reason,
-                    "Name": f"podod {ec2.server}"}
+                    CREATED: f"{time.time():.6f}", "Name": f"podod {ec2.server}"}
             for count, volume in enumerate(volumes):
                 await ctx.progress(f"EC2 snapshot of {volume} ({ec2.server})", count,
                                    len(volumes))

@@ -21,6 +21,9 @@ from podod.errors import PododError
 from .settings import ServerSnapshots
 
 MANAGED = "podod:managed"
+# StartTime has a resolution of a second (at least in moto): podod's own snapshots also carry
+# their creation time to the microsecond, so two taken in one second keep their order.
+CREATED = "podod:created"
 _clients: dict[tuple[str, str | None], Any] = {}
 _lock = threading.Lock()
 _T = TypeVar("_T")
@@ -122,7 +125,7 @@ class Ec2:
             OwnerIds=["self"], Filters=[{"Name": "volume-id", "Values": volumes}])
         for page in pages:
             out.extend(page.get("Snapshots", []))
-        out.sort(key=lambda s: (started(s), s["SnapshotId"]), reverse=True)
+        out.sort(key=age_order, reverse=True)
         return out
 
     def delete(self, snapshot_id: str) -> None:
@@ -134,6 +137,15 @@ def started(snapshot: dict[str, Any]) -> float:
     if isinstance(value, datetime):
         return value.timestamp()
     return 0.0
+
+
+def age_order(snapshot: dict[str, Any]) -> tuple[float, float, str]:
+    """Sort key, oldest first: StartTime, then podod's own creation time, then the id."""
+    try:
+        created = float(tags_of(snapshot).get(CREATED, "0"))
+    except ValueError:
+        created = 0.0
+    return started(snapshot), created, str(snapshot.get("SnapshotId", ""))
 
 
 def tags_of(snapshot: dict[str, Any]) -> dict[str, str]:
@@ -150,7 +162,7 @@ def expired(snapshots: list[dict[str, Any]], keep: int, keep_days: int,
     newest ``keep`` (0: no count limit) or older than ``keep_days`` (0: no age limit); the
     newest snapshot of a volume is never deleted, nor a snapshot podod did not make."""
     by_volume: dict[str, list[dict[str, Any]]] = {}
-    for snap in sorted(snapshots, key=lambda s: (started(s), s["SnapshotId"]), reverse=True):
+    for snap in sorted(snapshots, key=age_order, reverse=True):
         if is_podods(snap):
             by_volume.setdefault(str(snap.get("VolumeId")), []).append(snap)
     out = []
