@@ -36,6 +36,7 @@ class ChatClient:
         self.user_id = user_id
         self.events: list[dict[str, Any]] = []
         self.invited: list[str] = []
+        self.failure = ""
         self._joins: set[asyncio.Future[Any]] = set()
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -48,13 +49,18 @@ class ChatClient:
         self._synced = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"chat-{user_id}", daemon=True)
         self._thread.start()
-        if not self._synced.wait(60):
-            raise RuntimeError(f"{user_id}: the first sync did not finish")
+        if not self._synced.wait(180):
+            raise RuntimeError(f"{user_id}: the first sync did not finish "
+                               f"({self.failure or 'no error'})")
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._main())
-        self._loop.close()
+        try:
+            self._loop.run_until_complete(self._main())
+        except Exception as exc:  # shown by the constructor or the next wait
+            self.failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._loop.close()
 
     async def _main(self) -> None:
         client = AsyncClient(self._homeserver, self.user_id, store_path=str(self._store),
@@ -63,8 +69,12 @@ class ChatClient:
         self.client = client
         try:
             while not self._stop:
-                response = await client.sync(timeout=1000, full_state=True
-                                             if not self._synced.is_set() else None)
+                try:
+                    response = await client.sync(timeout=1000, full_state=True
+                                                 if not self._synced.is_set() else None)
+                except Exception:  # the homeserver restarts: try again
+                    await asyncio.sleep(0.5)
+                    continue
                 if isinstance(response, SyncError):
                     await asyncio.sleep(0.5)
                     continue
@@ -167,7 +177,11 @@ class ChatClient:
             if found:
                 return found[0]
             time.sleep(0.05)
-        raise AssertionError(f"{self.user_id} timed out waiting for {what}")
+        with self._lock:
+            recent = [(e["room"][:8], e["sender"], e["type"], e["undecrypted"],
+                       str(e["content"].get("body", ""))[:80]) for e in self.events[-8:]]
+        raise AssertionError(f"{self.user_id} timed out waiting for {what}; last seen: "
+                             f"{recent}")
 
     def wait_reply(self, room: str, event_id: str, timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

@@ -132,7 +132,8 @@ def _body(event: dict[str, Any]) -> str:
 
 
 def _plan_id(text: str) -> str:
-    for word in text.replace(".", " ").split():
+    assert "!podo confirm " in text, text
+    for word in text.split("!podo confirm ", 1)[1].replace(".", " ").split():
         if len(word) == 8 and all(c in "0123456789abcdef" for c in word):
             return word
     raise AssertionError(f"no plan id in {text!r}")
@@ -174,7 +175,7 @@ def _real_create(world: World, address: str, *, by_reaction: bool) -> tuple[str,
                                             "--generate-password --execute-real")
     plan = world.alice.wait_reply(world.room, event_id)
     assert "SANDBOX" in _body(plan) and "react" in _body(plan)
-    plan_id = _plan_id(_body(plan).split("confirm", 1)[1])
+    plan_id = _plan_id(_body(plan))
     if by_reaction:
         world.alice.react(world.room, plan["event_id"])
         final = world.alice.wait(
@@ -225,9 +226,9 @@ def test_refusals_foreign_confirmation_reaction_other_domain_expired_replayed(
     assert other.startswith("Error:") and world.other_domain in other
     # alice's plan: dom's confirmation and dom's ✅ are refused, alice's works once
     sent = world.alice.send(world.room, f"!podo alias create {address} "
-                                        f"postmaster@{world.domain} --execute-real")
+                                        f"--to outside@example.org --execute-real")
     plan = world.alice.wait_reply(world.room, sent)
-    plan_id = _plan_id(_body(plan).split("confirm", 1)[1])
+    plan_id = _plan_id(_body(plan))
     foreign = world.dom.ask(world.room, f"!podo confirm {plan_id}")
     assert foreign.startswith("Error:") and "not to you" in foreign
     world.dom.react(world.room, plan["event_id"])
@@ -238,8 +239,8 @@ def test_refusals_foreign_confirmation_reaction_other_domain_expired_replayed(
     assert replayed.startswith("Error:") and "no pending plan" in replayed
     # an expired plan
     sent = world.alice.send(world.room, f"!podo alias create late@{world.domain} "
-                                        f"postmaster@{world.domain} --execute-real")
-    plan_id = _plan_id(_body(world.alice.wait_reply(world.room, sent)).split("confirm", 1)[1])
+                                        f"--to outside@example.org --execute-real")
+    plan_id = _plan_id(_body(world.alice.wait_reply(world.room, sent)))
     time.sleep(PLAN_TTL + 1)
     expired = world.alice.ask(world.room, f"!podo confirm {plan_id}")
     assert expired.startswith("Error:") and "no pending plan" in expired
@@ -336,8 +337,7 @@ def test_an_alert_in_the_alert_room_is_silenced_from_its_thread(world: World) ->
         wait_for(lambda: world.daemon.request(["alerts", "silences"])["data"]["silences"],
                  30, "the silence")
         silence = world.daemon.request(["alerts", "silences"])["data"]["silences"][0]
-        assert json.dumps(silence["matchers"]).count("mx9") == 1
-        assert len(silence["matchers"]) == 1
+        assert silence["matchers"] == "server=mx9"  # exactly the notification's group
         outside = world.alice.ask(world.room, "!podo silence 2h")
         assert outside.startswith("Error:") and "thread of an alert" in outside
     finally:

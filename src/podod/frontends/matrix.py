@@ -95,6 +95,7 @@ class PlanMessage:
     room_id: str
     thread: str
     secret: bool  # the confirmed command makes a secret (a generated password)
+    argv: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -362,7 +363,8 @@ class MatrixBot:
                 asking = False
         event_id = await self._answer(incoming, thread, reply, asking=asking, extra=extra)
         if asking and reply.plan_id and event_id:
-            plan = PlanMessage(reply.plan_id, actor.name, incoming.room_id, thread, secret)
+            plan = PlanMessage(reply.plan_id, actor.name, incoming.room_id, thread, secret,
+                               argv)
             self.plans[event_id] = plan
             self.plan_rooms[reply.plan_id] = plan
             while len(self.plans) > _KEPT:
@@ -387,7 +389,8 @@ class MatrixBot:
                 return
         request = Request(argv=["confirm", plan_id], actor=actor, origin=ORIGIN, naming=CHAT)
         reply = await self._execute(incoming, thread, request,
-                                    lambda p: self.bus.execute(request, p))
+                                    lambda p: self.bus.execute(request, p),
+                                    plan.argv if plan is not None else None)
         if reply is not None:
             await self._answer(incoming, plan.thread if plan else thread, reply)
 
@@ -417,7 +420,7 @@ class MatrixBot:
         await self._confirm(fake, plan.thread, actor, plan.plan_id)
 
     async def _execute(self, incoming: Incoming, thread: str, request: Request,
-                       run: Any) -> Reply | None:
+                       run: Any, planned: list[str] | None = None) -> Reply | None:
         progress = _ProgressMessage(self, incoming, thread)
         try:
             reply: Reply = await run(progress)
@@ -431,7 +434,8 @@ class MatrixBot:
         self.commands["ok" if reply.ok else reply.code or "error"] += 1
         if reply.secrets:
             secrets, reply.secrets = reply.secrets, []
-            sent = await self._send_secrets(request.actor.name, request.argv, secrets)
+            sent = await self._send_secrets(request.actor.name, planned or request.argv,
+                                            secrets)
             reply.notes.append(sent)
         return reply
 
@@ -468,7 +472,12 @@ class MatrixBot:
         if room is None or not self.session.e2ee:
             return ("The generated password could NOT be delivered (no encrypted direct "
                     "room): set a new one with podoctl.")
-        what = " ".join(argv[:3])
+        words: list[str] = []
+        for word in argv:
+            if word.startswith("-") or len(words) == 4:
+                break
+            words.append(word)
+        what = " ".join(words)
         lines = [f"{s.label} ({what}, shown once): {s.value}" for s in secrets]
         try:
             await self.session.send(room, {"msgtype": "m.notice", "body": "\n".join(lines)})
