@@ -283,6 +283,49 @@ def test_a_password_in_chat_is_refused_and_kept_nowhere(world: World, stack: Mai
         assert MARKER.encode() not in path.read_bytes(), path
 
 
+def test_phone_typing_reply_fallbacks_and_edits(world: World) -> None:
+    quoted = world.alice.ask(world.room, "!podo example hello \u201cbig world\u201d "
+                                         "\u2014shout")
+    assert "BIG WORLD" in quoted
+    fallback = world.alice.ask(world.room, "> <@dom:localhost> can you greet me?\n\n"
+                                           "!podo example hello dom")
+    assert "dom" in fallback and "Error" not in fallback
+    before = len(world.audit("--command", "example hello"))
+    original = world.alice.send(world.room, "!podo example hello first")
+    world.alice.wait_reply(world.room, original)
+    world.alice.send_event(world.room, "m.room.message", {
+        "msgtype": "m.text", "body": "* !podo example hello second",
+        "m.new_content": {"msgtype": "m.text", "body": "!podo example hello second"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": original}})
+    answer = world.alice.wait(lambda e: "edited command is not run" in _body(e), 30,
+                              "the edit refused")
+    assert answer["sender"] == world.bot
+    assert len(world.audit("--command", "example hello")) == before + 1
+
+
+def test_a_listing_too_large_for_one_event_is_summarised(world: World,
+                                                          stack: MailStack) -> None:
+    domain = "big-matrix.example"
+    digest = "{SHA512-CRYPT}$6$rounds=5000$abcdefgh$" + "x" * 86
+    stack.sql(
+        f"INSERT INTO domain (domain) VALUES ('{domain}');"
+        "INSERT INTO mailbox (username, password, name, maildir, quota, local_part, domain) "
+        f"SELECT 'user' || lpad(i::text, 5, '0') || '@{domain}', '{digest}', "
+        f"'User Number ' || i, '{domain}/user' || i || '/', 1073741824, "
+        f"'user' || lpad(i::text, 5, '0'), '{domain}' FROM generate_series(1, 10000) AS i;")
+    try:
+        event_id = world.alice.send(world.room, f"!podo user list --domain {domain} --all")
+        reply = world.alice.wait_reply(world.room, event_id, 60)
+        assert len(json.dumps(reply["content"], ensure_ascii=False).encode()) < 65_536
+        text = _body(reply)
+        assert "10000 rows in all; only the first" in text and "--limit" in text
+        assert "user00001@big-matrix.example" in text
+        assert "<table>" in reply["content"]["formatted_body"]
+    finally:
+        stack.sql(f"DELETE FROM mailbox WHERE domain = '{domain}';"
+                  f"DELETE FROM domain WHERE domain = '{domain}';")
+
+
 def test_a_command_sent_while_the_bot_is_stopped_is_never_run(world: World) -> None:
     world.daemon.stop()
     missed = world.alice.send(world.room, "!podo example note missed --execute-real")
@@ -342,3 +385,15 @@ def test_an_alert_in_the_alert_room_is_silenced_from_its_thread(world: World) ->
         assert outside.startswith("Error:") and "thread of an alert" in outside
     finally:
         world.sshd.start()
+
+
+def test_a_revoked_token_stops_the_bot_and_nothing_else(world: World) -> None:
+    """Last: the bot's token is logged out on the homeserver (M_UNKNOWN_TOKEN)."""
+    world.synapse.request("POST", "/_matrix/client/v3/logout", {}, token=world.bot_token)
+    wait_for(lambda: world.daemon.request(["matrix", "status"])["data"]["state"] == "stopped",
+             60, "the session stopped")
+    status = world.daemon.request(["matrix", "status"])
+    assert not status["ok"] and "no longer accepts the access token" in status["message"]
+    assert world.daemon.request(["status"])["ok"]  # the rest of podod goes on
+    time.sleep(2.0)  # no retry storm: one line, then silence
+    assert world.daemon.log().count("Matrix session stopped") == 1

@@ -246,12 +246,25 @@ class MatrixBot:
         content = incoming.content
         raw = content.get("m.relates_to")
         relates: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        text = normalise(incoming.body)
-        if not text.startswith(self.settings.prefix):
-            return
         thread = incoming.event_id
         if relates.get("rel_type") == "m.thread" and isinstance(relates.get("event_id"), str):
             thread = relates["event_id"]
+        if relates.get("rel_type") == "m.replace":  # an edit: never run (not twice either)
+            new = content.get("m.new_content")
+            body = new.get("body") if isinstance(new, dict) else None
+            text = normalise(body if isinstance(body, str) else incoming.body.lstrip("* "))
+            if text.startswith(self.settings.prefix) and \
+                    self._actor_or_none(incoming.sender, []) is not None:
+                original = relates.get("event_id")
+                root = original if isinstance(original, str) else thread
+                await self._answer(incoming, root, Reply(
+                    ok=False, message="an edited command is not run (the first version was "
+                    "read, or ignored); send the command again as a new message"),
+                    reply_to=root)
+            return
+        text = normalise(incoming.body)
+        if not text.startswith(self.settings.prefix):
+            return
         in_reply_to = (relates.get("m.in_reply_to") or {}).get("event_id") \
             if isinstance(relates.get("m.in_reply_to"), dict) else None
         try:
@@ -265,11 +278,6 @@ class MatrixBot:
         actor = self._actor_or_none(incoming.sender, argv)
         if actor is None:
             return  # strangers get no answer (and are audited once an hour)
-        if relates.get("rel_type") == "m.replace":
-            await self._answer(incoming, thread, Reply(
-                ok=False, message="an edited command is not run (the first version was "
-                "read, or ignored); send the command again as a new message"))
-            return
         try:
             self.bus.admit(actor)
         except RateLimited as exc:
@@ -289,8 +297,8 @@ class MatrixBot:
                 actor.name, ORIGIN, argv, UsageError(refused)))
             return
         if argv[0].lower() == "silence" and len(argv) >= 2:
-            root = thread if thread != incoming.event_id else in_reply_to
-            found = self.notifications.get(root or "") or \
+            parent = thread if thread != incoming.event_id else in_reply_to
+            found = self.notifications.get(parent or "") or \
                 self.notifications.get(in_reply_to or "")
             if found is None:
                 await self._answer(incoming, thread, _error(UsageError(

@@ -1,0 +1,129 @@
+"""The Matrix bot's pieces that need no homeserver: reading a chat line, fitting a reply in
+one event, the silence of a notification's group, and the matrix: section's checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from podod.alerts.notify import AlertSnapshot, Notification
+from podod.bus.context import Reply, Table
+from podod.config import Config, load_config
+from podod.errors import ConfigError, UsageError
+from podod.frontends.matrix import LIMIT_BYTES, _fit, normalise, silence_matchers, words_of
+
+MATRIX = ("matrix:\n  homeserver: https://matrix.example.org\n"
+          "  user_id: '@podod:example.org'\n  access_token: abc\n"
+          "  rooms: ['!ops:example.org']\n")
+ACCESS = "access:\n  matrix_users:\n    '@alice:example.org': {role: admin}\n"
+
+
+def test_a_phone_line_reads_like_a_typed_one() -> None:
+    assert normalise("!podo user create \u201cJane Doe\u201d \u2014quota-mb 5") == \
+        '!podo user create "Jane Doe" --quota-mb 5'
+    assert normalise("!podo alias show \u2018a b\u2019") == "!podo alias show 'a b'"
+    fallback = "> <@bob:example.org> the mailbox is full\n> second line\n\n!podo user show x"
+    assert normalise(fallback) == "!podo user show x"
+    assert words_of(normalise("!podo user create \u201cJane Doe\u201d"), "!podo") == \
+        ["user", "create", "Jane Doe"]
+    assert words_of("!podo", "!podo") == []
+    assert words_of("!podox status", "!podo") is None
+    assert words_of("hello !podo status", "!podo") is None
+    with pytest.raises(UsageError, match="cannot read the command"):
+        words_of('!podo user create "unclosed', "!podo")
+
+
+def test_a_large_listing_is_cut_to_what_fits_and_says_how_many() -> None:
+    rows = [[f"user{i:05d}@big.example", f"User <b>{i}</b>", 1024] for i in range(10_000)]
+    reply = Reply(message="10000 mailboxes", table=Table(["address", "name", "quota"], rows))
+    content = _fit(reply, "$root", "$cmd")
+    size = len(json.dumps(content, ensure_ascii=False).encode())
+    assert size <= LIMIT_BYTES < 65_536
+    assert "10000 rows in all; only the first" in content["body"]
+    assert "user00000@big.example" in content["body"]
+    assert "<b>1</b>" not in content["formatted_body"]  # data is escaped, never markup
+    assert "User &lt;b&gt;1&lt;/b&gt;" in content["formatted_body"]
+    assert content["msgtype"] == "m.notice"
+    assert content["m.relates_to"] == {"rel_type": "m.thread", "event_id": "$root",
+                                       "is_falling_back": False,
+                                       "m.in_reply_to": {"event_id": "$cmd"}}
+    small = _fit(Reply(message="ok"), "$cmd", "$cmd")
+    assert small["body"] == "ok" and small["m.relates_to"]["is_falling_back"] is True
+
+
+def test_a_huge_message_without_a_table_is_cut() -> None:
+    content = _fit(Reply(message="x" * 200_000), "$a", "$a")
+    assert len(json.dumps(content).encode()) <= LIMIT_BYTES
+    assert "use podoctl" in content["body"]
+
+
+def _alert(rule: str, server: str) -> AlertSnapshot:
+    return AlertSnapshot(fingerprint=rule + server, status="firing",
+                         labels={"alertname": rule, "server": server}, annotations={},
+                         starts_at=0.0, ends_at=None)
+
+
+def test_the_silence_line_matches_exactly_the_group() -> None:
+    grouped = Notification("matrix", "k", {"server": "mx1"}, [_alert("A", "mx1")])
+    assert silence_matchers(grouped) == ["server=mx1"]
+    one_rule = Notification("matrix", "k", {}, [_alert("A", "mx1"), _alert("A", "mx2")])
+    assert silence_matchers(one_rule) == ["alertname=A"]
+    rules = Notification("matrix", "k", {}, [_alert("A", "mx1"), _alert("B.x", "mx2")])
+    assert silence_matchers(rules) == ["alertname=~A|B\\.x"]
+
+
+def _load(tmp_path: Path, text: str) -> Config:
+    path = tmp_path / "podod.yaml"
+    path.write_text(text)
+    return load_config(path)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("matrix: {homeserver: matrix.example.org}\n",
+     "matrix.homeserver: must be an http:// or https:// URL"),
+    ("matrix: {homeserver: 'https://m.example.org', access_token: x, rooms: ['!a:b']}\n",
+     "matrix: user_id is required"),
+    ("matrix: {homeserver: 'https://m.example.org', user_id: '@p:example.org', rooms: "
+     "['!a:b']}\n", "matrix: give access_token_file (a token of the bot's account) or "
+     "password_file"),
+    ("matrix: {homeserver: 'https://m.example.org', user_id: '@p:example.org', "
+     "access_token: x, password: y, rooms: ['!a:b']}\n",
+     "matrix: give access_token_file or password_file, not both"),
+    ("matrix: {homeserver: 'https://m.example.org', user_id: '@p:example.org', "
+     "access_token: x}\n", "matrix: rooms: list the admin rooms"),
+    ("matrix: {homeserver: 'https://m.example.org', user_id: 'podod', access_token: x}\n",
+     "matrix.user_id: 'podod' is not a Matrix user id"),
+    ("matrix: {homeserver: 'https://m.example.org', user_id: '@p:e.org', access_token: x, "
+     "rooms: [ops]}\n", "matrix.rooms: 'ops' is not a room id"),
+    ("matrix: {user_id: '@p:e.org'}\n", "matrix: homeserver is required"),
+    (MATRIX, "matrix.bot is on but access.matrix_users names nobody"),
+    ("access:\n  matrix_users:\n    alice: {role: admin}\n",
+     "access.matrix_users: 'alice' is not a Matrix user id"),
+    ("alerts:\n  notifiers: [{type: matrix}]\n",
+     "a matrix notifier without homeserver posts through podod's own account"),
+    (MATRIX + ACCESS + "alerts:\n  notifiers: [{type: matrix}]\n",
+     "room_id is required (or set matrix.alert_room)"),
+    ("alerts:\n  notifiers: [{type: matrix, user_id: '@p:e.org', room_id: '!a:b'}]\n",
+     "homeserver is required with user_id"),
+])
+def test_check_config_explains_each_mistake(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, text)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value).strip()
+
+
+def test_a_valid_section_and_the_chat_plan_lifetime(tmp_path: Path) -> None:
+    config = _load(tmp_path, MATRIX + ACCESS + "alerts:\n  notifiers: [{type: matrix, "
+                                               "room_id: '!alerts:example.org'}]\n")
+    assert config.matrix.enabled and config.matrix.e2ee == "auto"
+    assert config.commands.plan_ttl_by_origin == {"matrix": 120.0}
+    config = _load(tmp_path, MATRIX + ACCESS + "commands: {plan_ttl_by_origin: {matrix: 5m}}\n")
+    assert config.commands.plan_ttl_by_origin == {"matrix": 300.0}
+    # a notifier with an account of its own needs no matrix: section (as before the bot)
+    config = _load(tmp_path, "alerts:\n  notifiers: [{type: matrix, homeserver: "
+                             "'https://m.example.org', user_id: '@p:e.org', access_token: x, "
+                             "room_id: '!a:b'}]\n")
+    assert not config.matrix.enabled
