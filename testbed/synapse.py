@@ -66,6 +66,7 @@ class Synapse:
         config["rc_registration"] = _FAST
         config["rc_login"] = {"address": _FAST, "account": _FAST, "failed_attempts": _FAST}
         config["rc_joins"] = {"local": _FAST, "remote": _FAST}
+        config["rc_joins_per_room"] = _FAST
         config["rc_invites"] = {"per_room": _FAST, "per_user": _FAST, "per_issuer": _FAST}
         config["report_stats"] = False
         self.config_path.write_text(yaml.safe_dump(config))

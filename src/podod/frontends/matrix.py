@@ -29,8 +29,9 @@ import json
 import logging
 import re
 import shlex
+import statistics
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
 from podod.bus import grammar
@@ -121,6 +122,9 @@ class MatrixBot:
         self.notifications: OrderedDict[str, NotificationMessage] = OrderedDict()
         self.strangers: dict[str, float] = {}
         self.commands: Counter[str] = Counter()  # by outcome
+        # podod's share of a round trip, in ms: from the sync reading a command to its
+        # reply handed to the room's output queue (the last 1000 replies)
+        self.handling: deque[float] = deque(maxlen=1000)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._queue: asyncio.Queue[Incoming] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
@@ -513,6 +517,7 @@ class MatrixBot:
         else:
             content = self.content(reply, thread, reply_to or incoming.event_id,
                                    asking=asking, extra=extra)
+        self.handling.append((time.monotonic() - incoming.received) * 1000)
         try:
             return await self.session.send(incoming.room_id, content)
         except SendError as exc:
@@ -580,6 +585,11 @@ class MatrixBot:
         out["command_rooms"] = {rid: name for rid, name in self.rooms.items()}
         out["alert_room"] = self.alert_room
         out["commands"] = dict(self.commands)
+        times = sorted(self.handling)
+        out["handling_ms"] = {
+            "count": len(times),
+            "median": round(statistics.median(times), 3) if times else None,
+            "p95": round(times[int(0.95 * (len(times) - 1))], 3) if times else None}
         return out
 
 
@@ -722,10 +732,14 @@ STATUS_REPLY = obj({
     "alert_room": nullable(STR), "encrypted_rooms": arr(STR),
     "last_sync": nullable(NUM), "sync_age": nullable(NUM), "event_lag": NUM,
     "last_error": STR, "sent": {"type": "integer"}, "send_failures": {"type": "integer"},
-    "commands": {"type": "object", "additionalProperties": {"type": "integer"}}},
+    "commands": {"type": "object", "additionalProperties": {"type": "integer"}},
+    "handling_ms": obj({"count": {"type": "integer"}, "median": nullable(NUM),
+                        "p95": nullable(NUM)},
+                       description="podod's share of a reply (ms): from the sync reading "
+                                   "the command to the reply handed to the output queue")},
     optional=("user_id", "device_id", "homeserver", "e2ee", "bot", "rooms", "command_rooms",
               "alert_room", "encrypted_rooms", "last_sync", "sync_age", "event_lag",
-              "last_error", "sent", "send_failures", "commands"),
+              "last_error", "sent", "send_failures", "commands", "handling_ms"),
     description="the Matrix session and bot")
 
 

@@ -50,6 +50,10 @@ _T = TypeVar("_T")
 HANDLED_KEPT = 5000  # event ids remembered on disk
 MAX_EVENT_BYTES = 65_536  # the homeserver's limit for one event
 SEND_RETRIES = 5  # 429 answers honoured per message before it counts as failed
+# A sync's timeline holds up to this many events per room; when more arrived, the gap is
+# fetched (up to GAP_PAGES pages of 100), so a burst of commands loses none.
+SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
+GAP_PAGES = 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +80,7 @@ class Incoming:
     encrypted: bool = False
     key: str = ""  # a reaction's emoji
     relates_to: str = ""  # a reaction's target event
+    received: float = field(default_factory=time.monotonic)  # when the sync read it
 
 
 class SendError(Exception):
@@ -302,8 +307,10 @@ class MatrixSession:
         delay = self.settings.backoff_initial
         timeout_ms = int(self.settings.sync_timeout * 1000)
         while True:
+            before = client.next_batch
             try:
                 response = await client.sync(timeout=0 if first else timeout_ms,
+                                             sync_filter=SYNC_FILTER,
                                              full_state=first or None)
             except asyncio.CancelledError:
                 raise
@@ -336,7 +343,7 @@ class MatrixSession:
             self.last_sync = time.time()
             self.syncs += 1
             try:
-                await self._after_sync(client, response, first)
+                await self._after_sync(client, response, first, before)
             except asyncio.CancelledError:
                 raise
             except Exception:  # one odd event must not end the loop
@@ -345,14 +352,9 @@ class MatrixSession:
                 first = False
                 self._ready.set()
 
-    async def _after_sync(self, client: AsyncClient, response: Any, first: bool) -> None:
-        from nio import (
-            InviteMemberEvent,
-            MegolmEvent,
-            ReactionEvent,
-            RoomEncryptionEvent,
-            RoomMessageText,
-        )
+    async def _after_sync(self, client: AsyncClient, response: Any, first: bool,
+                          before: str | None) -> None:
+        from nio import InviteMemberEvent, RoomEncryptionEvent
 
         if self.e2ee:
             await self._keys(client)
@@ -368,34 +370,64 @@ class MatrixSession:
             self.rooms[room_id] = room.display_name if room is not None else room_id
             if room is not None and room.encrypted:
                 self.encrypted_rooms.add(room_id)
+            if any(isinstance(e, RoomEncryptionEvent) for e in info.timeline.events):
+                self.encrypted_rooms.add(room_id)
+            if first:
+                continue  # what was said before this start is never acted on
+            events = list(info.timeline.events)
+            if info.timeline.limited and before and info.timeline.prev_batch:
+                events = await self._gap(client, room_id, info.timeline.prev_batch,
+                                         before) + events
             since = max(self.started_at, self._joined_at.get(room_id, 0.0))
-            for event in info.timeline.events:
-                if isinstance(event, RoomEncryptionEvent):
-                    self.encrypted_rooms.add(room_id)
-                event_id = getattr(event, "event_id", "") or ""
-                ts = (getattr(event, "server_timestamp", 0) or 0) / 1000
-                if first or ts < since or event_id in self._handled \
-                        or getattr(event, "sender", "") == self.user_id:
-                    continue
-                if isinstance(event, RoomMessageText):
-                    incoming = Incoming(kind="message", room_id=room_id, event_id=event_id,
-                                        sender=event.sender, ts=ts, body=event.body,
-                                        content=dict(event.source.get("content", {})),
-                                        encrypted=bool(getattr(event, "decrypted", False)))
-                elif isinstance(event, ReactionEvent):
-                    incoming = Incoming(kind="reaction", room_id=room_id, event_id=event_id,
-                                        sender=event.sender, ts=ts, key=event.key,
-                                        relates_to=event.reacts_to)
-                elif isinstance(event, MegolmEvent):
-                    incoming = Incoming(kind="undecryptable", room_id=room_id,
-                                        event_id=event_id, sender=event.sender, ts=ts,
-                                        encrypted=True)
-                else:
-                    continue
-                self.event_lag = max(0.0, now - ts)
-                self._remember(event_id)
-                self._hand(incoming)
+            for event in events:
+                self._consider(room_id, event, since, now)
         self._save_handled()
+
+    async def _gap(self, client: AsyncClient, room_id: str, start: str,
+                   end: str) -> list[Any]:
+        """The events a limited sync left out (more arrived than its timeline holds), oldest
+        first: paged back from the timeline's start to the previous sync's token."""
+        from nio import MessageDirection, RoomMessagesError
+
+        found: list[Any] = []
+        token: str | None = start
+        for _page in range(GAP_PAGES):
+            answer = await client.room_messages(room_id, start=token, end=end,
+                                                direction=MessageDirection.back, limit=100)
+            if isinstance(answer, RoomMessagesError) or not answer.chunk:
+                break
+            found.extend(answer.chunk)
+            if not answer.end or answer.end == token:
+                break
+            token = answer.end
+        found.reverse()
+        return found
+
+    def _consider(self, room_id: str, event: Any, since: float, now: float) -> None:
+        from nio import MegolmEvent, ReactionEvent, RoomMessageText
+
+        event_id = getattr(event, "event_id", "") or ""
+        ts = (getattr(event, "server_timestamp", 0) or 0) / 1000
+        if ts < since or event_id in self._handled \
+                or getattr(event, "sender", "") == self.user_id:
+            return
+        if isinstance(event, RoomMessageText):
+            incoming = Incoming(kind="message", room_id=room_id, event_id=event_id,
+                                sender=event.sender, ts=ts, body=event.body,
+                                content=dict(event.source.get("content", {})),
+                                encrypted=bool(getattr(event, "decrypted", False)))
+        elif isinstance(event, ReactionEvent):
+            incoming = Incoming(kind="reaction", room_id=room_id, event_id=event_id,
+                                sender=event.sender, ts=ts, key=event.key,
+                                relates_to=event.reacts_to)
+        elif isinstance(event, MegolmEvent):
+            incoming = Incoming(kind="undecryptable", room_id=room_id, event_id=event_id,
+                                sender=event.sender, ts=ts, encrypted=True)
+        else:
+            return
+        self.event_lag = max(0.0, now - ts)
+        self._remember(event_id)
+        self._hand(incoming)
 
     async def _keys(self, client: AsyncClient) -> None:
         """The end-to-end housekeeping sync_forever would do: keys uploaded, queried,
