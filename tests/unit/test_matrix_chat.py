@@ -127,3 +127,66 @@ def test_a_valid_section_and_the_chat_plan_lifetime(tmp_path: Path) -> None:
                              "'https://m.example.org', user_id: '@p:e.org', access_token: x, "
                              "room_id: '!a:b'}]\n")
     assert not config.matrix.enabled
+
+
+def test_a_long_command_edits_one_progress_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from podod.frontends import matrix
+    from podod.matrix.session import Incoming
+
+    monkeypatch.setattr(matrix, "PROGRESS_AFTER", 0.01)
+    sent: list[dict[str, object]] = []
+
+    async def send(room: str, content: dict[str, object]) -> str:
+        sent.append(content)
+        return f"$p{len(sent)}"
+
+    bot = SimpleNamespace(settings=SimpleNamespace(progress_interval=0.1),
+                          session=SimpleNamespace(send=send))
+    incoming = Incoming(kind="message", room_id="!r", event_id="$cmd", sender="@a:b", ts=0)
+
+    async def run(steps: int, pause: float) -> None:
+        progress = matrix._ProgressMessage(bot, incoming, "$cmd")  # type: ignore[arg-type]
+        for done in range(1, steps + 1):
+            await progress("counting", done, steps)
+            await asyncio.sleep(pause)
+        progress.close()
+
+    asyncio.run(run(10, 0.03))
+    assert sent[0]["body"] == "\u23f3 counting (1/10)"
+    assert sent[0]["m.relates_to"]["rel_type"] == "m.thread"  # type: ignore[index]
+    edits = sent[1:]
+    assert edits and all(e["m.relates_to"] == {"rel_type": "m.replace", "event_id": "$p1"}
+                         for e in edits)
+    assert len(sent) < 10  # coalesced, not one message per report
+    sent.clear()
+    asyncio.run(run(3, 0.0))  # a quick command shows no progress at all
+    assert sent == []
+
+
+def test_check_config_warns_of_a_clear_text_homeserver_and_a_readable_token(
+        tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    token = tmp_path / "token"
+    token.write_text("syt_secret\n")
+    token.chmod(0o644)
+    path = tmp_path / "podod.yaml"
+    path.write_text(ACCESS + "matrix:\n  homeserver: http://matrix.example.org\n"
+                    "  user_id: '@podod:example.org'\n  access_token_file: token\n"
+                    "  rooms: ['!ops:example.org']\n")
+    run = subprocess.run([sys.executable, "-m", "podod.cli", "check-config", "-c", str(path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "matrix.homeserver http://matrix.example.org is plain http" in run.stderr
+    assert f"matrix.access_token_file: {token} can be read by other users" in run.stderr
+    assert "syt_secret" not in run.stderr + run.stdout
+    token.chmod(0o600)
+    path.write_text(path.read_text().replace("http://matrix.example.org",
+                                             "http://127.0.0.1:8008"))
+    run = subprocess.run([sys.executable, "-m", "podod.cli", "check-config", "-c", str(path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and "matrix." not in run.stderr, run.stderr

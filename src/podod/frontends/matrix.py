@@ -61,6 +61,7 @@ _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": 
 _DASHES = re.compile(r"(?:(?<=\s)|^)[\u2014\u2013](?=[a-zA-Z])")  # phones: --opt -> —opt
 _PASSWORD_WORD = re.compile(r"^--?(password|passwd|pass|pw|secret)(?!-stdin$)", re.I)
 _KEPT = 2000  # plans and notifications remembered per bot (the oldest go first)
+PROGRESS_AFTER = 1.0  # seconds a command runs before its progress is shown
 
 
 def normalise(body: str) -> str:
@@ -299,6 +300,12 @@ class MatrixBot:
                 refused += "; delete your message, and change that password"
             await self._answer(incoming, thread, await self.bus.refuse(
                 actor.name, ORIGIN, argv, UsageError(refused)))
+            return
+        if self.bus.stdin_wanted(argv) == "data":
+            await self._answer(incoming, thread, await self.bus.refuse(
+                actor.name, ORIGIN, argv, UsageError(
+                    "this command reads a file from standard input, which chat cannot give: "
+                    "use podoctl for it")))
             return
         if argv[0].lower() == "silence" and len(argv) >= 2:
             parent = thread if thread != incoming.event_id else in_reply_to
@@ -619,6 +626,7 @@ class _ProgressMessage:
     async def _update(self) -> None:
         interval = self.bot.settings.progress_interval
         try:
+            await asyncio.sleep(min(PROGRESS_AFTER, interval))  # a quick command shows none
             while not self.closed:
                 if self.latest != self.shown:
                     text = self.shown = self.latest

@@ -124,3 +124,42 @@ class MatrixSettings(Section):
 
     def store(self, state_dir: Path) -> Path:
         return Path(self.store_dir) if self.store_dir else Path(state_dir) / "matrix"
+
+
+def matrix_warnings(settings: MatrixSettings) -> list[str]:
+    """What ``podod check-config`` says about a valid matrix: section that will not work
+    as meant, or not safely."""
+    import ipaddress
+    import os
+    from urllib.parse import urlsplit
+
+    if not settings.enabled:
+        return []
+    out = []
+    if settings.e2ee == "on":
+        from podod.matrix.session import e2ee_available
+
+        if not e2ee_available():
+            out.append("matrix.e2ee is on but matrix-nio's e2e extra is not installed "
+                       "(pip install 'matrix-nio[e2e]'): the Matrix account will not start")
+    url = urlsplit(settings.homeserver or "")
+    if url.scheme == "http":
+        host = url.hostname or ""
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            out.append(f"matrix.homeserver {settings.homeserver} is plain http: the access "
+                       "token and every message cross the network unencrypted (use https)")
+    for key in ("access_token_file", "password_file"):
+        path = getattr(settings, key)
+        if path is None:
+            continue
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue
+        if mode & 0o077:
+            out.append(f"matrix.{key}: {path} can be read by other users (chmod 600 it)")
+    return out
