@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import ROLES, STACK_DB, MailStack, make_mail_config, new_domain
-from testbed.daemon import DaemonProcess
+from testbed.daemon import DaemonProcess, base_config, write_config
 from testbed.dovecot import Dovecot
 from testbed.sshd import Sshd
 from testbed.synapse import Synapse, available
@@ -259,6 +259,8 @@ def test_strangers_and_unconfigured_rooms_are_ignored_and_audited_once(world: Wo
     assert not world.eve.replies_to(world.room, first)
     assert not world.eve.replies_to(world.room, second)
     assert not world.alice.replies_to(world.other_room, elsewhere)
+    joined = world.daemon.request(["matrix", "status", "--rooms"])["data"]["rooms"]
+    assert world.other_room not in joined  # invited by alice, but not a configured room
     records = world.audit("--actor", world.eve.user_id)
     assert len(records) == before + 1 and records[0]["outcome"] == "unauthenticated"
 
@@ -385,6 +387,52 @@ def test_an_alert_in_the_alert_room_is_silenced_from_its_thread(world: World) ->
         assert outside.startswith("Error:") and "thread of an alert" in outside
     finally:
         world.sshd.start()
+
+
+def test_alerts_only_with_a_password_login_kept_for_the_next_start(world: World) -> None:
+    """matrix.bot off: the shared account still posts alerts. A password login happens once:
+    the token and device id are kept (0600) and the next start restores them."""
+    world.synapse.register("alerter", "alerter-pw-4711")
+    alerter = world.synapse.user_id("alerter")
+    room = world.alice.create_room([alerter], name="alerts only")
+    root = world.root / "alerts-only"
+    root.mkdir()
+    (root / "password").write_text("alerter-pw-4711\n")
+    rules = root / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"rules": [
+        {"name": "ServiceDown", "series": "service_up", "op": "==", "threshold": 0,
+         "for": "0s", "severity": "critical", "summary": "{{ server }}: service down"}]}))
+    config = base_config(
+        root, matrix={"homeserver": world.synapse.url, "user_id": alerter,
+                      "password_file": str(root / "password"), "bot": False,
+                      "alert_room": room},
+        alerts={"enabled": True, "default_rules": False, "rule_files": [str(rules)],
+                "evaluation_interval": "0.3s", "group_wait": "0.3s",
+                "notifiers": [{"type": "matrix"}]},
+        plugins={"dirs": [str(REPO / "tests" / "plugins")], "entry_points": False})
+    daemon = DaemonProcess(write_config(root / "podod.yaml", config))
+    try:
+        daemon.start()
+        session = root / "state" / "matrix" / "session.json"
+        wait_for(session.exists, 60, "the stored login")
+        assert session.stat().st_mode & 0o777 == 0o600
+        device = json.loads(session.read_text())["device_id"]
+        reply = daemon.request(["feed", "samples"], stdin=json.dumps(
+            [{"series": "service_up", "server": "mx7", "value": 0,
+              "labels": {"service": "postfix"}}]))
+        assert reply["ok"], reply
+        alert = world.alice.wait(lambda e: e["room"] == room and e["sender"] == alerter
+                                 and "[FIRING]" in _body(e), 60, "the alert")
+        assert "Mute it: podoctl alerts silence --match server=mx7" in _body(alert)
+        daemon.stop()
+        daemon.start()
+        wait_for(lambda: daemon.request(["matrix", "status"])["data"]["state"] == "syncing",
+                 60, "syncing again")
+        status = daemon.request(["matrix", "status"])["data"]
+        assert status["device_id"] == device and status["bot"] is False
+        assert "alerter-pw-4711" not in daemon.log()
+    finally:
+        daemon.stop()
 
 
 def test_a_revoked_token_stops_the_bot_and_nothing_else(world: World) -> None:
