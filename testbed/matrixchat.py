@@ -183,7 +183,7 @@ class ChatClient:
         raise AssertionError(f"{self.user_id} timed out waiting for {what}; last seen: "
                              f"{recent}")
 
-    def wait_reply(self, room: str, event_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    def wait_reply(self, room: str, event_id: str, timeout: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.replies_to(room, event_id)
@@ -192,7 +192,7 @@ class ChatClient:
             time.sleep(0.05)
         raise AssertionError(f"{self.user_id}: no reply to {event_id} in {room}")
 
-    def ask(self, room: str, body: str, timeout: float = 30.0) -> str:
+    def ask(self, room: str, body: str, timeout: float = 60.0) -> str:
         """Send a command and return the text of the bot's reply."""
         event_id = self.send(room, body)
         return str(self.wait_reply(room, event_id, timeout)["content"].get("body", ""))

@@ -342,9 +342,26 @@ def test_a_command_sent_while_the_bot_is_stopped_is_never_run(world: World) -> N
 
 def test_the_bot_reconnects_after_synapse_restarts(world: World) -> None:
     world.synapse.restart()
-    wait_for(lambda: world.daemon.request(["matrix", "status"])["data"]["state"] == "syncing"
-             and world.alice.client is not None, 60, "syncing again")
+    wait_for(lambda: world.daemon.request(["matrix", "status"])["data"]["state"] == "syncing",
+             60, "syncing again")
     assert "again" in world.alice.ask(world.room, "!podo example hello again", 60)
+    # podod starting while the homeserver is down: it keeps trying, then works
+    world.synapse.stop()
+    world.daemon.stop()
+    world.daemon.start()
+
+    def backing_off() -> bool:
+        data = world.daemon.request(["matrix", "status"])["data"]
+        return data["state"] == "backing-off" and "cannot reach" in data["last_error"]
+
+    wait_for(backing_off, 60, "the login retried")
+    assert world.daemon.request(["status"])["ok"]
+    world.synapse.restart()
+    wait_for(lambda: world.daemon.request(["matrix", "status"])["data"]["state"] == "syncing",
+             90, "logged in and syncing")
+    wait_for(lambda: world.daemon.request(["matrix", "status"])["data"].get("command_rooms"),
+             60, "the bot back in its rooms")
+    assert "later" in world.alice.ask(world.room, "!podo example hello later", 60)
 
 
 def test_an_encrypted_room_round_trip(world: World) -> None:

@@ -164,7 +164,11 @@ class MatrixBot:
 
     async def _resolve_rooms(self) -> None:
         """The configured rooms' ids (aliases resolved, rooms joined) once logged in."""
-        await self.session.wait_ready(120.0)
+        while not await self.session.wait_ready(30.0):
+            pass  # the homeserver may be down for long: the session keeps trying
+        if self.session.state == "stopped":
+            self._rooms_ready.set()
+            return
         wanted = list(self.settings.rooms) if self.settings.bot else []
         if self.settings.alert_room:
             wanted.append(self.settings.alert_room)
@@ -228,6 +232,10 @@ class MatrixBot:
             if await self.session.join(incoming.room_id):
                 log.info("Matrix: joined %s (invited by %s)", incoming.room_id,
                          incoming.sender)
+                if self.settings.bot:
+                    self.rooms.setdefault(incoming.room_id, incoming.room_id)
+                if incoming.room_id == self.settings.alert_room:
+                    self.alert_room = incoming.room_id
         else:
             log.info("Matrix: ignored an invite to %s from %s (%s)", incoming.room_id,
                      incoming.sender, "not a configured room" if allowed

@@ -178,17 +178,26 @@ class MatrixSession:
     async def _main_task(self) -> None:
         self._stop = asyncio.Event()
         self._load_handled()
-        try:
-            client = await self._login()
-        except _Fatal as exc:
-            self._fatal(str(exc))
-            return
-        except Exception as exc:
-            self._fatal(f"cannot log in to {self.settings.homeserver}: "
-                        f"{type(exc).__name__}: {exc}")
-            return
-        if client is None:
-            return
+        client = None
+        delay = self.settings.backoff_initial
+        while client is None:  # the homeserver may be down when podod starts: try again
+            try:
+                client = await self._login()
+            except _Fatal as exc:
+                self._fatal(str(exc))
+                return
+            except Exception as exc:
+                self.state = "backing-off"
+                self.last_error = (f"cannot reach {self.settings.homeserver} to log in: "
+                                   f"{type(exc).__name__}: {exc}")
+                wait = delay * random.uniform(0.5, 1.5)
+                log.warning("Matrix: %s; next try in %.1f s", self.last_error, wait)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), wait)
+                if self._stop.is_set():
+                    self.state = "stopped"
+                    return
+                delay = min(delay * 2, self.settings.backoff_max)
         self._client = client
         self._sync_task = asyncio.create_task(self._sync_loop(client))
         stopper = asyncio.create_task(self._stop.wait())
@@ -218,10 +227,10 @@ class MatrixSession:
     def _session_file(self) -> Path:
         return self.store / "session.json"
 
-    async def _login(self) -> AsyncClient | None:
+    async def _login(self) -> AsyncClient:
         """The client, logged in: the stored login (token and device id), the configured
         token, or a password login once (stored for every later start)."""
-        from nio import AsyncClient, LoginError, WhoamiError
+        from nio import AsyncClient
 
         s = self.settings
         assert s.homeserver is not None and s.user_id is not None
@@ -229,16 +238,28 @@ class MatrixSession:
         crypto.mkdir(parents=True, exist_ok=True, mode=0o700)
         client = AsyncClient(s.homeserver, s.user_id, store_path=str(crypto),
                              config=self._client_config())
+        try:
+            return await self._log_in(client)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await client.close()
+            raise
+
+    async def _log_in(self, client: AsyncClient) -> AsyncClient:
+        from nio import LoginError, WhoamiError
+
+        s = self.settings
+        assert s.user_id is not None
         stored = self._read_session()
         if s.access_token is not None:
             token = s.access_token.get_secret_value().strip()
             client.access_token = token
             who = await client.whoami()
             if isinstance(who, WhoamiError):
-                await client.close()
+                if who.status_code not in ("M_UNKNOWN_TOKEN", "M_FORBIDDEN"):
+                    raise OSError(f"whoami failed: {who.status_code}: {who.message}")
                 raise _Fatal(self._token_refused(who.status_code, who.message))
             if who.user_id != s.user_id:
-                await client.close()
                 raise _Fatal(f"matrix.access_token_file holds a token of {who.user_id}, not "
                              f"of matrix.user_id {s.user_id}")
             device = who.device_id or stored.get("device_id") or "PODOD"
@@ -249,14 +270,19 @@ class MatrixSession:
             answer = await client.login(s.password.get_secret_value(),
                                         device_name=s.device_name)
             if isinstance(answer, LoginError):
-                await client.close()
+                if answer.status_code not in ("M_FORBIDDEN", "M_USER_DEACTIVATED",
+                                              "M_INVALID_USERNAME"):
+                    raise OSError(f"login failed: {answer.status_code}: {answer.message}")
                 raise _Fatal(f"the homeserver refused the password login of {s.user_id}: "
                              f"{answer.message}")
             token, device = answer.access_token, answer.device_id
-            self._write_session({"user_id": s.user_id, "device_id": device,
+            self._write_session({**stored, "user_id": s.user_id, "device_id": device,
                                  "access_token": token})
         if s.access_token is not None:
-            self._write_session({"user_id": s.user_id, "device_id": device})
+            kept = {k: v for k, v in stored.items() if k != "access_token"}
+            if stored.get("user_id") != s.user_id:
+                kept = {}
+            self._write_session({**kept, "user_id": s.user_id, "device_id": device})
         client.restore_login(s.user_id, device, token)
         self.device_id = device
         log.info("Matrix: %s on %s, device %s, end-to-end encryption %s", s.user_id,
@@ -267,7 +293,7 @@ class MatrixSession:
         if code == "M_UNKNOWN_TOKEN":
             return (f"the homeserver no longer accepts the access token of {self.user_id} "
                     f"({message}); give a new one in matrix.access_token_file (or, after a "
-                    f"password login, remove {self._session_file()}) and reload podod")
+                    f"password login, remove {self._session_file()}) and restart podod")
         return f"the homeserver refused {self.user_id}'s access token: {message}"
 
     def _read_session(self) -> dict[str, Any]:
