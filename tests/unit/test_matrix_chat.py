@@ -190,3 +190,57 @@ def test_check_config_warns_of_a_clear_text_homeserver_and_a_readable_token(
     run = subprocess.run([sys.executable, "-m", "podod.cli", "check-config", "-c", str(path)],
                          capture_output=True, text=True)
     assert run.returncode == 0 and "matrix." not in run.stderr, run.stderr
+
+
+def _text_event(event_id: str, sender: str, ts_ms: int, body: str) -> object:
+    from nio import RoomMessageText
+
+    return RoomMessageText.from_dict({
+        "type": "m.room.message", "event_id": event_id, "sender": sender,
+        "origin_server_ts": ts_ms, "content": {"msgtype": "m.text", "body": body}})
+
+
+def test_old_own_and_handled_events_are_never_handed_on(tmp_path: Path) -> None:
+    import time
+
+    from podod.matrix.session import MatrixSession
+    from podod.matrix.settings import MatrixSettings
+
+    settings = MatrixSettings(homeserver="https://m.example.org", user_id="@podod:e.org",
+                              access_token="x", rooms=["!r:e.org"])
+    got: list[str] = []
+    session = MatrixSession(settings, tmp_path)
+    session.store.mkdir(parents=True)
+    session._hand = lambda incoming: got.append(incoming.event_id)  # type: ignore[method-assign]
+    session._load_handled()
+    now = time.time()
+    since = session.started_at
+    session._consider("!r", _text_event("$old", "@a:e.org", int((since - 5) * 1000), "!podo x"),
+                      since, now)
+    session._consider("!r", _text_event("$own", "@podod:e.org", int(now * 1000), "!podo x"),
+                      since, now)
+    session._consider("!r", _text_event("$new", "@a:e.org", int(now * 1000), "!podo x"),
+                      since, now)
+    session._consider("!r", _text_event("$new", "@a:e.org", int(now * 1000), "!podo x"),
+                      since, now)  # the same event in a second sync
+    assert got == ["$new"]
+    session._save_handled()
+    assert (session.store / "handled.json").stat().st_mode & 0o777 == 0o600
+    again = MatrixSession(settings, tmp_path)  # after a restart: still handled
+    again._hand = lambda incoming: got.append(incoming.event_id)  # type: ignore[method-assign]
+    again._load_handled()
+    again._consider("!r", _text_event("$new", "@a:e.org", int(now * 1000), "!podo x"),
+                    0.0, now)
+    assert got == ["$new"]
+
+
+def test_metrics_expose_the_matrix_session() -> None:
+    from podod.frontends.metrics import SelfMetrics
+
+    own = SelfMetrics(matrix={"up": 1.0, "sync_age": 2.5, "event_lag": 0.04, "sent": 7.0,
+                              "send_failures": 1.0})
+    series = {s.series: s.value for s in own.samples()}
+    assert series["matrix_up"] == 1.0 and series["matrix_sync_lag_seconds"] == 0.04
+    assert series["matrix_send_failures_total"] == 1.0
+    assert series["matrix_messages_sent_total"] == 7.0
+    assert "matrix_up" not in {s.series for s in SelfMetrics().samples()}
