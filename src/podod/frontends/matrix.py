@@ -59,7 +59,7 @@ _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": 
                          "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'",
                          "\u2032": "'", "\u00a0": " "})
 _DASHES = re.compile(r"(?:(?<=\s)|^)[\u2014\u2013](?=[a-zA-Z])")  # phones: --opt -> —opt
-_PASSWORD_WORD = re.compile(r"^--?(password|passwd|pass|pw|secret)(?!-stdin$)", re.I)
+_PASSWORD_WORD = re.compile(r"^--?(password|passwd|pass|pw|secret)([=_-].*)?$", re.I)
 _KEPT = 2000  # plans and notifications remembered per bot (the oldest go first)
 PROGRESS_AFTER = 1.0  # seconds a command runs before its progress is shown
 
