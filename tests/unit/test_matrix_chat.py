@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -244,3 +245,78 @@ def test_metrics_expose_the_matrix_session() -> None:
     assert series["matrix_send_failures_total"] == 1.0
     assert series["matrix_messages_sent_total"] == 7.0
     assert "matrix_up" not in {s.series for s in SelfMetrics().samples()}
+
+
+class _FakeClient:
+    """Answers room_send and sync from scripted lists (no homeserver)."""
+
+    def __init__(self, sends: list[object], syncs: list[object]) -> None:
+        self.sends, self.syncs = sends, syncs
+        self.send_calls = 0
+        self.sync_calls = 0
+        self.next_batch = None
+
+    async def room_send(self, *args: object, **kw: object) -> object:
+        self.send_calls += 1
+        return self.sends.pop(0)
+
+    async def sync(self, *args: object, **kw: object) -> object:
+        self.sync_calls += 1
+        answer = self.syncs.pop(0) if self.syncs else OSError("down")
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def _session(tmp_path: Path, **keys: object) -> object:
+    from podod.matrix.session import MatrixSession
+    from podod.matrix.settings import MatrixSettings
+
+    settings = MatrixSettings(homeserver="https://m.example.org", user_id="@podod:e.org",
+                              access_token="x", rooms=["!r:e.org"], **keys)
+    return MatrixSession(settings, tmp_path)
+
+
+def test_a_429_is_honoured_then_the_message_is_sent(tmp_path: Path) -> None:
+    import asyncio
+
+    from nio import RoomSendError, RoomSendResponse
+
+    from podod.matrix.session import SendError
+
+    session: Any = _session(tmp_path)
+    session._client = _FakeClient([RoomSendError("slow down", "M_LIMIT_EXCEEDED", 20),
+                                   RoomSendResponse("$x", "!r")], [])
+    assert asyncio.run(session._post("!r", "m.room.message", {"body": "hi"})) == "$x"
+    assert session._client.send_calls == 2 and session.sent == 1
+    session._client = _FakeClient([RoomSendError("no", "M_FORBIDDEN")], [])
+    with pytest.raises(SendError, match="refused the message"):
+        asyncio.run(session._post("!r", "m.room.message", {"body": "hi"}))
+    assert session.send_failures == 1
+
+
+def test_a_refused_token_stops_the_sync_and_errors_back_off(tmp_path: Path) -> None:
+    import asyncio
+
+    from nio import SyncError
+
+    session: Any = _session(tmp_path, backoff_initial=0.05, backoff_max=0.2)
+    events: list[object] = []
+
+    async def run(client: _FakeClient, seconds: float) -> None:
+        session._main = asyncio.get_running_loop()
+        session.publish = events.append
+        try:
+            await asyncio.wait_for(session._sync_loop(client), seconds)
+        except TimeoutError:
+            pass
+
+    down = _FakeClient([], [])
+    asyncio.run(run(down, 1.0))  # the homeserver away for a second: backoff, no storm
+    assert 3 <= down.sync_calls <= 12
+    assert session.state == "backing-off" and "down" in session.last_error
+    refused = _FakeClient([], [SyncError("Invalid access token", "M_UNKNOWN_TOKEN")])
+    asyncio.run(run(refused, 2.0))
+    assert refused.sync_calls == 1 and session.state == "stopped"
+    assert "no longer accepts the access token" in session.last_error
+    assert len(events) == 1 and type(events[0]).__name__ == "MatrixSessionStopped"
