@@ -214,7 +214,7 @@ def test_old_own_and_handled_events_are_never_handed_on(tmp_path: Path) -> None:
     session.store.mkdir(parents=True)
     session._hand = lambda incoming: got.append(incoming.event_id)  # type: ignore[method-assign]
     session._load_handled()
-    now = time.time()
+    now = time.time() + 1.0
     since = session.started_at
     session._consider("!r", _text_event("$old", "@a:e.org", int((since - 5) * 1000), "!podo x"),
                       since, now)

@@ -130,6 +130,7 @@ class MatrixSession:
         self._client: AsyncClient | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
+        self._stop_requested = threading.Event()  # stop() before the thread's loop exists
         self._queues: dict[str, asyncio.Queue[tuple[Callable[[], Awaitable[Any]],
                                                     concurrent.futures.Future[Any]]]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -152,6 +153,7 @@ class MatrixSession:
         return await asyncio.to_thread(self._ready.wait, timeout)
 
     async def stop(self) -> None:
+        self._stop_requested.set()
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
@@ -168,15 +170,21 @@ class MatrixSession:
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._main_task())
-        except Exception:
+        except Exception as exc:
             log.exception("the Matrix session failed")
+            self.state = "stopped"
+            self.last_error = f"the session failed: {type(exc).__name__}: {exc}"
         finally:
+            self._ready.set()  # nobody waits for a first sync that will not come
             with contextlib.suppress(Exception):
                 loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
     async def _main_task(self) -> None:
         self._stop = asyncio.Event()
+        if self._stop_requested.is_set():
+            self.state = "stopped"
+            return
         self._load_handled()
         client = None
         delay = self.settings.backoff_initial
