@@ -42,7 +42,9 @@ TYPICAL: dict[str, tuple[str, ...]] = {
 SELF_SERIES = {"build_info", "commands_total", "backup_last_success_timestamp_seconds",
                "backup_last_success_age_seconds", "alerts_firing", "notifications_total",
                "collector_errors_total", "collector_cycle_seconds",
-               "collector_interval_seconds", "collector_cycle_jobs", "collector_cycle_runs"}
+               "collector_interval_seconds", "collector_cycle_jobs", "collector_cycle_runs",
+               "matrix_up", "matrix_sync_age_seconds", "matrix_sync_lag_seconds",
+               "matrix_messages_sent_total", "matrix_send_failures_total"}
 
 TLS_SERIES = [
     SeriesInfo("tls_cert_not_after_timestamp_seconds", "gauge", "", ("endpoint",)),

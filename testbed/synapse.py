@@ -66,6 +66,7 @@ class Synapse:
         config["rc_registration"] = _FAST
         config["rc_login"] = {"address": _FAST, "account": _FAST, "failed_attempts": _FAST}
         config["rc_joins"] = {"local": _FAST, "remote": _FAST}
+        config["rc_joins_per_room"] = _FAST
         config["rc_invites"] = {"per_room": _FAST, "per_user": _FAST, "per_issuer": _FAST}
         config["report_stats"] = False
         self.config_path.write_text(yaml.safe_dump(config))
@@ -81,6 +82,14 @@ class Synapse:
 
     def start(self, timeout: float = 60.0) -> Synapse:
         self._configure()
+        return self._launch(timeout)
+
+    def restart(self, timeout: float = 60.0) -> Synapse:
+        """Stop and start again on the same port, data and config."""
+        self.stop()
+        return self._launch(timeout)
+
+    def _launch(self, timeout: float) -> Synapse:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
             [str(self.python), "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
@@ -133,10 +142,14 @@ class Synapse:
         return self.login(user, password)
 
     def login(self, user: str, password: str) -> str:
+        return self.login_device(user, password)[0]
+
+    def login_device(self, user: str, password: str) -> tuple[str, str]:
+        """A new login (a new device): its access token and device id."""
         reply = self.request("POST", "/_matrix/client/v3/login", {
             "type": "m.login.password", "identifier": {"type": "m.id.user", "user": user},
             "password": password})
-        return str(reply["access_token"])
+        return str(reply["access_token"]), str(reply["device_id"])
 
     def user_id(self, user: str) -> str:
         return f"@{user}:{self.server_name}"

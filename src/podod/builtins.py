@@ -20,4 +20,5 @@ BUILTIN_MODULES: list[str] = [
     "podod.alerts.commands",
     "podod.api.commands",
     "podod.frontends.metrics",
+    "podod.frontends.matrix",
 ]

@@ -84,6 +84,7 @@ def check_config(path: Path) -> list[str]:
     from podod.alerts.settings import plaintext_auth_warnings
     from podod.builtins import BUILTIN_MODULES
     from podod.config import load_config
+    from podod.matrix.settings import matrix_warnings
     from podod.plugins import Registry, load_builtins, load_plugins
 
     config = load_config(path)
@@ -91,10 +92,11 @@ def check_config(path: Path) -> list[str]:
     load_builtins(registry, BUILTIN_MODULES)
     load_plugins(registry, config.plugins.dirs, use_entry_points=config.plugins.entry_points,
                  disabled=config.plugins.disabled)
+    warnings = matrix_warnings(config.matrix)
     if not config.alerts.enabled:
-        return []
+        return warnings
     resolve_notifiers(config.alerts, registry, path.name)
-    return [*undeclared_series(config.alerts.ruleset.rules, registry),
+    return [*warnings, *undeclared_series(config.alerts.ruleset.rules, registry),
             *plaintext_auth_warnings(config.alerts)]
 
 

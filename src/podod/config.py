@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from podod.alerts.settings import AlertSettings
 from podod.api.settings import ApiSettings
 from podod.backup.settings import BackupSettings
 from podod.errors import ConfigError
 from podod.mail.settings import MailSettings
+from podod.matrix.settings import MatrixSettings, check_user_id
 from podod.monitor.settings import MonitorSettings
 from podod.monitor.traffic.settings import TrafficSettings
 from podod.servers.settings import ServerConfig
@@ -110,6 +111,13 @@ class AccessSettings(Section):
     matrix_users: dict[str, Grant] = Field(default_factory=dict)
     api_tokens: dict[str, TokenGrant] = Field(default_factory=dict)
 
+    @field_validator("matrix_users")
+    @classmethod
+    def _matrix_ids(cls, value: dict[str, Grant]) -> dict[str, Grant]:
+        for user in value:
+            check_user_id(user)
+        return value
+
 
 class PluginSettings(Section):
     dirs: list[ConfigPath] = Field(default_factory=list)
@@ -193,6 +201,7 @@ class Config(Section):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    matrix: MatrixSettings = Field(default_factory=MatrixSettings)
 
     @field_validator("servers")
     @classmethod
@@ -203,6 +212,29 @@ class Config(Section):
                 raise ValueError(f"server name '{server.name}' is used twice")
             seen.add(server.name)
         return servers
+
+    @model_validator(mode="after")
+    def _matrix_account(self) -> Config:
+        """A Matrix notifier without an account of its own posts through matrix:."""
+        for i, notifier in enumerate(self.alerts.notifiers):
+            if getattr(notifier, "type", None) != "matrix" or \
+                    getattr(notifier, "homeserver", "") is not None:
+                continue
+            if not self.matrix.enabled:
+                raise ValueError(f"alerts.notifiers[{i}]: a matrix notifier without "
+                                 "homeserver posts through podod's own account: configure "
+                                 "the matrix: section (or give this notifier homeserver, "
+                                 "user_id and access_token_file)")
+            if getattr(notifier, "room_id", None) is None and self.matrix.alert_room is None:
+                raise ValueError(f"alerts.notifiers[{i}]: room_id is required (or set "
+                                 "matrix.alert_room)")
+        # Chat plans live matrix.plan_ttl (2 minutes) unless the origin has its own entry.
+        self.commands.plan_ttl_by_origin.setdefault("matrix", self.matrix.plan_ttl)
+        if self.matrix.enabled and self.matrix.bot and not self.access.matrix_users:
+            raise ValueError("matrix.bot is on but access.matrix_users names nobody: the bot "
+                             "would answer no one (grant someone a role, or set matrix.bot: "
+                             "false)")
+        return self
 
 
 def parse_config(data: Any, *, source: str, base_dir: Path | None = None) -> Config:

@@ -31,7 +31,7 @@ USAGE = """\
 usage: podoctl [--socket PATH] [--json] [--execute-real] [--yes] COMMAND [ARGS...]
 
 Talk to the running podod daemon. Commands follow one grammar, 'noun verb positional
---options' (the grammar the coming Matrix bot will share as '!podo ...').
+--options', the same as '!podo ...' in the Matrix admin room.
 
 options:
   --socket PATH     the daemon's socket (default: $PODOD_SOCKET or /run/podod/podod.sock)

@@ -210,32 +210,37 @@ class AlertmanagerNotifierSettings(NotifierBase):
 
 
 class MatrixNotifierSettings(NotifierBase):
+    """A Matrix room. Without ``homeserver`` the notifier posts through podod's own Matrix
+    account (the ``matrix:`` section, shared with the admin bot), by default to
+    ``matrix.alert_room``; with ``homeserver``, ``user_id`` and a token it uses that account
+    on its own (as before the bot existed), unless it is the ``matrix:`` account itself."""
+
     type: Literal["matrix"]
-    homeserver: str
-    user_id: str
+    homeserver: str | None = None
+    user_id: str | None = None
     access_token: SecretStr | None = None
     access_token_file: ConfigPath | None = None
-    room_id: str
+    room_id: str | None = None  # default: matrix.alert_room
     msgtype: Literal["m.notice", "m.text"] = "m.notice"
     template: str | None = None  # Jinja2 for the plain-text body; default: a short listing
 
     @field_validator("homeserver")
     @classmethod
-    def _url(cls, value: str) -> str:
-        return _http_url(value)
+    def _url(cls, value: str | None) -> str | None:
+        return _http_url(value) if value is not None else None
 
     @field_validator("user_id")
     @classmethod
-    def _user(cls, value: str) -> str:
-        if not re.match(r"^@[^:\s]+:\S+$", value):
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^@[^:\s]+:\S+$", value):
             raise ValueError("must be a Matrix user id such as @podod:example.org")
         return value
 
     @field_validator("room_id")
     @classmethod
-    def _room(cls, value: str) -> str:
+    def _room(cls, value: str | None) -> str | None:
         # room ids of room version 12 have no server part (!hash); aliases always do
-        if not re.match(r"^(![^\s]+|#[^:\s]+:\S+)$", value):
+        if value is not None and not re.match(r"^(![^\s]+|#[^:\s]+:\S+)$", value):
             raise ValueError("must be a room id (!abc:example.org) or alias (#ops:example.org)")
         return value
 
@@ -246,9 +251,24 @@ class MatrixNotifierSettings(NotifierBase):
 
     @model_validator(mode="after")
     def _token(self) -> MatrixNotifierSettings:
+        if self.homeserver is None:
+            if self.user_id is not None or self.access_token is not None:
+                raise ValueError("homeserver is required with user_id or an access token "
+                                 "(or leave all three out to post through podod's own "
+                                 "matrix: account)")
+            return self
+        if self.user_id is None:
+            raise ValueError("user_id is required with homeserver")
         if self.access_token is None:
             raise ValueError("access_token_file (or access_token) is required")
+        if self.room_id is None:
+            raise ValueError("room_id is required with homeserver")
         return self
+
+    @property
+    def shared(self) -> bool:
+        """Posts through podod's own account (the matrix: section)."""
+        return self.homeserver is None
 
 
 class PluginNotifierSettings(NotifierBase):

@@ -135,10 +135,11 @@ def _table_text(reply: Reply) -> list[str]:
     return lines
 
 
-def render_text(reply: Reply, naming: Naming = PODOCTL) -> str:
-    """A reply as lines of plain text, every piece of data shown literally."""
+def render_text(reply: Reply, naming: Naming = PODOCTL, *, asking: bool = False) -> str:
+    """A reply as lines of plain text, every piece of data shown literally. ``asking``: as
+    for :func:`blocks` (the frontend words the confirmation itself)."""
     lines: list[str] = []
-    for block in blocks(reply, naming):
+    for block in blocks(reply, naming, asking=asking):
         if block.kind == "table":
             lines += _table_text(reply)
         else:
@@ -154,10 +155,10 @@ def _html(text: str) -> str:
     return html.escape(visible(text, newlines=True)).replace("\n", "<br/>")
 
 
-def render_html(reply: Reply, naming: Naming) -> str:
+def render_html(reply: Reply, naming: Naming, *, asking: bool = False) -> str:
     """A reply as HTML for chat (Matrix's formatted body): data escaped, never markup."""
     lines: list[str] = []
-    for block in blocks(reply, naming):
+    for block in blocks(reply, naming, asking=asking):
         if block.kind == "table":
             lines.append(_table_html(reply))
             continue

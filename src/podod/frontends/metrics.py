@@ -126,6 +126,7 @@ class SelfMetrics:
     alerts_firing: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     notifications: dict[tuple[str, str], int] = field(default_factory=dict)
     after_actions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    matrix: dict[str, float] | None = None  # the Matrix session (podod.frontends.matrix)
     now: float = 0.0
 
     def samples(self) -> Iterator[Sample]:
@@ -151,6 +152,15 @@ class SelfMetrics:
         for (action, result), n in sorted(self.after_actions.items()):
             yield Sample("after_actions_total", SELF, float(n),
                          Sample.labels_of(action=action, result=result), "counter")
+        if self.matrix is not None:
+            m = self.matrix
+            yield Sample("matrix_up", SELF, m["up"])
+            if m["sync_age"] >= 0:
+                yield Sample("matrix_sync_age_seconds", SELF, m["sync_age"])
+            yield Sample("matrix_sync_lag_seconds", SELF, m["event_lag"])
+            yield Sample("matrix_messages_sent_total", SELF, m["sent"], kind="counter")
+            yield Sample("matrix_send_failures_total", SELF, m["send_failures"],
+                         kind="counter")
 
 
 class Exposition:
@@ -381,6 +391,15 @@ class MetricsEndpoint:
                 out.notifications[(name, "sent")] = queue.sent
                 out.notifications[(name, "failed")] = queue.failed
                 out.notifications[(name, "dropped")] = queue.dropped
+        matrix = self.runtime.component("matrix")
+        if matrix is not None:
+            status = matrix.session.status()
+            out.matrix = {"up": 1.0 if status["state"] == "syncing" else 0.0,
+                          "sync_age": -1.0 if status["sync_age"] is None
+                          else float(status["sync_age"]),
+                          "event_lag": float(status["event_lag"]),
+                          "sent": float(status["sent"]),
+                          "send_failures": float(status["send_failures"])}
         out.backup_last = await self._backup_last()
         return out
 

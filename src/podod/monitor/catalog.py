@@ -125,6 +125,15 @@ _BUILTIN: list[tuple[str, SeriesKind, str, tuple[str, ...]]] = [
     ("after_actions_total", _C, "After-actions run after a committed change (auth cache "
      "flushes, quota recalculations, SOGo cache deletions, maildir moves), by kind and "
      "result (done, failed)", ("action", "result")),
+    ("matrix_up", _G, "1 while podod's Matrix account syncs, 0 while it backs off or is "
+     "stopped (a refused token)", ()),
+    ("matrix_sync_age_seconds", _G, "Seconds since the Matrix sync last returned (a long "
+     "poll returns at least every matrix.sync_timeout)", ()),
+    ("matrix_sync_lag_seconds", _G, "Seconds from the homeserver's timestamp of the last "
+     "Matrix event to podod reading it", ()),
+    ("matrix_messages_sent_total", _C, "Messages podod posted to Matrix (replies, progress, "
+     "alerts)", ()),
+    ("matrix_send_failures_total", _C, "Messages podod could not post to Matrix", ()),
 ]
 
 

@@ -1,10 +1,13 @@
-"""A Matrix room, through matrix-nio: one ``m.notice`` (plain text plus HTML) per
-notification, from an account whose access token is in ``access_token_file``.
+"""A Matrix room: one ``m.notice`` (plain text plus HTML) per notification.
 
-The account joins the room on first use (it must be invited, or the room public). Rooms
-with end-to-end encryption are not supported by this notifier: use an unencrypted
-operations room. nio's own retries on rate limits and timeouts are capped, so a failure
-comes back to podod's queue, which retries with backoff.
+Through podod's own account (the ``matrix:`` section, shared with the admin bot: one
+account, one sync loop) when the notifier names no ``homeserver``, or names the ``matrix:``
+account itself; the message then carries the ``alerts silence`` line that mutes its group,
+and the room may be encrypted. Otherwise, as before the bot existed, through an account of
+its own whose access token is in ``access_token_file``: it joins the room on first use (it
+must be invited, or the room public), and rooms with end-to-end encryption are not
+supported. nio's own retries on rate limits and timeouts are capped, so a failure comes
+back to podod's queue, which retries with backoff.
 """
 
 from __future__ import annotations
@@ -38,13 +41,35 @@ class MatrixNotifier:
 
     def __init__(self, settings: MatrixNotifierSettings, runtime: Any = None) -> None:
         self.settings = settings
+        self.runtime = runtime
         self.name = settings.label
         self.template = compile_template(settings.template) if settings.template else None
         self._client: AsyncClient | None = None
         self._room_id: str | None = None
 
+    def _shared(self) -> bool:
+        """Whether this notifier posts through podod's own account (matrix:)."""
+        s = self.settings
+        if s.shared:
+            return True
+        own = getattr(getattr(self.runtime, "config", None), "matrix", None)
+        return bool(own is not None and own.enabled and own.user_id == s.user_id
+                    and own.homeserver == (s.homeserver or "").rstrip("/"))
+
+    async def _send_shared(self, notification: Notification) -> None:
+        from podod.matrix.session import SendError
+
+        bot = self.runtime.component("matrix") if self.runtime is not None else None
+        if bot is None:
+            raise NotifyError("podod's Matrix account (the matrix: section) is not running")
+        try:
+            await bot.notify(self.settings.room_id, self.content(notification), notification)
+        except SendError as exc:
+            raise NotifyError(str(exc)) from None
+
     def _make_client(self) -> AsyncClient:
         s = self.settings
+        assert s.homeserver is not None and s.user_id is not None
         config = AsyncClientConfig(max_limit_exceeded=2, max_timeouts=2,
                                    request_timeout=s.timeout, encryption_enabled=False)
         client = AsyncClient(s.homeserver, s.user_id, config=config)
@@ -57,6 +82,7 @@ class MatrixNotifier:
         if self._room_id is not None:
             return self._room_id
         room = self.settings.room_id
+        assert room is not None  # required with homeserver
         if room.startswith("#"):
             resolved = await client.room_resolve_alias(room)
             if isinstance(resolved, RoomResolveAliasError):
@@ -80,6 +106,9 @@ class MatrixNotifier:
         return content
 
     async def send(self, notification: Notification) -> None:
+        if self._shared():
+            await self._send_shared(notification)
+            return
         if self._client is None:
             self._client = self._make_client()
         client = self._client
