@@ -42,7 +42,9 @@ TYPICAL: dict[str, tuple[str, ...]] = {
 SELF_SERIES = {"build_info", "commands_total", "backup_last_success_timestamp_seconds",
                "backup_last_success_age_seconds", "alerts_firing", "notifications_total",
                "collector_errors_total", "collector_cycle_seconds",
-               "collector_interval_seconds", "collector_cycle_jobs", "collector_cycle_runs"}
+               "collector_interval_seconds", "collector_cycle_jobs", "collector_cycle_runs",
+               "api_requests_total", "api_request_duration_seconds_total",
+               "api_request_duration_p99_seconds"}
 
 TLS_SERIES = [
     SeriesInfo("tls_cert_not_after_timestamp_seconds", "gauge", "", ("endpoint",)),

@@ -18,4 +18,5 @@ BUILTIN_MODULES: list[str] = [
     "podod.mail.commands",
     "podod.alerts.commands",
     "podod.frontends.metrics",
+    "podod.frontends.api",
 ]

@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from podod import __version__
 from podod.events import CommandCompleted, Subscription
@@ -125,6 +125,7 @@ class SelfMetrics:
     backup_last: float | None = None
     alerts_firing: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     notifications: dict[tuple[str, str], int] = field(default_factory=dict)
+    api: Any = None  # podod.frontends.api.ApiStats, when the REST API runs
     now: float = 0.0
 
     def samples(self) -> Iterator[Sample]:
@@ -147,6 +148,16 @@ class SelfMetrics:
         for (notifier, result), n in sorted(self.notifications.items()):
             yield Sample("notifications_total", SELF, float(n),
                          Sample.labels_of(notifier=notifier, result=result), "counter")
+        if self.api is not None:
+            for (route, method, status), n in sorted(self.api.requests.items()):
+                yield Sample("api_requests_total", SELF, float(n), Sample.labels_of(
+                    route=route, method=method, status=status), "counter")
+            for (route, method), seconds in sorted(self.api.seconds.items()):
+                labels = Sample.labels_of(route=route, method=method)
+                yield Sample("api_request_duration_seconds_total", SELF, seconds, labels,
+                             "counter")
+                yield Sample("api_request_duration_p99_seconds", SELF,
+                             self.api.p99((route, method)), labels)
 
 
 class Exposition:
@@ -363,6 +374,9 @@ class MetricsEndpoint:
                 out.notifications[(name, "sent")] = queue.sent
                 out.notifications[(name, "failed")] = queue.failed
                 out.notifications[(name, "dropped")] = queue.dropped
+        api = self.runtime.component("api")
+        if api is not None:
+            out.api = api.stats
         out.backup_last = await self._backup_last()
         return out
 

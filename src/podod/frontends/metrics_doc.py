@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[3]
 ABOUT_PODOD = {"build_info", "commands_total", "backup_last_success_timestamp_seconds",
                "backup_last_success_age_seconds", "notifications_total",
                "collector_cycle_seconds", "collector_interval_seconds", "collector_cycle_jobs",
-               "collector_cycle_runs"}
+               "collector_cycle_runs", "api_requests_total",
+               "api_request_duration_seconds_total", "api_request_duration_p99_seconds"}
 
 
 def all_series(plugin_dir: Path = REPO / "plugins") -> dict[str, SeriesInfo]:
