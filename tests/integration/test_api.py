@@ -8,7 +8,6 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -440,4 +439,16 @@ def test_the_listener_is_loopback_only_by_default(site: tuple[MailStack, Api]) -
             socket.create_connection((address, port), timeout=2).close()
 
 
-__all__ = ["Path"]
+
+
+
+def test_a_request_that_is_not_valid_http_gets_400_and_no_traceback_in_the_log(
+        site: tuple[MailStack, Api]) -> None:
+    stack, api = site
+    port = int(api.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"GET /api/users HTTP/1.1\r\nHost: x\r\nBad\x01Header: v\r\n\r\n")
+        answer = conn.recv(4096)
+    assert answer.split(b" ", 2)[1] == b"400"
+    assert poll(lambda: "malformed HTTP request" in stack.daemon.log(), 5, 0.05)
+    assert "Traceback" not in stack.daemon.log()

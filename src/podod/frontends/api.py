@@ -273,7 +273,9 @@ class ApiFrontend:
 
         settings = self.settings
         self._tls = self._ssl_context()
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
+                               logger=_HttpLog(logging.getLogger("podod.frontends.api.http"),
+                                               {}))
         await runner.setup()
         site = web.TCPSite(runner, settings.listen, settings.port, reuse_address=True,
                            ssl_context=self._tls)
@@ -710,6 +712,22 @@ class ApiFrontend:
         return web.Response(body=self._docs, content_type="text/html", charset="utf-8",
                             headers={"Content-Security-Policy":
                                      "default-src 'none'; style-src 'unsafe-inline'"})
+
+
+class _HttpLog(logging.LoggerAdapter):
+    """aiohttp's server log: a request that is not valid HTTP (a header that does not parse)
+    is the client's mistake, answered 400 by aiohttp, and logged in one line, never with a
+    traceback a client could fill the log with; anything else keeps its traceback."""
+
+    def exception(self, msg: object, *args: Any, exc_info: Any = True, **kw: Any) -> None:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        if isinstance(exc_info, HttpProcessingError):
+            where = args[0] if args else "?"
+            self.logger.info("api: refused a malformed HTTP request from %s: %s", where,
+                             str(exc_info.message)[:200].replace("\n", " "))
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kw)
 
 
 def secret_name(spec: CommandSpec) -> str | None:
