@@ -4,6 +4,8 @@ tokens (admin, domain-admin of DOMAIN_A, viewer), and a small client."""
 from __future__ import annotations
 
 import hashlib
+import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,3 +72,19 @@ class Api:
         assert doc["detail"] and "\n" not in doc["detail"]
         assert "Traceback" not in response.text
         return doc
+
+
+def sse(api: Api, token: str, streams: str, seen: list[dict[str, Any]],
+        ready: threading.Event, stop: threading.Event) -> None:
+    """Follow /api/events as Server-Sent Events (in a thread): each event's data into
+    ``seen``; ``ready`` once the stream is open."""
+    with requests.get(f"{api.base}/api/events", params={"events": streams}, stream=True,
+                      headers={"Authorization": f"Bearer {token}",
+                               "Accept": "text/event-stream"}, timeout=120) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            ready.set()  # the first line is a comment naming the streams
+            if stop.is_set():
+                return
+            if line.startswith(b"data: "):
+                seen.append(json.loads(line[6:]))

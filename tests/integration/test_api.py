@@ -12,7 +12,17 @@ from typing import Any
 
 import pytest
 import requests
-from apitest import ADMIN, DOMADMIN, DOMAIN_A, DOMAIN_B, REPO, VIEWER, Api, api_sections
+from apitest import (
+    ADMIN,
+    DOMADMIN,
+    DOMAIN_A,
+    DOMAIN_B,
+    REPO,
+    VIEWER,
+    Api,
+    api_sections,
+    sse,
+)
 
 from conftest import OWNER, MailStack, make_mail_config
 from testbed.daemon import DaemonProcess
@@ -360,20 +370,6 @@ def test_metrics_count_api_requests_by_route_and_status(site: tuple[MailStack, A
 
 # -- live events ------------------------------------------------------------------------------
 
-def _sse(api: Api, token: str, streams: str, seen: list[dict[str, Any]],
-         ready: threading.Event, stop: threading.Event) -> None:
-    with requests.get(f"{api.base}/api/events", params={"events": streams}, stream=True,
-                      headers={"Authorization": f"Bearer {token}",
-                               "Accept": "text/event-stream"}, timeout=30) as response:
-        assert response.status_code == 200
-        for line in response.iter_lines():
-            ready.set()  # the first line is a comment naming the streams
-            if stop.is_set():
-                return
-            if line.startswith(b"data: "):
-                seen.append(json.loads(line[6:]))
-
-
 def test_a_domain_admins_stream_never_carries_another_domains_requests(
         site: tuple[MailStack, Api]) -> None:
     _stack, api = site
@@ -381,9 +377,9 @@ def test_a_domain_admins_stream_never_carries_another_domains_requests(
     everything: list[dict[str, Any]] = []
     stop = threading.Event()
     ready = [threading.Event(), threading.Event()]
-    threads = [threading.Thread(target=_sse, args=(api, DOMADMIN, "audit", mine, ready[0],
+    threads = [threading.Thread(target=sse, args=(api, DOMADMIN, "audit", mine, ready[0],
                                                    stop), daemon=True),
-               threading.Thread(target=_sse, args=(api, ADMIN, "audit", everything, ready[1],
+               threading.Thread(target=sse, args=(api, ADMIN, "audit", everything, ready[1],
                                                    stop), daemon=True)]
     for thread in threads:
         thread.start()
