@@ -147,10 +147,13 @@ class EventHub:
                 self._close(client)
 
     def _close(self, client: Client) -> None:
+        """Stop delivering to ``client``: what it has not read is dropped, and its sender
+        ends at once at the marker (None) left in its queue."""
         self.clients.discard(client)
         client.closed.set()
-        with contextlib.suppress(asyncio.QueueFull):
-            client.queue.put_nowait(None)
+        while not client.queue.empty():
+            client.queue.get_nowait()
+        client.queue.put_nowait(None)
 
     def _reloaded(self, event: ConfigReloaded) -> None:
         self._spawn(self._recheck())
