@@ -219,7 +219,11 @@ def _show_rows(s: dict[str, Any]) -> list[list[Any]]:
 
 
 _TUNNEL_REPLY = obj({"name": STR, "local": STR, "local_port": nullable(INT), "remote": STR,
-               "open": BOOL, "error": nullable(STR)})
+               "open": BOOL, "error": nullable(STR), "stopped": BOOL}, optional=("stopped",))
+TUNNEL_STATUS_REPLY = arr(obj({"server": STR, "name": STR, "local": STR,
+                               "local_port": nullable(INT), "remote": STR, "open": BOOL,
+                               "error": nullable(STR), "stopped": BOOL}),
+                          "one object per tunnel of the server")
 SERVER_REPLY = obj({
     "name": STR, "source": STR, "local": BOOL, "state": STR, "since": NUM, "since_text": STR,
     "host": nullable(STR), "port": nullable(INT), "address": STR, "user": nullable(STR),
@@ -347,6 +351,78 @@ def setup(registry: Registry) -> None:
         if ctx.sandbox:  # the sandbox stops here
             return Reply(message=f"would remove server {name} and close its connection")
         return Reply(message=await manager.remove(name))
+
+    def _tunnels(ctx: CommandContext, server: str, tunnel: str | None) -> Any:
+        connection = manager_of(ctx).connection(server)
+        tunnels = getattr(connection, "tunnels", None)
+        if not isinstance(tunnels, dict):
+            raise NotFound(f"server {server} is local: it has no SSH tunnels")
+        if tunnel is not None and tunnel not in tunnels:
+            names = ", ".join(tunnels) or "none"
+            raise NotFound(f"server {server} has no tunnel named '{tunnel}' (its tunnels: "
+                           f"{names})")
+        return connection
+
+    def _tunnel_rows(server: str, connection: Any) -> list[dict[str, Any]]:
+        return [{"server": server, **t.describe()} for t in connection.tunnels.values()]
+
+    @registry.command(
+        "tunnel status", "Show a server's SSH tunnels: local end, far end, open or not",
+        params=[Arg("server", "the server's name", metavar="SERVER"),
+                Opt("tunnel", "only this tunnel", metavar="NAME")],
+        examples=["tunnel status db1"], reply=TUNNEL_STATUS_REPLY)
+    async def tunnel_status(ctx: CommandContext, server: str, tunnel: str | None) -> Reply:
+        connection = _tunnels(ctx, server, tunnel)
+        rows = [r for r in _tunnel_rows(server, connection)
+                if tunnel is None or r["name"] == tunnel]
+        return Reply(message=f"{len(rows)} tunnel{'s' if len(rows) != 1 else ''} of {server}",
+                     data=rows, table=Table(
+                         ["tunnel", "local", "remote", "state"],
+                         [[r["name"], r["local"], r["remote"],
+                           "stopped" if r["stopped"] else "open" if r["open"]
+                           else f"closed: {r['error'] or 'not connected'}"] for r in rows],
+                         title=f"tunnels of {server}"))
+
+    @registry.command(
+        "tunnel stop", "Close one of a server's SSH tunnels and keep it closed",
+        params=[Arg("server", "the server's name", metavar="SERVER"),
+                Arg("tunnel", "the tunnel's name", metavar="TUNNEL")],
+        permission="admin", mutating=True, reply=NULL,
+        description="It stays closed across reconnects until 'tunnel start'. The tunnel the "
+                    "mail database is reached through (mail.database.via_server/tunnel) is "
+                    "refused: podod would lose its database.",
+        examples=["tunnel stop db1 replica"])
+    async def tunnel_stop(ctx: CommandContext, server: str, tunnel: str) -> Reply:
+        connection = _tunnels(ctx, server, tunnel)
+        database = ctx.runtime.config.mail.database
+        if database.via_server == server and database.tunnel == tunnel:
+            raise Conflict(f"the mail database is reached through the tunnel {tunnel} of "
+                           f"{server} (mail.database.via_server); it stays open")
+        ctx.record("stop", "tunnel", f"{server}/{tunnel}")
+        if ctx.sandbox:
+            return Reply(message=f"would stop the tunnel {tunnel} of {server}")
+        connection.stop_tunnel(tunnel)
+        return Reply(message=f"tunnel {tunnel} of {server} stopped; 'tunnel start {server} "
+                             f"{tunnel}' opens it again")
+
+    @registry.command(
+        "tunnel start", "Open one of a server's SSH tunnels (again) now",
+        params=[Arg("server", "the server's name", metavar="SERVER"),
+                Arg("tunnel", "the tunnel's name", metavar="TUNNEL")],
+        permission="admin", mutating=True, reply=NULL,
+        description="Opens a tunnel stopped with 'tunnel stop', or one that failed to open, "
+                    "on its local port; it is opened on every later connect too.",
+        examples=["tunnel start db1 replica"])
+    async def tunnel_start(ctx: CommandContext, server: str, tunnel: str) -> Reply:
+        connection = _tunnels(ctx, server, tunnel)
+        ctx.record("start", "tunnel", f"{server}/{tunnel}")
+        if ctx.sandbox:
+            return Reply(message=f"would start the tunnel {tunnel} of {server}")
+        if await connection.start_tunnel(tunnel):
+            host, port = connection.tunnel_address(tunnel)
+            return Reply(message=f"tunnel {tunnel} of {server} open on {host}:{port}")
+        state = connection.tunnels[tunnel].error or f"server {server} is not connected"
+        return Reply(message=f"tunnel {tunnel} of {server} will open when it can: {state}")
 
     @registry.command(
         "server reconnect", "Try to connect to a disconnected server now, without waiting",

@@ -64,6 +64,7 @@ class Tunnel:
     listener: asyncssh.SSHListener | None = None
     error: str | None = None
     opened_at: float | None = None
+    stopped: bool = False  # held closed by 'tunnel stop' until 'tunnel start'
 
     @property
     def is_open(self) -> bool:
@@ -80,7 +81,7 @@ class Tunnel:
                 "local": f"127.0.0.1:{self.local_port}" if self.local_port else "(not open yet)",
                 "local_port": self.local_port or None,
                 "remote": f"{c.remote_host}:{c.remote_port}", "open": self.is_open,
-                "error": self.error}
+                "error": self.error, "stopped": self.stopped}
 
 
 class _Client(asyncssh.SSHClient):
@@ -316,31 +317,55 @@ class ServerConnection:
 
     async def _open_tunnels(self, conn: asyncssh.SSHClientConnection) -> None:
         for tunnel in self.tunnels.values():
-            c = tunnel.config
-            for attempt in range(10):
-                try:
-                    tunnel.listener = await conn.forward_local_port(
-                        "127.0.0.1", tunnel.local_port, c.remote_host, c.remote_port)
-                except OSError as exc:
-                    # The old listener's port may take a moment to be released.
-                    if exc.errno == errno.EADDRINUSE and attempt < 9:
-                        await asyncio.sleep(0.2)
-                        continue
-                    tunnel.error = (f"cannot listen on 127.0.0.1:{tunnel.local_port} "
-                                    f"({exc.strerror or exc})")
-                    log.error("server %s: tunnel %s: %s", self.name, c.name, tunnel.error)
-                    break
-                tunnel.local_port = tunnel.listener.get_port()
-                tunnel.error = None
-                tunnel.opened_at = time.time()
-                log.info("server %s: tunnel %s open: 127.0.0.1:%d -> %s:%d", self.name,
-                         c.name, tunnel.local_port, c.remote_host, c.remote_port)
+            if not tunnel.stopped:
+                await self._open_tunnel(conn, tunnel)
+
+    async def start_tunnel(self, name: str) -> bool:
+        """Open a stopped (or failed) tunnel again now, if the connection is up; it is
+        opened on every later connect too. True if it is open."""
+        tunnel = self.tunnels[name]
+        tunnel.stopped = False
+        if self.conn is not None and self.state == CONNECTED and not tunnel.is_open:
+            await self._open_tunnel(self.conn, tunnel)
+        return tunnel.is_open
+
+    def stop_tunnel(self, name: str) -> None:
+        """Close a tunnel and keep it closed (reconnects included) until started again."""
+        tunnel = self.tunnels[name]
+        tunnel.stopped = True
+        tunnel.close()
+        tunnel.error = None
+        log.info("server %s: tunnel %s stopped", self.name, name)
+
+    async def _open_tunnel(self, conn: asyncssh.SSHClientConnection, tunnel: Tunnel) -> None:
+        c = tunnel.config
+        for attempt in range(10):
+            try:
+                tunnel.listener = await conn.forward_local_port(
+                    "127.0.0.1", tunnel.local_port, c.remote_host, c.remote_port)
+            except OSError as exc:
+                # The old listener's port may take a moment to be released.
+                if exc.errno == errno.EADDRINUSE and attempt < 9:
+                    await asyncio.sleep(0.2)
+                    continue
+                tunnel.error = (f"cannot listen on 127.0.0.1:{tunnel.local_port} "
+                                f"({exc.strerror or exc})")
+                log.error("server %s: tunnel %s: %s", self.name, c.name, tunnel.error)
                 break
+            tunnel.local_port = tunnel.listener.get_port()
+            tunnel.error = None
+            tunnel.opened_at = time.time()
+            log.info("server %s: tunnel %s open: 127.0.0.1:%d -> %s:%d", self.name,
+                     c.name, tunnel.local_port, c.remote_host, c.remote_port)
+            break
 
     def tunnel_address(self, name: str) -> tuple[str, int]:
         tunnel = self.tunnels[name]
         if tunnel.is_open:
             return "127.0.0.1", tunnel.local_port
+        if tunnel.stopped:
+            raise ServerUnreachable(f"the tunnel {name} of server {self.name} is stopped "
+                                    f"('tunnel start {self.name} {name}' opens it)")
         if self.state != CONNECTED:
             raise ServerUnreachable(f"the tunnel {name} of {self.not_connected_sentence()}")
         raise ServerUnreachable(f"the tunnel {name} of server {self.name} is not open: "
