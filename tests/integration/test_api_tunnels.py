@@ -56,3 +56,38 @@ def test_a_tunnel_is_shown_stopped_and_started_through_the_api(sshd: Sshd,
         assert tunnel()["open"] is True and _reachable(port)
     finally:
         daemon.stop()
+
+
+def test_a_server_added_through_the_api_is_updated_and_reconnected(sshd: Sshd,
+                                                                  tmp_path: Path) -> None:
+    sections = api_sections()
+    entry = sshd.server_entry("cfg")
+    config = base_config(tmp_path, servers=[entry], **sections)
+    daemon = DaemonProcess(write_config(tmp_path / "podod.yaml", config)).start()
+    api = Api(f"http://127.0.0.1:{sections['api']['port']}")
+    try:
+        body = {k: entry[k] for k in ("host", "port", "user", "key_file", "known_hosts")}
+        api.ok("POST", "/api/servers", {"name": "mx2", **body, "execute_real": True})
+        assert poll(lambda: api.ok("GET", "/api/servers/mx2")["data"]["state"] ==
+                    "connected", 30, 0.2)
+        planned = api.ok("PUT", "/api/servers/mx2", {"services": ["postfix", "dovecot"],
+                                                     "tunnel": [f"ssh:127.0.0.1:{sshd.port}"]})
+        assert planned["sandbox"] and api.ok("GET", "/api/servers/mx2")["data"]["services"] \
+            == []
+        api.ok("POST", f"/api/plans/{planned['plan_id']}")
+        shown = api.ok("GET", "/api/servers/mx2")["data"]
+        assert shown["services"] == ["postfix", "dovecot"]
+        assert [t["name"] for t in shown["tunnels"]] == ["ssh"]
+        assert poll(lambda: api.ok("GET", "/api/servers/mx2")["data"]["state"] ==
+                    "connected", 30, 0.2)
+        # stored: a restart keeps the new settings
+        assert "dovecot" in daemon.request(["server", "show", "mx2"])["data"]["services"]
+        assert "nothing to change" in api.problem("PUT", "/api/servers/mx2", {},
+                                                  status=400)["detail"]
+        assert "podod.yaml" in api.problem("PUT", "/api/servers/cfg", {"port": 2222},
+                                           status=409)["detail"]
+        api.problem("PUT", "/api/servers/nope", {"port": 2222}, status=404)
+        assert "absolute path" in api.problem("PUT", "/api/servers/mx2",
+                                              {"key_file": "id_rsa"}, status=400)["detail"]
+    finally:
+        daemon.stop()
