@@ -21,4 +21,5 @@ BUILTIN_MODULES: list[str] = [
     "podod.api.commands",
     "podod.frontends.metrics",
     "podod.frontends.matrix",
+    "podod.frontends.api",
 ]

@@ -22,7 +22,13 @@ from podod.matrix.settings import MatrixSettings, check_user_id
 from podod.monitor.settings import MonitorSettings
 from podod.monitor.traffic.settings import TrafficSettings
 from podod.servers.settings import ServerConfig
-from podod.settings_base import ConfigPath, Duration, Section, format_validation_error
+from podod.settings_base import (
+    ConfigPath,
+    Duration,
+    Section,
+    format_validation_error,
+    listen_address,
+)
 from podod.yamlfile import read_yaml
 
 Role = Literal["admin", "domain-admin", "viewer"]
@@ -166,23 +172,7 @@ class MetricsSettings(Section):
     @field_validator("listen")
     @classmethod
     def _address(cls, value: str) -> str:
-        """An IP address or a host name; '' would listen on every address (aiohttp's
-        default), which podod never does unless told so in plain words (0.0.0.0, ::)."""
-        import ipaddress
-        import re
-
-        text = value.strip().removeprefix("[").removesuffix("]")
-        try:
-            ipaddress.ip_address(text)
-            return text
-        except ValueError:
-            pass
-        if re.fullmatch(r"[\d.]+", text) or not re.fullmatch(
-                r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?", text):
-            raise ValueError(f"'{value}' is not an IP address or host name (127.0.0.1 keeps "
-                             "/metrics on this machine; 0.0.0.0 or :: listens everywhere)")
-        return text
+        return listen_address(value, "/metrics")
 
 
 class Config(Section):

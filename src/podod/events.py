@@ -78,6 +78,21 @@ class AfterActionDone(Event):
     kind: str = "other"
 
 
+@dataclass(frozen=True, kw_only=True)
+class AlertChanged(Event):
+    """An alert fired or resolved (published by the alerts component; the REST API's live
+    events carry it)."""
+
+    state: str  # firing | resolved
+    rule: str
+    server: str
+    severity: str
+    fingerprint: str
+    value: float
+    labels: dict[str, str]
+    summary: str = ""
+
+
 E = TypeVar("E", bound=Event)
 Handler = Callable[[Any], Awaitable[None] | None]
 

@@ -42,6 +42,27 @@ def _duration(value: Any) -> float:
         raise PydanticCustomError("duration", str(exc)) from None
 
 
+def listen_address(value: str, what: str = "/metrics") -> str:
+    """An IP address or a host name to listen on; '' would listen on every address
+    (aiohttp's default), which podod never does unless told so in plain words (0.0.0.0, ::).
+    Raises ValueError with the sentence for a listener's ``listen`` key."""
+    import ipaddress
+    import re
+
+    text = value.strip().removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    if re.fullmatch(r"[\d.]+", text) or not re.fullmatch(
+            r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+            r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?", text):
+        raise ValueError(f"'{value}' is not an IP address or host name (127.0.0.1 keeps "
+                         f"{what} on this machine; 0.0.0.0 or :: listens everywhere)")
+    return text
+
+
 ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 Duration = Annotated[float, BeforeValidator(_duration)]
 

@@ -53,6 +53,31 @@ async def test_intact_chain(tmp_path: Path) -> None:
     await state.close()
 
 
+async def test_records_that_arrive_together_share_one_commit_and_stay_in_order(
+        tmp_path: Path) -> None:
+    """Group commit: 60 requests audited at once cost a few transactions, not 60; each
+    caller gets its own record's id, in order, and the chain verifies."""
+    import asyncio
+
+    state, audit = await make(tmp_path, 1)
+    transactions = 0
+    real_append = audit.chain.append
+
+    def counting(conn: sqlite3.Connection, entries: list[AuditEntry]) -> int:
+        nonlocal transactions
+        transactions += 1
+        return real_append(conn, entries)
+
+    audit.chain.append = counting  # type: ignore[method-assign]
+    ids = await asyncio.gather(*(audit.append(entry(n)) for n in range(1, 61)))
+    assert ids == list(range(2, 62))
+    assert transactions <= 3
+    records = await audit.list(limit=100)
+    assert [r["request_id"] for r in reversed(records)] == [f"r{n}" for n in range(61)]
+    assert await verify(audit) == (True, 61, "all 61 audit records are intact")
+    await state.close()
+
+
 async def test_edit_and_delete_are_detected(tmp_path: Path) -> None:
     state, audit = await make(tmp_path, 5)
     await state.close()

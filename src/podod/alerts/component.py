@@ -22,7 +22,7 @@ from podod.alerts.notify import NotifierQueue
 from podod.alerts.rules import Rule, RuleSet, combine, read_rule_file
 from podod.alerts.settings import AlertSettings, NotifierBase, PluginNotifierSettings
 from podod.errors import ConfigError
-from podod.events import Subscription
+from podod.events import AlertChanged, Subscription
 from podod.monitor.model import Sample, SamplesCollected
 from podod.servers.events import ServerConnected, ServerDisconnected, ServerRemoved
 from podod.settings_base import format_validation_error
@@ -92,6 +92,7 @@ class AlertsComponent:
             log.info("restored %d pending or firing alerts", restored)
         self._warn_unknown_series()
         events = self.runtime.events
+        self.engine.on_change = self._changed
         self._subs = [
             events.subscribe(SamplesCollected, self._on_samples, name="alerts-samples"),
             events.subscribe((ServerConnected, ServerDisconnected), self._on_connection,
@@ -100,6 +101,12 @@ class AlertsComponent:
         ]
         if self.run_loop:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="alerts")
+
+    def _changed(self, state: str, alert: Any) -> None:
+        self.runtime.events.publish(AlertChanged(
+            state=state, rule=alert.rule, server=alert.server, severity=alert.severity,
+            fingerprint=alert.fingerprint, value=alert.value, labels=dict(alert.labels),
+            summary=alert.annotations.get("summary", "")))
 
     async def stop(self) -> None:
         for sub in self._subs:

@@ -230,6 +230,8 @@ class AlertEngine:
         self._history: list[HistoryRow] = []
         self._reminded: list[str] = []
         self.on_wakeup: Callable[[], None] | None = None
+        # Told of every alert that fires or resolves (the component publishes AlertChanged).
+        self.on_change: Callable[[str, Alert], None] | None = None
         self.evaluations = 0
         self._undecided = False
         self.configure(settings, settings.ruleset)
@@ -826,6 +828,8 @@ class AlertEngine:
         self._history.append(HistoryRow(self.clock.now(), event, alert.rule, alert.server,
                                         alert.fingerprint, alert.severity, alert.value,
                                         detail))
+        if self.on_change is not None and event in ("firing", "resolved"):
+            self.on_change(event, alert)
 
     def _record_silence(self, event: str, silence: Silence, detail: str) -> None:
         server = next((m.value for m in silence.matchers

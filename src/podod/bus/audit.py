@@ -19,6 +19,7 @@ Secrets never reach the log: the bus redacts secret parameters and never passes 
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import hashlib
 import hmac
@@ -210,23 +211,35 @@ class _Chain:
 
     def insert(self, conn: sqlite3.Connection, entry: AuditEntry) -> Head:
         """One signed record, inside the caller's transaction."""
+        return self.insert_many(conn, [entry])
+
+    def insert_many(self, conn: sqlite3.Connection, entries: list[AuditEntry]) -> Head:
+        """Signed records in order, inside the caller's transaction: one read of the log's
+        end and one statement for all (each call into SQLite hands the GIL back and forth
+        with the event loop, so a group commit must not make one per record)."""
         last = conn.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
         prev = last[1] if last else GENESIS
-        row: dict[str, Any] = {
-            "id": (last[0] if last else 0) + 1,
-            "ts": round(entry.ts or time.time(), 6), "request_id": entry.request_id,
-            "actor": entry.actor, "origin": entry.origin, "command": entry.command,
-            "args": json.dumps(entry.args, sort_keys=True, default=str),
-            "execute_real": int(entry.execute_real), "outcome": entry.outcome,
-            "message": entry.message[:MAX_MESSAGE], "duration_ms": round(entry.duration_ms, 3),
-            "backup_id": entry.backup_id,
-        }
-        digest = _hmac(self.key, prev, row)
-        conn.execute(
+        next_id = (last[0] if last else 0) + 1
+        values: list[list[Any]] = []
+        for entry in entries:
+            row: dict[str, Any] = {
+                "id": next_id,
+                "ts": round(entry.ts or time.time(), 6), "request_id": entry.request_id,
+                "actor": entry.actor, "origin": entry.origin, "command": entry.command,
+                "args": json.dumps(entry.args, sort_keys=True, default=str),
+                "execute_real": int(entry.execute_real), "outcome": entry.outcome,
+                "message": entry.message[:MAX_MESSAGE],
+                "duration_ms": round(entry.duration_ms, 3), "backup_id": entry.backup_id,
+            }
+            digest = _hmac(self.key, prev, row)
+            values.append([row["id"]] + [row[k] for k in FIELDS] +
+                          [prev, digest, HMAC, self.key_id])
+            prev = digest
+            next_id += 1
+        conn.executemany(
             f"INSERT INTO audit (id, {', '.join(FIELDS)}, prev_hash, hash, scheme, key_id) "
-            f"VALUES (?, {', '.join('?' * len(FIELDS))}, ?, ?, ?, ?)",
-            [row["id"]] + [row[k] for k in FIELDS] + [prev, digest, HMAC, self.key_id])
-        return Head(row["id"], digest)
+            f"VALUES (?, {', '.join('?' * len(FIELDS))}, ?, ?, ?, ?)", values)
+        return Head(next_id - 1, prev)
 
     def gap(self, conn: sqlite3.Connection) -> str | None:
         """What is wrong with the log's end compared with the head, if anything."""
@@ -255,8 +268,7 @@ class _Chain:
                 if not todo:
                     conn.execute("ROLLBACK")
                     return self.head.id if self.head else 0
-                for entry in todo:
-                    head = self.insert(conn, entry)
+                head = self.insert_many(conn, todo)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -434,6 +446,9 @@ def _list(conn: sqlite3.Connection, limit: int | None, actor: str | None,
     return records, int(more)
 
 
+_BATCH = 500  # records at most in one group commit
+
+
 class AuditLog:
     def __init__(self, state: StateDB, key_file: Path | None = None,
                  head_file: Path | None = None) -> None:
@@ -441,6 +456,10 @@ class AuditLog:
         self.key_file = key_file or state.path.parent / "audit.key"
         self.head_file = head_file or state.path.parent / "audit.head"
         self._chain: _Chain | None = None
+        # Group commit: records that arrive while a write is under way wait together for
+        # the next one (one transaction, one head-file write for all of them).
+        self._pending: list[tuple[AuditEntry, asyncio.Future[int]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     @property
     def chain(self) -> _Chain:
@@ -458,7 +477,38 @@ class AuditLog:
         await self.state.run(_setup, self._chain, created)
 
     async def append(self, entry: AuditEntry) -> int:
-        return await self.state.run(self.chain.append, [entry])
+        """Write ``entry`` and return its id once it is on disk (and the head file names it,
+        or a newer record). Records that arrive while a write is under way are written
+        together in the next transaction (group commit: under load, one commit and one
+        head-file write serve many requests); each caller still waits for its own record,
+        and a failed write fails every record of it. Like ``state.run``, a record whose
+        caller is cancelled is still written."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._pending.append((entry, future))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write_pending(), name="audit-writer")
+        return await asyncio.shield(future)
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+            try:
+                last = await self.state.run(self.chain.append, [e for e, _f in batch])
+            except asyncio.CancelledError:
+                for _entry, future in batch + self._pending:
+                    future.cancel()
+                self._pending = []
+                raise
+            except Exception as exc:
+                for _entry, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            first = last - len(batch) + 1
+            for offset, (_entry, future) in enumerate(batch):
+                if not future.done():
+                    future.set_result(first + offset)
 
     async def verify(self) -> Verdict:
         return await self.state.run(_verify, self.chain)

@@ -265,6 +265,42 @@ def bind_json(spec: CommandSpec, body: Any) -> dict[str, Any]:
     return out
 
 
+def argv_for(spec: CommandSpec, body: Mapping[str, Any]) -> list[str]:
+    """The argv that :func:`podod.bus.grammar.parse` binds to exactly what :func:`bind_json`
+    binds ``body`` to (call that first: it names what is wrong). A JSON frontend sends this
+    argv through the bus, so audit, plans, confirmations and "next page" commands are the
+    same as podoctl's. Options are spelled ``--name=value`` (a value may start with a dash),
+    positionals follow ``--``, a list option is repeated once per item."""
+    params = {json_key(p): p for p in spec.params}
+    words = list(spec.words)
+    for key, value in body.items():
+        param = params.get(key)
+        if value is None or param is None or param.positional:
+            continue
+        if param.kind == "list":
+            items = value if isinstance(value, list) else [value]
+            words.extend(f"{param.flag}={_as_text(item)}" for item in items)
+        else:
+            words.append(f"{param.flag}={_as_text(value)}")
+    positionals: list[str] = []
+    missing: Param | None = None
+    for param in spec.params:
+        if not param.positional:
+            continue
+        value = body.get(json_key(param))
+        if value is None:
+            missing = missing or param
+            continue
+        if missing is not None:
+            raise ParseError(f"{spec.name}: {param.display} needs {missing.display} too "
+                             f"(usage: {spec.usage})")
+        if param.kind == "list" and isinstance(value, list):
+            positionals.extend(_as_text(v) for v in value if v != "")
+        else:
+            positionals.append(_as_text(value))
+    return words + (["--", *positionals] if positionals else [])
+
+
 def fill_missing(spec: CommandSpec, params: dict[str, Any]) -> None:
     """The parameters not given: a required one is refused (the same sentence from argv and
     from JSON), the others take their defaults."""

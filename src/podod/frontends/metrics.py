@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from podod import __version__
 from podod.events import AfterActionDone, AfterActionFailed, CommandCompleted, Subscription
@@ -127,6 +127,7 @@ class SelfMetrics:
     notifications: dict[tuple[str, str], int] = field(default_factory=dict)
     after_actions: Counter[tuple[str, str]] = field(default_factory=Counter)
     matrix: dict[str, float] | None = None  # the Matrix session (podod.frontends.matrix)
+    api: Any = None  # podod.frontends.api.ApiStats, when the REST API runs
     now: float = 0.0
 
     def samples(self) -> Iterator[Sample]:
@@ -161,6 +162,16 @@ class SelfMetrics:
             yield Sample("matrix_messages_sent_total", SELF, m["sent"], kind="counter")
             yield Sample("matrix_send_failures_total", SELF, m["send_failures"],
                          kind="counter")
+        if self.api is not None:
+            for (route, method, status), n in sorted(self.api.requests.items()):
+                yield Sample("api_requests_total", SELF, float(n), Sample.labels_of(
+                    route=route, method=method, status=status), "counter")
+            for (route, method), seconds in sorted(self.api.seconds.items()):
+                labels = Sample.labels_of(route=route, method=method)
+                yield Sample("api_request_duration_seconds_total", SELF, seconds, labels,
+                             "counter")
+                yield Sample("api_request_duration_p99_seconds", SELF,
+                             self.api.p99((route, method)), labels)
 
 
 class Exposition:
@@ -400,6 +411,9 @@ class MetricsEndpoint:
                           "event_lag": float(status["event_lag"]),
                           "sent": float(status["sent"]),
                           "send_failures": float(status["send_failures"])}
+        api = self.runtime.component("api")
+        if api is not None:
+            out.api = api.stats
         out.backup_last = await self._backup_last()
         return out
 

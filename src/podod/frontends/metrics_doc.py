@@ -28,7 +28,8 @@ ABOUT_PODOD = {"build_info", "commands_total", "backup_last_success_timestamp_se
                "collector_cycle_seconds", "collector_interval_seconds", "collector_cycle_jobs",
                "collector_cycle_runs", "matrix_up", "matrix_sync_age_seconds",
                "matrix_sync_lag_seconds", "matrix_messages_sent_total",
-               "matrix_send_failures_total"}
+               "matrix_send_failures_total", "api_requests_total",
+               "api_request_duration_seconds_total", "api_request_duration_p99_seconds"}
 
 
 def all_series(plugin_dir: Path = REPO / "plugins") -> dict[str, SeriesInfo]:

@@ -134,6 +134,12 @@ _BUILTIN: list[tuple[str, SeriesKind, str, tuple[str, ...]]] = [
     ("matrix_messages_sent_total", _C, "Messages podod posted to Matrix (replies, progress, "
      "alerts)", ()),
     ("matrix_send_failures_total", _C, "Messages podod could not post to Matrix", ()),
+    ("api_requests_total", _C, "REST API requests by route (its template, e.g. "
+     "/api/users/{email}), method and HTTP status", ("route", "method", "status")),
+    ("api_request_duration_seconds_total", _C, "Time spent answering REST API requests, "
+     "by route and method (divide by the requests for the mean)", ("route", "method")),
+    ("api_request_duration_p99_seconds", _G, "The 99th percentile of the last 1024 REST "
+     "API requests' durations, by route and method", ("route", "method")),
 ]
 
 

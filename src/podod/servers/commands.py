@@ -142,34 +142,38 @@ async def _resolve(host: str, port: int) -> None:
                               f"({reason})") from None
 
 
-async def validate_new_server(manager: ServerManager, name: str, values: dict[str, Any]
+async def validate_new_server(manager: ServerManager, name: str, values: dict[str, Any],
+                              *, command: str = "server add"
                               ) -> tuple[ServerConfig, list[str]]:
-    """Everything ``server add`` checks, sandbox or real; returns the config and notes."""
-    if manager.source_of(name) is not None:
-        raise Conflict(f"server add: a server named {name} exists already")
+    """Everything ``server add`` checks, sandbox or real; returns the config and notes.
+    ``server update`` checks its new settings the same way (the name is its own)."""
+    replacing = command != "server add"
+    if not replacing and manager.source_of(name) is not None:
+        raise Conflict(f"{command}: a server named {name} exists already")
     tunnels = [parse_tunnel(t) for t in values.pop("tunnels", [])]
     for key in ("key_file", "known_hosts"):
         value = values.get(key)
         if value is not None and not os.path.isabs(value):
-            raise ValidationError(f"server add: {_FLAGS[key]} must be an absolute path, "
+            raise ValidationError(f"{command}: {_FLAGS[key]} must be an absolute path, "
                                   f"not '{value}'")
     data = {"name": name, **{k: v for k, v in values.items() if v is not None},
             "tunnels": tunnels}
     try:
         config = ServerConfig.model_validate(data)
     except pydantic.ValidationError as exc:
-        raise ValidationError(_validation_sentence(exc, tunnels)) from None
+        raise ValidationError(_validation_sentence(exc, tunnels).replace(
+            "server add:", f"{command}:", 1)) from None
     notes = []
     key = _check_key(Path(config.key_file) if config.key_file else None)
     if config.key_file is None:
         notes.append(f"no --key-file: podod will log in with {key}")
     hosts = known_hosts_path(config)
     if config.known_hosts is not None and not hosts.is_file():
-        raise ValidationError(f"server add: the known_hosts file {hosts} does not exist")
+        raise ValidationError(f"{command}: the known_hosts file {hosts} does not exist")
     await _resolve(config.host or "", config.port)
     status = key_status(config)
     if status == "unreadable":
-        raise ValidationError(f"server add: the known_hosts file {hosts} cannot be read by "
+        raise ValidationError(f"{command}: the known_hosts file {hosts} cannot be read by "
                               "podod")
     if status in ("unknown", "no-file"):
         notes.append(f"{hosts} has no host key for {config.address} yet: podod will refuse "
@@ -177,15 +181,16 @@ async def validate_new_server(manager: ServerManager, name: str, values: dict[st
                      f"({keyscan_hint(config)})")
     taken = {port: f"{s['name']}'s tunnel {t['name']}"
              for s in manager.statuses() for t in s["tunnels"]
-             if (port := t.get("local_port")) and not s["local"]}
+             if (port := t.get("local_port")) and not s["local"]
+             and not (replacing and s["name"] == name)}
     for tunnel in config.tunnels:
         if not tunnel.local_port:
             continue
         if tunnel.local_port in taken:
-            raise Conflict(f"server add: local port {tunnel.local_port} of tunnel "
+            raise Conflict(f"{command}: local port {tunnel.local_port} of tunnel "
                            f"{tunnel.name} is used by {taken[tunnel.local_port]}")
-        if _port_in_use(tunnel.local_port):
-            raise Conflict(f"server add: local port {tunnel.local_port} of tunnel "
+        if _port_in_use(tunnel.local_port) and not replacing:
+            raise Conflict(f"{command}: local port {tunnel.local_port} of tunnel "
                            f"{tunnel.name} is already in use on this machine")
     return config, notes
 
@@ -219,7 +224,11 @@ def _show_rows(s: dict[str, Any]) -> list[list[Any]]:
 
 
 _TUNNEL_REPLY = obj({"name": STR, "local": STR, "local_port": nullable(INT), "remote": STR,
-               "open": BOOL, "error": nullable(STR)})
+               "open": BOOL, "error": nullable(STR), "stopped": BOOL}, optional=("stopped",))
+TUNNEL_STATUS_REPLY = arr(obj({"server": STR, "name": STR, "local": STR,
+                               "local_port": nullable(INT), "remote": STR, "open": BOOL,
+                               "error": nullable(STR), "stopped": BOOL}),
+                          "one object per tunnel of the server")
 SERVER_REPLY = obj({
     "name": STR, "source": STR, "local": BOOL, "state": STR, "since": NUM, "since_text": STR,
     "host": nullable(STR), "port": nullable(INT), "address": STR, "user": nullable(STR),
@@ -325,6 +334,71 @@ def setup(registry: Registry) -> None:
         return Reply(message=f"added server {name}; {outcome}", data=status, notes=notes)
 
     @registry.command(
+        "server update", "Change a server added with 'server add' and reconnect it",
+        params=[
+            Arg("name", "the server's name", metavar="NAME"),
+            Opt("host", "host name or address of its SSH server", metavar="HOST"),
+            Opt("port", "SSH port", kind="int"),
+            Opt("user", "the SSH user podod logs in as", metavar="USER"),
+            Opt("key_file", "absolute path of the private key podod logs in with",
+                metavar="PATH"),
+            Opt("known_hosts", "absolute path of the known_hosts file holding its host key",
+                metavar="PATH"),
+            Opt("services", "systemd units to watch (replaces the list)", kind="list"),
+            Opt("mail_log", "the mail log to follow: a file path, or 'journal'",
+                metavar="PATH|journal"),
+            Opt("tunnel", "the local port forwards NAME:REMOTE_HOST:REMOTE_PORT[:LOCAL_PORT] "
+                          "(replaces them all; repeat the option for more)", kind="list",
+                metavar="SPEC"),
+        ],
+        permission="admin", mutating=True, reply=one_of(SERVER_REPLY, SERVER_CONFIG),
+        description="Only the options given change. The new settings are checked as "
+                    "'server add' checks them; for real, the server is stored with them and "
+                    "its connection is closed and opened again. Servers listed in podod.yaml "
+                    "are changed there (and podod reloaded).",
+        examples=["server update mx2 --host 192.0.2.25",
+                  "server update mx2 --services postfix,dovecot,rspamd"])
+    async def server_update(ctx: CommandContext, name: str, host: str | None,
+                            port: int | None, user: str | None, key_file: str | None,
+                            known_hosts: str | None, services: list[str] | None,
+                            mail_log: str | None, tunnel: list[str] | None) -> Reply:
+        manager = manager_of(ctx)
+        source = manager.source_of(name)
+        if source is None:
+            manager.connection(name)  # raises NotFound with the list of servers
+        if name not in manager.added:
+            raise Conflict(f"server {name} is configured in podod.yaml; change it there and "
+                           "reload podod (systemctl reload podod)")
+        old = manager.added[name].config
+        given = {"host": host, "port": port, "user": user, "key_file": key_file,
+                 "known_hosts": known_hosts, "services": services, "mail_log": mail_log}
+        if all(v is None for v in given.values()) and tunnel is None:
+            raise ValidationError("server update: nothing to change (give --host, --port, "
+                                  "--user, --key-file, --known-hosts, --services, --mail-log "
+                                  "or --tunnel)")
+        current = old.model_dump(mode="json", exclude={"key_passphrase", "name", "tunnels"})
+        values = {**current, **{k: v for k, v in given.items() if v is not None}}
+        specs = tunnel if tunnel is not None else [
+            f"{t.name}:{t.remote_host}:{t.remote_port}" + (f":{t.local_port}"
+                                                            if t.local_port else "")
+            for t in old.tunnels]
+        config, notes = await validate_new_server(manager, name, {**values, "tunnels": specs},
+                                                  command="server update")
+        before = old.model_dump(mode="json", exclude={"key_passphrase"})
+        after = config.model_dump(mode="json", exclude={"key_passphrase"})
+        changed = {k: after[k] for k in after if after[k] != before.get(k)}
+        if not changed:
+            return Reply(message=f"server {name} has these settings already; nothing to do",
+                         data=after)
+        ctx.record("update", "server", name, **{k: str(v) for k, v in changed.items()})
+        if ctx.sandbox:
+            return Reply(message=f"would change server {name} ({', '.join(changed)}) and "
+                                 "reconnect it", data=after, notes=notes)
+        await manager.replace(config, ctx.actor.name)
+        return Reply(message=f"changed server {name} ({', '.join(changed)}); reconnecting",
+                     data=manager.status(name), notes=notes)
+
+    @registry.command(
         "server remove", "Forget a server added with 'server add' and close its connection",
         params=[Arg("name", "the server's name", metavar="NAME")],
         permission="admin", mutating=True, reply=NULL,
@@ -347,6 +421,78 @@ def setup(registry: Registry) -> None:
         if ctx.sandbox:  # the sandbox stops here
             return Reply(message=f"would remove server {name} and close its connection")
         return Reply(message=await manager.remove(name))
+
+    def _tunnels(ctx: CommandContext, server: str, tunnel: str | None) -> Any:
+        connection = manager_of(ctx).connection(server)
+        tunnels = getattr(connection, "tunnels", None)
+        if not isinstance(tunnels, dict):
+            raise NotFound(f"server {server} is local: it has no SSH tunnels")
+        if tunnel is not None and tunnel not in tunnels:
+            names = ", ".join(tunnels) or "none"
+            raise NotFound(f"server {server} has no tunnel named '{tunnel}' (its tunnels: "
+                           f"{names})")
+        return connection
+
+    def _tunnel_rows(server: str, connection: Any) -> list[dict[str, Any]]:
+        return [{"server": server, **t.describe()} for t in connection.tunnels.values()]
+
+    @registry.command(
+        "tunnel status", "Show a server's SSH tunnels: local end, far end, open or not",
+        params=[Arg("server", "the server's name", metavar="SERVER"),
+                Opt("tunnel", "only this tunnel", metavar="NAME")],
+        examples=["tunnel status db1"], reply=TUNNEL_STATUS_REPLY)
+    async def tunnel_status(ctx: CommandContext, server: str, tunnel: str | None) -> Reply:
+        connection = _tunnels(ctx, server, tunnel)
+        rows = [r for r in _tunnel_rows(server, connection)
+                if tunnel is None or r["name"] == tunnel]
+        return Reply(message=f"{len(rows)} tunnel{'s' if len(rows) != 1 else ''} of {server}",
+                     data=rows, table=Table(
+                         ["tunnel", "local", "remote", "state"],
+                         [[r["name"], r["local"], r["remote"],
+                           "stopped" if r["stopped"] else "open" if r["open"]
+                           else f"closed: {r['error'] or 'not connected'}"] for r in rows],
+                         title=f"tunnels of {server}"))
+
+    @registry.command(
+        "tunnel stop", "Close one of a server's SSH tunnels and keep it closed",
+        params=[Arg("server", "the server's name", metavar="SERVER"),
+                Arg("tunnel", "the tunnel's name", metavar="TUNNEL")],
+        permission="admin", mutating=True, reply=NULL,
+        description="It stays closed across reconnects until 'tunnel start'. The tunnel the "
+                    "mail database is reached through (mail.database.via_server/tunnel) is "
+                    "refused: podod would lose its database.",
+        examples=["tunnel stop db1 replica"])
+    async def tunnel_stop(ctx: CommandContext, server: str, tunnel: str) -> Reply:
+        connection = _tunnels(ctx, server, tunnel)
+        database = ctx.runtime.config.mail.database
+        if database.via_server == server and database.tunnel == tunnel:
+            raise Conflict(f"the mail database is reached through the tunnel {tunnel} of "
+                           f"{server} (mail.database.via_server); it stays open")
+        ctx.record("stop", "tunnel", f"{server}/{tunnel}")
+        if ctx.sandbox:
+            return Reply(message=f"would stop the tunnel {tunnel} of {server}")
+        connection.stop_tunnel(tunnel)
+        return Reply(message=f"tunnel {tunnel} of {server} stopped; 'tunnel start {server} "
+                             f"{tunnel}' opens it again")
+
+    @registry.command(
+        "tunnel start", "Open one of a server's SSH tunnels (again) now",
+        params=[Arg("server", "the server's name", metavar="SERVER"),
+                Arg("tunnel", "the tunnel's name", metavar="TUNNEL")],
+        permission="admin", mutating=True, reply=NULL,
+        description="Opens a tunnel stopped with 'tunnel stop', or one that failed to open, "
+                    "on its local port; it is opened on every later connect too.",
+        examples=["tunnel start db1 replica"])
+    async def tunnel_start(ctx: CommandContext, server: str, tunnel: str) -> Reply:
+        connection = _tunnels(ctx, server, tunnel)
+        ctx.record("start", "tunnel", f"{server}/{tunnel}")
+        if ctx.sandbox:
+            return Reply(message=f"would start the tunnel {tunnel} of {server}")
+        if await connection.start_tunnel(tunnel):
+            host, port = connection.tunnel_address(tunnel)
+            return Reply(message=f"tunnel {tunnel} of {server} open on {host}:{port}")
+        state = connection.tunnels[tunnel].error or f"server {server} is not connected"
+        return Reply(message=f"tunnel {tunnel} of {server} will open when it can: {state}")
 
     @registry.command(
         "server reconnect", "Try to connect to a disconnected server now, without waiting",

@@ -64,6 +64,7 @@ class Tunnel:
     listener: asyncssh.SSHListener | None = None
     error: str | None = None
     opened_at: float | None = None
+    stopped: bool = False  # held closed by 'tunnel stop' until 'tunnel start'
 
     @property
     def is_open(self) -> bool:
@@ -80,7 +81,7 @@ class Tunnel:
                 "local": f"127.0.0.1:{self.local_port}" if self.local_port else "(not open yet)",
                 "local_port": self.local_port or None,
                 "remote": f"{c.remote_host}:{c.remote_port}", "open": self.is_open,
-                "error": self.error}
+                "error": self.error, "stopped": self.stopped}
 
 
 class _Client(asyncssh.SSHClient):
@@ -316,7 +317,25 @@ class ServerConnection:
 
     async def _open_tunnels(self, conn: asyncssh.SSHClientConnection) -> None:
         for tunnel in self.tunnels.values():
-            await self._open_tunnel(conn, tunnel)
+            if not tunnel.stopped:
+                await self._open_tunnel(conn, tunnel)
+
+    async def start_tunnel(self, name: str) -> bool:
+        """Open a stopped (or failed) tunnel again now, if the connection is up; it is
+        opened on every later connect too. True if it is open."""
+        tunnel = self.tunnels[name]
+        tunnel.stopped = False
+        if self.conn is not None and self.state == CONNECTED and not tunnel.is_open:
+            await self._open_tunnel(self.conn, tunnel)
+        return tunnel.is_open
+
+    def stop_tunnel(self, name: str) -> None:
+        """Close a tunnel and keep it closed (reconnects included) until started again."""
+        tunnel = self.tunnels[name]
+        tunnel.stopped = True
+        tunnel.close()
+        tunnel.error = None
+        log.info("server %s: tunnel %s stopped", self.name, name)
 
     async def restart_tunnels(self, names: list[str]) -> list[dict[str, Any]]:
         """Close the named tunnels and open them again on the same local ports (``server
@@ -324,6 +343,7 @@ class ServerConnection:
         conn = self.require()
         for name in names:
             tunnel = self.tunnels[name]
+            tunnel.stopped = False
             tunnel.close()
             await self._open_tunnel(conn, tunnel)
         return [self.tunnels[n].describe() for n in names]
@@ -354,6 +374,9 @@ class ServerConnection:
         tunnel = self.tunnels[name]
         if tunnel.is_open:
             return "127.0.0.1", tunnel.local_port
+        if tunnel.stopped:
+            raise ServerUnreachable(f"the tunnel {name} of server {self.name} is stopped "
+                                    f"('tunnel start {self.name} {name}' opens it)")
         if self.state != CONNECTED:
             raise ServerUnreachable(f"the tunnel {name} of {self.not_connected_sentence()}")
         raise ServerUnreachable(f"the tunnel {name} of server {self.name} is not open: "

@@ -247,6 +247,23 @@ class ServerManager:
                                else config.connect_timeout + 1)
         return connection
 
+    async def replace(self, config: ServerConfig, actor: str) -> Connection:
+        """Store new settings of an added server and reconnect it with them (its tunnels
+        keep their local ports where the new settings do not name others)."""
+        async with self._lock:
+            if config.name not in self.added:
+                raise NotFound(f"there is no server named '{config.name}' added with "
+                               "'server add'")
+            old = self.connections.get(config.name)
+            ports = old.assigned_ports() if old is not None and \
+                hasattr(old, "assigned_ports") else None
+            await self.store.delete(config.name)
+            self.added[config.name] = await self.store.insert(config, actor)
+            await self._close(config.name, removed=False)
+            connection = self._open(config, "added", ports)
+        await self._wait_first([connection], config.connect_timeout + 1)
+        return connection
+
     async def remove(self, name: str) -> str:
         """Forget an added server; return what was done, as a sentence."""
         async with self._lock:

@@ -212,6 +212,38 @@ def setup(registry: Registry) -> None:
                      notes=notes, page=paged,
                      table=Table(["alias", "goes to", "active"], table, title="aliases"))
 
+    @registry.command(
+        "user aliases", "List the aliases that deliver to a mailbox (not its own alias row)",
+        params=[Arg("address", "the mailbox", kind="address"),
+                *page_options("aliases", "address")],
+        examples=["user aliases alice@example.com"], reply=LIST_REPLY,
+        description="Every alias whose targets name the address, catch-alls included; a "
+                    "domain-admin sees only the aliases of their own domains.")
+    async def user_aliases(ctx: CommandContext, address: str, limit: int | None,
+                           after: str | None, all: bool) -> Reply:
+        page = Page.of("user aliases", limit, after, all)
+        username = normalize_address(address)
+        require_view(ctx, username.split("@")[1])
+        domains = visible_domains(ctx, None)
+        async with reader(ctx) as db:
+            if not await db.fetchval("SELECT 1 FROM mailbox WHERE username=$1", username):
+                raise NotFound(f"there is no mailbox {username}")
+            rows, more = await fetch_page(
+                db, page, key="address",
+                select="SELECT address, goto, domain, active FROM alias",
+                count="SELECT count(*) FROM alias",
+                where="address <> $1 AND strpos(',' || replace(goto, ' ', '') || ',', "
+                      "',' || $1 || ',') > 0 AND ($2::text[] IS NULL OR "
+                      "domain = ANY($2::text[]))",
+                args=[username, domains])
+        data, table = await off_loop(len(rows) > INLINE_ROWS, _alias_rows, rows)
+        notes, paged = page_note(ctx, page, more, data[-1]["address"] if data else "",
+                                 "aliases")
+        return Reply(message=page_message(len(data), more, "alias", "aliases") +
+                     f" deliver to {username}", data=data, notes=notes, page=paged,
+                     table=Table(["alias", "goes to", "active"], table,
+                                 title=f"aliases of {username}"))
+
     @registry.command("alias show", "Show one alias",
                       params=[Arg("address", "the alias")], reply=SHOW_REPLY)
     async def alias_show(ctx: CommandContext, address: str) -> Reply:

@@ -348,11 +348,16 @@ def setup(registry: Registry) -> None:
         await uow.insert("alias_domain", {"alias_domain": alias, "target_domain": target})
         return Reply(message=f"{alias} → {target}")
 
-    @registry.command("domain-alias list", "List the alias domains", reply=ALIAS_LIST_REPLY)
-    async def domain_alias_list(ctx: CommandContext) -> Reply:
+    @registry.command("domain-alias list", "List the alias domains",
+                      params=[Opt("to", "only the alias domains of this target domain",
+                                  kind="domain")],
+                      reply=ALIAS_LIST_REPLY)
+    async def domain_alias_list(ctx: CommandContext, to: str | None) -> Reply:
+        target = normalize_domain(to) if to else None
         async with reader(ctx) as db:
             rows = [dict(r) for r in await db.fetch(
-                "SELECT alias_domain, target_domain, active FROM alias_domain ORDER BY 1")]
+                "SELECT alias_domain, target_domain, active FROM alias_domain "
+                "WHERE $1::text IS NULL OR target_domain = $1 ORDER BY 1", target)]
         if ctx.actor.role == "domain-admin":
             rows = [r for r in rows if ctx.actor.may_manage(r["target_domain"])]
         return Reply(message=f"{len(rows)} alias domains", data=rows, table=Table(

@@ -21,9 +21,10 @@ def _component(runtime: Any) -> Any:
 
 
 def setup(registry: Registry) -> None:
-    from podod.monitor.traffic import sources
+    from podod.monitor.traffic import health, sources
     from podod.monitor.traffic.commands import setup_commands
 
     sources.register(registry)
     setup_commands(registry)
+    health.setup(registry)
     registry.component("traffic", _component)
