@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from podod.mail.commands import alias, domain, maildir, user
+from podod.mail.commands import alias, bulk, domain, maildir, user
 from podod.mail.database import MailDatabase, MailUnitOfWork
 from podod.mail.passwords import default_pool
 from podod.plugins import Registry
@@ -27,3 +27,4 @@ def setup(registry: Registry) -> None:
     user.setup(registry)
     alias.setup(registry)
     maildir.setup(registry)
+    bulk.setup(registry)
