@@ -182,6 +182,12 @@ async def after_images(uow: Any) -> dict[tuple[str, str], dict[str, Any]]:
     return await current_rows(uow, keys)
 
 
+def _rows_json(rows: list[dict[str, Any]]) -> bytes:
+    """A JSON list, one element per line (readable with less, written at C speed)."""
+    encode = json.JSONEncoder(default=str).encode
+    return ("[\n" + ",\n".join(encode(row) for row in rows) + "\n]").encode()
+
+
 SCHEDULED = "backup take (backup.full_every)"  # the catalog's command of a scheduled one
 
 
@@ -276,8 +282,10 @@ class BackupGate:
                  "after": after.get((t, str(next(iter(k.values())))))}
                 for t, a, k, b in uow.before_images]
         # default=str: timestamps become text, as PostgreSQL's to_json writes them closely
-        # enough for json_populate_record to read them back (a restore does).
-        data = json.dumps(rows, default=str, indent=1).encode()
+        # enough for json_populate_record to read them back (a restore does). One row per
+        # line through the C encoder, in a worker thread: a bulk import's 300 000 rows
+        # would hold the event loop for seconds in the indenting (pure-Python) encoder.
+        data = await asyncio.to_thread(_rows_json, rows)
         manifest: dict[str, Any] = {
             "id": backup_id, "kind": "change", "created": created, "actor": ctx.actor.name,
             "origin": ctx.request.origin, "command": ctx.spec.name,
@@ -419,7 +427,10 @@ class BackupGate:
               sums: dict[str, str]) -> Path:
         """Write the manifest and SHA256SUMS, then rename the folder into place."""
         manifest = {**manifest, "files": sums}
-        data = json.dumps(manifest, indent=1, default=str).encode()
+        # A bulk change lists thousands of changes: those one per line at C speed.
+        data = (json.dumps({k: v for k, v in manifest.items() if k != "changes"}, indent=1,
+                           default=str)[:-2] + ',\n "changes": ' + _rows_json(
+                               manifest.get("changes", [])).decode() + "\n}").encode()
         write_new(temp / "manifest.json", data)
         sums = {**sums, "manifest.json": hashlib.sha256(data).hexdigest()}
         write_new(temp / "SHA256SUMS",

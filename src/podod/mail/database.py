@@ -371,8 +371,10 @@ class MailUnitOfWork:
             if refused is None:
                 raise
             raise refused from None
-        hidden = HIDDEN_COLUMNS | TIMESTAMP_COLUMNS | {key_column}
-        shown = [c for c in columns if c not in hidden]
+        # The details a plan compares, kept small (100 000 rows are held until the commit):
+        # what the database or the domain decides (quota, active, targets); the rest comes
+        # from the file, which a confirmation sends again unchanged.
+        shown = [c for c in columns if c in _BULK_DETAILS]
         self.touched.add(table)
         for row in rows:
             key = row[key_column]
@@ -457,6 +459,9 @@ class MailUnitOfWork:
             self.conn.terminate()
             return
         await pool.release(self.conn)
+
+
+_BULK_DETAILS = {"quota", "active", "goto"}
 
 
 class _NowSql:
