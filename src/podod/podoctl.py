@@ -40,6 +40,12 @@ options:
   --yes, -y         do not ask for confirmation of a real change
   -h, --help        this text; 'podoctl help' lists the daemon's commands
 
+files (on podoctl's side; the daemon never opens them):
+  NOUN import FILE.csv      send the file as the command's data (without FILE: stdin)
+  --report FILE             an import's bad rows, as CSV
+  --passwords-out FILE      user import --generate-passwords: the passwords (mode 0600)
+  --csv FILE                an export, written to FILE (mode 0600) instead of printed
+
 exit codes: 0 ok, 1 command failed, 2 usage error or refused value (or configuration
 error), 3 daemon unreachable
 """

@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from conftest import MailStack, new_domain
+from conftest import MailStack, make_mail_config, new_domain
 from podod.mail.passwords import hash_password
 from testbed.daemon import DaemonProcess
 from testbed.dovecot import Dovecot
+from testbed.postgres import PgCluster
 
 HASH = hash_password("Pre-Hashed-Pass-77", "SHA512-CRYPT", 5000)
 HEADER = "address,name,quota,password,password_hash,active\n"
@@ -338,3 +339,37 @@ def test_imported_users_log_in_to_dovecot_and_generated_passwords_stay_private(
     assert dovecot.auth_test(f"made@{domain}", made_password)
     assert not dovecot.auth_test(f"off@{domain}", "Off-Pass-4711x")
     assert dovecot.imap_login(f"plain@{domain}", "Plain-Pass-4711")
+
+
+def test_a_domain_admin_imports_and_exports_only_their_domains(
+        pg: PgCluster, mail: MailStack, tmp_path: Path, public_dir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to ask as another user")
+    for name in ("mine.example", "theirs.example"):
+        mail.ok("domain", "create", name, real=True)
+    mail.ok("user", "import", stdin=users_csv("theirs.example", 3), real=True)
+    root = tmp_path / "scoped"
+    root.mkdir()
+    config = make_mail_config(pg, root, mail.db, access={
+        "unix_users": {"nobody": {"role": "domain-admin", "domains": ["mine.example"]}}},
+        socket={"path": str(public_dir / "podod.sock"), "mode": "0666"})
+    daemon = DaemonProcess(config).start()
+    try:
+        text = users_csv("mine.example", 2) + f"x@theirs.example,X,100,,{HASH},yes\n"
+        refused = daemon.request_as(65534, ["user", "import"], execute_real=True, stdin=text)
+        assert not refused["ok"]
+        assert refused["data"]["bad"] == [{"line": 4, "key": "x@theirs.example", "reason":
+                                           "unix:nobody may not manage the domain "
+                                           "theirs.example"}]
+        done = daemon.request_as(65534, ["user", "import", "--on-error", "skip"],
+                                 execute_real=True, stdin=text)
+        assert done["ok"] and done["data"]["imported"] == 2, done
+        exported = daemon.request_as(65534, ["user", "export"])
+        assert exported["data"]["rows"] == 2 and "theirs" not in exported["data"]["csv"]
+        assert daemon.request_as(65534, ["user", "export", "--domain", "theirs.example"]
+                                 )["code"] == "forbidden"
+        assert daemon.request_as(65534, ["domain", "import"], execute_real=True,
+                                 stdin="domain\nnew.example\n")["code"] == "forbidden"
+    finally:
+        daemon.stop()
+    assert mail.sql("SELECT count(*) FROM mailbox WHERE domain = 'theirs.example'") == "3"

@@ -175,11 +175,39 @@ async def current_rows(db: Any, keys: list[tuple[str, str]]
     return rows
 
 
-async def after_images(uow: Any) -> dict[tuple[str, str], dict[str, Any]]:
+async def after_images(uow: Any) -> dict[tuple[str, str], str]:
     """The touched rows as the change leaves them, read inside its own transaction before it
-    commits (a row it deleted is absent)."""
-    keys = [(t, str(next(iter(k.values())))) for t, _a, k, _b in uow.before_images]
-    return await current_rows(uow, keys)
+    commits (a row it deleted is absent), as PostgreSQL's JSON text: written into rows.json
+    as it is, never parsed (a bulk import's 300 000 rows as dicts would take hundreds of
+    MB)."""
+    by_table: dict[str, set[str]] = {}
+    for table, _a, key, _b in uow.before_images:
+        by_table.setdefault(table, set()).add(str(next(iter(key.values()))))
+    rows: dict[tuple[str, str], str] = {}
+    for table, values in by_table.items():
+        column = PRIMARY_KEYS[table]
+        for record in await uow.fetch(
+                f"SELECT {column}::text AS k, to_json(t)::text AS j FROM {table} t "
+                f"WHERE {column}::text = ANY($1::text[])", sorted(values)):
+            rows[(table, record["k"])] = record["j"]
+    return rows
+
+
+# A change's manifest lists its changes up to this many (rows.json holds every row).
+MANIFEST_CHANGES = 1000
+
+
+def _change_rows_json(images: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]],
+                      after: dict[tuple[str, str], str]) -> bytes:
+    """rows.json of a change: each touched row before and after (the after image is
+    PostgreSQL's JSON text, put in as it is), one row per line."""
+    encode = json.JSONEncoder(default=str).encode
+    lines = []
+    for table, action, key, before in images:
+        head = encode({"table": table, "action": action, "key": key, "before": before})
+        raw = after.get((table, str(next(iter(key.values())))))
+        lines.append(f'{head[:-1]}, "after": {raw if raw is not None else "null"}}}')
+    return ("[\n" + ",\n".join(lines) + "\n]").encode()
 
 
 def _rows_json(rows: list[dict[str, Any]]) -> bytes:
@@ -278,22 +306,24 @@ class BackupGate:
         backup_id = _new_id(created)
         tables = sorted(uow.touched)
         after = await after_images(uow)
-        rows = [{"table": t, "action": a, "key": k, "before": b,
-                 "after": after.get((t, str(next(iter(k.values())))))}
-                for t, a, k, b in uow.before_images]
         # default=str: timestamps become text, as PostgreSQL's to_json writes them closely
         # enough for json_populate_record to read them back (a restore does). One row per
         # line through the C encoder, in a worker thread: a bulk import's 300 000 rows
         # would hold the event loop for seconds in the indenting (pure-Python) encoder.
-        data = await asyncio.to_thread(_rows_json, rows)
+        data = await asyncio.to_thread(_change_rows_json, uow.before_images, after)
+        changes = uow.changes()
         manifest: dict[str, Any] = {
             "id": backup_id, "kind": "change", "created": created, "actor": ctx.actor.name,
             "origin": ctx.request.origin, "command": ctx.spec.name,
             "request_id": ctx.request.id, "tables": tables,
-            "changes": [asdict(c) for c in uow.changes()], "pg_dump": False,
+            "changes": [asdict(c) for c in changes[:MANIFEST_CHANGES]], "pg_dump": False,
         }
+        if len(changes) > MANIFEST_CHANGES:
+            manifest["changes_total"] = len(changes)
+        count = len(uow.before_images)
+        del after
         return await self._store(backup_id, created, ctx.actor.name, ctx.spec.name, tables,
-                                 len(rows), {"rows.json": data}, manifest)
+                                 count, {"rows.json": data}, manifest)
 
     async def _store(self, backup_id: str, created: float, actor: str, command: str,
                      tables: list[str], count: int, files: dict[str, bytes],

@@ -105,7 +105,7 @@ class Request:
     interrupted: Reply | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Change:
     """One row (or object) a command changes or would change."""
 

@@ -39,8 +39,9 @@ COLUMNS: dict[Kind, tuple[str, ...]] = {
 }
 # Other names a column is known by in files from other tools (PostfixAdmin's exports,
 # spreadsheets): read as the column they stand for.
-SYNONYMS = {"username": "address", "email": "address", "mail": "address", "goto": "targets",
-            "to": "targets", "full_name": "name", "fullname": "name", "hash": "password_hash"}
+SYNONYMS = {"username": "address", "email": "address", "e_mail": "address", "mail": "address",
+            "goto": "targets", "to": "targets", "full_name": "name", "fullname": "name",
+            "hash": "password_hash"}
 KEY = {"user": "address", "alias": "address", "domain": "domain"}
 
 # The schemes Dovecot 2.3 accepts (``doveadm pw -l``), but not those that keep the
@@ -85,7 +86,7 @@ class RowError(Exception):
     """One bad value of one row (turned into a :class:`Bad`)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One good row, its values checked and converted (``values``: column → value, only
     the columns the file has and the row fills)."""
