@@ -126,7 +126,11 @@ class DaemonProcess:
                     sock.connect(str(self.socket_path))
                     sock.sendall(json.dumps({"argv": argv, "execute_real": execute_real,
                                              "stdin": stdin}).encode() + b"\n")
-                    os.write(write_end, sock.makefile("rb").readline())
+                    lines = sock.makefile("rb")
+                    line = lines.readline()
+                    while line and json.loads(line).get("type") == "progress":
+                        line = lines.readline()  # a long command reports first
+                    os.write(write_end, line)
             except BaseException as exc:  # report, never return into the test runner
                 os.write(write_end, json.dumps({"ok": False, "code": "child",
                                                 "message": repr(exc)}).encode())
