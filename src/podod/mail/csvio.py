@@ -368,7 +368,8 @@ def check_user(row: dict[str, str], options: Options) -> Record:
                        "(no leading / and no ..)")
     if "quota" in row:
         values["quota"] = quota("quota", row["quota"])
-    values["active"] = flag("active", row.get("active", ""))
+    if row.get("active", "").strip():  # compared with a row already there only when given
+        values["active"] = flag("active", row["active"])
     plain = row.get("password", "")
     hashed = row.get("password_hash", "").strip()
     if plain and hashed:
@@ -396,7 +397,9 @@ def check_alias(row: dict[str, str], options: Options) -> Record:
     goto = targets(row["targets"], options.max_targets)
     if address in goto:
         raise RowError(f"the alias {address} cannot forward to itself")
-    values: dict[str, Any] = {"targets": goto, "active": flag("active", row.get("active", ""))}
+    values: dict[str, Any] = {"targets": goto}
+    if row.get("active", "").strip():
+        values["active"] = flag("active", row["active"])
     for column in ("created", "modified"):
         if row.get(column, "").strip():
             values[column] = timestamp(column, row[column])
@@ -426,8 +429,9 @@ def check_domain(row: dict[str, str], options: Options) -> Record:
     if total > 0 and largest < 0:
         raise RowError("a domain with a total quota needs mailbox quotas (maxquota -1 and a "
                        "quota cannot go together)")
-    values["backupmx"] = flag("backupmx", row.get("backupmx", ""), default=False)
-    values["active"] = flag("active", row.get("active", ""))
+    for column in ("backupmx", "active"):
+        if row.get(column, "").strip():
+            values[column] = flag(column, row[column])
     expiry = integer("password_expiry", row.get("password_expiry", ""), 0, 36500)
     if expiry is not None:
         values["password_expiry"] = expiry

@@ -303,7 +303,8 @@ async def check_aliases(ctx: CommandContext, db: Any, records: list[Record], loc
         old = aliases.get(record.key)
         if old is not None:
             same = (set(g.strip() for g in old["goto"].split(",")) ==
-                    set(record.values["targets"]) and old["active"] == record.values["active"])
+                    set(record.values["targets"]) and
+                    old["active"] == record.values.get("active", old["active"]))
             if same:
                 plan.skipped.append(record)
             else:
@@ -470,13 +471,13 @@ async def _write(ctx: CommandContext, kind: Kind, records: list[Record],
                     "username": r.key, "password": v["digest"], "name": v.get("name", ""),
                     "maildir": v.get("maildir", f"{r.domain}/{local}/"),
                     "quota": v["quota_bytes"], "local_part": local, "domain": r.domain,
-                    "created": created, "modified": modified, "active": v["active"],
+                    "created": created, "modified": modified, "active": v.get("active", True),
                     "phone": v.get("phone", ""), "email_other": v.get("email_other", ""),
                     "password_expiry": v.get("password_expiry",
                                              password_expiry(domains[r.domain]))})
                 aliases.append({"address": r.key, "goto": r.key, "domain": r.domain,
                                 "created": created, "modified": modified,
-                                "active": v["active"]})
+                                "active": v.get("active", True)})
             await uow.insert_many("mailbox", mailboxes)
             await uow.insert_many("alias", aliases)
             kept = {row["username"] for row in await uow.fetch(
@@ -490,15 +491,15 @@ async def _write(ctx: CommandContext, kind: Kind, records: list[Record],
             await uow.insert_many("alias", [{
                 "address": r.key, "goto": ",".join(r.values["targets"]), "domain": r.domain,
                 "created": r.values.get("created", now), "modified": r.values.get("modified", now),
-                "active": r.values["active"]} for r in chunk])
+                "active": r.values.get("active", True)} for r in chunk])
         else:
             await uow.insert_many("domain", [{
                 "domain": r.key, "description": r.values.get("description", ""),
                 "aliases": r.values.get("aliases", 0), "mailboxes": r.values.get("mailboxes", 0),
                 "maxquota": r.values.get("maxquota", 0), "quota": r.values.get("quota", 0),
-                "transport": r.values.get("transport"), "backupmx": r.values["backupmx"],
+                "transport": r.values.get("transport"), "backupmx": r.values.get("backupmx", False),
                 "created": r.values.get("created", now), "modified": r.values.get("modified", now),
-                "active": r.values["active"],
+                "active": r.values.get("active", True),
                 "password_expiry": r.values.get("password_expiry", 0)} for r in chunk])
         await ctx.progress("writing rows", min(start + WRITE_CHUNK, total), total)
 
