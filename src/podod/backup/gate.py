@@ -103,9 +103,22 @@ def _read_back(folder: Path, files: dict[str, bytes]) -> list[str]:
     """Every file read back: its checksums hold, and each file holds what was written."""
     problems = verify_folder(folder)
     for name, data in files.items():
-        if not problems and (folder / name).read_bytes() != data:
+        if not problems and not _same(folder / name, data):
             problems.append(f"{name} reads back different from what was written")
     return problems
+
+
+def _same(path: Path, data: bytes) -> bool:
+    """The file holds exactly ``data``, compared a block at a time (a bulk change's rows
+    are hundreds of MB: never a second copy in memory)."""
+    view = memoryview(data)
+    offset = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            if view[offset:offset + len(block)] != block:
+                return False
+            offset += len(block)
+    return offset == len(view)
 
 
 def _size_and_manifest(folder: Path) -> tuple[int, str]:
@@ -175,13 +188,18 @@ async def current_rows(db: Any, keys: list[tuple[str, str]]
     return rows
 
 
-async def after_images(uow: Any) -> dict[tuple[str, str], str]:
-    """The touched rows as the change leaves them, read inside its own transaction before it
-    commits (a row it deleted is absent), as PostgreSQL's JSON text: written into rows.json
-    as it is, never parsed (a bulk import's 300 000 rows as dicts would take hundreds of
-    MB)."""
+Image = tuple[str, str, dict[str, Any], dict[str, Any] | None]
+# Touched rows read back per block, so a bulk import's 300 000 after images are never all in
+# memory at once.
+AFTER_BLOCK = 10_000
+
+
+async def after_images(uow: Any, images: list[Image]) -> dict[tuple[str, str], str]:
+    """These touched rows as the change leaves them, read inside its own transaction before
+    it commits (a row it deleted is absent), as PostgreSQL's JSON text: written into
+    rows.json as it is, never parsed."""
     by_table: dict[str, set[str]] = {}
-    for table, _a, key, _b in uow.before_images:
+    for table, _a, key, _b in images:
         by_table.setdefault(table, set()).add(str(next(iter(key.values()))))
     rows: dict[tuple[str, str], str] = {}
     for table, values in by_table.items():
@@ -193,23 +211,32 @@ async def after_images(uow: Any) -> dict[tuple[str, str], str]:
     return rows
 
 
+async def change_rows_json(uow: Any) -> bytearray:
+    """rows.json of a change, block by block: each block's after images are read, appended
+    (in a worker thread) and dropped."""
+    images: list[Image] = uow.before_images
+    out = bytearray(b"[")
+    for start in range(0, len(images), AFTER_BLOCK):
+        block = images[start:start + AFTER_BLOCK]
+        after = await after_images(uow, block)
+        await asyncio.to_thread(_append_rows, out, block, after, start > 0)
+    out += b"\n]"
+    return out
+
+
 # A change's manifest lists its changes up to this many (rows.json holds every row).
 MANIFEST_CHANGES = 1000
 
 
-def _change_rows_json(images: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]],
-                      after: dict[tuple[str, str], str]) -> bytes:
-    """rows.json of a change: each touched row before and after (the after image is
+def _append_rows(out: bytearray, images: list[Image], after: dict[tuple[str, str], str],
+                 more: bool) -> None:
+    """Append rows.json lines: each touched row before and after (the after image is
     PostgreSQL's JSON text, put in as it is), one row per line."""
     encode = json.JSONEncoder(default=str).encode
-    out = bytearray(b"[")
     for index, (table, action, key, before) in enumerate(images):
         head = encode({"table": table, "action": action, "key": key, "before": before})
         raw = after.get((table, str(next(iter(key.values())))))
-        # Appended row by row: no list of 300 000 lines and no joined copy of them.
-        out += f'{"," if index else ""}\n{head[:-1]}, "after": {raw or "null"}}}'.encode()
-    out += b"\n]"
-    return bytes(out)
+        out += f'{"," if index or more else ""}\n{head[:-1]}, "after": {raw or "null"}}}'.encode()
 
 
 def _rows_json(rows: list[dict[str, Any]]) -> bytes:
@@ -307,12 +334,11 @@ class BackupGate:
         created = time.time()
         backup_id = _new_id(created)
         tables = sorted(uow.touched)
-        after = await after_images(uow)
         # default=str: timestamps become text, as PostgreSQL's to_json writes them closely
         # enough for json_populate_record to read them back (a restore does). One row per
         # line through the C encoder, in a worker thread: a bulk import's 300 000 rows
         # would hold the event loop for seconds in the indenting (pure-Python) encoder.
-        data = await asyncio.to_thread(_change_rows_json, uow.before_images, after)
+        data = await change_rows_json(uow)
         changes = uow.changes()
         manifest: dict[str, Any] = {
             "id": backup_id, "kind": "change", "created": created, "actor": ctx.actor.name,
@@ -323,9 +349,9 @@ class BackupGate:
         if len(changes) > MANIFEST_CHANGES:
             manifest["changes_total"] = len(changes)
         count = len(uow.before_images)
-        del after
+        # The buffer itself, not a bytes copy of it (hundreds of MB for a bulk import).
         return await self._store(backup_id, created, ctx.actor.name, ctx.spec.name, tables,
-                                 count, {"rows.json": data}, manifest)
+                                 count, {"rows.json": data}, manifest)  # type: ignore[dict-item]
 
     async def _store(self, backup_id: str, created: float, actor: str, command: str,
                      tables: list[str], count: int, files: dict[str, bytes],
