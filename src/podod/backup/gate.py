@@ -37,6 +37,7 @@ import sqlite3
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -214,12 +215,13 @@ async def after_images(uow: Any, images: list[Image]) -> dict[tuple[str, str], s
 async def change_rows_json(uow: Any) -> bytearray:
     """rows.json of a change, block by block: each block's after images are read, appended
     (in a worker thread) and dropped."""
-    images: list[Image] = uow.before_images
+    images = iter(uow.before_images)
     out = bytearray(b"[")
-    for start in range(0, len(images), AFTER_BLOCK):
-        block = images[start:start + AFTER_BLOCK]
+    more = False
+    while block := list(islice(images, AFTER_BLOCK)):
         after = await after_images(uow, block)
-        await asyncio.to_thread(_append_rows, out, block, after, start > 0)
+        await asyncio.to_thread(_append_rows, out, block, after, more)
+        more = True
     out += b"\n]"
     return out
 

@@ -11,6 +11,7 @@ gate takes and verifies a backup of exactly those rows) and commits (real).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -267,7 +268,7 @@ class MailUnitOfWork:
         self.conn: asyncpg.Connection = None  # set by begin()
         self._tx: Any = None
         self.touched: set[str] = set()
-        self.before_images: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]] = []
+        self.before_images = Images()
         self._changes: list[Change] = []
         self._done = False
         self._started = False
@@ -376,11 +377,11 @@ class MailUnitOfWork:
         # from the file, which a confirmation sends again unchanged.
         shown = [c for c in columns if c in _BULK_DETAILS]
         self.touched.add(table)
-        for row in rows:
-            key = row[key_column]
-            self.before_images.append((table, "insert", {key_column: key}, None))
+        keys = [row[key_column] for row in rows]
+        self.before_images.inserted(table, key_column, keys)
+        for row, key in zip(rows, keys, strict=True):
             self._changes.append(Change("insert", table, str(key),
-                                        {c: row[c] for c in shown}))
+                                        {c: row[c] for c in shown} if shown else _NO_DETAIL))
 
     def _where(self, where: dict[str, Any], start: int = 1) -> tuple[str, list[Any]]:
         clauses = [f"{column} = ${i}" for i, column in enumerate(where, start=start)]
@@ -462,6 +463,40 @@ class MailUnitOfWork:
 
 
 _BULK_DETAILS = {"quota", "active", "goto"}
+_NO_DETAIL: dict[str, Any] = {}  # shared by the bulk inserts without details; never changed
+
+Image = tuple[str, str, dict[str, Any], dict[str, Any] | None]
+
+
+class Images:
+    """A unit of work's before images, in order: (table, action, key, row before) per
+    touched row, None for a row it inserts. A bulk insert's rows are kept as their keys
+    only and made into images when read: 300 000 images of an import as tuples and dicts
+    would hold 80 MB until the commit."""
+
+    def __init__(self) -> None:
+        self._parts: list[Image | tuple[str, str, list[Any]]] = []
+        self._count = 0
+
+    def append(self, image: Image) -> None:
+        self._parts.append(image)
+        self._count += 1
+
+    def inserted(self, table: str, key_column: str, keys: list[Any]) -> None:
+        self._parts.append((table, key_column, keys))
+        self._count += len(keys)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Image]:
+        for part in self._parts:
+            if len(part) == 3:
+                table, column, keys = part
+                for key in keys:
+                    yield (table, "insert", {column: key}, None)
+            else:
+                yield part
 
 
 class _NowSql:
