@@ -111,8 +111,8 @@ class DaemonProcess:
                     if message.get("type") == "reply":
                         return message
 
-    def request_as(self, uid: int, argv: list[str], *, execute_real: bool = False
-                   ) -> dict[str, Any]:
+    def request_as(self, uid: int, argv: list[str], *, execute_real: bool = False,
+                   stdin: str | None = None) -> dict[str, Any]:
         """The same request from another local user: fork, drop to ``uid`` (no exec, so the
         interpreter need not be readable by that user) and ask over the socket."""
         read_end, write_end = os.pipe()
@@ -124,9 +124,13 @@ class DaemonProcess:
                 os.setuid(uid)
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                     sock.connect(str(self.socket_path))
-                    sock.sendall(json.dumps({"argv": argv, "execute_real": execute_real})
-                                 .encode() + b"\n")
-                    os.write(write_end, sock.makefile("rb").readline())
+                    sock.sendall(json.dumps({"argv": argv, "execute_real": execute_real,
+                                             "stdin": stdin}).encode() + b"\n")
+                    lines = sock.makefile("rb")
+                    line = lines.readline()
+                    while line and json.loads(line).get("type") == "progress":
+                        line = lines.readline()  # a long command reports first
+                    os.write(write_end, line)
             except BaseException as exc:  # report, never return into the test runner
                 os.write(write_end, json.dumps({"ok": False, "code": "child",
                                                 "message": repr(exc)}).encode())

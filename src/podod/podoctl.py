@@ -40,6 +40,12 @@ options:
   --yes, -y         do not ask for confirmation of a real change
   -h, --help        this text; 'podoctl help' lists the daemon's commands
 
+files (on podoctl's side; the daemon never opens them):
+  NOUN import FILE.csv      send the file as the command's data (without FILE: stdin)
+  --report FILE             an import's bad rows, as CSV
+  --passwords-out FILE      user import --generate-passwords: the passwords (mode 0600)
+  --csv FILE                an export, written to FILE (mode 0600) instead of printed
+
 exit codes: 0 ok, 1 command failed, 2 usage error or refused value (or configuration
 error), 3 daemon unreachable
 """
@@ -294,6 +300,114 @@ class ProgressView:
             self.bar = None
 
 
+# Files on podoctl's side of a command (the daemon never opens a client's path): an
+# import's FILE is sent as the command's data input; what these options name is written
+# here from the reply. The same commands take an attachment in chat and a body in the API.
+CLIENT_OPTIONS = ("--report", "--passwords-out", "--csv")
+_FLAGS = {"--generate-passwords", "--execute-real", "--all"}
+
+
+class ClientFiles:
+    """The client-side words of a request, taken out of its argv."""
+
+    def __init__(self) -> None:
+        self.input: str | None = None  # FILE of an import
+        self.data: str | None = None
+        self.outputs: dict[str, str] = {}
+
+    @classmethod
+    def take(cls, rest: list[str]) -> tuple[ClientFiles, list[str]]:
+        files, kept = cls(), list[str]()
+        importing = len(rest) >= 2 and rest[1] == "import"
+        i = 0
+        while i < len(rest):
+            token = rest[i]
+            name, eq, value = token.partition("=")
+            if name in CLIENT_OPTIONS:
+                if not eq:
+                    if i + 1 >= len(rest):
+                        raise ValueError(f"{name} needs a file name")
+                    value = rest[i + 1]
+                    i += 1
+                files.outputs[name] = value
+            elif (importing and i >= 2 and files.input is None and not token.startswith("-")
+                  and not (kept[-1].startswith("--") and "=" not in kept[-1]
+                           and kept[-1] not in _FLAGS and len(kept) > 2)):
+                files.input = token
+            else:
+                kept.append(token)
+            i += 1
+        if "--csv" in files.outputs and not (len(rest) >= 2 and rest[1] == "export"):
+            raise ValueError("--csv FILE goes with an export command (e.g. 'user export')")
+        if ("--report" in files.outputs or "--passwords-out" in files.outputs) and \
+                not importing:
+            raise ValueError("--report and --passwords-out go with an import command "
+                             "(e.g. 'user import FILE.csv')")
+        return files, kept
+
+    def read_input(self) -> None:
+        """The import's file, read whole now (a missing file is said before anything is
+        sent): UTF-8, a byte-order mark dropped."""
+        if self.input is None:
+            return
+        try:
+            with open(self.input, "rb") as handle:
+                raw = handle.read()
+        except OSError as exc:
+            raise ValueError(f"cannot read {self.input}: {exc.strerror}") from None
+        try:
+            self.data = raw.decode("utf-8").removeprefix("\ufeff")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{self.input} is not UTF-8 (byte {exc.start + 1} cannot be "
+                             "read); save it as UTF-8") from None
+
+    def stdin(self, kind: str) -> str:
+        if kind == "data" and self.data is not None:
+            return self.data
+        return _read_stdin(kind)
+
+    def write(self, reply: Reply, err: Console) -> None:
+        """Write what the options name from ``reply``; secrets go only to their file and
+        are taken out of the reply, so they are never printed."""
+        import csv
+        import io
+
+        passwords = self.outputs.get("--passwords-out")
+        if reply.secrets and passwords is not None:
+            out = io.StringIO()
+            writer = csv.writer(out, lineterminator="\r\n")
+            writer.writerow(["address", "password"])
+            for secret in reply.secrets:
+                writer.writerow([secret.label.removeprefix("password of "), secret.value])
+            _write_private(passwords, out.getvalue())
+            reply.notes.append(f"{len(reply.secrets)} generated passwords were written to "
+                               f"{passwords} (mode 0600); they are shown nowhere else.")
+            reply.secrets = []
+        data = reply.data if isinstance(reply.data, dict) else {}
+        report = self.outputs.get("--report")
+        if report is not None and isinstance(data.get("bad"), list):
+            out = io.StringIO()
+            writer = csv.writer(out, lineterminator="\r\n")
+            writer.writerow(["line", "key", "reason"])
+            for bad in data["bad"]:
+                writer.writerow([bad.get("line"), bad.get("key"), bad.get("reason")])
+            with open(report, "w", encoding="utf-8", newline="") as handle:
+                handle.write(out.getvalue())
+            reply.notes.append(f"The bad rows were written to {report}.")
+        target = self.outputs.get("--csv")
+        if target is not None and reply.ok and isinstance(data.get("csv"), str):
+            _write_private(target, data["csv"])
+            reply.notes.append(f"Written to {target} (mode 0600: it holds password hashes).")
+
+
+def _write_private(path: str, text: str) -> None:
+    """A file only its owner reads (mode 0600, also when it was there before)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(text)
+
+
 def _main(argv: list[str]) -> int:
     console = _Console(soft_wrap=True)  # long lines stay whole for scripts and logs
     if not console.is_terminal:
@@ -307,6 +421,16 @@ def _main(argv: list[str]) -> int:
     if opts["help"] or not rest:
         print(USAGE, end="")
         return EXIT_OK if opts["help"] else EXIT_USAGE
+    try:
+        files, rest = ClientFiles.take(rest)
+        if "--generate-passwords" in rest and "--passwords-out" not in files.outputs:
+            raise ValueError("--generate-passwords needs --passwords-out FILE: generated "
+                             "passwords are written only to that file (mode 0600), never to "
+                             "the terminal")
+        files.read_input()
+    except ValueError as exc:
+        print(f"podoctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     real = opts["execute_real"]
     if real and not opts["yes"] and not sys.stdin.isatty():
         print("podoctl: refusing a real change without a terminal to confirm on; add --yes "
@@ -323,7 +447,7 @@ def _main(argv: list[str]) -> int:
     try:
         payload: dict[str, Any] = {"argv": rest, "execute_real": False, "stdin": None}
         if real and not opts["yes"]:
-            plan = Reply.from_dict(_strip(conn.request(payload, progress, _read_stdin)))
+            plan = Reply.from_dict(_strip(conn.request(payload, progress, files.stdin)))
             progress.close()
             if not plan.ok or not plan.sandbox:
                 return _finish(plan, opts, console, err)
@@ -342,7 +466,7 @@ def _main(argv: list[str]) -> int:
         elif real:
             payload["execute_real"] = True
         sent_real = real
-        reply = Reply.from_dict(_strip(conn.request(payload, progress, _read_stdin)))
+        reply = Reply.from_dict(_strip(conn.request(payload, progress, files.stdin)))
     except InputRefused as exc:  # the two passwords differ
         print(f"podoctl: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -362,6 +486,23 @@ def _main(argv: list[str]) -> int:
     finally:
         progress.close()
         conn.close()
+    try:
+        files.write(reply, err)
+    except OSError as exc:
+        print(f"podoctl: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        if reply.secrets:
+            print("podoctl: the generated passwords were not written anywhere; give the "
+                  "mailboxes new ones with 'user reset-password'", file=sys.stderr)
+            reply.secrets = []
+        _finish(reply, opts, console, err)
+        return EXIT_FAILED
+    if "--csv" not in files.outputs and not opts["json"] and reply.ok and \
+            isinstance(reply.data, dict) and isinstance(reply.data.get("csv"), str) and \
+            len(rest) >= 2 and rest[1] == "export":
+        sys.stdout.write(reply.data["csv"])  # the CSV itself, for '> file' or a pipe
+        sys.stdout.flush()
+        err.print(Text(reply.message, style="dim"))
+        return EXIT_OK
     return _finish(reply, opts, console, err)
 
 

@@ -13,11 +13,14 @@ from podod.builtins import BUILTIN_MODULES
 from podod.bus.grammar import MAX_NAME_WORDS
 from podod.bus.spec import CommandSpec
 from podod.plugins import Registry, load_builtins, load_plugins
+from podod.podoctl import CLIENT_OPTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = ["commands.md", "mail.md", "backup.md", "api-auth.md"]
 GLOBAL_OPTIONS = {"--socket": True, "--json": False, "--execute-real": False, "--yes": False,
-                  "-y": False, "--help": False, "-h": False}  # flag -> takes a value
+                  "-y": False, "--help": False, "-h": False,  # flag -> takes a value
+                  # podoctl's own files (an import's report and passwords, an export's CSV)
+                  **dict.fromkeys(CLIENT_OPTIONS, True)}
 AREAS = {"bus-commands", "mail-commands", "backup-commands", "api-commands"}
 
 

@@ -389,6 +389,8 @@ def reply_schema(spec: CommandSpec) -> dict[str, Any]:
                                      "title": nullable_text}},
             "sandbox": {"type": "boolean"},
             "changes": {"type": "array", "items": _CHANGE},
+            "changes_total": {"type": "integer", "description": "how many changes there "
+                              "are in all, when changes lists only the first"},
             "backup_id": nullable_text,
             "plan_id": nullable_text,
             "code": {"type": "string"},

@@ -105,7 +105,7 @@ class Request:
     interrupted: Reply | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Change:
     """One row (or object) a command changes or would change."""
 
@@ -165,6 +165,9 @@ class Reply:
         return "invalid" if self.exit_code == 2 else "failed"
     # A listing's page when more rows follow: shown, more, next (the command), the cursor.
     page: dict[str, Any] | None = None
+    # Set when ``changes`` lists only the first of more (a bulk import's thousands): how many
+    # there are in all; the notes count them per action and table.
+    changes_total: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict. Shallow on purpose: ``dataclasses.asdict`` deep-copies ``data``
@@ -185,6 +188,8 @@ class Reply:
             out["secret"] = self.secrets[0].value
         if self.page is None:
             out.pop("page")
+        if self.changes_total is None:
+            out.pop("changes_total")
         return out
 
     @classmethod

@@ -239,6 +239,7 @@ class CommandBus:
                 reply.plan_id = self.plans.issue(ctx.actor, list(ctx.request.argv),
                                                  ctx.request.stdin, reply.changes,
                                                  ttl=self.plan_ttl(ctx.request.origin))
+            _summarize(reply)
         return reply
 
     async def _gates(self, ctx: CommandContext) -> None:
@@ -354,6 +355,29 @@ class CommandBus:
             result=outcome, duration=duration))
         log.info("command %s by %s via %s: %s in %.1f ms", command, request.actor.name,
                  request.origin, outcome, duration * 1000)
+
+
+# A reply lists at most this many changes; the plan, its fingerprint and the backup still
+# cover them all.
+LISTED_CHANGES = 20
+
+
+def _summarize(reply: Reply) -> None:
+    """A change list of thousands (a bulk import) is answered with its first changes and
+    the count per action and table, not with thousands of lines."""
+    total = len(reply.changes)
+    if total <= LISTED_CHANGES:
+        return
+    counts: dict[str, dict[str, int]] = {}
+    for change in reply.changes:
+        per = counts.setdefault(change.action, {})
+        per[change.target] = per.get(change.target, 0) + 1
+    summary = "; ".join(f"{action} " + ", ".join(f"{n} {t}" for t, n in per.items())
+                        for action, per in counts.items())
+    reply.changes = reply.changes[:LISTED_CHANGES]
+    reply.changes_total = total
+    reply.notes.insert(0, f"{total} changes in all ({summary}); the first "
+                          f"{LISTED_CHANGES} are listed.")
 
 
 def _not_run(ctx: CommandContext, reply: Reply, actions: list[AfterAction]) -> None:

@@ -84,14 +84,19 @@ def plan_lines(reply: Reply) -> list[str]:
     if not reply.changes:
         return ["(no changes)"] if reply.sandbox else []
     verb = "Would" if reply.sandbox else "Did"
-    return [f"{verb} {c.describe()}" for c in reply.changes]
+    lines = [f"{verb} {c.describe()}" for c in reply.changes]
+    if reply.changes_total is not None and reply.changes_total > len(reply.changes):
+        lines.append(f"… and {reply.changes_total - len(reply.changes)} more changes")
+    return lines
 
 
 def blocks(reply: Reply, naming: Naming = PODOCTL, *, asking: bool = False) -> list[Block]:
     """What a frontend shows of ``reply``, in order. ``asking``: the frontend asks for the
     confirmation itself (podoctl's prompt), so the hint to confirm is left out."""
     if not reply.ok:
-        return [Block("error", (_own("Error:", "error"), _own(" "), Part(reply.message)))]
+        error = Block("error", (_own("Error:", "error"), _own(" "), Part(reply.message)))
+        # A refusal may carry a table of what was refused (an import's bad rows).
+        return [error, Block("table")] if reply.table is not None else [error]
     out: list[Block] = []
     if reply.sandbox:
         out.append(Block("banner", (_own(SANDBOX_BANNER, "banner"),)))

@@ -184,6 +184,21 @@ def generate_password(length: int = 20) -> str:
             return candidate
 
 
+def _die_with_parent(parent: int) -> None:
+    """A worker ends with the daemon, also when the daemon is killed (kill -9): it would
+    otherwise live on, holding copies of the daemon's listening socket, and a restarted
+    podod would find the socket still answering. Linux's parent-death signal does it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the daemon died before the signal was asked for
+        os._exit(1)
+
+
 class HashingPool:
     """Worker processes that hash passwords (the daemon's ``hashing`` component).
 
@@ -205,7 +220,8 @@ class HashingPool:
             from concurrent.futures import ProcessPoolExecutor
 
             self._executor = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("fork"))
+                max_workers=self.workers, mp_context=multiprocessing.get_context("fork"),
+                initializer=_die_with_parent, initargs=(os.getpid(),))
         return self._executor
 
     async def hash(self, password: str, scheme: str = "SHA512-CRYPT", rounds: int = 70000,

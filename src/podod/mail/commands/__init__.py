@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from podod.mail.commands import alias, domain, maildir, report, user
+from podod.mail.commands import alias, bulk, domain, maildir, report, user
 from podod.mail.database import MailDatabase, MailUnitOfWork
 from podod.mail.passwords import default_pool
 from podod.plugins import Registry
@@ -28,3 +28,4 @@ def setup(registry: Registry) -> None:
     alias.setup(registry)
     maildir.setup(registry)
     report.setup(registry)
+    bulk.setup(registry)
