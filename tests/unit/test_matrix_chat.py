@@ -253,12 +253,17 @@ class _FakeClient:
     def __init__(self, sends: list[object], syncs: list[object]) -> None:
         self.sends, self.syncs = sends, syncs
         self.send_calls = 0
+        self.tx_ids: list[object] = []
         self.sync_calls = 0
         self.next_batch = None
 
     async def room_send(self, *args: object, **kw: object) -> object:
         self.send_calls += 1
-        return self.sends.pop(0)
+        self.tx_ids.append(kw.get("tx_id"))
+        answer = self.sends.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     async def sync(self, *args: object, **kw: object) -> object:
         self.sync_calls += 1
@@ -277,8 +282,10 @@ def _session(tmp_path: Path, **keys: object) -> object:
     return MatrixSession(settings, tmp_path)
 
 
-def test_a_429_is_honoured_then_the_message_is_sent(tmp_path: Path) -> None:
+def test_a_429_is_honoured_then_the_message_is_sent(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
+    import random
 
     from nio import RoomSendError, RoomSendResponse
 
@@ -289,6 +296,12 @@ def test_a_429_is_honoured_then_the_message_is_sent(tmp_path: Path) -> None:
                                    RoomSendResponse("$x", "!r")], [])
     assert asyncio.run(session._post("!r", "m.room.message", {"body": "hi"})) == "$x"
     assert session._client.send_calls == 2 and session.sent == 1
+    # a connection lost: tried again with the same transaction id (never posted twice)
+    monkeypatch.setattr(random, "uniform", lambda a, b: 0.01)
+    session._client = _FakeClient([ConnectionResetError("gone"), RoomSendResponse("$y", "!r")],
+                                  [])
+    assert asyncio.run(session._post("!r", "m.room.message", {"body": "hi"})) == "$y"
+    assert len(set(session._client.tx_ids)) == 1 and len(session._client.tx_ids) == 2
     session._client = _FakeClient([RoomSendError("no", "M_FORBIDDEN")], [])
     with pytest.raises(SendError, match="refused the message"):
         asyncio.run(session._post("!r", "m.room.message", {"body": "hi"}))

@@ -30,6 +30,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ _T = TypeVar("_T")
 HANDLED_KEPT = 5000  # event ids remembered on disk
 MAX_EVENT_BYTES = 65_536  # the homeserver's limit for one event
 SEND_RETRIES = 5  # 429 answers honoured per message before it counts as failed
+TRANSPORT_RETRIES = 3  # connection failures retried per message (1, 2, 4 s, with jitter)
 # A sync's timeline holds up to this many events per room; when more arrived, the gap is
 # fetched (up to GAP_PAGES pages of 100), so a burst of commands loses none.
 SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
@@ -595,14 +597,24 @@ class MatrixSession:
             self.send_failures += 1
             raise SendError(f"the room {room_id} is encrypted and end-to-end encryption is "
                             "not available to podod")
-        for _attempt in range(SEND_RETRIES + 1):
+        # One transaction id for every attempt: the homeserver keeps one message of it,
+        # so a retry after a lost answer does not post it twice.
+        tx_id = uuid.uuid4().hex
+        lost = 0
+        for _attempt in range(SEND_RETRIES + TRANSPORT_RETRIES + 1):
             try:
-                answer = await client.room_send(room_id, event_type, content,
+                answer = await client.room_send(room_id, event_type, content, tx_id=tx_id,
                                                 ignore_unverified_devices=True)
-            except Exception as exc:
-                self.send_failures += 1
-                raise SendError(f"posting to {room_id} failed: {type(exc).__name__}: "
-                                f"{exc}") from None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the homeserver away for a moment: try again
+                lost += 1
+                if lost > TRANSPORT_RETRIES:
+                    self.send_failures += 1
+                    raise SendError(f"posting to {room_id} failed: {type(exc).__name__}: "
+                                    f"{exc}") from None
+                await asyncio.sleep(2 ** lost * random.uniform(0.5, 1.0))
+                continue
             if isinstance(answer, RoomSendError):
                 retry = getattr(answer, "retry_after_ms", None)
                 if answer.status_code == "M_LIMIT_EXCEEDED":
