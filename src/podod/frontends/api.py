@@ -672,6 +672,9 @@ class ApiFrontend:
         obj["request_id"] = request_id
         if reply.page is not None:
             obj["page"] = self._page(request, reply.page)
+            command = reply.page.get("next")
+            if isinstance(command, str) and command != obj["page"].get("next"):
+                obj["notes"] = [n.replace(command, obj["page"]["next"]) for n in reply.notes]
         rows = len(reply.data) if isinstance(reply.data, list) else 0
         body = await asyncio.to_thread(_encode, obj) if rows > INLINE_ROWS else _encode(obj)
         return web.Response(body=body, content_type="application/json")
