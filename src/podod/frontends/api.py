@@ -273,7 +273,10 @@ class ApiFrontend:
 
         settings = self.settings
         self._tls = self._ssl_context()
+        # On a stop, requests in flight get 8 s to finish (the daemon gives a component
+        # 10 s to stop), as the socket's do; event streams are ended first.
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
+                               shutdown_timeout=8.0,
                                logger=_HttpLog(logging.getLogger("podod.frontends.api.http"),
                                                {}))
         await runner.setup()
