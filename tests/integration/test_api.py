@@ -251,6 +251,7 @@ def test_listings_page_with_a_next_url_and_filter(site: tuple[MailStack, Api]) -
     assert [u["username"] for u in first["data"]] == [f"page0@{DOMAIN_B}",
                                                       f"page1@{DOMAIN_B}"]
     assert first["page"]["more"] == 3
+    assert first["page"]["next"] in first["notes"][0] and "podoctl" not in first["notes"][0]
     second = api.ok("GET", first["page"]["next"])
     assert [u["username"] for u in second["data"]] == [f"page2@{DOMAIN_B}",
                                                        f"page3@{DOMAIN_B}"]
@@ -448,3 +449,47 @@ def test_a_request_that_is_not_valid_http_gets_400_and_no_traceback_in_the_log(
     assert answer.split(b" ", 2)[1] == b"400"
     assert poll(lambda: "malformed HTTP request" in stack.daemon.log(), 5, 0.05)
     assert "Traceback" not in stack.daemon.log()
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/api/domains", {"domain": "new.example"}),
+    ("PUT", f"/api/domains/{DOMAIN_A}", {"description": "x"}),
+    ("DELETE", f"/api/domains/{DOMAIN_A}", {}),
+    ("POST", f"/api/domains/{DOMAIN_A}/aliases", {"alias_domain": "other.example"}),
+    ("DELETE", "/api/domain-aliases/other.example", {}),
+    ("POST", "/api/servers", {"name": "mx9", "host": "127.0.0.1"}),
+    ("DELETE", "/api/servers/mx9", {}),
+    ("POST", "/api/backups/20261125T021004Z-4fc2e2/restore", {}),
+    ("GET", "/api/backups/20261125T021004Z-4fc2e2", None),
+    ("POST", "/api/alerts/silences", {"for": "1h", "reason": "r"}),
+    ("GET", "/api/reports/audit", None),
+    ("GET", "/api/monitoring/security", None),
+])
+def test_admin_routes_refuse_domain_admins_and_viewers_before_anything_runs(
+        site: tuple[MailStack, Api], method: str, path: str, body: Any) -> None:
+    stack, api = site
+    before = stack.dump()
+    for token in (DOMADMIN, VIEWER):
+        for real in (False, True):
+            sent = None if body is None else {**body, "execute_real": real}
+            api.as_(token).problem(method, path, sent, status=403)
+    assert stack.dump() == before
+
+
+def test_aliases_follow_the_domain_admins_domains(site: tuple[MailStack, Api]) -> None:
+    stack, api = site
+    dom, viewer = api.as_(DOMADMIN), api.as_(VIEWER)
+    mine, theirs = f"team@{DOMAIN_A}", f"team@{DOMAIN_B}"
+    dom.ok("POST", "/api/aliases", {"address": mine, "to": ["x@remote.example"],
+                                    "execute_real": True})
+    dom.problem("POST", "/api/aliases", {"address": theirs, "to": ["x@remote.example"],
+                                         "execute_real": True}, status=403)
+    viewer.problem("POST", "/api/aliases", {"address": f"v@{DOMAIN_A}",
+                                            "to": ["x@remote.example"]}, status=403)
+    dom.ok("PUT", f"/api/aliases/{mine}", {"add": ["y@remote.example"], "execute_real": True})
+    assert {a["address"] for a in dom.ok("GET", "/api/aliases")["data"]} == {mine}
+    viewer.problem("DELETE", f"/api/aliases/{mine}", {"execute_real": True}, status=403)
+    dom.ok("DELETE", f"/api/aliases/{mine}", {"execute_real": True})
+    assert count(stack, "alias", f"address = '{mine}'") == 0
+    usage = {d["domain"] for d in dom.ok("GET", "/api/reports/usage")["data"]}
+    assert usage == {DOMAIN_A}

@@ -273,7 +273,10 @@ class ApiFrontend:
 
         settings = self.settings
         self._tls = self._ssl_context()
+        # On a stop, requests in flight get 8 s to finish (the daemon gives a component
+        # 10 s to stop), as the socket's do; event streams are ended first.
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
+                               shutdown_timeout=8.0,
                                logger=_HttpLog(logging.getLogger("podod.frontends.api.http"),
                                                {}))
         await runner.setup()
@@ -672,6 +675,9 @@ class ApiFrontend:
         obj["request_id"] = request_id
         if reply.page is not None:
             obj["page"] = self._page(request, reply.page)
+            command = reply.page.get("next")
+            if isinstance(command, str) and command != obj["page"].get("next"):
+                obj["notes"] = [n.replace(command, obj["page"]["next"]) for n in reply.notes]
         rows = len(reply.data) if isinstance(reply.data, list) else 0
         body = await asyncio.to_thread(_encode, obj) if rows > INLINE_ROWS else _encode(obj)
         return web.Response(body=body, content_type="application/json")
