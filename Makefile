@@ -10,7 +10,7 @@ APT_PACKAGES := postgresql postgresql-client openssh-server openssh-client \
 	dovecot-core dovecot-imapd dovecot-lmtpd dovecot-pgsql dovecot-pop3d dovecot-submissiond \
 	postfix postfix-pgsql systemd-journal-remote \
 	sogo memcached prometheus prometheus-alertmanager pflogsumm systemd sudo \
-	gcc libc6-dev python3-dev postfixadmin php-cli php-pgsql wrk
+	gcc libc6-dev python3-dev postfixadmin php-cli php-pgsql wrk openssl
 
 # A real Matrix homeserver for the Matrix notifier's tests: Synapse from PyPI (Debian has
 # none) in its own virtualenv under the ignored .cache/, installed once (~25 s, ~275 MB).

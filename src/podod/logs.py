@@ -60,6 +60,9 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     for noisy in ("asyncssh", "aiohttp.access", "apscheduler"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # peewee (matrix-nio's crypto store) logs every SQL statement with its parameters at
+    # debug: pickled Olm/Megolm keys among them, which must never reach a log.
+    logging.getLogger("peewee").setLevel(logging.WARNING)
     # matrix-nio warns "Timed out, sleeping for 0s" for a refused connection too; the Matrix
     # notifier says what failed in a line of its own.
     logging.getLogger("nio").setLevel(max(logging.ERROR, root.level))

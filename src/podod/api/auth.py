@@ -777,7 +777,7 @@ class ApiAuth:
                 "expires": _iso(identity.expires) if identity.expires else None}
 
     def openapi_paths(self) -> dict[str, Any]:
-        """OpenAPI 3.1: ``{"paths": {...}, "components": {"securitySchemes": {"bearer":
+        """OpenAPI 3.1: ``{"paths": {...}, "components": {"securitySchemes": {"bearerAuth":
         ...}, "schemas": {...}}}`` for the frontend to merge into its document."""
         from podod.api.openapi import auth_openapi
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 PROBLEM_REF = {"$ref": "#/components/schemas/AuthProblem"}
-SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def auth_openapi() -> dict[str, Any]:
                                  ["refresh_token"]),
             "responses": {"200": _json(tokens, "new tokens"), **_ERRORS}}},
         "/api/auth/logout": {"post": {
-            "operationId": "authLogout", "tags": ["auth"], "security": [{"bearer": []}, {}],
+            "operationId": "authLogout", "tags": ["auth"], "security": [{"bearerAuth": []}, {}],
             "summary": "End the session (its access and refresh tokens)",
             "description": "The session of the bearer access token and/or of refresh_token "
                            "ends at once; everywhere: every session of the account.",
@@ -109,7 +109,7 @@ def auth_openapi() -> dict[str, Any]:
             "code": _TEXT, "podod_status": _TEXT, "instance": _TEXT}},
     }
     return {"paths": paths, "components": {
-        "securitySchemes": {"bearer": {
+        "securitySchemes": {"bearerAuth": {
             "type": "http", "scheme": "bearer", "bearerFormat": "JWT or API key",
             "description": "An access token from POST /api/auth/login (JWT, HS256), an API "
                            "key (podod_...) from 'podoctl api key create', or a token of "

@@ -218,9 +218,10 @@ def build_openapi(routes: list[Route], commands: dict[str, CommandSpec], auth: A
         "summary": "This document as a page", "responses": {"200": {
             "description": "an HTML page", "content": {"text/html": {
                 "schema": {"type": "string"}}}}}}}
-    if auth is not None:
-        for path, item in auth.openapi_paths().items():
-            paths.setdefault(path, {}).update(item)
+    extra: dict[str, Any] = auth.openapi_paths() if auth is not None else {}
+    for path, item in extra.get("paths", {}).items():
+        paths.setdefault(path, {}).update(item)
+    components = extra.get("components", {})
     tags = sorted({op["tags"][0] for item in paths.values() for op in item.values()
                    if isinstance(op, dict) and op.get("tags")})
     return {
@@ -235,11 +236,12 @@ def build_openapi(routes: list[Route], commands: dict[str, CommandSpec], auth: A
         "security": [{"bearerAuth": []}],
         "paths": paths,
         "components": {
-            "schemas": {"Problem": PROBLEM_SCHEMA},
+            "schemas": {"Problem": PROBLEM_SCHEMA, **components.get("schemas", {})},
             "securitySchemes": {"bearerAuth": {
                 "type": "http", "scheme": "bearer",
                 "description": "an API token (access.api_tokens) or, with accounts, an "
-                               "access token or API key"}},
+                               "access token or API key"},
+                **components.get("securitySchemes", {})},
         },
     }
 

@@ -665,7 +665,10 @@ class MatrixSession:
 
         client = self._client
         assert client is not None
-        self._joined_at[room_id] = time.time()
+        if room_id not in self.rooms:
+            # A room podod is already in keeps its own start: an invite seen again after a
+            # restart must not hide the messages sent while the join was answered.
+            self._joined_at[room_id] = time.time()
         answer = await client.join(room_id)
         if isinstance(answer, JoinError):
             log.warning("Matrix: cannot join %s: %s", room_id, answer.message)

@@ -437,10 +437,10 @@ def setup(registry: Registry) -> None:
         return [{"server": server, **t.describe()} for t in connection.tunnels.values()]
 
     @registry.command(
-        "tunnel status", "Show a server's SSH tunnels: local end, far end, open or not",
+        "server tunnel status", "Show a server's SSH tunnels: local end, far end, open or not",
         params=[Arg("server", "the server's name", metavar="SERVER"),
                 Opt("tunnel", "only this tunnel", metavar="NAME")],
-        examples=["tunnel status db1"], reply=TUNNEL_STATUS_REPLY)
+        examples=["server tunnel status db1"], reply=TUNNEL_STATUS_REPLY)
     async def tunnel_status(ctx: CommandContext, server: str, tunnel: str | None) -> Reply:
         connection = _tunnels(ctx, server, tunnel)
         rows = [r for r in _tunnel_rows(server, connection)
@@ -454,14 +454,14 @@ def setup(registry: Registry) -> None:
                          title=f"tunnels of {server}"))
 
     @registry.command(
-        "tunnel stop", "Close one of a server's SSH tunnels and keep it closed",
+        "server tunnel stop", "Close one of a server's SSH tunnels and keep it closed",
         params=[Arg("server", "the server's name", metavar="SERVER"),
                 Arg("tunnel", "the tunnel's name", metavar="TUNNEL")],
         permission="admin", mutating=True, reply=NULL,
-        description="It stays closed across reconnects until 'tunnel start'. The tunnel the "
+        description="It stays closed across reconnects until 'server tunnel start'. The tunnel the "
                     "mail database is reached through (mail.database.via_server/tunnel) is "
                     "refused: podod would lose its database.",
-        examples=["tunnel stop db1 replica"])
+        examples=["server tunnel stop db1 replica"])
     async def tunnel_stop(ctx: CommandContext, server: str, tunnel: str) -> Reply:
         connection = _tunnels(ctx, server, tunnel)
         database = ctx.runtime.config.mail.database
@@ -472,17 +472,17 @@ def setup(registry: Registry) -> None:
         if ctx.sandbox:
             return Reply(message=f"would stop the tunnel {tunnel} of {server}")
         connection.stop_tunnel(tunnel)
-        return Reply(message=f"tunnel {tunnel} of {server} stopped; 'tunnel start {server} "
-                             f"{tunnel}' opens it again")
+        again = ctx.command_ref(f"server tunnel start {server} {tunnel}")
+        return Reply(message=f"tunnel {tunnel} of {server} stopped; '{again}' opens it again")
 
     @registry.command(
-        "tunnel start", "Open one of a server's SSH tunnels (again) now",
+        "server tunnel start", "Open one of a server's SSH tunnels (again) now",
         params=[Arg("server", "the server's name", metavar="SERVER"),
                 Arg("tunnel", "the tunnel's name", metavar="TUNNEL")],
         permission="admin", mutating=True, reply=NULL,
-        description="Opens a tunnel stopped with 'tunnel stop', or one that failed to open, "
+        description="Opens a tunnel stopped with 'server tunnel stop', or one that failed to open, "
                     "on its local port; it is opened on every later connect too.",
-        examples=["tunnel start db1 replica"])
+        examples=["server tunnel start db1 replica"])
     async def tunnel_start(ctx: CommandContext, server: str, tunnel: str) -> Reply:
         connection = _tunnels(ctx, server, tunnel)
         ctx.record("start", "tunnel", f"{server}/{tunnel}")

@@ -64,7 +64,7 @@ class Tunnel:
     listener: asyncssh.SSHListener | None = None
     error: str | None = None
     opened_at: float | None = None
-    stopped: bool = False  # held closed by 'tunnel stop' until 'tunnel start'
+    stopped: bool = False  # held closed by 'server tunnel stop' until 'server tunnel start'
 
     @property
     def is_open(self) -> bool:
@@ -376,7 +376,7 @@ class ServerConnection:
             return "127.0.0.1", tunnel.local_port
         if tunnel.stopped:
             raise ServerUnreachable(f"the tunnel {name} of server {self.name} is stopped "
-                                    f"('tunnel start {self.name} {name}' opens it)")
+                                    f"('server tunnel start {self.name} {name}' opens it)")
         if self.state != CONNECTED:
             raise ServerUnreachable(f"the tunnel {name} of {self.not_connected_sentence()}")
         raise ServerUnreachable(f"the tunnel {name} of server {self.name} is not open: "
