@@ -499,6 +499,13 @@ class Images:
     def __len__(self) -> int:
         return self._count
 
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Images):
+            return list(self) == list(other)
+        return isinstance(other, list) and list(self) == other
+
+    __hash__ = None  # type: ignore[assignment]
+
     def __iter__(self) -> Iterator[Image]:
         for part in self._parts:
             if len(part) == 3:
