@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import MailStack, make_mail_config, new_domain
+from conftest import MailStack, PostfixAdminDb, make_mail_config, new_domain
 from podod.mail.passwords import hash_password
 from testbed.daemon import DaemonProcess
 from testbed.dovecot import Dovecot
@@ -373,3 +373,18 @@ def test_a_domain_admin_imports_and_exports_only_their_domains(
     finally:
         daemon.stop()
     assert mail.sql("SELECT count(*) FROM mailbox WHERE domain = 'theirs.example'") == "3"
+
+
+def test_an_import_into_a_database_postfixadmin_made(postfixadmin_db: PostfixAdminDb
+                                                      ) -> None:
+    """PostfixAdmin's schema has BEFORE INSERT triggers on quota2 that insert the row
+    themselves: the COPY of an import goes through them as an INSERT does."""
+    pfa = postfixadmin_db
+    with DaemonProcess(pfa.config_path) as daemon:
+        text = users_csv("example.com", 3).replace(",100,", ",10,")
+        reply = daemon.request(["user", "import"], execute_real=True, stdin=text)
+        assert reply["ok"] and reply["data"]["imported"] == 3, reply
+        again = daemon.request(["user", "import"], execute_real=True, stdin=text)
+        assert again["data"]["skipped"] == 3
+    assert pfa.sql("SELECT count(*) FROM quota2 WHERE username LIKE 'u0%'") == "3"
+    assert pfa.sql("SELECT count(*) FROM alias WHERE address LIKE 'u0%'") == "3"

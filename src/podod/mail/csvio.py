@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -360,7 +361,7 @@ def _check_domain(address: str, domain: str, options: Options) -> None:
 
 def check_user(row: dict[str, str], options: Options) -> Record:
     address = normalize_mailbox(_in_domain(row["address"], options))
-    local, domain = address.split("@")
+    domain = sys.intern(address.rpartition("@")[2])  # one string per domain, not per row
     _check_domain(address, domain, options)
     values: dict[str, Any] = {}
     for column, limit in _USER_TEXT.items():
@@ -390,13 +391,12 @@ def check_user(row: dict[str, str], options: Options) -> Record:
     for column in ("password_expiry", "created", "modified"):
         if row.get(column, "").strip():
             values[column] = timestamp(column, row[column])
-    values["local_part"] = local
     return Record(0, address, domain, values)
 
 
 def check_alias(row: dict[str, str], options: Options) -> Record:
     address = normalize_address(_in_domain(row["address"], options), allow_catchall=True)
-    domain = address.split("@")[1]
+    domain = sys.intern(address.split("@")[1])
     _check_domain(address, domain, options)
     goto = targets(row["targets"], options.max_targets)
     if address in goto:

@@ -379,9 +379,19 @@ class MailUnitOfWork:
         self.touched.add(table)
         keys = [row[key_column] for row in rows]
         self.before_images.inserted(table, key_column, keys)
+        # Rows with the same details share one dict (never changed afterwards): an import's
+        # mailboxes mostly have the same quota and active flag. A mailbox's own alias row
+        # (goto = its address) shows no goto.
+        shared: dict[tuple[Any, ...], dict[str, Any]] = {(): _NO_DETAIL}
         for row, key in zip(rows, keys, strict=True):
-            self._changes.append(Change("insert", table, str(key),
-                                        {c: row[c] for c in shown} if shown else _NO_DETAIL))
+            names = [c for c in shown if not (c == "goto" and row[c] == key)]
+            values = tuple((c, row[c]) for c in names)
+            detail = shared.get(values)
+            if detail is None:
+                detail = dict(values)
+                if len(shared) < 1000:  # unique details (alias targets) are not kept twice
+                    shared[values] = detail
+            self._changes.append(Change("insert", table, str(key), detail))
 
     def _where(self, where: dict[str, Any], start: int = 1) -> tuple[str, list[Any]]:
         clauses = [f"{column} = ${i}" for i, column in enumerate(where, start=start)]
@@ -488,6 +498,13 @@ class Images:
 
     def __len__(self) -> int:
         return self._count
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Images):
+            return list(self) == list(other)
+        return isinstance(other, list) and list(self) == other
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __iter__(self) -> Iterator[Image]:
         for part in self._parts:

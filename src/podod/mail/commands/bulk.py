@@ -38,7 +38,7 @@ from podod.plugins import Registry
 
 IMPORT_TIMEOUT = 6 * 3600.0  # 100 000 passwords at 70 000 rounds take hours on two cores
 EXPORT_TIMEOUT = 600.0
-WRITE_CHUNK = 5000  # rows per COPY: progress between them
+WRITE_CHUNK = 2000  # rows per COPY: progress between them, and little held per COPY
 FIRST_ROWS = 10  # keys named in a reply's summary
 _NOUN = {"user": ("mailbox", "mailboxes"), "alias": ("alias", "aliases"),
          "domain": ("domain", "domains")}
@@ -466,7 +466,7 @@ async def _write(ctx: CommandContext, kind: Kind, records: list[Record],
             for r in chunk:
                 v = r.values
                 created, modified = v.get("created", now), v.get("modified", now)
-                local = v["local_part"]
+                local = r.key.rpartition("@")[0]
                 mailboxes.append({
                     "username": r.key, "password": v["digest"], "name": v.get("name", ""),
                     "maildir": v.get("maildir", f"{r.domain}/{local}/"),
@@ -501,6 +501,8 @@ async def _write(ctx: CommandContext, kind: Kind, records: list[Record],
                 "created": r.values.get("created", now), "modified": r.values.get("modified", now),
                 "active": r.values.get("active", True),
                 "password_expiry": r.values.get("password_expiry", 0)} for r in chunk])
+        for r in chunk:  # written: only the key is needed from here on (the reply)
+            r.values = {}
         await ctx.progress("writing rows", min(start + WRITE_CHUNK, total), total)
 
 
