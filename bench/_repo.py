@@ -7,3 +7,14 @@ from pathlib import Path
 ROOT = str(Path(__file__).resolve().parents[1])
 if ROOT not in sys.path:
     sys.path.insert(1, ROOT)
+
+
+def save_result(name: str, result: object) -> Path:
+    """Write a benchmark's figures to .bench/NAME.json (``make bench`` keeps them there)."""
+    import json
+
+    folder = Path(ROOT) / ".bench"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2))
+    return path

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -39,13 +38,12 @@ from typing import Any
 import requests
 import yaml
 
-import _repo  # noqa: F401  (the checkout's testbed/ on sys.path)
+from _repo import save_result  # also puts the checkout's testbed/ on sys.path
 from podod.mail.passwords import hash_password
 from testbed.daemon import DaemonProcess, base_config
 from testbed.ports import free_port
 from testbed.postgres import PgCluster
 
-REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-" + secrets.token_urlsafe(24)
 DOMAIN = "big.example"
 TARGETS = {"first_page_ms_median": 15.0, "get_rps_at_50": 2000.0, "get_errors": 0,
@@ -210,15 +208,10 @@ def main() -> int:
         cluster.start()
         daemon = None
         try:
-            owner_pw = secrets.token_urlsafe(12)
-            cluster.create_role("podod", owner_pw)
-            cluster.create_database("mail", "podod")
-            (root / "pg-password").write_text(owner_pw)
             port = free_port()
             config = base_config(
                 root, log={"level": "info"},
-                mail={"database": {"dsn": f"postgresql://podod@127.0.0.1:{cluster.port}/mail",
-                                   "password_file": str(root / "pg-password")},
+                mail={"database": cluster.mail_database(root),
                       "passwords": {"rounds": 1000},
                       "maildir": {"check_on_create": False}},
                 backup={"dir": str(root / "backups")},
@@ -297,9 +290,7 @@ def main() -> int:
                 daemon.stop()
             cluster.stop()
     result["load_average_after"] = os.getloadavg()[0]
-    folder = REPO / ".bench"
-    folder.mkdir(exist_ok=True)
-    (folder / "api.json").write_text(json.dumps(result, indent=2))
+    save_result("api", result)
     return 0
 
 

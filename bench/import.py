@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -32,13 +31,12 @@ from typing import Any
 
 import yaml
 
-import _repo  # noqa: F401  (the checkout's testbed/ on sys.path)
+from _repo import save_result  # also puts the checkout's testbed/ on sys.path
 from podod.mail.passwords import hash_password
 from testbed.daemon import DaemonProcess, base_config
 from testbed.ports import free_port
 from testbed.postgres import PgCluster
 
-REPO = Path(__file__).resolve().parent.parent
 TARGETS = {"hashed_share_of_machine": 0.9, "prehashed_rows_per_s": 5000.0,
            "peak_rss_mb_at_100000": 300.0}
 HEADER = "address,name,quota,password,password_hash,active\n"
@@ -110,14 +108,9 @@ def main() -> int:
         cluster.start()
         daemon = None
         try:
-            owner_pw = secrets.token_urlsafe(12)
-            cluster.create_role("podod", owner_pw)
-            cluster.create_database("mail", "podod")
-            (root / "pg-password").write_text(owner_pw)
             config = base_config(
                 root, log={"level": "info"},
-                mail={"database": {"dsn": f"postgresql://podod@127.0.0.1:{cluster.port}/mail",
-                                   "password_file": str(root / "pg-password")},
+                mail={"database": cluster.mail_database(root),
                       "passwords": {"rounds": 70000},
                       "maildir": {"check_on_create": False}},
                 backup={"dir": str(root / "backups")})
@@ -203,9 +196,7 @@ def main() -> int:
     result["load_after"] = load()
     print(f"import: load average {result['load_before']} before, {result['load_after']} "
           f"after ({cores} cores)")
-    folder = REPO / ".bench"
-    folder.mkdir(exist_ok=True)
-    (folder / "import.json").write_text(json.dumps(result, indent=2))
+    save_result("import", result)
     return 0
 
 

@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import re
-import secrets
 import socket
 import statistics
 import subprocess
@@ -40,13 +39,12 @@ from typing import Any
 
 import yaml
 
-import _repo  # noqa: F401  (the checkout's testbed/ on sys.path)
+from _repo import save_result  # also puts the checkout's testbed/ on sys.path
 from podod.mail.passwords import HashingPool, c_backend_ok, hash_password
 from testbed.daemon import DaemonProcess, base_config
 from testbed.ports import free_port
 from testbed.postgres import PgCluster
 
-REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "Bench-Password-7-Long"
 TARGETS = {"create_ms_median": 20.0, "list_ms_median": 300.0,
            "scale_update_daemon_ms": 50.0, "scale_backup_bytes": 100_000,
@@ -259,14 +257,9 @@ def main() -> int:
         cluster.start()
         daemon = None
         try:
-            owner_pw = secrets.token_urlsafe(12)
-            cluster.create_role("podod", owner_pw)
-            cluster.create_database("mail", "podod")
-            (root / "pg-password").write_text(owner_pw)
             config = base_config(
                 root, log={"level": "info"},
-                mail={"database": {"dsn": f"postgresql://podod@127.0.0.1:{cluster.port}/mail",
-                                   "password_file": str(root / "pg-password")},
+                mail={"database": cluster.mail_database(root),
                       "passwords": {"rounds": 1000},
                       "maildir": {"check_on_create": False}},  # no mail server here
                 backup={"dir": str(root / "backups")})
@@ -400,9 +393,7 @@ def main() -> int:
               f"{load['after']} after the hashing runs: other work on this machine skews "
               "the scaling figures (compare with the independent processes)")
 
-    folder = REPO / ".bench"
-    folder.mkdir(exist_ok=True)
-    (folder / "mail_ops.json").write_text(json.dumps(result, indent=2))
+    save_result("mail_ops", result)
     return 0
 
 

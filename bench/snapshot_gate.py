@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -33,7 +32,7 @@ from typing import Any
 
 import yaml
 
-import _repo  # noqa: F401  (the checkout's testbed/ on sys.path)
+from _repo import save_result  # also puts the checkout's testbed/ on sys.path
 from testbed.daemon import DaemonProcess, base_config
 from testbed.ports import free_port
 from testbed.postgres import PgCluster
@@ -89,14 +88,9 @@ def main() -> int:
                 "AWS_ENDPOINT_URL_EC2"], aws_access_key_id="bench",
                 aws_secret_access_key="bench")
             volume = ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=8)["VolumeId"]
-            owner_pw = secrets.token_urlsafe(12)
-            cluster.create_role("podod", owner_pw)
-            cluster.create_database("mail", "podod")
-            (root / "pg-password").write_text(owner_pw)
             config = base_config(
                 root, log={"level": "info"},
-                mail={"database": {"dsn": f"postgresql://podod@127.0.0.1:{cluster.port}/mail",
-                                   "password_file": str(root / "pg-password")},
+                mail={"database": cluster.mail_database(root),
                       "passwords": {"rounds": 1000}, "maildir": {"check_on_create": False}},
                 backup={"dir": str(root / "backups")},
                 plugins={"dirs": [str(REPO / "plugins")], "entry_points": False,
@@ -148,9 +142,7 @@ def main() -> int:
           f"{result['with_gate']['median_ms']} ms: the gate costs "
           f"{result['gate_cost_ms_median']} ms against moto on loopback")
     print(json.dumps(result))
-    folder = REPO / ".bench"
-    folder.mkdir(exist_ok=True)
-    (folder / "snapshot_gate.json").write_text(json.dumps(result, indent=2))
+    save_result("snapshot_gate", result)
     return 0
 
 

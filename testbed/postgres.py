@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -91,6 +92,17 @@ class PgCluster:
 
     def create_database(self, name: str, owner: str) -> None:
         self.psql(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+
+    def mail_database(self, folder: Path, *, db: str = "mail", owner: str = "podod"
+                      ) -> dict[str, str]:
+        """A database ``db`` owned by a new role ``owner`` whose random password is kept in
+        ``folder/pg-password``: the ``mail.database`` settings of a podod that uses it."""
+        password = secrets.token_urlsafe(12)
+        self.create_role(owner, password)
+        self.create_database(db, owner)
+        (folder / "pg-password").write_text(password)
+        return {"dsn": f"postgresql://{owner}@127.0.0.1:{self.port}/{db}",
+                "password_file": str(folder / "pg-password")}
 
     def drop_database(self, name: str) -> None:
         self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
