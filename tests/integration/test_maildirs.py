@@ -50,6 +50,10 @@ def mailbox_with_mail(stack: MailStack, postfix: Postfix, dovecot: Dovecot,
     with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=10) as smtp:
         smtp.sendmail("sender@remote.example", [user], "Subject: keep me\r\n\r\nhello\r\n")
     assert wait_for(lambda: inbox_count(dovecot, user, PASSWORD) == 1), postfix.output()
+    # Dovecot writes the usage into quota2 through its SQL dict a moment after the delivery:
+    # wait for it, or a later dump of the tables would see it arrive.
+    assert wait_for(lambda: stack.sql(
+        f"SELECT messages FROM quota2 WHERE username = '{user}'").strip() == "1")
     home = dovecot.mail_dir / domain / local
     assert (home / "Maildir").is_dir()
     return user, home
