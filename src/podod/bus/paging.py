@@ -78,8 +78,9 @@ def page_options(what: str, key: str, *, default: int = PAGE_SIZE,
     names the fields it can be ordered by instead (the first is the key)."""
     where = "after" if cursor == "after" else "before"
     sort: list[Param] = [] if not sorts else [
-        Opt("sort", f"order the {what} by this field, -FIELD for the descending order "
-            f"(default {next(iter(sorts))}; equal values in {key} order)", kind="choice",
+        Opt("sort", f"order the {what} by one of {', '.join(sorts)}; -FIELD for the "
+            f"descending order (default {next(iter(sorts))}; equal values in {key} order)",
+            kind="choice",
             choices=sort_choices(sorts), metavar="FIELD")]
     return [*sort,
         Opt("limit", f"show at most this many {what} (default {default}); the reply counts "
