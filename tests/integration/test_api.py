@@ -262,6 +262,33 @@ def test_listings_page_with_a_next_url_and_filter(site: tuple[MailStack, Api]) -
         f"page3@{DOMAIN_B}"
 
 
+def test_listings_sort_with_a_next_url_that_keeps_the_sort(site: tuple[MailStack, Api]
+                                                           ) -> None:
+    _stack, api = site
+    for n, name in enumerate(["Beta", "Alpha", "Beta", "Alpha", "Gamma"]):
+        api.ok("POST", "/api/users", {"address": f"sort{n}@{DOMAIN_B}", "name": name,
+                                      "password": PASSWORD, "execute_real": True})
+    query = {"domain": DOMAIN_B, "q": "sort", "limit": 2, "sort": "-name"}
+    first = api.ok("GET", "/api/users", params=query)
+    assert first["page"]["sort"] == "-name" and "sort=-name" in first["page"]["next"]
+    shown = [u["username"] for u in first["data"]]
+    second = api.ok("GET", first["page"]["next"])
+    shown += [u["username"] for u in second["data"]]
+    shown += [u["username"] for u in api.ok("GET", second["page"]["next"])["data"]]
+    # Descending by name, the equal names in descending address order too.
+    assert shown == [f"sort{n}@{DOMAIN_B}" for n in (4, 2, 0, 3, 1)]
+    by_domain = api.ok("GET", "/api/domains", params={"sort": "-domain"})["data"]
+    assert [d["domain"] for d in by_domain] == sorted((d["domain"] for d in by_domain),
+                                                      reverse=True)
+    refused = api.problem("GET", "/api/users", params={"sort": "password"}, status=400)
+    assert refused["detail"].startswith("user list: --sort must be one of address, -address,")
+    assert refused["detail"].endswith(", not 'password'")
+    spec = api.call("GET", "/api/openapi.json").json()
+    params = spec["paths"]["/api/aliases"]["get"]["parameters"]
+    sort = next(p for p in params if p["name"] == "sort")
+    assert sort["schema"]["enum"][:4] == ["address", "-address", "goto", "-goto"]
+
+
 # -- problem documents -----------------------------------------------------------------------
 
 def test_bad_requests_get_one_sentence_and_change_nothing(site: tuple[MailStack, Api]) -> None:

@@ -4,6 +4,12 @@ bound (mailboxes, aliases, domains, audit records) shows the first ``--limit`` (
 next page (``--after KEY``, a keyset cursor: as fast on the last page of 100 000 rows as on
 the first). ``--all`` shows every row, for scripts.
 
+``--sort FIELD`` (``--sort -FIELD``: descending) orders a listing by one of its fields, the
+key breaking ties; the cursor is then the last row's sort value and key as a JSON array
+(``["Bob Smith", "bob@example.com"]``) and the query compares the pair,
+``(field, key) > ($1, $2)``, so a page under any sort is as exact (every row once, rows with
+equal values across a page boundary included) as in key order.
+
 The database does the work: ``LIMIT n+1`` tells whether there is more, and only then is the
 rest counted, from the cursor on, with the listing's own filter.
 """
@@ -11,10 +17,12 @@ rest counted, from the cursor on, with the listing's own filter.
 from __future__ import annotations
 
 import asyncio
+import json
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, Literal, TypeVar
 
 from podod.bus.context import CommandContext
 from podod.bus.spec import Opt, Param
@@ -34,12 +42,47 @@ async def off_loop(big: bool, build: Callable[..., _T], *args: Any) -> _T:
     return await asyncio.to_thread(build, *args) if big else build(*args)
 
 
+SortKind = Literal["text", "int", "bool", "time"]
+# The SQL type of a cursor's value, and what NULL counts as (NULLs sort as the smallest
+# value, in both directions consistently; podod's columns are NOT NULL anyway).
+_CAST: dict[str, tuple[str, str]] = {
+    "text": ("text", "''"), "int": ("bigint", "0"), "bool": ("boolean", "false"),
+    "time": ("timestamptz", "'epoch'::timestamptz")}
+
+
+@dataclass(frozen=True)
+class Sort:
+    """A field a listing can be sorted by: its SQL column (None: the listing's key itself)
+    and its type."""
+
+    column: str | None = None
+    kind: SortKind = "text"
+
+    @property
+    def expression(self) -> str:
+        assert self.column is not None
+        cast, null = _CAST[self.kind]
+        return f"coalesce({self.column}, {null})::{cast}"
+
+
+def sort_choices(sorts: Mapping[str, Sort]) -> tuple[str, ...]:
+    """``--sort`` takes a field, or the field after a dash for the descending order."""
+    return tuple(word for name in sorts for word in (name, "-" + name))
+
+
 def page_options(what: str, key: str, *, default: int = PAGE_SIZE,
-                 cursor: str = "after") -> list[Param]:
+                 cursor: str = "after", sorts: Mapping[str, Sort] | None = None
+                 ) -> list[Param]:
     """``--limit N``, ``--after KEY`` (or ``--before`` for newest-first listings) and
-    ``--all`` for a listing of ``what`` ordered by ``key``."""
+    ``--all`` for a listing of ``what`` ordered by ``key``; ``--sort FIELD`` when ``sorts``
+    names the fields it can be ordered by instead (the first is the key)."""
     where = "after" if cursor == "after" else "before"
-    return [
+    sort: list[Param] = [] if not sorts else [
+        Opt("sort", f"order the {what} by one of {', '.join(sorts)}; -FIELD for the "
+            f"descending order (default {next(iter(sorts))}; equal values in {key} order)",
+            kind="choice",
+            choices=sort_choices(sorts), metavar="FIELD")]
+    return [*sort,
         Opt("limit", f"show at most this many {what} (default {default}); the reply counts "
             "the rest and names the command for the next page", kind="int", minimum=1,
             maximum=MAX_LIMIT),
@@ -57,15 +100,42 @@ class Page:
     limit: int | None
     cursor: str | None
     option: str = "after"
+    sort: str | None = None  # as given: "name", "-quota"; None: the key's order
+    by: Sort | None = None  # the sort field's column; None: the key
+    descending: bool = False
+    value: Any = None  # the cursor's sort value (``by`` not None)
 
     @classmethod
     def of(cls, command: str, limit: int | None, cursor: str | None, all: bool,
-           default: int = PAGE_SIZE, option: str = "after") -> Page:
+           default: int = PAGE_SIZE, option: str = "after", sort: str | None = None,
+           sorts: Mapping[str, Sort] | None = None) -> Page:
         if all and limit is not None:
             raise UsageError(f"{command}: --limit and --all do not go together; give one")
         if cursor is not None and not cursor.strip():
             raise UsageError(f"{command}: --{option} needs a value from the previous page")
-        return cls(None if all else (limit or default), cursor, option)
+        shown = None if all else (limit or default)
+        if sort is None:
+            return cls(shown, cursor, option)
+        name = sort.removeprefix("-")
+        if sorts is None or name not in sorts:  # the binding checked it; a caller's slip
+            allowed = ", ".join(sort_choices(sorts or {}))
+            raise UsageError(f"{command}: --sort must be one of {allowed}")
+        by = sorts[name]
+        if by.column is None:  # the key itself: the cursor is the key, as unsorted
+            return cls(shown, cursor, option, sort, None, sort.startswith("-"))
+        value = None
+        if cursor is not None:
+            value, cursor = _sorted_cursor(command, option, sort, by, cursor)
+        return cls(shown, cursor, option, sort, by, sort.startswith("-"), value)
+
+    def cursor_of(self, row: Mapping[str, Any], key: str) -> str:
+        """The cursor that starts the page after ``row``."""
+        if self.by is None:
+            return str(row[key])
+        value = row["_sort"]
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        return json.dumps([value, str(row[key])], ensure_ascii=False)
 
     @property
     def fetch(self) -> int | None:
@@ -74,27 +144,81 @@ class Page:
         return None if self.limit is None else self.limit + 1
 
 
+def _sorted_cursor(command: str, option: str, sort: str, by: Sort, cursor: str
+                   ) -> tuple[Any, str]:
+    """A sorted listing's cursor, ``[VALUE, KEY]``, as the value and the key."""
+    bad = UsageError(f"{command}: --{option} must be the value the previous page named for "
+                     f"--sort {sort}, e.g. [VALUE, KEY]")
+    try:
+        pair = json.loads(cursor)
+    except ValueError:
+        raise bad from None
+    if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[1], str):
+        raise bad
+    value = pair[0]
+    if by.kind == "text" and isinstance(value, str):
+        return value, pair[1]
+    if by.kind == "int" and isinstance(value, int) and not isinstance(value, bool) \
+            and -2**63 <= value < 2**63:
+        return value, pair[1]
+    if by.kind == "bool" and isinstance(value, bool):
+        return value, pair[1]
+    if by.kind == "time" and isinstance(value, str) and len(value) <= 64:
+        try:
+            return datetime.fromisoformat(value), pair[1]
+        except ValueError:
+            raise bad from None
+    raise bad
+
+
 async def fetch_page(db: Any, page: Page, *, select: str, count: str, where: str,
                      args: list[Any], key: str, descending: bool = False
-                     ) -> tuple[list[Any], int]:
-    """The page's rows and how many more match after them (PostgreSQL).
+                     ) -> tuple[list[Any], int, str]:
+    """The page's rows, how many more match after them (PostgreSQL) and the cursor of the
+    page after them ("" when there are no rows).
 
     ``select`` and ``count`` are the listing's ``SELECT ... FROM ...`` and
     ``SELECT count(*) FROM ...``; ``where`` its filter over ``args`` ($1..$n); ``key`` the
-    unique column it is ordered by."""
-    compare = "<" if descending else ">"
+    unique column it is ordered by, or that breaks the ties of ``page``'s sort field (whose
+    column must be one of the table ``count`` counts)."""
+    desc = descending != page.descending
+    compare = "<" if desc else ">"
+    order = " DESC" if desc else ""
     n = len(args)
-    cursor = f"(${n + 1}::text IS NULL OR {key} {compare} ${n + 1}::text)"
-    sql = (f"{select} WHERE ({where}) AND {cursor} ORDER BY {key}"
-           f"{' DESC' if descending else ''} LIMIT ${n + 2}")
-    rows = list(await db.fetch(sql, *args, page.cursor, page.fetch))
-    if page.limit is None or len(rows) <= page.limit:
-        return rows, 0
-    rows = rows[:page.limit]
-    last = rows[-1][key.rpartition(".")[2]]
-    more = await db.fetchval(f"{count} WHERE ({where}) AND {key} {compare} ${n + 1}::text",
-                             *args, str(last))
-    return rows, int(more)
+    name = key.rpartition(".")[2]
+    if page.by is None:
+        cursor = f"(${n + 1}::text IS NULL OR {key} {compare} ${n + 1}::text)"
+        sql = f"{select} WHERE ({where}) AND {cursor} ORDER BY {key}{order} LIMIT ${n + 2}"
+        rows = list(await db.fetch(sql, *args, page.cursor, page.fetch))
+        if page.limit is not None and len(rows) > page.limit:
+            rows = rows[:page.limit]
+            last = page.cursor_of(rows[-1], name)
+            more = await db.fetchval(f"{count} WHERE ({where}) AND {key} {compare} "
+                                     f"${n + 1}::text", *args, last)
+            return rows, int(more), last
+        return rows, 0, page.cursor_of(rows[-1], name) if rows else ""
+    column, cast = page.by.expression, _CAST[page.by.kind][0]
+    pair = f"({column}, {key}) {compare} (${n + 1}::{cast}, ${n + 2}::text)"
+    select = select.strip()
+    assert select.startswith("SELECT ")
+    sql = (f"SELECT {column} AS _sort, {select[7:]} WHERE ({where}) AND "
+           f"(${n + 2}::text IS NULL OR {pair}) "
+           f"ORDER BY {column}{order}, {key}{order} LIMIT ${n + 3}")
+    found = list(await db.fetch(sql, *args, page.value, page.cursor, page.fetch))
+    if page.limit is not None and len(found) > page.limit:
+        found = found[:page.limit]
+        more = await db.fetchval(f"{count} WHERE ({where}) AND {pair}", *args,
+                                 found[-1]["_sort"], str(found[-1][name]))
+    else:
+        more = 0
+    last = page.cursor_of(found[-1], name) if found else ""
+    # The sort value is the cursor's, not the listing's.
+    rows = await off_loop(len(found) > INLINE_ROWS, _without_sort, found)
+    return rows, int(more), last
+
+
+def _without_sort(rows: list[Any]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "_sort"} for r in rows]
 
 
 def next_page(ctx: CommandContext, page: Page, last: str) -> str:
@@ -124,8 +248,10 @@ def page_note(ctx: CommandContext, page: Page, more: int, last: str, what: str
     command = next_page(ctx, page, last)
     note = (f"{more} more {what} after these; the next {min(more, page.limit or more)}: "
             f"{command} (or --limit N, or --all for every one)")
-    return [note], {"shown": page.limit, "more": more, "next": command,
-                    page.option: last}
+    paged = {"shown": page.limit, "more": more, "next": command, page.option: last}
+    if page.sort is not None:
+        paged["sort"] = page.sort
+    return [note], paged
 
 
 def page_message(count: int, more: int, one: str, many: str) -> str:

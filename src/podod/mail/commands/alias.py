@@ -9,6 +9,7 @@ from podod.bus.context import Actor, CommandContext, Reply, Table
 from podod.bus.paging import (
     INLINE_ROWS,
     Page,
+    Sort,
     fetch_page,
     off_loop,
     page_message,
@@ -147,6 +148,11 @@ async def _alias(db: Any, address: str) -> dict[str, Any]:
 
 
 _ALIAS = {"address": STR, "goto": STR, "domain": STR, "active": BOOL}
+# What ``alias list --sort`` orders by (the first: the key), as alias columns.
+ALIAS_SORTS: dict[str, Sort] = {
+    "address": Sort(), "goto": Sort("goto"), "domain": Sort("domain"),
+    "active": Sort("active", "bool"), "created": Sort("created", "time"),
+    "modified": Sort("modified", "time")}
 LIST_REPLY = arr(obj(_ALIAS), "one object per alias; goto: the targets, comma-separated")
 SHOW_REPLY = obj({**_ALIAS, "targets": arr(STR), "created": STR, "modified": STR})
 
@@ -190,14 +196,15 @@ def setup(registry: Registry) -> None:
         "alias list", "List aliases (not the mailboxes' own alias rows)",
         params=[Opt("domain", "only this domain", kind="domain"),
                 Opt("search", "only aliases whose address or targets contain this"),
-                *page_options("aliases", "address")],
+                *page_options("aliases", "address", sorts=ALIAS_SORTS)],
         reply=LIST_REPLY)
     async def alias_list(ctx: CommandContext, domain: str | None, search: str | None,
-                         limit: int | None, after: str | None, all: bool) -> Reply:
-        page = Page.of("alias list", limit, after, all)
+                         sort: str | None, limit: int | None, after: str | None, all: bool
+                         ) -> Reply:
+        page = Page.of("alias list", limit, after, all, sort=sort, sorts=ALIAS_SORTS)
         domains = visible_domains(ctx, normalize_domain(domain) if domain else None)
         async with reader(ctx) as db:
-            rows, more = await fetch_page(
+            rows, more, last = await fetch_page(
                 db, page, key="address",
                 select="SELECT address, goto, domain, active FROM alias",
                 count="SELECT count(*) FROM alias",
@@ -206,8 +213,7 @@ def setup(registry: Registry) -> None:
                       "strpos(lower(goto), lower($2)) > 0)",
                 args=[domains, search])
         data, table = await off_loop(len(rows) > INLINE_ROWS, _alias_rows, rows)
-        notes, paged = page_note(ctx, page, more, data[-1]["address"] if data else "",
-                                 "aliases")
+        notes, paged = page_note(ctx, page, more, last, "aliases")
         return Reply(message=page_message(len(data), more, "alias", "aliases"), data=data,
                      notes=notes, page=paged,
                      table=Table(["alias", "goes to", "active"], table, title="aliases"))
@@ -228,7 +234,7 @@ def setup(registry: Registry) -> None:
         async with reader(ctx) as db:
             if not await db.fetchval("SELECT 1 FROM mailbox WHERE username=$1", username):
                 raise NotFound(f"there is no mailbox {username}")
-            rows, more = await fetch_page(
+            rows, more, last = await fetch_page(
                 db, page, key="address",
                 select="SELECT address, goto, domain, active FROM alias",
                 count="SELECT count(*) FROM alias",
@@ -237,8 +243,7 @@ def setup(registry: Registry) -> None:
                       "domain = ANY($2::text[]))",
                 args=[username, domains])
         data, table = await off_loop(len(rows) > INLINE_ROWS, _alias_rows, rows)
-        notes, paged = page_note(ctx, page, more, data[-1]["address"] if data else "",
-                                 "aliases")
+        notes, paged = page_note(ctx, page, more, last, "aliases")
         return Reply(message=page_message(len(data), more, "alias", "aliases") +
                      f" deliver to {username}", data=data, notes=notes, page=paged,
                      table=Table(["alias", "goes to", "active"], table,

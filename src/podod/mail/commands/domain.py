@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from podod.bus.context import CommandContext, Reply, Table
-from podod.bus.paging import Page, fetch_page, page_message, page_note, page_options
+from podod.bus.paging import (
+    Page,
+    Sort,
+    fetch_page,
+    page_message,
+    page_note,
+    page_options,
+)
 from podod.bus.shapes import BOOL, INT, NULL, STR, WHOLE_TEXT, arr, nullable, obj
 from podod.bus.spec import Arg, Opt
 from podod.errors import Conflict, NotFound, ValidationError
@@ -122,6 +129,11 @@ async def _fits(uow: Any, name: str, values: dict[str, Any]) -> None:
                                   f"{-(-row['allotted'] // MB)}")
 
 
+# What ``domain list --sort`` orders by (the first: the key), as domain columns.
+DOMAIN_SORTS: dict[str, Sort] = {
+    "domain": Sort(), "description": Sort("d.description"), "quota": Sort("d.quota", "int"),
+    "active": Sort("d.active", "bool"), "created": Sort("d.created", "time"),
+    "modified": Sort("d.modified", "time")}
 COUNTS = """
 SELECT d.*,
   (SELECT count(*) FROM mailbox m WHERE m.domain = d.domain) AS mailbox_count,
@@ -182,14 +194,14 @@ def setup(registry: Registry) -> None:
 
     @registry.command("domain list", "List the mail domains",
                       params=[Opt("search", "only domains containing this text"),
-                              *page_options("domains", "domain")],
+                              *page_options("domains", "domain", sorts=DOMAIN_SORTS)],
                       reply=LIST_REPLY)
-    async def domain_list(ctx: CommandContext, search: str | None, limit: int | None,
-                          after: str | None, all: bool) -> Reply:
-        page = Page.of("domain list", limit, after, all)
+    async def domain_list(ctx: CommandContext, search: str | None, sort: str | None,
+                          limit: int | None, after: str | None, all: bool) -> Reply:
+        page = Page.of("domain list", limit, after, all, sort=sort, sorts=DOMAIN_SORTS)
         shown = list(ctx.actor.domains) if ctx.actor.role == "domain-admin" else None
         async with reader(ctx) as db:
-            found, more = await fetch_page(
+            found, more, last = await fetch_page(
                 db, page, key="d.domain", select=COUNTS, count="SELECT count(*) FROM domain d",
                 where="($1::text IS NULL OR strpos(d.domain, $1) > 0) AND "
                       "($2::text[] IS NULL OR d.domain = ANY($2::text[]))",
@@ -202,8 +214,7 @@ def setup(registry: Registry) -> None:
                   r["alias_of"] or "", yes(r["active"])] for r in rows]
         data = [{k: (str(v) if k in ("created", "modified") else v) for k, v in r.items()}
                 for r in rows]
-        notes, paged = page_note(ctx, page, more, rows[-1]["domain"] if rows else "",
-                                 "domains")
+        notes, paged = page_note(ctx, page, more, last, "domains")
         return Reply(message=page_message(len(rows), more, "domain", "domains"), data=data,
                      notes=notes, page=paged, table=Table(
             ["domain", "description", "mailboxes", "aliases", "quota", "alias of", "active"],

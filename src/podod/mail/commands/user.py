@@ -9,6 +9,7 @@ from podod.bus.context import CommandContext, Reply, Secret, Table
 from podod.bus.paging import (
     INLINE_ROWS,
     Page,
+    Sort,
     fetch_page,
     off_loop,
     page_message,
@@ -96,6 +97,11 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 
 _MAILBOX = {"username": STR, "name": STR, "quota": INT, "active": BOOL, "domain": STR,
             "used": INT, "messages": INT}
+# What ``user list --sort`` orders by (the first: the key), as mailbox columns.
+USER_SORTS: dict[str, Sort] = {
+    "address": Sort(), "name": Sort("m.name"), "quota": Sort("m.quota", "int"),
+    "domain": Sort("m.domain"), "active": Sort("m.active", "bool"),
+    "created": Sort("m.created", "time"), "modified": Sort("m.modified", "time")}
 LIST_REPLY = arr(obj(_MAILBOX), "one object per mailbox; quota and used in bytes")
 SHOW_REPLY = obj({**_MAILBOX, "maildir": STR, "local_part": STR, "created": STR,
                   "modified": STR, "phone": STR, "email_other": STR},
@@ -181,17 +187,19 @@ def setup(registry: Registry) -> None:
         "user list", "List mailboxes",
         params=[Opt("domain", "only this domain", kind="domain"),
                 Opt("search", "only addresses or names containing this text"),
-                *page_options("mailboxes", "address")],
+                *page_options("mailboxes", "address", sorts=USER_SORTS)],
         examples=["user list --domain example.com",
                   "user list --domain example.com --after bob@example.com",
+                  "user list --sort -quota --limit 10",
                   "podoctl --json user list --all"],
         reply=LIST_REPLY)
     async def user_list(ctx: CommandContext, domain: str | None, search: str | None,
-                        limit: int | None, after: str | None, all: bool) -> Reply:
-        page = Page.of("user list", limit, after, all)
+                        sort: str | None, limit: int | None, after: str | None, all: bool
+                        ) -> Reply:
+        page = Page.of("user list", limit, after, all, sort=sort, sorts=USER_SORTS)
         domains = visible_domains(ctx, normalize_domain(domain) if domain else None)
         async with reader(ctx) as db:
-            rows, more = await fetch_page(
+            rows, more, last = await fetch_page(
                 db, page, key="m.username",
                 select="SELECT m.username, m.name, m.quota, m.active, m.domain, "
                        "coalesce(q.bytes, 0) AS used, coalesce(q.messages, 0) AS messages "
@@ -202,8 +210,7 @@ def setup(registry: Registry) -> None:
                       "strpos(lower(m.name), lower($2)) > 0)",
                 args=[domains, search])
         data, table = await off_loop(len(rows) > INLINE_ROWS, _user_rows, rows)
-        notes, paged = page_note(ctx, page, more, data[-1]["username"] if data else "",
-                                 "mailboxes")
+        notes, paged = page_note(ctx, page, more, last, "mailboxes")
         return Reply(message=page_message(len(data), more, "mailbox", "mailboxes"),
                      data=data, notes=notes, page=paged, table=Table(
             ["address", "name", "quota", "used", "messages", "active"], table,
