@@ -127,6 +127,22 @@ class ChatClient:
             content["m.relates_to"] = relates
         return self.send_event(room, "m.room.message", content)
 
+    def send_file(self, room: str, name: str, data: bytes,
+                  mimetype: str = "text/csv") -> str:
+        """Upload ``data`` and post it as an ``m.file`` (unencrypted media); its event id."""
+        import io
+
+        assert self.client is not None
+        uploaded, _keys = self._call(self.client.upload(
+            lambda *_: io.BytesIO(data), content_type=mimetype, filename=name,
+            filesize=len(data)))
+        url = getattr(uploaded, "content_uri", None)
+        if not url:
+            raise RuntimeError(f"{self.user_id} cannot upload {name}: {uploaded}")
+        return self.send_event(room, "m.room.message", {
+            "msgtype": "m.file", "body": name, "filename": name, "url": url,
+            "info": {"mimetype": mimetype, "size": len(data)}})
+
     def send_event(self, room: str, event_type: str, content: dict[str, Any]) -> str:
         assert self.client is not None
         answer = self._call(self.client.room_send(room, event_type, content,

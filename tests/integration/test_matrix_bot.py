@@ -8,6 +8,7 @@ mailboxes. Users: alice (admin), dom (domain-admin of one domain), eve (a strang
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -212,6 +213,38 @@ def test_a_real_create_through_a_reaction(world: World, stack: MailStack,
     text, password = _real_create(world, address, by_reaction=True)
     assert "!podo backup restore" in text
     assert dovecot.auth_test(address, password)
+
+
+def test_an_import_reads_the_csv_file_the_command_replies_to(world: World,
+                                                            stack: MailStack) -> None:
+    rows = "address,name,password_hash\n" + "".join(
+        f"chat{i}@{world.domain},Chat {i},{{SHA512-CRYPT}}$6$rounds=5000$abcdefgh$"
+        f"{'x' * 86}\n" for i in range(3))
+    file_id = world.alice.send_file(world.room, "people.csv", rows.encode())
+    reply = {"m.in_reply_to": {"event_id": file_id}}
+
+    # without a file to read, or replying to a file someone else posted: one sentence
+    alone = world.alice.ask(world.room, "!podo user import")
+    assert "post the CSV file in the room, then send the command as a reply" in alone
+    others = world.dom.send_file(world.room, "theirs.csv", rows.encode())
+    asked = world.alice.send(world.room, "!podo user import",
+                             {"m.in_reply_to": {"event_id": others}})
+    assert "the file must be one you posted yourself" in _body(
+        world.alice.wait_reply(world.room, asked))
+
+    planned = world.alice.send(world.room, "!podo user import --execute-real", reply)
+    plan = world.alice.wait_reply(world.room, planned)
+    text = _body(plan)
+    assert "3 mailboxes would be imported" in text and f"chat0@{world.domain}" in text, text
+    assert stack.sql(f"SELECT count(*) FROM mailbox WHERE username LIKE 'chat%@{world.domain}'"
+                     ) == "0"
+    code = re.search(r"!podo confirm (\S+)", text)
+    assert code, text
+    done = _body(world.alice.wait_reply(world.room, world.alice.send(
+        world.room, f"!podo confirm {code.group(1)}")))
+    assert "3" in done, done
+    assert stack.sql(f"SELECT count(*) FROM mailbox WHERE username LIKE 'chat%@{world.domain}'"
+                     ) == "3"
 
 
 def test_refusals_foreign_confirmation_reaction_other_domain_expired_replayed(
@@ -462,3 +495,4 @@ def test_a_revoked_token_stops_the_bot_and_nothing_else(world: World) -> None:
     assert world.daemon.request(["status"])["ok"]  # the rest of podod goes on
     time.sleep(2.0)  # no retry storm: one line, then silence
     assert world.daemon.log().count("Matrix session stopped") == 1
+

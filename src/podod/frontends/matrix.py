@@ -309,12 +309,14 @@ class MatrixBot:
             await self._answer(incoming, thread, await self.bus.refuse(
                 actor.name, ORIGIN, argv, UsageError(refused)))
             return
+        data: str | None = None
         if self.bus.stdin_wanted(argv) == "data":
-            await self._answer(incoming, thread, await self.bus.refuse(
-                actor.name, ORIGIN, argv, UsageError(
-                    "this command reads a file from standard input, which chat cannot give: "
-                    "use podoctl for it")))
-            return
+            try:
+                data = await self._attached(incoming, in_reply_to)
+            except UsageError as exc:
+                await self._answer(incoming, thread, await self.bus.refuse(
+                    actor.name, ORIGIN, argv, exc))
+                return
         if argv[0].lower() == "silence" and len(argv) >= 2:
             parent = thread if thread != incoming.event_id else in_reply_to
             found = self.notifications.get(parent or "") or \
@@ -328,7 +330,21 @@ class MatrixBot:
         if argv[0].lower() == "confirm" and len(argv) == 2:
             await self._confirm(incoming, thread, actor, argv[1])
             return
-        await self._run(incoming, thread, actor, argv)
+        await self._run(incoming, thread, actor, argv, data)
+
+    async def _attached(self, incoming: Incoming, in_reply_to: str | None) -> str:
+        """The CSV file a command that reads data replies to: posted by the same user in the
+        same room, at most socket.max_data_bytes, UTF-8 text."""
+        if not in_reply_to:
+            raise UsageError("this command reads a file: post the CSV file in the room, then "
+                             "send the command as a reply to it")
+        limit = self.runtime.config.socket.max_data_bytes
+        body = await self.session.attachment(incoming.room_id, in_reply_to, incoming.sender,
+                                             limit)
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError("the attached file is not UTF-8 text") from None
 
     def _secret_in(self, argv: list[str]) -> str | None:
         """Why this request would bring a secret through chat, or None."""
@@ -362,7 +378,7 @@ class MatrixBot:
     # -- running a command ---------------------------------------------------------------------
 
     async def _run(self, incoming: Incoming, thread: str, actor: Any,
-                   argv: list[str]) -> None:
+                   argv: list[str], data: str | None = None) -> None:
         argv, real = grammar.split_globals(argv)  # a real change is always planned first
         secret = self._makes_secret(argv)
         if secret and real and not self.session.e2ee:
@@ -372,7 +388,7 @@ class MatrixBot:
                     "and end-to-end encryption is not available to podod here: use podoctl "
                     "for this; nothing was changed")))
             return
-        request = Request(argv=argv, actor=actor, origin=ORIGIN, naming=CHAT)
+        request = Request(argv=argv, actor=actor, origin=ORIGIN, naming=CHAT, stdin=data)
         reply = await self._execute(incoming, thread, request,
                                     lambda p: self.bus.execute(request, p))
         if reply is None:

@@ -559,6 +559,13 @@ class MatrixSession:
     async def members(self, room_id: str) -> list[str]:
         return await self._call(self._members(room_id))
 
+    async def attachment(self, room_id: str, event_id: str, sender: str,
+                         max_bytes: int) -> bytes:
+        """The file of the message ``event_id`` (an ``m.file``, decrypted when the room is
+        encrypted), which ``sender`` must have posted; at most ``max_bytes``. Raises
+        :class:`~podod.errors.UsageError` with the reason it cannot be had."""
+        return await self._call(self._attachment(room_id, event_id, sender, max_bytes))
+
     # -- the work, in the session's thread ---------------------------------------------------
 
     async def _queued(self, room_id: str, work: Callable[[], Awaitable[_T]]) -> _T:
@@ -684,6 +691,57 @@ class MatrixSession:
         if isinstance(answer, JoinedMembersError):
             raise SendError(f"cannot list the members of {room_id}: {answer.message}")
         return [m.user_id for m in answer.members]
+
+    async def _attachment(self, room_id: str, event_id: str, sender: str,
+                          max_bytes: int) -> bytes:
+        from nio import (
+            DownloadError,
+            MegolmEvent,
+            RoomEncryptedFile,
+            RoomGetEventError,
+            RoomMessageFile,
+        )
+        from nio.crypto.attachments import decrypt_attachment
+
+        from podod.errors import UsageError
+
+        client = self._client
+        assert client is not None
+        answer = await client.room_get_event(room_id, event_id)
+        if isinstance(answer, RoomGetEventError):
+            raise UsageError(f"the message this one replies to cannot be read: {answer.message}")
+        event = answer.event
+        if isinstance(event, MegolmEvent):
+            try:
+                event = client.decrypt_event(event)
+            except Exception:
+                raise UsageError("the file this message replies to cannot be decrypted by "
+                                 "podod; send it again") from None
+        if not isinstance(event, RoomMessageFile | RoomEncryptedFile):
+            raise UsageError("this command reads a file: reply with it to a message that "
+                             "holds the CSV file (attach the file, then reply to it)")
+        if event.sender != sender:
+            raise UsageError("the file must be one you posted yourself")
+        info = event.source.get("content", {}).get("info") or {}
+        size = info.get("size") if isinstance(info, dict) else None
+        if isinstance(size, int) and size > max_bytes:
+            raise UsageError(f"the file is {size} bytes; podod reads at most {max_bytes} "
+                             "(socket.max_data_bytes)")
+        downloaded = await client.download(mxc=event.url)
+        if isinstance(downloaded, DownloadError):
+            raise UsageError(f"the file cannot be downloaded: {downloaded.message}")
+        body = bytes(downloaded.body)
+        if len(body) > max_bytes:
+            raise UsageError(f"the file is {len(body)} bytes; podod reads at most "
+                             f"{max_bytes} (socket.max_data_bytes)")
+        if isinstance(event, RoomEncryptedFile):
+            try:
+                body = await asyncio.to_thread(decrypt_attachment, body, event.key["k"],
+                                               event.hashes["sha256"], event.iv)
+            except Exception:
+                raise UsageError("the encrypted file cannot be decrypted (its key or hash "
+                                 "does not match)") from None
+        return body
 
     async def _direct_room(self, user_id: str) -> str:
         from nio import RoomCreateError, RoomPreset
