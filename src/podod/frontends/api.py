@@ -21,7 +21,6 @@ import asyncio
 import ipaddress
 import json
 import logging
-import os
 import ssl
 import time
 from collections import Counter, deque
@@ -280,19 +279,11 @@ class ApiFrontend:
                                logger=_HttpLog(logging.getLogger("podod.frontends.api.http"),
                                                {}))
         await runner.setup()
-        site = web.TCPSite(runner, settings.listen, settings.port, reuse_address=True,
-                           ssl_context=self._tls)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise RuntimeError(f"api.listen/port: cannot listen on {settings.listen}:"
-                               f"{settings.port} ({reason})") from None
+        from podod.frontends.listen import start_site
+
+        self._bound = await start_site(runner, settings.listen, settings.port,
+                                       "api.listen/port", self._tls)
         self._runner = runner
-        sockets = list(site._server.sockets if site._server else [])  # type: ignore[attr-defined]
-        bound = sockets[0].getsockname() if sockets else (settings.listen, settings.port)
-        self._bound = (str(bound[0]), int(bound[1]))
         log.info("serving the REST API on %s://%s:%d/api", self.scheme, *self._bound)
 
     async def _close(self) -> None:

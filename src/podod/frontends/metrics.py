@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
-import os
 import re
 import time
 from collections import Counter
@@ -357,18 +356,10 @@ class MetricsEndpoint:
         app.router.add_get("/", self._index)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise RuntimeError(f"metrics.listen/port: cannot listen on {host}:{port} "
-                               f"({reason})") from None
+        from podod.frontends.listen import start_site
+
+        self._bound = await start_site(runner, host, port, "metrics.listen/port")
         self._runner = runner
-        sockets = [s for s in (site._server.sockets if site._server else [])]  # type: ignore[attr-defined]
-        bound = sockets[0].getsockname() if sockets else (host, port)
-        self._bound = (str(bound[0]), int(bound[1]))
         log.info("serving /metrics on http://%s:%d/metrics", *self._bound)
 
     async def _close(self) -> None:
