@@ -8,6 +8,7 @@ PIP := $(VENV)/bin/pip
 # Debian packages the tests use (real components, never mocks).
 APT_PACKAGES := postgresql postgresql-client openssh-server openssh-client \
 	dovecot-core dovecot-imapd dovecot-lmtpd dovecot-pgsql dovecot-pop3d dovecot-submissiond \
+	dovecot-sieve dovecot-managesieved \
 	postfix postfix-pgsql systemd-journal-remote \
 	sogo memcached prometheus prometheus-alertmanager pflogsumm systemd sudo \
 	gcc libc6-dev python3-dev postfixadmin php-cli php-pgsql wrk openssl
