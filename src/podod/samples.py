@@ -21,6 +21,9 @@ class Sample:
     ``series`` is the Prometheus-style name without the ``podod_`` prefix (for example
     ``postfix_queue_messages``); ``labels`` never includes ``server``, which is its own
     field. Counters are monotonic totals (the store and the alert engine handle resets).
+    ``note`` is text for people that goes with the value (the alert engine hands it to a
+    rule's templates as ``note``, e.g. which mailboxes a count is made of); the store and
+    /metrics never see it, so it can name what a label must not (addresses).
     """
 
     series: str
@@ -29,6 +32,7 @@ class Sample:
     labels: LabelKey = ()
     kind: Kind = "gauge"
     ts: float = field(default_factory=time.time)
+    note: str = ""
 
     @staticmethod
     def labels_of(**labels: str) -> LabelKey:

@@ -118,11 +118,11 @@ def test_bad_rule_file_is_one_sentence(tmp_path: Path, text: str, message: str) 
 
 def test_default_rules_apply_and_a_rule_file_replaces_one_by_name(tmp_path: Path) -> None:
     defaults = parse_config({}, source="podod.yaml").alerts.ruleset
-    assert len(defaults.rules) == 22 and len(defaults.inhibit) == 3
+    assert len(defaults.rules) == 24 and len(defaults.inhibit) == 3
     mine = write(tmp_path, GOOD.replace("threshold: 500", "threshold: 50"))
     config = parse_config({"alerts": {"rule_files": [str(mine)]}}, source="podod.yaml")
     rules = config.alerts.ruleset.by_name()
-    assert len(rules) == 22 and rules["QueueTooLarge"].threshold == 50
+    assert len(rules) == 24 and rules["QueueTooLarge"].threshold == 50
     assert rules["QueueTooLarge"].source == "alerts.yaml"
     only = parse_config({"alerts": {"rule_files": [str(mine)], "default_rules": False}},
                         source="podod.yaml")

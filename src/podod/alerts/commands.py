@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from podod.alerts import notifiers, store
+from podod.alerts import notifiers, quota, store
 from podod.alerts.component import AlertsComponent, factory
 from podod.alerts.matchers import Matcher, MatcherError, describe, parse_text
 from podod.alerts.silences import Silence
@@ -81,6 +81,7 @@ CREATE_REPLY = obj({"matchers": STR, "ends": NUM, "matching": arr(STR)},
 def setup(registry: Registry) -> None:
     registry.component("alerts", factory)
     notifiers.setup(registry)
+    quota.setup(registry)
 
     @registry.command(
         "alerts list", "Show the firing alerts (and with --all the pending ones, silences "

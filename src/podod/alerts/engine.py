@@ -57,7 +57,7 @@ class SeriesEntry:
     """The latest value of one series on one server, and, for counters that a rate or
     increase rule reads, a thinned history of reset-adjusted values."""
 
-    __slots__ = ("collector", "hist", "labels", "lkey", "offset", "raw", "sticky", "ts",
+    __slots__ = ("collector", "hist", "labels", "lkey", "note", "offset", "raw", "sticky", "ts",
                  "value")
 
     def __init__(self, lkey: LabelKey, collector: str) -> None:
@@ -69,6 +69,7 @@ class SeriesEntry:
         self.offset = 0.0
         self.ts = 0.0
         self.sticky = False
+        self.note = ""
         self.hist: deque[tuple[float, float]] | None = None
 
     def update(self, value: float, ts: float, window: float | None) -> None:
@@ -125,6 +126,7 @@ class Alert:
     fired_at: float | None = None
     annotations: dict[str, str] = field(default_factory=dict)
     rendered_value: float | None = None
+    rendered_note: str = ""
     seen: int = 0  # the evaluation that last found the condition true
 
     @property
@@ -306,6 +308,7 @@ class AlertEngine:
                 entry = entries[s.labels] = SeriesEntry(s.labels, collector)
             entry.collector = collector
             entry.sticky = sticky
+            entry.note = s.note
             entry.update(float(s.value), s.ts, windows.get(s.series))
             touched.setdefault(s.server, set()).add(s.series)
         servers = set(touched)
@@ -503,15 +506,27 @@ class AlertEngine:
         else:
             self._dirty[alert.fingerprint] = alert.row()
 
+    def _note(self, alert: Alert, rule: Rule) -> str:
+        """The note of the sample an alert of a rule without ``aggregate`` is about."""
+        if rule.aggregate is not None:
+            return ""
+        per_server = self.index.get(rule.series)
+        entries = per_server.get(alert.server) if per_server is not None else None
+        entry = entries.get(alert.instance) if entries else None
+        return entry.note if entry is not None else ""
+
     def _render(self, alert: Alert) -> None:
-        if alert.rendered_value == alert.value and alert.annotations:
-            return
         idx = self._rule_index.get(alert.rule)
         if idx is None:
             return
         rule = idx.rule
+        note = self._note(alert, rule)
+        if alert.rendered_value == alert.value and alert.annotations \
+                and alert.rendered_note == note:
+            return
         context = {"server": alert.server, "value": alert.value, "threshold": rule.threshold,
-                   "rule": rule.name, "severity": rule.severity, "labels": alert.labels}
+                   "rule": rule.name, "severity": rule.severity, "labels": alert.labels,
+                   "note": note}
         annotations = {"summary": rule.summary.render(**context)}
         if rule.description is not None:
             annotations["description"] = rule.description.render(**context)
@@ -519,6 +534,7 @@ class AlertEngine:
             annotations[key] = template.render(**context)
         alert.annotations = annotations
         alert.rendered_value = alert.value
+        alert.rendered_note = note
 
     def _fire(self, alert: Alert, now: float) -> None:
         alert.state = "firing"

@@ -342,6 +342,72 @@ class MaintenanceWindowSettings(Section):
         return value
 
 
+# -- quota warnings --------------------------------------------------------------------------
+
+DEFAULT_NOTICE_SUBJECT = "Your mailbox {{ address }} is {{ percent }} full"
+DEFAULT_NOTICE_BODY = """Hello{% if name %} {{ name }}{% endif %},
+
+your mailbox {{ address }} uses {{ used | bytes }} of its {{ quota | bytes }} quota \
+({{ percent }}), more than {{ threshold }} %.
+When it is full, new mail to it is refused. Please delete or archive old messages
+(empty the trash and the sent folder too), or ask your mail administrator for more space.
+
+This notice is sent once; you get another only if the mailbox fills up again after
+having been emptied below the mark.
+"""
+
+
+class OwnerNoticeSettings(Section):
+    """``alerts.quota_warnings.owner_notice``: an e-mail to the owner of a mailbox that
+    crosses a threshold, sent through an e-mail notifier's SMTP settings."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    enabled: bool = False
+    notifier: str = "email"  # the name of an e-mail notifier in alerts.notifiers
+    sender: str | None = Field(default=None, alias="from")  # default: that notifier's from
+    subject: str = DEFAULT_NOTICE_SUBJECT
+    body: str | None = None  # default: DEFAULT_NOTICE_BODY
+    max_per_run: int = Field(default=100, ge=1, le=100_000)
+
+    @field_validator("subject", "body")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return _check_template(value)
+
+    @field_validator("sender")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and ("@" not in value or any(c in value for c in " \r\n<>,")):
+            raise ValueError(f"'{value}' is not a mail address")
+        return value
+
+
+class QuotaWarningSettings(Section):
+    """``alerts.quota_warnings``: mailboxes over a share of their quota (collector
+    ``mail_quota``, series ``mail_quota_mailboxes_over``; docs/alerts.md)."""
+
+    enabled: bool = True
+    thresholds: list[int] = Field(default_factory=lambda: [80, 95])
+    rearm_margin: int = Field(default=5, ge=0, le=50)  # percentage points under a threshold
+    list_addresses: int = Field(default=10, ge=0, le=100)
+    owner_notice: OwnerNoticeSettings = Field(default_factory=OwnerNoticeSettings)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("needs at least one threshold, e.g. [80, 95]")
+        if len(value) > 5:
+            raise ValueError("at most 5 thresholds (each is a series per domain)")
+        for t in value:
+            if not 1 <= t <= 100:
+                raise ValueError(f"{t} is not a percentage from 1 to 100")
+        if len(set(value)) != len(value):
+            raise ValueError("a threshold is listed twice")
+        return sorted(value)
+
+
 # -- the section ------------------------------------------------------------------------------
 
 class AlertSettings(Section):
@@ -359,6 +425,7 @@ class AlertSettings(Section):
     external_url: str = ""
     notifiers: list[NotifierSettings] = Field(default_factory=list)
     maintenance: list[MaintenanceWindowSettings] = Field(default_factory=list)
+    quota_warnings: QuotaWarningSettings = Field(default_factory=QuotaWarningSettings)
 
     _ruleset: RuleSet = PrivateAttr(default_factory=RuleSet)
 
@@ -397,6 +464,23 @@ class AlertSettings(Section):
             if names.count(name) > 1:
                 raise ValueError(f"two maintenance windows are called '{name}'")
         return value
+
+    @model_validator(mode="after")
+    def _notice_notifier(self) -> AlertSettings:
+        notice = self.quota_warnings.owner_notice
+        if notice.enabled:
+            names = [n.label for n in self.notifiers if isinstance(n, EmailNotifierSettings)]
+            if notice.notifier not in names:
+                known = ", ".join(names) if names else "none is configured"
+                raise ValueError(f"quota_warnings.owner_notice.notifier: '{notice.notifier}' "
+                                 f"is not an e-mail notifier in alerts.notifiers ({known})")
+        return self
+
+    def email_notifier(self, name: str) -> EmailNotifierSettings | None:
+        for entry in self.notifiers:
+            if isinstance(entry, EmailNotifierSettings) and entry.label == name:
+                return entry
+        return None
 
     @model_validator(mode="after")
     def _load_rules(self) -> AlertSettings:

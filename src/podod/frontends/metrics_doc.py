@@ -29,7 +29,9 @@ ABOUT_PODOD = {"build_info", "commands_total", "backup_last_success_timestamp_se
                "collector_cycle_runs", "matrix_up", "matrix_sync_age_seconds",
                "matrix_sync_lag_seconds", "matrix_messages_sent_total",
                "matrix_send_failures_total", "api_requests_total",
-               "api_request_duration_seconds_total", "api_request_duration_p99_seconds"}
+               "api_request_duration_seconds_total", "api_request_duration_p99_seconds",
+               "mail_quota_mailboxes", "mail_quota_mailboxes_over",
+               "mail_quota_owner_notices_total"}
 
 
 def all_series(plugin_dir: Path = REPO / "plugins") -> dict[str, SeriesInfo]:

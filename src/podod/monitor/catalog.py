@@ -102,6 +102,14 @@ _BUILTIN: list[tuple[str, SeriesKind, str, tuple[str, ...]]] = [
      "stats metric counted", ("metric",)),
     ("dovecot_stats_field_total", _C, "Summed value of another field a Dovecot stats metric "
      "lists (bytes_in, bytes_out, ...)", ("metric", "field")),
+    # -- mailbox quotas (alerts/quota.py; server="podod": the mail database) ----------------
+    ("mail_quota_mailboxes", _G, "Active mailboxes with a quota (0 is unlimited: not "
+     "counted), per domain", ("domain",)),
+    ("mail_quota_mailboxes_over", _G, "Mailboxes using at least threshold percent of their "
+     "quota (quota2 against mailbox.quota), per domain and threshold (alerts.quota_warnings."
+     "thresholds)", ("domain", "threshold")),
+    ("mail_quota_owner_notices_total", _C, "Quota notices e-mailed to mailbox owners since "
+     "podod started, by result (sent, failed)", ("result",)),
     # -- podod itself (server="podod" unless the metric is about a server) ------------------
     ("build_info", _G, "Always 1: the running podod's version", ("version",)),
     ("commands_total", _C, "Requests the command bus handled, by command, frontend and "

@@ -107,7 +107,12 @@ class EmailNotifier:
                               f"({exc.strerror or exc})") from None
 
     async def send(self, notification: Notification) -> None:
-        await asyncio.to_thread(self._send_sync, self.message(notification))
+        await self.deliver(self.message(notification))
+
+    async def deliver(self, msg: EmailMessage) -> None:
+        """Send a message of someone else's making (the quota notices to mailbox owners)
+        through this notifier's SMTP settings; NotifyError when it fails."""
+        await asyncio.to_thread(self._send_sync, msg)
 
     async def close(self) -> None:
         return None
