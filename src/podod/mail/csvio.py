@@ -21,6 +21,7 @@ from typing import Any, Literal
 from podod.errors import ValidationError
 from podod.mail.addresses import normalize_address, normalize_domain, normalize_mailbox, shown
 from podod.mail.schema import TEXT_COLUMNS
+from podod.mail.transports import check_transport
 
 Kind = Literal["user", "alias", "domain"]
 MB = 1024 * 1024
@@ -433,6 +434,11 @@ def check_domain(row: dict[str, str], options: Options) -> Record:
     if total > 0 and largest < 0:
         raise RowError("a domain with a total quota needs mailbox quotas (maxquota -1 and a "
                        "quota cannot go together)")
+    if values.get("transport"):  # as domain create --transport checks it
+        try:
+            values["transport"] = check_transport(values["transport"])
+        except ValidationError as exc:
+            raise RowError(exc.message.replace("--transport", "transport", 1)) from None
     for column in ("backupmx", "active"):
         if row.get(column, "").strip():
             values[column] = flag(column, row[column])

@@ -67,6 +67,15 @@ POSTFIX_MAPS: dict[str, tuple[str, str]] = {
         "WHERE alias_domain.alias_domain = '%d' "
         "AND alias.address = '@' || alias_domain.target_domain "
         "AND alias.active = true AND alias_domain.active = true"),
+    "relay_domains.cf": (
+        "backup MX domains, whose mail Postfix relays to their primary MX: relay_domains",
+        "SELECT domain FROM domain WHERE domain = '%s' AND active = true "
+        "AND backupmx = true"),
+    "transport_maps.cf": (
+        "a domain's transport (domain create|update --transport): transport_maps; "
+        "'virtual' (PostfixAdmin's default) and none keep virtual_transport",
+        "SELECT transport FROM domain WHERE domain = '%s' AND active = true "
+        "AND transport IS NOT NULL AND transport <> '' AND transport <> 'virtual'"),
 }
 
 # main.cf parameter -> the map files it lists, in lookup order.
@@ -76,6 +85,8 @@ POSTFIX_PARAMETERS: dict[str, list[str]] = {
                              "virtual_alias_domain_mailbox_maps.cf"],
     "virtual_alias_maps": ["virtual_alias_maps.cf", "virtual_alias_domain_maps.cf",
                            "virtual_alias_domain_catchall_maps.cf"],
+    "relay_domains": ["relay_domains.cf"],
+    "transport_maps": ["transport_maps.cf"],
 }
 
 

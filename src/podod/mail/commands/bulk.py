@@ -102,6 +102,9 @@ def _where(ctx: CommandContext, record: Record, domains: dict[str, dict[str, Any
 
 def _room(domain: dict[str, Any], column: str, count: int, kind: Kind) -> str | None:
     limit = int(domain[column])
+    if domain.get("backupmx"):
+        return (f"the domain {domain['domain']} is a backup MX (its mail is relayed, not "
+                f"delivered here), so it has no {_NOUN[kind][1]}")
     if limit < 0:
         return f"the domain {domain['domain']} may have no {_NOUN[kind][1]} (its limit is -1)"
     if limit and count >= limit:

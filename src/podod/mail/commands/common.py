@@ -85,6 +85,10 @@ async def check_room(db: Any, domain: dict[str, Any], kind: str) -> None:
     domain's limit; ``domain`` must have been read with ``lock=True``."""
     limit = int(domain[kind])
     name = domain["domain"]
+    if domain.get("backupmx"):
+        raise ValidationError(f"the domain {name} is a backup MX (its mail is relayed, not "
+                              f"delivered here), so it has no {kind}; 'domain update {name} "
+                              "--backup-mx no' makes it a mailbox domain")
     if limit == 0:
         return
     if limit < 0:

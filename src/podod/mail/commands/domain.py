@@ -31,6 +31,7 @@ from podod.mail.commands.common import (
     yes,
 )
 from podod.mail.schema import TEXT_COLUMNS
+from podod.mail.transports import check_transport
 from podod.plugins import Registry
 from podod.servers.services import domain_changed
 
@@ -45,6 +46,40 @@ LIMITS = [
     Opt("max_aliases", "how many aliases (0: unlimited, -1: none)", kind="int", minimum=-1,
         maximum=MAX_COUNT),
 ]
+
+
+TRANSPORT = Opt("transport", "Postfix transport for the domain (transport_maps), e.g. "
+                "relay:[mx.example.net]:25, smtp:[10.0.0.5], lmtp:inet:10.0.0.6:24, local, "
+                "virtual; default: no entry")
+RELAY_CREATE = [TRANSPORT, Opt("backup_mx", "a backup MX: Postfix relays its mail "
+                               "(relay_domains) and holds no mailboxes for it", kind="flag")]
+RELAY_UPDATE = [TRANSPORT, Opt("backup_mx", "be a backup MX (relayed, no mailboxes) or not",
+                               kind="bool")]
+
+
+def _relay(transport: str | None, backup_mx: bool | None) -> dict[str, Any]:
+    """domain.transport and domain.backupmx, as PostfixAdmin keeps them."""
+    values: dict[str, Any] = {}
+    if transport is not None:
+        values["transport"] = check_transport(transport)
+    if backup_mx is not None:
+        values["backupmx"] = backup_mx
+    return values
+
+
+async def _may_relay(uow: Any, name: str) -> None:
+    """A backup MX holds no mailboxes or aliases: mail for it is relayed, not delivered."""
+    used = await uow.fetchval("SELECT (SELECT count(*) FROM mailbox WHERE domain = $1) + "
+                              "(SELECT count(*) FROM alias WHERE domain = $1)", name)
+    if used:
+        raise ValidationError(f"the domain {name} has mailboxes or aliases, which a backup MX "
+                              "domain cannot have (its mail is relayed, not delivered here); "
+                              "delete them first")
+
+
+def _transport_shown(row: dict[str, Any]) -> str:
+    transport = row.get("transport") or ""
+    return transport + (" (backup MX)" if row.get("backupmx") else "")
 
 
 def _limits(description: str | None, quota_mb: int | None, max_quota_mb: int | None,
@@ -174,20 +209,24 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "domain create", "Create a virtual mail domain",
         params=[Arg("domain", "the domain, e.g. example.com", kind="domain"), *LIMITS,
-                Opt("inactive", "create it switched off", kind="flag")],
+                Opt("inactive", "create it switched off", kind="flag"), *RELAY_CREATE],
         permission="admin", mutating=True, unit="maildb", reply=obj({"domain": STR}),
-        examples=["domain create example.com --max-mailboxes 50 --quota-mb 10240"])
+        examples=["domain create example.com --max-mailboxes 50 --quota-mb 10240",
+                  "domain create backup.example --backup-mx",
+                  "domain create hub.example --transport relay:[10.0.0.5]:25"])
     async def domain_create(ctx: CommandContext, domain: str, description: str | None,
                             quota_mb: int | None, max_quota_mb: int | None,
                             max_mailboxes: int | None, max_aliases: int | None,
-                            inactive: bool) -> Reply:
+                            inactive: bool, transport: str | None = None,
+                            backup_mx: bool = False) -> Reply:
         name = normalize_domain(domain)
         uow = ctx.unit
         if await uow.fetchval("SELECT 1 FROM domain WHERE domain = $1", name):
             raise Conflict(f"the domain {name} already exists")
         limits = _limits(description, quota_mb, max_quota_mb, max_mailboxes, max_aliases)
         _consistent(limits, {})
-        row = {"domain": name, "description": "", **limits, "active": not inactive}
+        row = {"domain": name, "description": "", **limits, "active": not inactive,
+               **_relay(transport, backup_mx or None)}
         await uow.insert("domain", row)
         return Reply(message=f"domain {name} created" if ctx.execute_real
                      else f"domain {name} would be created", data={"domain": name})
@@ -211,13 +250,14 @@ def setup(registry: Registry) -> None:
                   f"{r['mailbox_count']}/{_of(r['mailboxes'])}",
                   f"{r['alias_count']}/{_of(r['aliases'])}",
                   _quota(r["quota"]),
-                  r["alias_of"] or "", yes(r["active"])] for r in rows]
+                  r["alias_of"] or "", _transport_shown(r), yes(r["active"])] for r in rows]
         data = [{k: (str(v) if k in ("created", "modified") else v) for k, v in r.items()}
                 for r in rows]
         notes, paged = page_note(ctx, page, more, last, "domains")
         return Reply(message=page_message(len(rows), more, "domain", "domains"), data=data,
                      notes=notes, page=paged, table=Table(
-            ["domain", "description", "mailboxes", "aliases", "quota", "alias of", "active"],
+            ["domain", "description", "mailboxes", "aliases", "quota", "alias of",
+             "transport", "active"],
             table, title="domains"))
 
     @registry.command("domain show", "Show one domain, its limits and usage",
@@ -242,6 +282,8 @@ def setup(registry: Registry) -> None:
                 ["largest mailbox", _quota(r["maxquota"])],
                 ["alias domains", ", ".join(aliases) or "none"],
                 ["alias of", r["alias_of"] or "-"],
+                ["transport", r["transport"] or "default (no transport_maps entry)"],
+                ["backup MX", yes(r["backupmx"])],
                 ["created", str(r["created"])[:19]]]
         data = {k: (str(v) if k in ("created", "modified") else v) for k, v in r.items()}
         data["alias_domains"] = aliases
@@ -249,19 +291,21 @@ def setup(registry: Registry) -> None:
                      table=Table(["item", "value"], rows, title=f"domain {name}"))
 
     @registry.command(
-        "domain update", "Change a domain's description, limits or active flag",
+        "domain update", "Change a domain's description, limits, transport or active flag",
         params=[Arg("domain", "the domain", kind="domain"), *LIMITS,
-                Opt("active", "switch the domain on or off", kind="bool")],
+                Opt("active", "switch the domain on or off", kind="bool"), *RELAY_UPDATE],
         permission="admin", mutating=True, unit="maildb", reply=NULL)
     async def domain_update(ctx: CommandContext, domain: str, description: str | None,
                             quota_mb: int | None, max_quota_mb: int | None,
                             max_mailboxes: int | None, max_aliases: int | None,
-                            active: bool | None) -> Reply:
+                            active: bool | None, transport: str | None = None,
+                            backup_mx: bool | None = None) -> Reply:
         name = normalize_domain(domain)
         uow = ctx.unit
         values = _limits(description, quota_mb, max_quota_mb, max_mailboxes, max_aliases)
         if active is not None:
             values["active"] = active
+        values.update(_relay(transport, backup_mx))
         if not values:
             raise ValidationError("domain update: nothing to change (give an option such as "
                                   "--description or --active)")
@@ -270,6 +314,8 @@ def setup(registry: Registry) -> None:
         if "quota" in values or "maxquota" in values:
             _consistent(values, current)
         await _fits(uow, name, values)
+        if values.get("backupmx") and not current["backupmx"]:
+            await _may_relay(uow, name)
         await uow.update("domain", {"domain": name}, values)
         notes: list[str] = []
         if active is False:  # its mailboxes must not log in from a cache
