@@ -156,23 +156,52 @@ def test_passwords_a_scheme_cannot_hash_are_refused(password: str, scheme: str,
 @pytest.mark.parametrize("stored", [
     "{SHA512-CRYPT}*0", "{SHA512-CRYPT}*1", "{SHA512-CRYPT}", "", "*0",
     "{BLF-CRYPT}*0", "{ARGON2ID}*1", "{ARGON2ID}",
-    "{SHA512-CRYPT}$6$rounds=1000$abcdefghijklmnop$" + "x" * 86,  # does not verify
+    "{SHA512-CRYPT}$6$rounds=1000$abcdefghijklmnop$" + "x" * 85,  # cut short
+    "{SHA512-CRYPT}$6$rounds=1000$abcdefghijklmnop$" + "x" * 86 + "!",
+    "{SHA512-CRYPT}$6$rounds=1000$$" + "x" * 86,  # no salt
+    "{BLF-CRYPT}$2y$10$" + "x" * 52,
+    "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=4$c2FsdA",  # no digest
     "{PLAIN}" + PASSWORD,
 ])
-def test_a_failure_token_or_a_hash_that_does_not_verify_is_refused(stored: str) -> None:
+def test_a_failure_token_or_a_hash_of_the_wrong_form_is_refused(stored: str) -> None:
     for scheme in ("SHA512-CRYPT", "BLF-CRYPT", "ARGON2ID"):
         with pytest.raises(PododError, match=r"^hashing the password with .* failed"):
-            check_hash(PASSWORD, stored, scheme)
+            check_hash(stored, scheme)
+
+
+def test_a_sha512_crypt_hash_of_other_rounds_is_refused() -> None:
+    stored = hash_password(PASSWORD, rounds=1000)
+    check_hash(stored, "SHA512-CRYPT", 1000)
+    with pytest.raises(PododError, match=r"^hashing the password with SHA512-CRYPT failed"):
+        check_hash(stored, "SHA512-CRYPT", 70000)
+    default = "{SHA512-CRYPT}" + sha512_crypt.using(rounds=5000).hash(PASSWORD)
+    assert "rounds=" not in default  # libpass leaves the default out
+    check_hash(default, "SHA512-CRYPT", 5000)
 
 
 def test_real_hashes_pass_the_check() -> None:
     for scheme in ("SHA512-CRYPT", "BLF-CRYPT", "ARGON2ID"):
-        check_hash(PASSWORD, hash_password(PASSWORD, scheme, rounds=1000), scheme)
-    check_hash(PASSWORD, hash_password(PASSWORD, rounds=1000, backend="libpass"),
-               "SHA512-CRYPT")
+        check_hash(hash_password(PASSWORD, scheme, rounds=1000), scheme)
+    check_hash(hash_password(PASSWORD, rounds=1000, backend="libpass"), "SHA512-CRYPT", 1000)
 
 
-@pytest.mark.parametrize("token", ["*0", "*1", "", None])
+def test_a_hash_is_computed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker checks the hash's form, not by hashing the password a second time (the C
+    crypt was checked against libpass once per process): one crypt call per password."""
+    assert c_backend_ok()
+    real = _c_crypt()
+    calls: list[str] = []
+
+    def counting(password: str, salt: str) -> str:
+        calls.append(salt)
+        return str(real.crypt(password, salt))
+
+    monkeypatch.setattr(passwords, "_c_crypt", lambda: types.SimpleNamespace(crypt=counting))
+    stored = hash_password(PASSWORD, rounds=1000, backend="c")
+    assert len(calls) == 1 and verify_password(PASSWORD, stored)
+
+
+@pytest.mark.parametrize("token", ["*0", "*1", "", "$6$rounds=1000$abc$short", None])
 def test_a_crypt_that_fails_is_caught_before_its_hash_is_returned(
         monkeypatch: pytest.MonkeyPatch, token: str | None) -> None:
     """A C crypt that answers with a failure token (or nothing) makes hash_password raise,

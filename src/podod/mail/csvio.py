@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from podod.errors import ValidationError
 from podod.mail.addresses import normalize_address, normalize_domain, normalize_mailbox, shown
+from podod.mail.passwords import HASH_FORMS
 from podod.mail.schema import TEXT_COLUMNS
 from podod.mail.transports import check_transport
 
@@ -55,16 +56,6 @@ DOVECOT_SCHEMES = frozenset({
     "SHA512-CRYPT", "ARGON2I", "ARGON2ID", "SSHA256", "MD5", "PBKDF2", "SHA256", "CRAM-MD5",
     "SHA256-CRYPT", "SMD5", "DIGEST-MD5", "LDAP-MD5"})
 CLEARTEXT_SCHEMES = frozenset({"PLAIN", "CLEAR", "CLEARTEXT", "PLAIN-TRUNC"})
-# What a hash of a crypt(3) scheme looks like; a hash that does not would never verify.
-_CRYPT_FORMS = {
-    "SHA512-CRYPT": re.compile(r"\$6\$(rounds=\d{4,9}\$)?[./0-9A-Za-z]{1,16}\$[./0-9A-Za-z]{86}"),
-    "SHA256-CRYPT": re.compile(r"\$5\$(rounds=\d{4,9}\$)?[./0-9A-Za-z]{1,16}\$[./0-9A-Za-z]{43}"),
-    "MD5-CRYPT": re.compile(r"\$1\$[./0-9A-Za-z]{1,8}\$[./0-9A-Za-z]{22}"),
-    "BLF-CRYPT": re.compile(r"\$2[abxy]\$\d\d\$[./0-9A-Za-z]{53}"),
-    "ARGON2I": re.compile(r"\$argon2i\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+"),
-    "ARGON2ID": re.compile(r"\$argon2id\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+"
-                           r"\$[A-Za-z0-9+/]+"),
-}
 _HASH_CHARS = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces
 _LINE = re.compile(r"[^\n]*\n|[^\n]+\Z")
 _YES = {"yes", "y", "true", "t", "1", "on"}
@@ -306,7 +297,7 @@ def password_hash(raw: str) -> str:
     if encoding is not None and encoding.upper() not in (".B64", ".BASE64", ".HEX"):
         raise RowError(f"password_hash has an unknown encoding {shown(encoding[:10])} (Dovecot "
                        "knows .b64 and .hex)")
-    form = _CRYPT_FORMS.get(scheme)
+    form = HASH_FORMS.get(scheme)
     if not digest or not _HASH_CHARS.fullmatch(digest) or (
             form is not None and encoding is None and not form.fullmatch(digest)):
         raise RowError(f"password_hash is not a {scheme} hash (its form is wrong)")
