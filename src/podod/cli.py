@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(created in a transaction, then rolled back) unless --execute-real")
     db.add_argument("--execute-real", action="store_true",
                     help="with --sogo-view: really create the view")
+    db.add_argument("--on", metavar="NAME",
+                    help="only the mail database of this name (mail.databases; default: "
+                         "every one)")
     lp = sub.add_parser("logparse", help="report on mail log files without a running daemon")
     lp.add_argument("files", nargs="+", metavar="FILE", help="plain or .gz log files")
     lp.add_argument("--json", action="store_true", help="print JSON")
@@ -122,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             from podod.mail.dbcli import main as db_main
 
             return db_main(load_config(args.config), args.action, roles=args.roles,
-                           sogo_view=args.sogo_view, execute_real=args.execute_real)
+                           sogo_view=args.sogo_view, execute_real=args.execute_real,
+                           on=args.on)
         if args.cmd == "logparse":
             from podod.monitor.traffic.logparse import main as logparse_main
 

@@ -142,9 +142,17 @@ def setup(registry: Registry) -> None:
     )
     async def backup_restore(ctx: CommandContext, id: str,
                              overwrite_later_changes: bool) -> Reply:
-        uow = ctx.unit
         rows = await gate_of(ctx).load_rows(id)
-        later = await later_changes(uow, rows)
+        # The unit of each database the backup's rows are in (a domain move's: two).
+        legs: dict[str | None, Any] = {}
+        for item in rows:
+            name = item.get("database")
+            if name not in legs:
+                legs[name] = await _leg(ctx, name)
+        later: list[str] | None = []
+        for name, leg in legs.items():
+            found = await later_changes(leg, [r for r in rows if r.get("database") == name])
+            later = None if found is None or later is None else later + found
         notes = []
         if later is None and not overwrite_later_changes:
             raise Conflict(f"backup {id} holds no rows as they were right after its change "
@@ -160,6 +168,7 @@ def setup(registry: Registry) -> None:
                                "changed; add --overwrite-later-changes to restore anyway")
             notes.append(f"Overwrites what changed since the backup: {listed}.")
         for item in reversed(rows):
+            uow = legs[item.get("database")]
             table, action, key, before = item["table"], item["action"], item["key"], \
                 item["before"]
             (column, value), = key.items()
@@ -184,7 +193,25 @@ def setup(registry: Registry) -> None:
                 if {k: str(v) for k, v in now.items() if k in values} != \
                         {k: str(v) for k, v in values.items()}:
                     await uow.update(table, {column: value}, values)
-        return Reply(message=f"restore of backup {id}: {len(uow.changes())} rows", notes=notes)
+        return Reply(message=f"restore of backup {id}: {len(ctx.unit.changes())} rows",
+                     notes=notes)
+
+
+async def _leg(ctx: CommandContext, name: str | None) -> Any:
+    """The unit of work for a backup's rows of database ``name`` (None: a backup taken with
+    one database, restored into the only one)."""
+    from podod.mail.commands.common import databases
+
+    every = databases(ctx)
+    if name is None:
+        database = every.only()
+        if database is None:
+            raise ValidationError("this backup was taken when there was one mail database and "
+                                  "names none; with several, restore it by hand (docs/"
+                                  "databases.md); nothing was changed")
+    else:
+        database = every.get(name)
+    return await ctx.unit.leg(database)
 
 
 LISTED = 5  # later changes named in a refusal; the rest are counted

@@ -212,16 +212,33 @@ async def after_images(uow: Any, images: list[Image]) -> dict[tuple[str, str], s
     return rows
 
 
+def legs_of(uow: Any) -> list[Any]:
+    """The units of work of a change, one per mail database it touches."""
+    legs = getattr(uow, "legs", None)
+    return list(legs()) if callable(legs) else [uow]
+
+
+def database_of(leg: Any) -> str | None:
+    """The name a change's rows.json gives each row's database: only when several mail
+    databases are configured (a one-database backup reads as before)."""
+    database = getattr(leg, "database", None)
+    return str(database.name) if database is not None and getattr(
+        database, "several", False) else None
+
+
 async def change_rows_json(uow: Any) -> bytearray:
     """rows.json of a change, block by block: each block's after images are read, appended
-    (in a worker thread) and dropped."""
-    images = iter(uow.before_images)
+    (in a worker thread) and dropped. A change on two databases (a domain move) holds the
+    rows of both, each with its ``database``."""
     out = bytearray(b"[")
     more = False
-    while block := list(islice(images, AFTER_BLOCK)):
-        after = await after_images(uow, block)
-        await asyncio.to_thread(_append_rows, out, block, after, more)
-        more = True
+    for leg in legs_of(uow):
+        images = iter(leg.before_images)
+        name = database_of(leg)
+        while block := list(islice(images, AFTER_BLOCK)):
+            after = await after_images(leg, block)
+            await asyncio.to_thread(_append_rows, out, block, after, more, name)
+            more = True
     out += b"\n]"
     return out
 
@@ -231,12 +248,14 @@ MANIFEST_CHANGES = 1000
 
 
 def _append_rows(out: bytearray, images: list[Image], after: dict[tuple[str, str], str],
-                 more: bool) -> None:
+                 more: bool, database: str | None = None) -> None:
     """Append rows.json lines: each touched row before and after (the after image is
     PostgreSQL's JSON text, put in as it is), one row per line."""
     encode = json.JSONEncoder(default=str).encode
+    where = {"database": database} if database is not None else {}
     for index, (table, action, key, before) in enumerate(images):
-        head = encode({"table": table, "action": action, "key": key, "before": before})
+        head = encode({**where, "table": table, "action": action, "key": key,
+                       "before": before})
         raw = after.get((table, str(next(iter(key.values())))))
         out += f'{"," if index or more else ""}\n{head[:-1]}, "after": {raw or "null"}}}'.encode()
 
@@ -335,7 +354,8 @@ class BackupGate:
     async def _take(self, uow: Any, ctx: CommandContext) -> str:
         created = time.time()
         backup_id = _new_id(created)
-        tables = sorted(uow.touched)
+        legs = legs_of(uow)
+        tables = sorted(set().union(*(leg.touched for leg in legs)))
         # default=str: timestamps become text, as PostgreSQL's to_json writes them closely
         # enough for json_populate_record to read them back (a restore does). One row per
         # line through the C encoder, in a worker thread: a bulk import's 300 000 rows
@@ -350,14 +370,18 @@ class BackupGate:
         }
         if len(changes) > MANIFEST_CHANGES:
             manifest["changes_total"] = len(changes)
-        count = len(uow.before_images)
+        names = [n for n in (database_of(leg) for leg in legs) if n is not None]
+        if names:
+            manifest["databases"] = names
+        count = sum(len(leg.before_images) for leg in legs)
         # The buffer itself, not a bytes copy of it (hundreds of MB for a bulk import).
         return await self._store(backup_id, created, ctx.actor.name, ctx.spec.name, tables,
                                  count, {"rows.json": data}, manifest)  # type: ignore[dict-item]
 
     async def _store(self, backup_id: str, created: float, actor: str, command: str,
                      tables: list[str], count: int, files: dict[str, bytes],
-                     manifest: dict[str, Any], dump: bool = False) -> str:
+                     manifest: dict[str, Any], dump: bool = False,
+                     dumps: list[tuple[Any, str]] | None = None) -> str:
         """Write, seal, read back and verify, then catalog one backup folder. Without a
         dump all the file work is one trip to a worker thread: on a busy machine each trip
         costs milliseconds of a change's time."""
@@ -369,14 +393,16 @@ class BackupGate:
                                            any(n.startswith("tables/") for n in files))
             try:
                 sums = await asyncio.to_thread(_write_files, temp, files)
-                sums["dump.pgc"] = await self._pg_dump(temp / "dump.pgc")
+                for database, name in dumps or []:
+                    sums[name] = await self._pg_dump(temp / name, database.settings)
                 folder = await asyncio.to_thread(self._seal, temp, backup_id, manifest, sums)
             except BaseException:
                 await asyncio.to_thread(shutil.rmtree, temp, True)
                 raise
             problems = await asyncio.to_thread(_read_back, folder, files)
-            if not problems:
-                problems = await self._check_dump(folder / "dump.pgc")
+            for _database, name in dumps or []:
+                if not problems:
+                    problems = await self._check_dump(folder / name)
             size, manifest_sha = await asyncio.to_thread(_size_and_manifest, folder)
 
         def record(conn: sqlite3.Connection) -> None:
@@ -415,23 +441,29 @@ class BackupGate:
     async def _take_full(self, actor: str, command: str) -> str:
         created = time.time()
         backup_id = _new_id(created)
-        database = self.runtime.component("maildb")
-        if database is None:
+        every = self.runtime.component("maildb")
+        if every is None:
             raise Unavailable("no mail database is configured (mail.database.dsn in "
                               "podod.yaml)")
-        pool = await database.pool()
+        members = list(every.members.values())
+        several = len(members) > 1 or bool(self.runtime.config.mail.databases)
         files: dict[str, bytes] = {}
         counts: dict[str, int] = {}
-        # One snapshot for all tables: the copy is consistent across them.
-        async with pool.acquire() as reader, reader.transaction(isolation="repeatable_read",
-                                                                readonly=True):
-            for table, column in sorted(PRIMARY_KEYS.items()):
-                text = await reader.fetchval(
-                    f"SELECT coalesce(json_agg(t ORDER BY t.{column}), '[]'::json)::text "
-                    f"FROM {table} t")
-                # tens of MB at 100 000 mailboxes: encoded beside the event loop
-                files[f"tables/{table}.json"] = await asyncio.to_thread(text.encode)
-                counts[table] = await reader.fetchval(f"SELECT count(*) FROM {table}")
+        for database in members:
+            # One file per table, per database when there are several (tables/NAME.table.json)
+            prefix = f"tables/{database.name}." if several else "tables/"
+            pool = await database.pool()
+            # One snapshot for all tables: the copy is consistent across them.
+            async with pool.acquire() as reader, reader.transaction(
+                    isolation="repeatable_read", readonly=True):
+                for table, column in sorted(PRIMARY_KEYS.items()):
+                    text = await reader.fetchval(
+                        f"SELECT coalesce(json_agg(t ORDER BY t.{column}), '[]'::json)::text "
+                        f"FROM {table} t")
+                    # tens of MB at 100 000 mailboxes: encoded beside the event loop
+                    files[f"{prefix}{table}.json"] = await asyncio.to_thread(text.encode)
+                    counted = await reader.fetchval(f"SELECT count(*) FROM {table}")
+                    counts[f"{database.name}.{table}" if several else table] = counted
         tables = sorted(PRIMARY_KEYS)
         dump = bool(self.runtime.config.backup.pg_dump)
         manifest: dict[str, Any] = {
@@ -439,8 +471,12 @@ class BackupGate:
             "origin": "daemon", "command": command, "tables": tables, "rows": counts,
             "changes": [], "pg_dump": dump,
         }
+        if several:
+            manifest["databases"] = [d.name for d in members]
         return await self._store(backup_id, created, actor, command, tables,
-                                 sum(counts.values()), files, manifest, dump=dump)
+                                 sum(counts.values()), files, manifest, dump=dump,
+                                 dumps=[(d, f"dump-{d.name}.pgc" if several else "dump.pgc")
+                                        for d in members])
 
     async def _every(self, interval: float) -> None:
         """Take a full backup whenever the newest one is ``interval`` old."""
@@ -500,19 +536,19 @@ class BackupGate:
         fsync_dir(temp.parent)
         return final
 
-    def _pg_env(self) -> tuple[str, dict[str, str]]:
+    def _pg_env(self, settings: Any = None) -> tuple[str, dict[str, str]]:
         """The DSN (through the SSH tunnel when configured) and an environment that carries
         the password (never on the command line, where ps would show it)."""
-        kwargs = connect_kwargs(self.runtime.config.mail.database, self.runtime)
+        kwargs = connect_kwargs(settings or self.runtime.config.mail.database, self.runtime)
         env = dict(os.environ)
         if kwargs.get("password") is not None:
             env["PGPASSWORD"] = str(kwargs["password"])
         return str(kwargs["dsn"]), env
 
-    async def _pg_dump(self, target: Path) -> str:
-        """A full ``pg_dump -Fc`` of the mail database into ``target``; its SHA-256."""
+    async def _pg_dump(self, target: Path, settings: Any = None) -> str:
+        """A full ``pg_dump -Fc`` of a mail database into ``target``; its SHA-256."""
         program = self.runtime.config.backup.pg_dump_path
-        dsn, env = self._pg_env()
+        dsn, env = self._pg_env(settings)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             try:

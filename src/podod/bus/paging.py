@@ -172,7 +172,8 @@ def _sorted_cursor(command: str, option: str, sort: str, by: Sort, cursor: str
 
 
 async def fetch_page(db: Any, page: Page, *, select: str, count: str, where: str,
-                     args: list[Any], key: str, descending: bool = False
+                     args: list[Any], key: str, descending: bool = False,
+                     collate: bool = False, keep_sort: bool = False
                      ) -> tuple[list[Any], int, str]:
     """The page's rows, how many more match after them (PostgreSQL) and the cursor of the
     page after them ("" when there are no rows).
@@ -180,12 +181,20 @@ async def fetch_page(db: Any, page: Page, *, select: str, count: str, where: str
     ``select`` and ``count`` are the listing's ``SELECT ... FROM ...`` and
     ``SELECT count(*) FROM ...``; ``where`` its filter over ``args`` ($1..$n); ``key`` the
     unique column it is ordered by, or that breaks the ties of ``page``'s sort field (whose
-    column must be one of the table ``count`` counts)."""
+    column must be one of the table ``count`` counts).
+
+    ``collate`` orders and compares text in byte order (``COLLATE "C"``, Python's order of
+    str), so pages of several databases merge exactly (:func:`merge_pages`), whatever each
+    database's collation; ``keep_sort`` keeps the sort value (``_sort``) in the rows for
+    that merge."""
     desc = descending != page.descending
     compare = "<" if desc else ">"
     order = " DESC" if desc else ""
     n = len(args)
     name = key.rpartition(".")[2]
+    if collate:
+        key = f'{key} COLLATE "C"'
+
     if page.by is None:
         cursor = f"(${n + 1}::text IS NULL OR {key} {compare} ${n + 1}::text)"
         sql = f"{select} WHERE ({where}) AND {cursor} ORDER BY {key}{order} LIMIT ${n + 2}"
@@ -198,6 +207,9 @@ async def fetch_page(db: Any, page: Page, *, select: str, count: str, where: str
             return rows, int(more), last
         return rows, 0, page.cursor_of(rows[-1], name) if rows else ""
     column, cast = page.by.expression, _CAST[page.by.kind][0]
+    if collate and page.by.kind == "text":
+        column = f'({column}) COLLATE "C"'
+
     pair = f"({column}, {key}) {compare} (${n + 1}::{cast}, ${n + 2}::text)"
     select = select.strip()
     assert select.startswith("SELECT ")
@@ -212,9 +224,48 @@ async def fetch_page(db: Any, page: Page, *, select: str, count: str, where: str
     else:
         more = 0
     last = page.cursor_of(found[-1], name) if found else ""
+    if keep_sort:
+        return found, int(more), last
     # The sort value is the cursor's, not the listing's.
     rows = await off_loop(len(found) > INLINE_ROWS, _without_sort, found)
     return rows, int(more), last
+
+
+async def merge_pages(page: Page, pages: list[tuple[str, tuple[list[Any], int, str]]], *,
+                      key: str, descending: bool = False
+                      ) -> tuple[list[dict[str, Any]], int, str]:
+    """Pages of the same listing from several databases (``fetch_page(..., collate=True,
+    keep_sort=True)``), by database name, as one page: every row marked with its
+    ``database``, in the listing's order (the databases' byte order is Python's), the
+    first ``page.limit`` shown, the rest counted (each database's rest plus its rows not
+    shown) and the cursor of the last row shown, which each database then pages from."""
+    name = key.rpartition(".")[2]
+    total = sum(len(rows) for _n, (rows, _m, _l) in pages)
+    return await off_loop(total > INLINE_ROWS, _merge, page, pages, name,
+                          descending != page.descending)
+
+
+def _merge(page: Page, pages: list[tuple[str, tuple[list[Any], int, str]]], name: str,
+           desc: bool) -> tuple[list[dict[str, Any]], int, str]:
+    merged: list[dict[str, Any]] = []
+    more = 0
+    for database, (rows, rest, _last) in pages:
+        more += rest
+        for row in rows:
+            item = dict(row)
+            item["database"] = database
+            merged.append(item)
+    if page.by is None:
+        merged.sort(key=lambda r: str(r[name]), reverse=desc)
+    else:
+        merged.sort(key=lambda r: (r["_sort"], str(r[name])), reverse=desc)
+    shown = merged if page.limit is None else merged[:page.limit]
+    more += len(merged) - len(shown)
+    last = page.cursor_of(shown[-1], name) if shown else ""
+    if page.by is not None:
+        for row in shown:
+            del row["_sort"]
+    return shown, more, last
 
 
 def _without_sort(rows: list[Any]) -> list[dict[str, Any]]:

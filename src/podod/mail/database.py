@@ -11,7 +11,7 @@ gate takes and verifies a backup of exactly those rows) and commits (real).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,7 +28,7 @@ from podod.errors import (
 )
 from podod.events import Subscription
 from podod.mail.schema import PRIMARY_KEYS
-from podod.mail.settings import DatabaseSettings
+from podod.mail.settings import DEFAULT_NAME, DatabaseSettings
 from podod.servers.events import ServerDisconnected
 from podod.servers.runner import ServerUnreachable
 
@@ -62,21 +62,23 @@ def connect_kwargs(settings: DatabaseSettings, runtime: Runtime | None,
     return out
 
 
-def tunnel_address(settings: DatabaseSettings, runtime: Runtime | None) -> tuple[str, int]:
+def tunnel_address(settings: DatabaseSettings, runtime: Runtime | None,
+                   label: str = "the mail database", option: str = "mail.database"
+                   ) -> tuple[str, int]:
     """The local end of ``via_server``'s tunnel, or ONE sentence from the server manager
     saying since when and why the server is unreachable."""
     server, tunnel = settings.via_server or "", settings.tunnel or "postgres"
     servers = runtime.component("servers") if runtime is not None else None
     if servers is None:
-        raise Unavailable(f"the mail database is reached through server {server} "
-                          "(mail.database.via_server), but the server connections are not "
+        raise Unavailable(f"{label} is reached through server {server} "
+                          f"({option}.via_server), but the server connections are not "
                           "running")
     try:
         address: tuple[str, int] = servers.tunnel_address(server, tunnel)
     except ServerUnreachable as exc:
-        raise ServerUnreachable(f"the mail database cannot be reached: {exc.message}") from None
+        raise ServerUnreachable(f"{label} cannot be reached: {exc.message}") from None
     except NotFound as exc:
-        raise Unavailable(f"mail.database.via_server/tunnel: {exc.message}") from None
+        raise Unavailable(f"{option}.via_server/tunnel: {exc.message}") from None
     return address
 
 
@@ -158,15 +160,38 @@ class MailDatabase:
     against the dead tunnel), and every command answers the server manager's sentence until
     the server is back; the next command then opens a new pool."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, name: str = DEFAULT_NAME) -> None:
         self.runtime = runtime
+        self.name = name
         self._pool: asyncpg.Pool | None = None
         self._floor = _PoolFloorFilter()
         self._sub: Subscription | None = None
+        # Called after a commit that changed domain or alias_domain rows (the domain map).
+        self.domains_changed: Callable[[], None] | None = None
 
     @property
     def settings(self) -> DatabaseSettings:
-        return self.runtime.config.mail.database
+        mail = self.runtime.config.mail
+        if not getattr(mail, "databases", None):
+            return mail.database
+        return mail.databases.get(self.name) or DatabaseSettings()
+
+    @property
+    def several(self) -> bool:
+        return bool(getattr(self.runtime.config.mail, "databases", None))
+
+    @property
+    def label(self) -> str:
+        """How sentences name it: "the mail database", or "the mail database mx2" when
+        there are several."""
+        return f"the mail database {self.name}" if self.several else "the mail database"
+
+    @property
+    def option(self) -> str:
+        return f"mail.databases.{self.name}" if self.several else "mail.database"
+
+    def _tunnel(self) -> tuple[str, int]:
+        return tunnel_address(self.settings, self.runtime, self.label, self.option)
 
     async def start(self) -> None:
         logging.getLogger("asyncpg.pool").addFilter(self._floor)
@@ -179,8 +204,8 @@ class MailDatabase:
 
     async def _disconnected(self, event: ServerDisconnected) -> None:
         if event.server == self.settings.via_server and self._pool is not None:
-            log.info("mail database: server %s is down; closing the pool until it is back",
-                     event.server)
+            log.info("mail database %s: server %s is down; closing the pool until it is "
+                     "back", self.name, event.server)
             self._close_now()
 
     def _close_now(self) -> None:
@@ -192,14 +217,16 @@ class MailDatabase:
         settings = self.settings
         if settings.via_server:
             try:
-                tunnel_address(settings, self.runtime)
+                self._tunnel()
             except Unavailable:
                 self._close_now()
                 raise
         if self._pool is None:
             try:
                 self._pool = await asyncpg.create_pool(
-                    **connect_kwargs(settings, self.runtime), min_size=settings.min_pool,
+                    **connect_kwargs(settings, self.runtime, self._tunnel()
+                                     if settings.via_server else None),
+                    min_size=settings.min_pool,
                     max_size=settings.max_pool)
             except Unavailable:
                 raise
@@ -216,14 +243,14 @@ class MailDatabase:
             parts = urlsplit(settings.dsn or "")
             where = f" at {parts.hostname}:{parts.port or 5432}" if parts.hostname else ""
             hint = " (is PostgreSQL running?)" if isinstance(exc, ConnectionRefusedError) else ""
-            return Unavailable(f"the mail database{where} cannot be reached: "
+            return Unavailable(f"{self.label}{where} cannot be reached: "
                                f"{_reason(exc)}{hint}")
         try:
-            host, port = tunnel_address(settings, self.runtime)
+            host, port = self._tunnel()
         except Unavailable as down:
             self._close_now()
             return down
-        return Unavailable(f"the mail database cannot be reached through the tunnel "
+        return Unavailable(f"{self.label} cannot be reached through the tunnel "
                            f"{settings.tunnel or 'postgres'} of server {settings.via_server} "
                            f"({host}:{port}): {_reason(exc)} (is PostgreSQL running and "
                            "reachable from that server?)")
@@ -244,8 +271,8 @@ class MailDatabase:
         closing", as an internal error.)"""
         pool, self._pool = self._pool, None
         if pool is not None:
-            log.info("mail database: a new pool for the reloaded configuration; the old one "
-                     "closes when its requests are done")
+            log.info("mail database %s: a new pool for the reloaded configuration; the old "
+                     "one closes when its requests are done", self.name)
             await pool.close()
 
 
@@ -260,9 +287,16 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class MailUnitOfWork:
-    """One transaction on the mail database, recording what it changes."""
+    """One transaction on the mail database, recording what it changes.
 
-    def __init__(self, ctx: CommandContext, database: MailDatabase) -> None:
+    With several mail databases the unit starts unbound (``database`` None): the handler
+    binds it to the database of the domain it works on (:meth:`bind`, through
+    ``common.unit_for``) before its first statement. A change on two databases (``domain
+    move``, the restore of a move's backup) has one unit per database: :meth:`leg` hands out
+    the unit of another database, linked to this one, and commits them together (the one
+    that deletes the fewest rows first, see docs/databases.md)."""
+
+    def __init__(self, ctx: CommandContext, database: MailDatabase | None) -> None:
         self.ctx = ctx
         self.database = database
         self.conn: asyncpg.Connection = None  # set by begin()
@@ -273,8 +307,40 @@ class MailUnitOfWork:
         self._done = False
         self._started = False
         self._pool: asyncpg.Pool | None = None
+        self._legs: list[MailUnitOfWork] = []  # the other databases' units of one change
+
+    async def bind(self, database: MailDatabase) -> None:
+        """Work on ``database``; a unit bound to another one refuses (one sentence)."""
+        if self.database is database and self.conn is not None:
+            return
+        if self.database is not None and self.database is not database:
+            raise Conflict(f"this change would touch two mail databases ({self.database.name} "
+                           f"and {database.name}); make it one command per database (a "
+                           "domain goes over with 'domain move'); nothing was changed")
+        self.database = database
+        await self.begin()
+
+    async def leg(self, database: MailDatabase) -> MailUnitOfWork:
+        """The unit of ``database`` in this change: this one, or a linked one committed and
+        rolled back with it."""
+        if self.database is None or self.database is database:
+            await self.bind(database)
+            return self
+        for other in self._legs:
+            if other.database is database:
+                return other
+        other = MailUnitOfWork(self.ctx, database)
+        await other.begin()
+        self._legs.append(other)
+        return other
+
+    def legs(self) -> list[MailUnitOfWork]:
+        """Every database's unit of this change, this one first."""
+        return [self, *self._legs]
 
     async def begin(self) -> None:
+        if self.database is None:
+            return  # several databases: bound by the handler
         pool = self._pool = await self.database.pool()
         try:
             self.conn = await pool.acquire()
@@ -286,6 +352,9 @@ class MailUnitOfWork:
         """The transaction opens with the unit's first statement, not when the bus hands the
         unit out: a command may do slow work first (an import hashes its passwords) without
         holding a transaction, and the locks it takes, open meanwhile."""
+        if self.conn is None:
+            raise PododError("this command did not say which mail database it works on (a "
+                             "bug: please report it); nothing was changed", code="internal")
         if not self._started:
             self._started = True
             await self._tx.start()
@@ -429,10 +498,26 @@ class MailUnitOfWork:
             self._record("delete", table, _key_of(table, old), old, {})
         return rows
 
+    async def delete_many(self, table: str, column: str, values: list[Any]
+                          ) -> list[dict[str, Any]]:
+        """Delete the rows whose ``column`` is one of ``values`` with one statement (a
+        domain move's thousands of rows), each recorded as a delete with its row."""
+        if not values:
+            return []
+        rows = [dict(r) for r in await self.fetch(
+            f"DELETE FROM {table} WHERE {column} = ANY($1::text[]) RETURNING *", values)]
+        for old in rows:
+            self._record("delete", table, _key_of(table, old), old, {})
+        return rows
+
     def changes(self) -> list[Change]:
-        return list(self._changes)
+        if not self._legs:
+            return list(self._changes)
+        return [change for leg in self.legs() for change in leg._changes]
 
     async def rollback(self) -> None:
+        for other in self._legs:
+            await other.rollback()
         if self._done or self.conn is None:
             return
         self._done = True
@@ -446,7 +531,39 @@ class MailUnitOfWork:
             await self._release()
 
     async def commit(self, ctx: CommandContext) -> None:
-        """Commit; the bus ran its pre-change gates (the backup, ``ctx.backup_id``) first."""
+        """Commit; the bus ran its pre-change gates (the backup, ``ctx.backup_id``) first.
+
+        Several legs commit one after another, the one deleting the fewest rows first: a
+        domain move commits the copy in the target, then the deletion in the source, so a
+        stop in between leaves the domain in both (refused by every change until a second
+        ``domain move`` finishes it), never in neither."""
+        if self._legs:
+            order = sorted(self.legs(), key=lambda leg: sum(
+                1 for c in leg._changes if c.action == "delete"))
+            for done, leg in enumerate(order):
+                try:
+                    await leg._commit_one(ctx)
+                except PododError as exc:
+                    if done:
+                        committed = ", ".join(str(getattr(x.database, "name", "?"))
+                                              for x in order[:done])
+                        raise type(exc)(f"{exc.message.replace('; nothing was changed', '')}"
+                                        f" (the change was already committed in {committed}: "
+                                        "run the command again to finish it)") from None
+                    for rest in order[1:]:
+                        await rest.rollback()
+                    raise
+            return
+        await self._commit_one(ctx)
+
+    async def _commit_one(self, ctx: CommandContext) -> None:
+        if self.conn is None:
+            self._done = True
+            return
+        if not self._started:  # a leg that ran no statement: nothing to commit
+            self._done = True
+            await self._release()
+            return
         backup_id = ctx.backup_id
         self._done = True
         try:
@@ -459,6 +576,9 @@ class MailUnitOfWork:
             raise type(refused)(f"{refused.message}{taken}") from None
         finally:
             await self._release()
+        if self.touched & {"domain", "alias_domain"} and self.database is not None and \
+                self.database.domains_changed is not None:
+            self.database.domains_changed()
 
     async def _release(self) -> None:
         """Back to the pool it came from (closed meanwhile if the tunnel's server went

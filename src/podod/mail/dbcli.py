@@ -12,7 +12,9 @@ import asyncpg
 from podod.config import Config
 from podod.errors import ConfigError, PododError, Unavailable, UsageError
 from podod.mail.database import connect_kwargs
+from podod.mail.databases import MAP_SQL
 from podod.mail.schema import MIGRATIONS, REQUIRED, SOGO_VIEW, VIEWS, family
+from podod.mail.settings import DEFAULT_NAME
 from podod.servers.settings import ServerConfig
 
 VERSION_TABLE = """CREATE TABLE IF NOT EXISTS podod_schema (
@@ -146,45 +148,49 @@ async def grant_roles(conn: asyncpg.Connection, config: Config) -> list[str]:
 
 
 async def run(config: Config, action: str, roles: bool, sogo_view: bool = False,
-              execute_real: bool = False) -> int:
-    settings = config.mail.database
+              execute_real: bool = False, name: str = DEFAULT_NAME) -> int:
+    settings = config.mail.all_databases()[name]
     if not settings.via_server:
-        return await _run_on(config, action, roles, None, sogo_view, execute_real)
+        return await _run_on(config, action, roles, None, sogo_view, execute_real, name)
     from podod.servers.connection import tunnel_once  # asyncssh only for a tunnel
 
-    async with tunnel_once(via_server(config), settings.tunnel or "postgres") as address:
-        return await _run_on(config, action, roles, address, sogo_view, execute_real)
+    async with tunnel_once(via_server(config, name), settings.tunnel or "postgres") as address:
+        return await _run_on(config, action, roles, address, sogo_view, execute_real, name)
 
 
-def via_server(config: Config) -> ServerConfig:
+def via_server(config: Config, db_name: str = DEFAULT_NAME) -> ServerConfig:
     """The server of ``mail.database.via_server`` from podod.yaml (``podod db`` runs without
     the daemon, so it knows only the servers listed there)."""
-    name = config.mail.database.via_server
-    tunnel = config.mail.database.tunnel or "postgres"
+    settings = config.mail.all_databases()[db_name]
+    option = config.mail.option(db_name)
+    name = settings.via_server
+    tunnel = settings.tunnel or "postgres"
     for server in config.servers:
         if server.name == name:
             if server.tunnel(tunnel) is None:
                 names = ", ".join(t.name for t in server.tunnels) or "none"
-                raise ConfigError(f"mail.database.tunnel: server {name} has no tunnel named "
+                raise ConfigError(f"{option}.tunnel: server {name} has no tunnel named "
                                   f"'{tunnel}' (its tunnels: {names})")
             return server
     known = ", ".join(s.name for s in config.servers) or "none"
-    raise ConfigError(f"mail.database.via_server: podod.yaml lists no server named '{name}' "
+    raise ConfigError(f"{option}.via_server: podod.yaml lists no server named '{name}' "
                       f"(servers: {known}; 'podod db' does not know servers added with "
                       "'server add')")
 
 
 async def _run_on(config: Config, action: str, roles: bool,
                   address: tuple[str, int] | None, sogo_view: bool = False,
-                  execute_real: bool = False) -> int:
+                  execute_real: bool = False, name: str = DEFAULT_NAME) -> int:
+    settings = config.mail.all_databases()[name]
+    label = f"the mail database {name}" if config.mail.databases else "the mail database"
     try:
-        conn = await asyncpg.connect(**connect_kwargs(config.mail.database, None, address))
+        conn = await asyncpg.connect(**connect_kwargs(settings, None, address))
     except PododError:
         raise
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        where = (f" through the tunnel of server {config.mail.database.via_server}"
+        where = (f" through the tunnel of server {settings.via_server}"
                  if address is not None else "")
-        raise Unavailable(f"cannot connect to the mail database{where}: {exc}") from None
+        raise Unavailable(f"cannot connect to {label}{where}: {exc}") from None
     try:
         version = await current_version(conn)
         tables = await conn.fetchval(
@@ -218,7 +224,7 @@ async def _run_on(config: Config, action: str, roles: bool,
                 return 1
             where = "podod schema version " + str(version) if version is not None else \
                 "an existing PostfixAdmin schema (podod will not alter it)"
-            print(f"The mail database is compatible ({where}).")
+            print(f"{label[0].upper()}{label[1:]} is compatible ({where}).")
         elif action == "upgrade" and version is None and tables:
             print("This database has a schema podod did not create; 'podod db check' "
                   "compares it, and podod does not migrate it.", file=sys.stderr)
@@ -238,19 +244,76 @@ async def _run_on(config: Config, action: str, roles: bool,
 
 
 def main(config: Config, action: str, *, roles: bool = False, sogo_view: bool = False,
-         execute_real: bool = False) -> int:
+         execute_real: bool = False, on: str | None = None) -> int:
     if sogo_view and action != "init":
         raise UsageError(f"--sogo-view goes with 'podod db init', not 'podod db {action}'")
     if execute_real and not sogo_view:
         raise UsageError("--execute-real goes with --sogo-view (init, check and upgrade "
                          "change only what they say)")
-    if not config.mail.database.dsn:
+    every = config.mail.all_databases()
+    if not every:
         raise ConfigError("mail.database.dsn: is required for 'podod db'")
-    try:
-        return asyncio.run(run(config, action, roles, sogo_view, execute_real))
-    except asyncpg.PostgresError as exc:
-        print(f"the mail database refused: {exc}", file=sys.stderr)
-        return 1
+    if on is not None and on not in every:
+        raise UsageError(f"--on: there is no mail database named {on} (the configured ones: "
+                         f"{', '.join(every)})")
+    names = [on] if on is not None else list(every)
+    worst = 0
+    for name in names:
+        if config.mail.databases:
+            print(f"mail database {name}:")
+        try:
+            worst = max(worst, asyncio.run(run(config, action, roles, sogo_view,
+                                               execute_real, name)))
+        except asyncpg.PostgresError as exc:
+            print(f"the mail database {name} refused: {exc}" if config.mail.databases
+                  else f"the mail database refused: {exc}", file=sys.stderr)
+            worst = 1
+        except PododError as exc:
+            if len(names) == 1:
+                raise
+            print(exc.message, file=sys.stderr)  # the others are still checked
+            worst = 1
+    if action == "check" and len(every) > 1 and on is None:
+        try:
+            found = asyncio.run(duplicate_domains(config))
+        except PododError as exc:
+            print(f"domains in two databases: not checked ({exc.message})", file=sys.stderr)
+            return 1
+        for domain, holders in sorted(found.items()):
+            print(f"the domain {domain} is in {len(holders)} mail databases "
+                  f"({' and '.join(holders)}): podod refuses every change on it until one "
+                  "copy is removed or 'domain move' finishes it", file=sys.stderr)
+        if found:
+            worst = 1
+        else:
+            print("No domain is in two mail databases.")
+    return worst
+
+
+async def duplicate_domains(config: Config) -> dict[str, list[str]]:
+    """Every domain (or alias domain) held by two mail databases or more."""
+    from contextlib import AsyncExitStack
+
+    held: dict[str, list[str]] = {}
+    async with AsyncExitStack() as stack:
+        for name, settings in config.mail.all_databases().items():
+            address = None
+            if settings.via_server:
+                from podod.servers.connection import tunnel_once
+
+                address = await stack.enter_async_context(
+                    tunnel_once(via_server(config, name), settings.tunnel or "postgres"))
+            try:
+                conn = await asyncpg.connect(**connect_kwargs(settings, None, address))
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                raise Unavailable(f"cannot connect to the mail database {name}: {exc}"
+                                  ) from None
+            try:
+                for row in await conn.fetch(MAP_SQL):
+                    held.setdefault(str(row[0]), []).append(name)
+            finally:
+                await conn.close()
+    return {d: n for d, n in held.items() if len(n) > 1}
 
 
 __all__: list[Any] = ["add_sogo_view", "apply_migrations", "check_schema", "main"]

@@ -198,6 +198,29 @@ def _die_with_parent(parent: int) -> None:
         return
     if os.getppid() != parent:  # the daemon died before the signal was asked for
         os._exit(1)
+    _close_inherited_sockets()
+
+
+def _close_inherited_sockets() -> None:
+    """A forked worker closes its copies of the daemon's sockets (it needs none: it talks
+    to the daemon through pipes). A copy of an SSH tunnel's listener kept the tunnel's local
+    port taken after the server came back, so the tunnel could not listen on it again and
+    the mail database behind it stayed unreachable; copies of database connections kept
+    them half-open."""
+    import stat
+
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in fds:
+        if fd < 3:
+            continue
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.close(fd)
+        except OSError:
+            continue
 
 
 class HashingPool:

@@ -171,6 +171,42 @@ class MailSettings(Section):
     # count is what bounds an alias (and the work one request can ask for).
     max_alias_targets: int = Field(default=1000, ge=1, le=100_000)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    # Several mail databases, by name (docs/databases.md); mail.database alone is the one
+    # database named "main".
+    databases: dict[str, DatabaseSettings] = Field(default_factory=dict)
     passwords: PasswordSettings = Field(default_factory=PasswordSettings)
     roles: DatabaseRoles = Field(default_factory=DatabaseRoles)
     maildir: MaildirSettings = Field(default_factory=MaildirSettings)
+
+    @field_validator("databases")
+    @classmethod
+    def _names(cls, value: dict[str, DatabaseSettings]) -> dict[str, DatabaseSettings]:
+        for name, settings in value.items():
+            if not DATABASE_NAME.fullmatch(name):
+                raise ValueError(f"'{name}' is not a database name (lowercase letters, digits, "
+                                 "'-' and '_', at most 32, starting with a letter)")
+            if not settings.dsn:
+                raise ValueError(f"{name}: dsn is required")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> MailSettings:
+        if self.databases and "database" in self.model_fields_set:
+            raise ValueError("give either mail.database (one mail database) or "
+                             "mail.databases (several, by name), not both")
+        return self
+
+    def all_databases(self) -> dict[str, DatabaseSettings]:
+        """The mail databases by name: ``mail.databases``, or ``mail.database`` as the one
+        database named ``main`` (:data:`DEFAULT_NAME`); empty when none is configured."""
+        if self.databases:
+            return dict(self.databases)
+        return {DEFAULT_NAME: self.database} if self.database.dsn else {}
+
+    def option(self, name: str) -> str:
+        """The config key of database ``name``, for sentences ("mail.databases.mx2")."""
+        return "mail.database" if not self.databases else f"mail.databases.{name}"
+
+
+DEFAULT_NAME = "main"  # the name of the one database of mail.database
+DATABASE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")

@@ -413,9 +413,14 @@ def setup(registry: Registry) -> None:
         if source == "config" and name not in manager.added:
             raise Conflict(f"server {name} is configured in podod.yaml; remove it there and "
                            "reload podod (systemctl reload podod)")
-        if ctx.runtime.config.mail.database.via_server == name:
-            raise Conflict(f"server {name} carries the mail database's tunnel "
-                           "(mail.database.via_server); change that first")
+        mail = ctx.runtime.config.mail
+        for db_name, database in mail.all_databases().items():
+            if database.via_server == name:
+                raise Conflict(f"server {name} carries the tunnel of mail database "
+                               f"{db_name} ({mail.option(db_name)}.via_server); change that "
+                               "first" if mail.databases else
+                               f"server {name} carries the mail database's tunnel "
+                               "(mail.database.via_server); change that first")
         config = manager.added[name].config
         ctx.record("delete", "server", name, address=config.address)
         if ctx.sandbox:  # the sandbox stops here
@@ -464,10 +469,12 @@ def setup(registry: Registry) -> None:
         examples=["server tunnel stop db1 replica"])
     async def tunnel_stop(ctx: CommandContext, server: str, tunnel: str) -> Reply:
         connection = _tunnels(ctx, server, tunnel)
-        database = ctx.runtime.config.mail.database
-        if database.via_server == server and database.tunnel == tunnel:
-            raise Conflict(f"the mail database is reached through the tunnel {tunnel} of "
-                           f"{server} (mail.database.via_server); it stays open")
+        mail = ctx.runtime.config.mail
+        for db_name, database in mail.all_databases().items():
+            if database.via_server == server and (database.tunnel or "postgres") == tunnel:
+                raise Conflict(f"the mail database{' ' + db_name if mail.databases else ''} "
+                               f"is reached through the tunnel {tunnel} of {server} "
+                               f"({mail.option(db_name)}.via_server); it stays open")
         ctx.record("stop", "tunnel", f"{server}/{tunnel}")
         if ctx.sandbox:
             return Reply(message=f"would stop the tunnel {tunnel} of {server}")

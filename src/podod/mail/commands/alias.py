@@ -10,7 +10,6 @@ from podod.bus.paging import (
     INLINE_ROWS,
     Page,
     Sort,
-    fetch_page,
     off_loop,
     page_message,
     page_note,
@@ -24,8 +23,12 @@ from podod.mail.commands.common import (
     check_room,
     domain_row,
     is_alias_domain,
+    list_page,
+    on_option,
     reader,
     require_view,
+    several,
+    unit_for,
     visible_domains,
     yes,
 )
@@ -136,8 +139,8 @@ def _loop(actor: Actor, address: str, parent: dict[str, str], last: str) -> Vali
 
 def _alias_rows(rows: list[Any]) -> tuple[list[dict[str, Any]], list[list[Any]]]:
     data = [dict(r) for r in rows]
-    return data, [[r["address"], r["goto"].replace(",", ", "), yes(r["active"])]
-                  for r in data]
+    return data, [[r["address"], r["goto"].replace(",", ", "), yes(r["active"]),
+                   *([r["database"]] if "database" in r else [])] for r in data]
 
 
 async def _alias(db: Any, address: str) -> dict[str, Any]:
@@ -153,7 +156,9 @@ ALIAS_SORTS: dict[str, Sort] = {
     "address": Sort(), "goto": Sort("goto"), "domain": Sort("domain"),
     "active": Sort("active", "bool"), "created": Sort("created", "time"),
     "modified": Sort("modified", "time")}
-LIST_REPLY = arr(obj(_ALIAS), "one object per alias; goto: the targets, comma-separated")
+LIST_REPLY = arr(obj({**_ALIAS, "database": STR}, optional=("database",)),
+                 "one object per alias; goto: the targets, comma-separated; database: which "
+                 "mail database holds it (only when there are several)")
 SHOW_REPLY = obj({**_ALIAS, "targets": arr(STR), "created": STR, "modified": STR})
 
 
@@ -172,7 +177,7 @@ def setup(registry: Registry) -> None:
         addr = normalize_address(address, allow_catchall=True)
         domain_name = addr.split("@")[1]
         ctx.require_domain(domain_name)
-        uow = ctx.unit
+        uow = await unit_for(ctx, domain_name)
         await domain_row(uow, domain_name)
         if await is_alias_domain(uow, domain_name):
             raise ValidationError(f"{domain_name} is an alias domain; create the alias in "
@@ -196,16 +201,15 @@ def setup(registry: Registry) -> None:
         "alias list", "List aliases (not the mailboxes' own alias rows)",
         params=[Opt("domain", "only this domain", kind="domain"),
                 Opt("search", "only aliases whose address or targets contain this"),
-                *page_options("aliases", "address", sorts=ALIAS_SORTS)],
+                *page_options("aliases", "address", sorts=ALIAS_SORTS), on_option()],
         reply=LIST_REPLY)
     async def alias_list(ctx: CommandContext, domain: str | None, search: str | None,
-                         sort: str | None, limit: int | None, after: str | None, all: bool
-                         ) -> Reply:
+                         sort: str | None, limit: int | None, after: str | None, all: bool,
+                         on: str | None = None) -> Reply:
         page = Page.of("alias list", limit, after, all, sort=sort, sorts=ALIAS_SORTS)
         domains = visible_domains(ctx, normalize_domain(domain) if domain else None)
-        async with reader(ctx) as db:
-            rows, more, last = await fetch_page(
-                db, page, key="address",
+        rows, more, last, down = await list_page(
+                ctx, on, page, key="address",
                 select="SELECT address, goto, domain, active FROM alias",
                 count="SELECT count(*) FROM alias",
                 where="address <> goto AND ($1::text[] IS NULL OR domain = ANY($1::text[])) "
@@ -215,8 +219,10 @@ def setup(registry: Registry) -> None:
         data, table = await off_loop(len(rows) > INLINE_ROWS, _alias_rows, rows)
         notes, paged = page_note(ctx, page, more, last, "aliases")
         return Reply(message=page_message(len(data), more, "alias", "aliases"), data=data,
-                     notes=notes, page=paged,
-                     table=Table(["alias", "goes to", "active"], table, title="aliases"))
+                     notes=down + notes, page=paged,
+                     table=Table(["alias", "goes to", "active",
+                                  *(["database"] if several(ctx) else [])], table,
+                                 title="aliases"))
 
     @registry.command(
         "user aliases", "List the aliases that deliver to a mailbox (not its own alias row)",
@@ -231,11 +237,12 @@ def setup(registry: Registry) -> None:
         username = normalize_address(address)
         require_view(ctx, username.split("@")[1])
         domains = visible_domains(ctx, None)
-        async with reader(ctx) as db:
+        async with reader(ctx, username.split("@")[1]) as db:
             if not await db.fetchval("SELECT 1 FROM mailbox WHERE username=$1", username):
                 raise NotFound(f"there is no mailbox {username}")
-            rows, more, last = await fetch_page(
-                db, page, key="address",
+        # Aliases of every database may deliver to it.
+        rows, more, last, down = await list_page(
+                ctx, None, page, key="address",
                 select="SELECT address, goto, domain, active FROM alias",
                 count="SELECT count(*) FROM alias",
                 where="address <> $1 AND strpos(',' || replace(goto, ' ', '') || ',', "
@@ -245,8 +252,9 @@ def setup(registry: Registry) -> None:
         data, table = await off_loop(len(rows) > INLINE_ROWS, _alias_rows, rows)
         notes, paged = page_note(ctx, page, more, last, "aliases")
         return Reply(message=page_message(len(data), more, "alias", "aliases") +
-                     f" deliver to {username}", data=data, notes=notes, page=paged,
-                     table=Table(["alias", "goes to", "active"], table,
+                     f" deliver to {username}", data=data, notes=down + notes, page=paged,
+                     table=Table(["alias", "goes to", "active",
+                                  *(["database"] if several(ctx) else [])], table,
                                  title=f"aliases of {username}"))
 
     @registry.command("alias show", "Show one alias",
@@ -254,7 +262,7 @@ def setup(registry: Registry) -> None:
     async def alias_show(ctx: CommandContext, address: str) -> Reply:
         addr = normalize_address(address, allow_catchall=True)
         require_view(ctx, addr.split("@")[1])
-        async with reader(ctx) as db:
+        async with reader(ctx, addr.split("@")[1]) as db:
             row = await _alias(db, addr)
         targets = row["goto"].split(",")
         data = {**row, "targets": targets, "created": str(row["created"]),
@@ -276,7 +284,7 @@ def setup(registry: Registry) -> None:
                            active: bool | None) -> Reply:
         addr = normalize_address(address, allow_catchall=True)
         ctx.require_domain(addr.split("@")[1])
-        uow = ctx.unit
+        uow = await unit_for(ctx, addr.split("@")[1])
         row = await _alias(uow, addr)
         current = [t.strip() for t in row["goto"].split(",") if t.strip()]
         limit = ctx.runtime.config.mail.max_alias_targets
@@ -320,7 +328,7 @@ def setup(registry: Registry) -> None:
     async def alias_delete(ctx: CommandContext, address: str) -> Reply:
         addr = normalize_address(address, allow_catchall=True)
         ctx.require_domain(addr.split("@")[1])
-        uow = ctx.unit
+        uow = await unit_for(ctx, addr.split("@")[1])
         await _alias(uow, addr)
         if await uow.fetchval("SELECT 1 FROM mailbox WHERE username=$1", addr):
             raise Conflict(f"{addr} is a mailbox's own alias row; delete the mailbox with "

@@ -22,11 +22,21 @@ from typing import Any
 from podod.bus.context import CommandContext, Reply, Secret, Table
 from podod.bus.shapes import INT, STR, arr, obj
 from podod.bus.spec import Opt
-from podod.errors import ValidationError
+from podod.errors import Unavailable, ValidationError
 from podod.mail import csvio
 from podod.mail.addresses import normalize_domain
-from podod.mail.commands.common import MB, password_expiry, reader, visible_domains
+from podod.mail.commands.common import (
+    MB,
+    databases,
+    each_database,
+    on_option,
+    password_expiry,
+    reader,
+    visible_domains,
+)
 from podod.mail.csvio import Bad, Kind, Options, Record
+from podod.mail.database import MailDatabase
+from podod.mail.databases import duplicate
 from podod.mail.passwords import (
     check_policy,
     default_pool,
@@ -533,8 +543,37 @@ def _data(parsed_rows: int, imported: list[Record], skipped: list[Record],
             "skipped_keys": [r.key for r in skipped[:csvio.MAX_BAD_SHOWN]]}
 
 
+async def _import_database(ctx: CommandContext, kind: Kind, records: list[Record],
+                           on: str | None) -> MailDatabase:
+    """The one mail database an import writes to: ``--on`` (a domain import with several
+    databases needs it), or the database of the file's domains, which must all be in one
+    (an import is one transaction; docs/databases.md)."""
+    every = databases(ctx)
+    if kind == "domain" or not every.several:
+        return every.chosen(on, f"{kind} import")
+    where: dict[str, set[str]] = {}
+    for domain in sorted({r.domain for r in records}):
+        held = await every.holders(domain)
+        if len(held) > 1:
+            raise duplicate(domain, held)
+        if held:
+            where.setdefault(held[0], set()).add(domain)
+    if on is not None:
+        every.get(on)
+        where.setdefault(on, set())
+    if len(where) > 1:
+        listed = "; ".join(f"{n}: {', '.join(sorted(d)[:3])}" for n, d in sorted(where.items())
+                           if d)
+        raise ValidationError(f"{kind} import: the file's domains are in several mail "
+                              f"databases ({listed}); import one file per database; nothing "
+                              "was changed")
+    if not where:
+        return every.chosen(on, f"{kind} import")
+    return every.get(next(iter(where)))
+
+
 async def run_import(ctx: CommandContext, kind: Kind, domain: str | None,
-                     generate_passwords: bool, on_error: str) -> Reply:
+                     generate_passwords: bool, on_error: str, on: str | None = None) -> Reply:
     data = ctx.request.stdin
     if not data or not data.strip():
         raise ValidationError(f"no CSV was given: {kind} import reads the file as its data "
@@ -550,7 +589,8 @@ async def run_import(ctx: CommandContext, kind: Kind, domain: str | None,
     await ctx.progress("reading the file", None, None)
     parsed = await asyncio.to_thread(csvio.read, kind, data, options)
     await ctx.progress("checking rows against the database", 0, parsed.rows)
-    async with reader(ctx) as db:
+    database = await _import_database(ctx, kind, parsed.records, on)
+    async with reader(ctx, database=database) as db:
         plan = await CHECKS[kind](ctx, db, parsed.records, False)
         found = list(plan.bad)
         # An alias may forward to another alias of the file that turned out bad: check the
@@ -574,6 +614,7 @@ async def run_import(ctx: CommandContext, kind: Kind, domain: str | None,
     # The transaction opens here: the domains are locked and every new row checked once
     # more (a row created meanwhile by someone else is refused, never duplicated).
     uow = ctx.unit
+    await uow.bind(database)
     again = await CHECKS[kind](ctx, uow, plan.new, True)
     for record, _stored in again.verify:  # an identical mailbox was created meanwhile
         again.bad.append(Bad(record.line, record.key, f"the mailbox {record.key} was created "
@@ -663,11 +704,19 @@ def _export_rows(kind: Kind, rows: list[Any]) -> str:
     return csvio.write(EXPORT_COLUMNS[kind], values)
 
 
-async def run_export(ctx: CommandContext, kind: Kind, domain: str | None) -> Reply:
+async def run_export(ctx: CommandContext, kind: Kind, domain: str | None,
+                     on: str | None = None) -> Reply:
     asked = normalize_domain(domain) if domain else None
     domains = visible_domains(ctx, asked)
-    async with reader(ctx) as db:
-        rows = await db.fetch(_EXPORT_SQL[kind], domains)
+
+    async def read(db: Any) -> list[Any]:
+        return list(await db.fetch(_EXPORT_SQL[kind], domains))
+
+    found, down = await each_database(ctx, on, read)
+    if down:  # an export is a file to import elsewhere: never a silently partial one
+        raise Unavailable(f"{kind} export: {down[0]}; nothing was exported (export the "
+                          "others with --on NAME)")
+    rows = [r for _name, part in found for r in part]
     text = await asyncio.to_thread(_export_rows, kind, rows)
     where = f" of {asked}" if asked else ""
     return Reply(message=f"{_n(len(rows), kind)}{where} exported",
@@ -694,7 +743,9 @@ def _declare(registry: Registry, kind: Kind) -> None:
                   kind="domain"),
               Opt("on_error", "stop: import nothing if any row is bad (default); skip: "
                   "import the good rows and list the bad ones", kind="choice",
-                  choices=("stop", "skip"), default="stop")]
+                  choices=("stop", "skip"), default="stop"),
+              Opt("on", "the mail database to import into (mail.databases; a domain import "
+                  "needs it when there are several)", metavar="NAME")]
     extra = ""
     if kind == "user":
         params.insert(1, Opt("generate_passwords", "rows without a password get a generated "
@@ -703,8 +754,8 @@ def _declare(registry: Registry, kind: Kind) -> None:
         extra = ", --passwords-out FILE the generated passwords (mode 0600)"
 
     async def do_import(ctx: CommandContext, domain: str | None, on_error: str,
-                        generate_passwords: bool = False) -> Reply:
-        return await run_import(ctx, kind, domain, generate_passwords, on_error)
+                        generate_passwords: bool = False, on: str | None = None) -> Reply:
+        return await run_import(ctx, kind, domain, generate_passwords, on_error, on)
 
     registry.command(
         f"{kind} import", f"Import {noun} from a CSV file (the command's data input)",
@@ -718,12 +769,13 @@ def _declare(registry: Registry, kind: Kind) -> None:
                   f"{kind} import {noun}.csv --on-error skip --report bad-rows.csv"],
     )(do_import)
 
-    async def do_export(ctx: CommandContext, domain: str | None) -> Reply:
-        return await run_export(ctx, kind, domain)
+    async def do_export(ctx: CommandContext, domain: str | None,
+                        on: str | None = None) -> Reply:
+        return await run_export(ctx, kind, domain, on)
 
     registry.command(
         f"{kind} export", f"Export {noun} as CSV, as {kind} import reads them back",
-        params=[Opt("domain", "only this domain", kind="domain")],
+        params=[Opt("domain", "only this domain", kind="domain"), on_option()],
         permission="admin" if kind == "domain" else "domain-admin", timeout=EXPORT_TIMEOUT,
         reply=EXPORT_REPLY,
         description="Passwords are exported as their hashes. podoctl prints the CSV, or "

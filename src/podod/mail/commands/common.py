@@ -2,34 +2,64 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from podod.bus.context import CommandContext
-from podod.errors import NotFound, Unavailable, ValidationError
+from podod.bus.paging import Page, fetch_page, merge_pages
+from podod.bus.spec import Opt, Param
+from podod.errors import Conflict, NotFound, PododError, Unavailable, UsageError, ValidationError
 from podod.mail.database import MailDatabase, sql_error
+from podod.mail.databases import MailDatabases
 
 MB = 1024 * 1024
 MAX_QUOTA_MB = 1_000_000_000  # a petabyte: beyond any mailbox, and bytes still fit a bigint
 MAX_COUNT = 2**31 - 1  # domain.mailboxes and domain.aliases are integer columns
 
 
-def maildb(ctx: CommandContext) -> MailDatabase:
-    database = ctx.runtime.component("maildb")
-    if database is None:
-        raise Unavailable("no mail database is configured (mail.database.dsn in podod.yaml)")
-    assert isinstance(database, MailDatabase)
-    return database
+def databases(ctx: CommandContext) -> MailDatabases:
+    """The ``maildb`` component: every configured mail database and the domain map."""
+    found = ctx.runtime.component("maildb")
+    if found is None:
+        raise Unavailable("no mail database is configured (mail.database.dsn or "
+                          "mail.databases in podod.yaml)")
+    assert isinstance(found, MailDatabases)
+    return found
+
+
+async def maildb(ctx: CommandContext, domain: str | None = None) -> MailDatabase:
+    """The database holding ``domain`` (one sentence for a domain in two databases or in
+    none); without a domain, the only database (with several: a bug, said as one)."""
+    every = databases(ctx)
+    if domain is not None:
+        return await every.locate(domain)
+    only = every.only()
+    if only is None:
+        raise UsageError(f"{ctx.spec.name}: say which mail database with --on NAME (one of "
+                         f"{', '.join(every.names)})")
+    return only
+
+
+async def unit_for(ctx: CommandContext, domain: str) -> Any:
+    """The command's unit of work, bound to the database of ``domain``: the first thing a
+    changing mail command does once it knows its domain."""
+    uow = ctx.unit
+    await uow.bind(await databases(ctx).locate_for_change(domain))
+    return uow
 
 
 @asynccontextmanager
-async def reader(ctx: CommandContext) -> AsyncIterator[asyncpg.Connection]:
-    """A connection for read-only commands."""
-    database = maildb(ctx)
+async def reader(ctx: CommandContext, domain: str | None = None,
+                 database: MailDatabase | None = None) -> AsyncIterator[asyncpg.Connection]:
+    """A connection for read-only commands: to ``database``, or to the database of
+    ``domain``, or to the only database."""
+    if database is None:
+        database = await maildb(ctx, domain)
     pool = await database.pool()
     try:
         async with pool.acquire() as conn:
@@ -41,6 +71,99 @@ async def reader(ctx: CommandContext) -> AsyncIterator[asyncpg.Connection]:
         if refused is None:
             raise
         raise refused from None
+
+
+async def unit_on(ctx: CommandContext, domain: str, on: str | None) -> Any:
+    """The unit of work of ``domain create DOMAIN --on NAME``: bound to that database (or the
+    only one); a domain another database holds already is refused."""
+    every = databases(ctx)
+    database = every.chosen(on, f"{ctx.spec.name} {domain}")
+    if every.several:
+        held = await every.held_now(domain)
+        if held:
+            raise Conflict(f"the domain {domain} already exists (in mail database "
+                           f"{' and '.join(held)})")
+    uow = ctx.unit
+    await uow.bind(database)
+    return uow
+
+
+async def not_elsewhere(ctx: CommandContext, domain: str, database: MailDatabase) -> None:
+    """Refuse ``domain`` when another mail database holds it (an alias domain must be in
+    its target's database, where that database's Postfix reads it)."""
+    every = databases(ctx)
+    if not every.several:
+        return
+    other = await every.held_now(domain, skip=database.name)
+    if other:
+        raise Conflict(f"the domain {domain} is in mail database {' and '.join(other)}, not "
+                       f"in {database.name}; move it first ('domain move {domain} --to "
+                       f"{database.name}'); nothing was changed")
+
+
+_T = TypeVar("_T")
+
+
+async def each_database(ctx: CommandContext, on: str | None,
+                        read: Callable[[Any], Awaitable[_T]]
+                        ) -> tuple[list[tuple[str, _T]], list[str]]:
+    """``read(conn)`` on every mail database (or the one ``--on`` names) at once: the
+    answers by database name, and a note for each database that did not answer (a listing
+    shows what answers, docs/databases.md); when none answers, its sentence is raised."""
+    chosen = databases(ctx).selected(on)
+
+    async def one(database: MailDatabase) -> _T:
+        async with reader(ctx, database=database) as conn:
+            return await read(conn)
+
+    answers = await asyncio.gather(*(one(d) for d in chosen), return_exceptions=True)
+    found: list[tuple[str, _T]] = []
+    notes: list[str] = []
+    failed: PododError | None = None
+    for database, answer in zip(chosen, answers, strict=True):
+        if isinstance(answer, PododError):
+            failed = failed or answer
+            notes.append(f"mail database {database.name} did not answer, so none of its "
+                         f"rows are shown: {answer.message}")
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            found.append((database.name, answer))
+    if not found and failed is not None:
+        raise failed
+    return found, notes
+
+
+def several(ctx: CommandContext) -> bool:
+    """More than one mail database: listings show which one holds each row."""
+    found = ctx.runtime.component("maildb")
+    return isinstance(found, MailDatabases) and found.several
+
+
+def on_option() -> Param:
+    return Opt("on", "only the mail database of this name (mail.databases)", metavar="NAME")
+
+
+async def list_page(ctx: CommandContext, on: str | None, page: Page, **query: Any
+                    ) -> tuple[list[dict[str, Any]], int, str, list[str]]:
+    """One page of a listing over every mail database: each database's page read at once
+    (keyset paging per database, in byte order so the pages merge exactly), merged in the
+    listing's order; rows carry ``database`` when there are several. The notes name the
+    databases that did not answer."""
+    if not several(ctx) and on is None:
+        async with reader(ctx) as db:
+            rows, more, last = await fetch_page(db, page, **query)
+        return rows, more, last, []
+    if on is not None:
+        databases(ctx).get(on)
+
+    async def read(db: Any) -> tuple[list[Any], int, str]:
+        return await fetch_page(db, page, collate=True, keep_sort=True, **query)
+
+    found, notes = await each_database(ctx, on, read)
+    rows, more, last = await merge_pages(page, found, key=query["key"],
+                                         descending=query.get("descending", False))
+    return rows, more, last, notes
 
 
 async def domain_row(db: Any, domain: str, *, lock: bool = False) -> dict[str, Any]:

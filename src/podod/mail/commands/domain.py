@@ -8,7 +8,6 @@ from podod.bus.context import CommandContext, Reply, Table
 from podod.bus.paging import (
     Page,
     Sort,
-    fetch_page,
     page_message,
     page_note,
     page_options,
@@ -24,10 +23,17 @@ from podod.mail.commands.common import (
     MAX_QUOTA_MB,
     MB,
     domain_row,
+    each_database,
     is_alias_domain,
+    list_page,
+    not_elsewhere,
+    on_option,
     plain_text,
     reader,
     require_view,
+    several,
+    unit_for,
+    unit_on,
     yes,
 )
 from podod.mail.schema import TEXT_COLUMNS
@@ -197,10 +203,12 @@ _DOMAIN = {"domain": STR, "description": STR, "aliases": INT, "mailboxes": INT,
            "created": STR, "modified": STR, "active": BOOL, "password_expiry": INT,
            "mailbox_count": INT, "alias_count": INT, "quota_used": WHOLE_TEXT,
            "alias_of": nullable(STR)}
-LIST_REPLY = arr(obj(_DOMAIN), "one object per domain: its row (limits in MB; 0 unlimited, "
+LIST_REPLY = arr(obj({**_DOMAIN, "database": STR}, optional=("database",)),
+                 "one object per domain: its row (limits in MB; 0 unlimited, "
                  "-1 none) and its usage (quota_used in bytes)")
 SHOW_REPLY = obj({**_DOMAIN, "alias_domains": arr(STR)})
-ALIAS_LIST_REPLY = arr(obj({"alias_domain": STR, "target_domain": STR, "active": BOOL}))
+ALIAS_LIST_REPLY = arr(obj({"alias_domain": STR, "target_domain": STR, "active": BOOL,
+                            "database": STR}, optional=("database",)))
 DELETE_REPLY = obj({"rows": INT, "mailbox": INT, "alias": INT, "alias_domain": INT,
                     "quota2": INT}, description="rows deleted, in all and per table")
 
@@ -209,7 +217,9 @@ def setup(registry: Registry) -> None:
     @registry.command(
         "domain create", "Create a virtual mail domain",
         params=[Arg("domain", "the domain, e.g. example.com", kind="domain"), *LIMITS,
-                Opt("inactive", "create it switched off", kind="flag"), *RELAY_CREATE],
+                Opt("inactive", "create it switched off", kind="flag"), *RELAY_CREATE,
+                Opt("on", "the mail database to create it in (mail.databases; needed when "
+                    "there are several)", metavar="NAME")],
         permission="admin", mutating=True, unit="maildb", reply=obj({"domain": STR}),
         examples=["domain create example.com --max-mailboxes 50 --quota-mb 10240",
                   "domain create backup.example --backup-mx",
@@ -218,9 +228,9 @@ def setup(registry: Registry) -> None:
                             quota_mb: int | None, max_quota_mb: int | None,
                             max_mailboxes: int | None, max_aliases: int | None,
                             inactive: bool, transport: str | None = None,
-                            backup_mx: bool = False) -> Reply:
+                            backup_mx: bool = False, on: str | None = None) -> Reply:
         name = normalize_domain(domain)
-        uow = ctx.unit
+        uow = await unit_on(ctx, name, on)
         if await uow.fetchval("SELECT 1 FROM domain WHERE domain = $1", name):
             raise Conflict(f"the domain {name} already exists")
         limits = _limits(description, quota_mb, max_quota_mb, max_mailboxes, max_aliases)
@@ -233,15 +243,17 @@ def setup(registry: Registry) -> None:
 
     @registry.command("domain list", "List the mail domains",
                       params=[Opt("search", "only domains containing this text"),
-                              *page_options("domains", "domain", sorts=DOMAIN_SORTS)],
+                              *page_options("domains", "domain", sorts=DOMAIN_SORTS),
+                              on_option()],
                       reply=LIST_REPLY)
     async def domain_list(ctx: CommandContext, search: str | None, sort: str | None,
-                          limit: int | None, after: str | None, all: bool) -> Reply:
+                          limit: int | None, after: str | None, all: bool,
+                          on: str | None = None) -> Reply:
         page = Page.of("domain list", limit, after, all, sort=sort, sorts=DOMAIN_SORTS)
         shown = list(ctx.actor.domains) if ctx.actor.role == "domain-admin" else None
-        async with reader(ctx) as db:
-            found, more, last = await fetch_page(
-                db, page, key="d.domain", select=COUNTS, count="SELECT count(*) FROM domain d",
+        found, more, last, down = await list_page(
+                ctx, on, page, key="d.domain", select=COUNTS,
+                count="SELECT count(*) FROM domain d",
                 where="($1::text IS NULL OR strpos(d.domain, $1) > 0) AND "
                       "($2::text[] IS NULL OR d.domain = ANY($2::text[]))",
                 args=[search.lower() if search else None, shown])
@@ -250,14 +262,15 @@ def setup(registry: Registry) -> None:
                   f"{r['mailbox_count']}/{_of(r['mailboxes'])}",
                   f"{r['alias_count']}/{_of(r['aliases'])}",
                   _quota(r["quota"]),
-                  r["alias_of"] or "", _transport_shown(r), yes(r["active"])] for r in rows]
+                  r["alias_of"] or "", _transport_shown(r), yes(r["active"]),
+                  *([r["database"]] if "database" in r else [])] for r in rows]
         data = [{k: (str(v) if k in ("created", "modified") else v) for k, v in r.items()}
                 for r in rows]
         notes, paged = page_note(ctx, page, more, last, "domains")
         return Reply(message=page_message(len(rows), more, "domain", "domains"), data=data,
-                     notes=notes, page=paged, table=Table(
+                     notes=down + notes, page=paged, table=Table(
             ["domain", "description", "mailboxes", "aliases", "quota", "alias of",
-             "transport", "active"],
+             "transport", "active", *(["database"] if several(ctx) else [])],
             table, title="domains"))
 
     @registry.command("domain show", "Show one domain, its limits and usage",
@@ -266,7 +279,7 @@ def setup(registry: Registry) -> None:
     async def domain_show(ctx: CommandContext, domain: str) -> Reply:
         name = normalize_domain(domain)
         require_view(ctx, name)
-        async with reader(ctx) as db:
+        async with reader(ctx, name) as db:
             row = await db.fetchrow(COUNTS + " WHERE d.domain = $1", name)
             if row is None:
                 raise NotFound(f"the domain {name} does not exist")
@@ -301,7 +314,7 @@ def setup(registry: Registry) -> None:
                             active: bool | None, transport: str | None = None,
                             backup_mx: bool | None = None) -> Reply:
         name = normalize_domain(domain)
-        uow = ctx.unit
+        uow = await unit_for(ctx, name)
         values = _limits(description, quota_mb, max_quota_mb, max_mailboxes, max_aliases)
         if active is not None:
             values["active"] = active
@@ -335,7 +348,7 @@ def setup(registry: Registry) -> None:
         description="Maildirs on the mail servers are not removed.")
     async def domain_delete(ctx: CommandContext, domain: str, cascade: bool) -> Reply:
         name = normalize_domain(domain)
-        uow = ctx.unit
+        uow = await unit_for(ctx, name)
         await domain_row(uow, name)
         mailboxes = await uow.fetchval("SELECT count(*) FROM mailbox WHERE domain=$1", name)
         aliases = await uow.fetchval(
@@ -381,7 +394,10 @@ def setup(registry: Registry) -> None:
     async def domain_alias_create(ctx: CommandContext, alias_domain: str, to: str) -> Reply:
         alias = normalize_domain(alias_domain)
         target = normalize_domain(to)
-        uow = ctx.unit
+        if alias == target:
+            raise ValidationError(f"a domain cannot be an alias of itself ({alias})")
+        uow = await unit_for(ctx, target)
+        await not_elsewhere(ctx, alias, uow.database)
         if alias == target:
             raise ValidationError(f"a domain cannot be an alias of itself ({alias})")
         await domain_row(uow, target)
@@ -407,19 +423,28 @@ def setup(registry: Registry) -> None:
 
     @registry.command("domain-alias list", "List the alias domains",
                       params=[Opt("to", "only the alias domains of this target domain",
-                                  kind="domain")],
+                                  kind="domain"), on_option()],
                       reply=ALIAS_LIST_REPLY)
-    async def domain_alias_list(ctx: CommandContext, to: str | None) -> Reply:
+    async def domain_alias_list(ctx: CommandContext, to: str | None,
+                                on: str | None = None) -> Reply:
         target = normalize_domain(to) if to else None
-        async with reader(ctx) as db:
-            rows = [dict(r) for r in await db.fetch(
+
+        async def read(db: Any) -> list[dict[str, Any]]:
+            return [dict(r) for r in await db.fetch(
                 "SELECT alias_domain, target_domain, active FROM alias_domain "
                 "WHERE $1::text IS NULL OR target_domain = $1 ORDER BY 1", target)]
+
+        found, down = await each_database(ctx, on, read)
+        marked = several(ctx)
+        rows = [{**r, "database": n} if marked else r for n, part in found for r in part]
+        if len(found) > 1:
+            rows.sort(key=lambda r: str(r["alias_domain"]))
         if ctx.actor.role == "domain-admin":
             rows = [r for r in rows if ctx.actor.may_manage(r["target_domain"])]
-        return Reply(message=f"{len(rows)} alias domains", data=rows, table=Table(
-            ["alias domain", "target", "active"],
-            [[r["alias_domain"], r["target_domain"], yes(r["active"])] for r in rows],
+        return Reply(message=f"{len(rows)} alias domains", data=rows, notes=down, table=Table(
+            ["alias domain", "target", "active", *(["database"] if marked else [])],
+            [[r["alias_domain"], r["target_domain"], yes(r["active"]),
+              *([r["database"]] if marked else [])] for r in rows],
             title="alias domains"))
 
     @registry.command(
@@ -428,7 +453,7 @@ def setup(registry: Registry) -> None:
         permission="admin", mutating=True, unit="maildb", reply=NULL)
     async def domain_alias_delete(ctx: CommandContext, alias_domain: str) -> Reply:
         alias = normalize_domain(alias_domain)
-        uow = ctx.unit
+        uow = await unit_for(ctx, alias)
         if not await is_alias_domain(uow, alias):
             raise NotFound(f"{alias} is not an alias domain")
         await uow.delete("alias_domain", {"alias_domain": alias})

@@ -130,7 +130,7 @@ def setup(registry: Registry) -> None:
                                    entry: str | None) -> Reply:
         username = normalize_address(address)
         ctx.require_domain(username.split("@")[1])
-        async with reader(ctx) as db:
+        async with reader(ctx, username.split("@")[1]) as db:
             maildir = await db.fetchval("SELECT maildir FROM mailbox WHERE username = $1",
                                         username)
         if maildir is None:

@@ -10,7 +10,6 @@ from podod.bus.paging import (
     INLINE_ROWS,
     Page,
     Sort,
-    fetch_page,
     off_loop,
     page_message,
     page_note,
@@ -36,13 +35,17 @@ from podod.mail.commands.common import (
     default_quota,
     domain_row,
     is_alias_domain,
+    list_page,
     mb,
     non_negative,
+    on_option,
     password_expiry,
     plain_text,
     reader,
     require_view,
+    several,
     size,
+    unit_for,
     visible_domains,
     yes,
 )
@@ -102,7 +105,9 @@ USER_SORTS: dict[str, Sort] = {
     "address": Sort(), "name": Sort("m.name"), "quota": Sort("m.quota", "int"),
     "domain": Sort("m.domain"), "active": Sort("m.active", "bool"),
     "created": Sort("m.created", "time"), "modified": Sort("m.modified", "time")}
-LIST_REPLY = arr(obj(_MAILBOX), "one object per mailbox; quota and used in bytes")
+LIST_REPLY = arr(obj({**_MAILBOX, "database": STR}, optional=("database",)),
+                 "one object per mailbox; quota and used in bytes; database: which mail "
+                 "database holds it (only when there are several)")
 SHOW_REPLY = obj({**_MAILBOX, "maildir": STR, "local_part": STR, "created": STR,
                   "modified": STR, "phone": STR, "email_other": STR},
                  description="the mailbox row (no password hash), quota and used in bytes")
@@ -136,7 +141,7 @@ def setup(registry: Registry) -> None:
         ctx.require_domain(domain_name)
         non_negative("--quota-mb", quota_mb)
         plain_text("--name", name)
-        uow = ctx.unit
+        uow = await unit_for(ctx, domain_name)
         await domain_row(uow, domain_name)
         if await is_alias_domain(uow, domain_name):
             raise ValidationError(f"{domain_name} is an alias domain; create the mailbox in "
@@ -187,20 +192,19 @@ def setup(registry: Registry) -> None:
         "user list", "List mailboxes",
         params=[Opt("domain", "only this domain", kind="domain"),
                 Opt("search", "only addresses or names containing this text"),
-                *page_options("mailboxes", "address", sorts=USER_SORTS)],
+                *page_options("mailboxes", "address", sorts=USER_SORTS), on_option()],
         examples=["user list --domain example.com",
                   "user list --domain example.com --after bob@example.com",
                   "user list --sort -quota --limit 10",
                   "podoctl --json user list --all"],
         reply=LIST_REPLY)
     async def user_list(ctx: CommandContext, domain: str | None, search: str | None,
-                        sort: str | None, limit: int | None, after: str | None, all: bool
-                        ) -> Reply:
+                        sort: str | None, limit: int | None, after: str | None, all: bool,
+                        on: str | None = None) -> Reply:
         page = Page.of("user list", limit, after, all, sort=sort, sorts=USER_SORTS)
         domains = visible_domains(ctx, normalize_domain(domain) if domain else None)
-        async with reader(ctx) as db:
-            rows, more, last = await fetch_page(
-                db, page, key="m.username",
+        rows, more, last, notes = await list_page(
+                ctx, on, page, key="m.username",
                 select="SELECT m.username, m.name, m.quota, m.active, m.domain, "
                        "coalesce(q.bytes, 0) AS used, coalesce(q.messages, 0) AS messages "
                        "FROM mailbox m LEFT JOIN quota2 q ON q.username = m.username",
@@ -210,18 +214,18 @@ def setup(registry: Registry) -> None:
                       "strpos(lower(m.name), lower($2)) > 0)",
                 args=[domains, search])
         data, table = await off_loop(len(rows) > INLINE_ROWS, _user_rows, rows)
-        notes, paged = page_note(ctx, page, more, last, "mailboxes")
+        more_notes, paged = page_note(ctx, page, more, last, "mailboxes")
         return Reply(message=page_message(len(data), more, "mailbox", "mailboxes"),
-                     data=data, notes=notes, page=paged, table=Table(
-            ["address", "name", "quota", "used", "messages", "active"], table,
-            title="mailboxes"))
+                     data=data, notes=notes + more_notes, page=paged, table=Table(
+            ["address", "name", "quota", "used", "messages", "active",
+             *(["database"] if several(ctx) else [])], table, title="mailboxes"))
 
     @registry.command("user show", "Show one mailbox",
                       params=[Arg("address", "the mailbox", kind="address")], reply=SHOW_REPLY)
     async def user_show(ctx: CommandContext, address: str) -> Reply:
         username = normalize_address(address)
         require_view(ctx, username.split("@")[1])
-        async with reader(ctx) as db:
+        async with reader(ctx, username.split("@")[1]) as db:
             row = await _mailbox(db, username)
             usage = await db.fetchrow("SELECT bytes, messages FROM quota2 WHERE username=$1",
                                       username)
@@ -254,7 +258,7 @@ def setup(registry: Registry) -> None:
         ctx.require_domain(domain_name)
         non_negative("--quota-mb", quota_mb)
         plain_text("--name", name)
-        uow = ctx.unit
+        uow = await unit_for(ctx, domain_name)
         await _mailbox(uow, username)
         values: dict[str, Any] = {}
         if name is not None:
@@ -292,7 +296,7 @@ def setup(registry: Registry) -> None:
                                   generate_password: bool) -> Reply:
         username = normalize_address(address)
         ctx.require_domain(username.split("@")[1])
-        uow = ctx.unit
+        uow = await unit_for(ctx, username.split("@")[1])
         await _mailbox(uow, username)
         digest, generated = await _password(ctx, password_stdin, generate_password)
         domain = await domain_row(uow, username.split("@")[1])
@@ -316,7 +320,7 @@ def setup(registry: Registry) -> None:
     async def user_delete(ctx: CommandContext, address: str, remove_maildir: bool) -> Reply:
         username = normalize_address(address)
         ctx.require_domain(username.split("@")[1])
-        uow = ctx.unit
+        uow = await unit_for(ctx, username.split("@")[1])
         row = await _mailbox(uow, username)
         notes: list[str] = []
         if remove_maildir:
@@ -349,7 +353,8 @@ def setup(registry: Registry) -> None:
 def _user_rows(rows: list[Any]) -> tuple[list[dict[str, Any]], list[list[Any]]]:
     data = [dict(r) for r in rows]
     return data, [[r["username"], r["name"], mb(r["quota"]), size(r["used"]), r["messages"],
-                   yes(r["active"])] for r in data]
+                   yes(r["active"]), *([r["database"]] if "database" in r else [])]
+                  for r in data]
 
 
 async def _old_maildir(ctx: CommandContext, username: str, maildir: str,

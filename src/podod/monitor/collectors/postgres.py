@@ -69,16 +69,18 @@ def target_for(runtime: Runtime, server: ServerConfig) -> dict[str, Any] | None:
         if explicit.password is not None:
             out["password"] = explicit.password.get_secret_value()
         return out
-    database = runtime.config.mail.database
-    if not settings.mail_database or not database.dsn:
+    if not settings.mail_database:
         return None
-    hosted_here = (database.via_server == server.name) if database.via_server else \
-        (server.local and _is_local(database.dsn))
-    if not hosted_here:
-        return None
-    from podod.mail.database import connect_kwargs
+    # Every mail database (mail.databases) is measured on the server hosting it; the
+    # series are the PostgreSQL server's, so the first database found on it stands for it.
+    for database in runtime.config.mail.all_databases().values():
+        hosted_here = (database.via_server == server.name) if database.via_server else \
+            (server.local and _is_local(database.dsn or ""))
+        if hosted_here:
+            from podod.mail.database import connect_kwargs
 
-    return connect_kwargs(database, runtime)
+            return connect_kwargs(database, runtime)
+    return None
 
 
 async def collect_postgres(ctx: CollectContext) -> list[Sample]:

@@ -1,0 +1,317 @@
+"""Several mail databases (``mail.databases``): two PostgreSQL clusters, the second reached
+only through a test sshd's tunnel; one daemon on both. Commands on a domain find its
+database, listings merge both (with paging and sorting exact across them), a domain in two
+databases is refused, ``domain move`` moves a domain all-or-nothing, and one database
+going down leaves the other working."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import OWNER, OWNER_PW, db_init, make_mail_config
+from testbed.daemon import DaemonProcess
+from testbed.ports import free_port
+from testbed.postgres import PgCluster
+from testbed.sshd import Sshd
+from testbed.waiting import poll as wait_for
+
+A_DB, B_DB = "multi_a", "multi_b"
+
+
+@dataclass
+class Two:
+    pg: PgCluster  # database a
+    pg2: PgCluster  # database b, reached through sshd's tunnel
+    sshd: Sshd
+    path: Path
+    daemon: DaemonProcess
+
+    def ok(self, *argv: str, real: bool = False, stdin: str | None = None) -> dict[str, Any]:
+        reply = self.daemon.request(list(argv), execute_real=real, stdin=stdin)
+        assert reply["ok"], reply["message"]
+        return reply
+
+    def fail(self, *argv: str, real: bool = True) -> dict[str, Any]:
+        reply = self.daemon.request(list(argv), execute_real=real)
+        assert not reply["ok"], reply
+        assert "\n" not in str(reply["message"]) and "Traceback" not in str(reply["message"])
+        return reply
+
+    def a(self, sql: str) -> str:
+        return self.pg.psql(sql, A_DB).strip()
+
+    def b(self, sql: str) -> str:
+        return self.pg2.psql(sql, B_DB).strip()
+
+
+def podod_db(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "podod.cli", "db", *args, "-c", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def two(pg: PgCluster, mail_template: str, daemons_tmp: Path,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Two]:
+    root = tmp_path_factory.mktemp("several")
+    pg2 = PgCluster(daemons_tmp / "pg-several", free_port()).start()
+    sshd = Sshd(root / "sshd").start()
+    try:
+        pg2.create_role(OWNER, OWNER_PW, superuser=False)
+        pg2.create_database(B_DB, OWNER)
+        (root / "init-b").mkdir()
+        init = db_init(make_mail_config(pg2, root / "init-b", B_DB))
+        assert init.returncode == 0, init.stderr
+        pg.psql(f'CREATE DATABASE "{A_DB}" TEMPLATE "{mail_template}" OWNER "{OWNER}"')
+        path = make_mail_config(pg, root, A_DB)
+        config = yaml.safe_load(path.read_text())
+        single = config["mail"].pop("database")
+        config["mail"]["databases"] = {
+            "a": single,
+            "b": {"dsn": f"postgresql://{OWNER}@db.invalid:1/{B_DB}",
+                  "password_file": single["password_file"], "via_server": "db2",
+                  "tunnel": "postgres"}}
+        config["servers"] = [sshd.server_entry("db2", tunnels=[
+            {"name": "postgres", "remote_port": pg2.port}])]
+        path.write_text(yaml.safe_dump(config))
+        daemon = DaemonProcess(path).start()
+        try:
+            yield Two(pg, pg2, sshd, path, daemon)
+        finally:
+            daemon.stop()
+    finally:
+        sshd.close()
+        pg2.stop()
+        pg.drop_database(A_DB)
+
+
+def test_a_domain_is_created_where_asked_and_its_commands_find_it(two: Two) -> None:
+    refused = two.fail("domain", "create", "one.example")
+    assert refused["message"] == ("domain create one.example: say which mail database with "
+                                  "--on NAME (one of a, b)")
+    unknown = two.fail("domain", "create", "one.example", "--on", "c")
+    assert unknown["message"] == ("there is no mail database named c (the configured ones: "
+                                  "a, b)")
+    assert two.a("SELECT count(*) FROM domain WHERE domain = 'one.example'") == "0"
+    two.ok("domain", "create", "one.example", "--on", "a", real=True)
+    two.ok("domain", "create", "two.example", "--on", "b", real=True)
+    again = two.fail("domain", "create", "one.example", "--on", "b")
+    assert again["message"] == "the domain one.example already exists (in mail database a)"
+    for address in ("ann@one.example", "bob@one.example", "cid@two.example",
+                    "dan@two.example", "a.b@two.example"):
+        two.ok("user", "create", address, "--generate-password", real=True)
+    two.ok("alias", "create", "team@two.example", "--to", "cid@two.example,ann@one.example",
+           real=True)
+    two.ok("user", "update", "cid@two.example", "--quota-mb", "7", real=True)
+    assert two.b("SELECT username FROM mailbox ORDER BY 1") == \
+        "a.b@two.example\ncid@two.example\ndan@two.example"
+    assert two.a("SELECT username FROM mailbox ORDER BY 1") == \
+        "ann@one.example\nbob@one.example"
+    shown = two.ok("user", "show", "cid@two.example")["data"]
+    assert shown["quota"] == 7 * 1024 * 1024
+    nowhere = two.fail("user", "create", "x@nowhere.example", "--generate-password")
+    assert nowhere["message"].startswith("the domain nowhere.example does not exist in any "
+                                         "mail database")
+
+    listed = two.ok("user", "list")["data"]
+    assert [(u["username"], u["database"]) for u in listed] == [
+        ("a.b@two.example", "b"), ("ann@one.example", "a"), ("bob@one.example", "a"),
+        ("cid@two.example", "b"), ("dan@two.example", "b")]
+    only_b = two.ok("user", "list", "--on", "b")["data"]
+    assert [u["username"] for u in only_b] == ["a.b@two.example", "cid@two.example",
+                                               "dan@two.example"]
+    # Pages across both databases: every mailbox once, in one order, whatever the limit.
+    seen: list[str] = []
+    argv = ["user", "list", "--limit", "2"]
+    while True:
+        reply = two.ok(*argv)
+        seen += [u["username"] for u in reply["data"]]
+        if not reply.get("page"):
+            break
+        assert reply["page"]["more"] == 5 - len(seen)
+        argv = ["user", "list", "--limit", "2", "--after", reply["page"]["after"]]
+    assert seen == [u["username"] for u in listed]
+    assert two.ok("user", "list", "--sort", "-quota", "--limit", "1")["data"][0][
+        "username"] == "cid@two.example"
+    quotas = [u["quota"] for u in two.ok("user", "list", "--sort", "-quota")["data"]]
+    assert quotas == sorted(quotas, reverse=True)
+    domains = two.ok("domain", "list")["data"]
+    assert [(d["domain"], d["database"]) for d in domains] == [("one.example", "a"),
+                                                                ("two.example", "b")]
+    aliases = two.ok("alias", "list", "--on", "b")["data"]
+    assert [(x["address"], x["database"]) for x in aliases] == [("team@two.example", "b")]
+    # Aliases of every database count for a mailbox.
+    assert [x["address"] for x in two.ok("user", "aliases", "ann@one.example")["data"]] == \
+        ["team@two.example"]
+    report = two.ok("usage", "report")["data"]
+    assert [(r["domain"], r["mailboxes"], r["database"]) for r in report] == [
+        ("one.example", 2, "a"), ("two.example", 3, "b")]
+
+
+def test_a_domain_in_two_databases_is_refused_until_resolved(two: Two) -> None:
+    two.ok("domain", "create", "dup.example", "--on", "a", real=True)
+    two.ok("user", "create", "u@dup.example", "--generate-password", real=True)
+    two.b("INSERT INTO domain (domain, description) VALUES ('dup.example', 'stray copy')")
+    try:
+        for argv in (["user", "update", "u@dup.example", "--name", "U"],
+                     ["user", "create", "v@dup.example", "--generate-password"],
+                     ["domain", "update", "dup.example", "--description", "x"],
+                     ["domain", "delete", "dup.example", "--cascade"]):
+            reply = two.fail(*argv)
+            assert reply["message"] == (
+                "the domain dup.example is in two mail databases (a and b); podod changes "
+                "nothing on it until one copy is removed or the move is finished ('domain "
+                "move dup.example --to NAME', see 'podod db check'); nothing was changed")
+        assert two.a("SELECT name FROM mailbox WHERE username = 'u@dup.example'") == ""
+        check = podod_db(two.path, "check")
+        assert check.returncode == 1
+        assert ("the domain dup.example is in 2 mail databases (a and b): podod refuses "
+                "every change on it until one copy is removed or 'domain move' finishes it"
+                in check.stderr)
+        assert "mail database a:" in check.stdout and "mail database b:" in check.stdout
+        only_a = podod_db(two.path, "check", "--on", "a")
+        assert only_a.returncode == 0 and "mail database a:" in only_a.stdout
+        assert "mail database b:" not in only_a.stdout
+    finally:
+        two.b("DELETE FROM domain WHERE domain = 'dup.example'")
+    check = podod_db(two.path, "check")
+    assert check.returncode == 0, check.stderr
+    assert "No domain is in two mail databases." in check.stdout
+    two.ok("user", "update", "u@dup.example", "--name", "U", real=True)
+
+
+def _rows(sql: Any, domain: str) -> dict[str, str]:
+    return {
+        "domain": sql(f"SELECT domain FROM domain WHERE domain IN ('{domain}', "
+                      f"'alias-{domain}') ORDER BY 1"),
+        "mailbox": sql(f"SELECT username, quota FROM mailbox WHERE domain = '{domain}' "
+                       "ORDER BY 1"),
+        "alias": sql(f"SELECT address, goto FROM alias WHERE domain = '{domain}' ORDER BY 1"),
+        "alias_domain": sql(f"SELECT alias_domain, target_domain FROM alias_domain WHERE "
+                            f"target_domain = '{domain}'"),
+        "quota2": sql(f"SELECT username, bytes FROM quota2 WHERE username LIKE '%@{domain}' "
+                      "ORDER BY 1")}
+
+
+def test_domain_move_moves_every_row_of_a_domain_backed_up_on_both_sides(two: Two) -> None:
+    two.ok("domain", "create", "mv.example", "--on", "a", real=True)
+    for name in ("m1", "m2"):
+        two.ok("user", "create", f"{name}@mv.example", "--generate-password", real=True)
+    two.ok("alias", "create", "list@mv.example", "--to", "m1@mv.example,m2@mv.example",
+           real=True)
+    two.ok("domain-alias", "create", "alias-mv.example", "--to", "mv.example", real=True)
+    two.a("UPDATE quota2 SET bytes = 4096 WHERE username = 'm1@mv.example'")
+    before = _rows(two.a, "mv.example")
+    assert before["mailbox"] and before["alias_domain"]
+
+    plan = two.ok("domain", "move", "mv.example", "--to", "b")
+    assert plan["sandbox"] and plan["plan_id"]
+    assert plan["message"] == ("domain mv.example would move from a to b: 2 domain rows, 1 "
+                               "alias domains, 2 mailboxes, 3 alias rows, 2 quota rows")
+    assert _rows(two.a, "mv.example") == before
+    assert two.b("SELECT count(*) FROM mailbox WHERE domain = 'mv.example'") == "0"
+
+    moved = two.ok("domain", "move", "mv.example", "--to", "b", real=True)
+    assert moved["data"]["from"] == "a" and moved["data"]["mailbox"] == 2
+    assert any("Maildirs are not moved" in n for n in moved["notes"])
+    assert _rows(two.b, "mv.example") == before
+    assert all(v == "" for v in _rows(two.a, "mv.example").values())
+    # The backup holds both sides' rows, each with its database.
+    backup = two.ok("backup", "show", moved["backup_id"])["data"]
+    rows = json.loads((Path(backup["path"]) / "rows.json").read_text())
+    assert {(r["database"], r["action"]) for r in rows} == {("b", "insert"), ("a", "delete")}
+    # The domain now works from b: commands find it there.
+    two.ok("user", "update", "m1@mv.example", "--name", "Moved", real=True)
+    assert two.b("SELECT name FROM mailbox WHERE username = 'm1@mv.example'") == "Moved"
+    assert [u["database"] for u in two.ok("user", "list", "--domain", "mv.example")["data"]] \
+        == ["b", "b"]
+    assert two.fail("domain", "move", "mv.example", "--to", "b")["message"] == \
+        "the domain mv.example is in mail database b already; nothing was changed"
+    assert "alias domain of mv.example" in two.fail(
+        "domain", "move", "alias-mv.example", "--to", "a")["message"]
+
+
+def test_a_move_that_fails_in_the_target_changes_nothing_anywhere(two: Two) -> None:
+    two.ok("domain", "create", "stuck.example", "--on", "a", real=True)
+    for name in ("s1", "s2", "s3"):
+        two.ok("user", "create", f"{name}@stuck.example", "--generate-password", real=True)
+    before_a = _rows(two.a, "stuck.example")
+    # The target refuses the mailboxes half-way (after the domain row went in).
+    two.b("ALTER TABLE mailbox ADD CONSTRAINT not_stuck CHECK (domain <> 'stuck.example') "
+          "NOT VALID")
+    try:
+        failed = two.fail("domain", "move", "stuck.example", "--to", "b")
+        assert failed["message"].startswith("the database refused the change: ")
+        assert "not_stuck" in failed["message"]
+        assert failed["message"].endswith("; nothing was changed")
+    finally:
+        two.b("ALTER TABLE mailbox DROP CONSTRAINT not_stuck")
+    assert _rows(two.a, "stuck.example") == before_a
+    assert all(v == "" for v in _rows(two.b, "stuck.example").values())
+    # A row of the domain already in the target: refused before anything is copied.
+    two.b("INSERT INTO alias (address, goto, domain) VALUES ('s2@stuck.example', "
+          "'elsewhere@example.org', 'two.example')")
+    try:
+        taken = two.fail("domain", "move", "stuck.example", "--to", "b")
+        assert taken["message"] == ("mail database b already has alias rows of stuck.example "
+                                    "(s2@stuck.example); nothing was changed")
+    finally:
+        two.b("DELETE FROM alias WHERE address = 's2@stuck.example'")
+    assert _rows(two.a, "stuck.example") == before_a
+    # Stopped between its two commits (the copy committed in b, a's rows still there): the
+    # domain is in both, refused, and the move run again finishes it.
+    two.b("INSERT INTO domain (domain) VALUES ('stuck.example')")
+    for name in ("s1", "s2", "s3"):
+        address = f"{name}@stuck.example"
+        two.b(f"INSERT INTO mailbox (username, local_part, domain) VALUES ('{address}', "
+              f"'{name}', 'stuck.example')")
+        two.b(f"INSERT INTO alias (address, goto, domain) VALUES ('{address}', '{address}', "
+              "'stuck.example')")
+        two.b(f"INSERT INTO quota2 (username) VALUES ('{address}')")
+    assert "is in two mail databases (a and b)" in two.fail(
+        "user", "update", "s1@stuck.example", "--name", "x")["message"]
+    finished = two.ok("domain", "move", "stuck.example", "--to", "b", real=True)
+    assert finished["data"]["resumed"] is True
+    assert all(v == "" for v in _rows(two.a, "stuck.example").values())
+    assert two.b("SELECT count(*) FROM mailbox WHERE domain = 'stuck.example'") == "3"
+    two.ok("user", "update", "s1@stuck.example", "--name", "x", real=True)
+
+
+def test_one_database_down_leaves_the_other_working(two: Two) -> None:
+    two.ok("domain", "create", "up.example", "--on", "a", real=True)
+    two.ok("domain", "create", "down.example", "--on", "b", real=True)
+    two.ok("user", "create", "x@down.example", "--generate-password", real=True)
+    two.sshd.stop()
+    try:
+        def refused() -> bool:
+            last = two.daemon.request(["server", "show", "db2"])["data"]["last_error"] or ""
+            return "connection refused" in last
+
+        assert wait_for(refused)
+        for argv in (["user", "create", "y@down.example", "--generate-password"],
+                     ["user", "show", "x@down.example"], ["user", "list", "--on", "b"]):
+            reply = two.fail(*argv)
+            assert reply["code"] == "server-unreachable", reply
+            assert reply["message"].startswith(
+                "the mail database b cannot be reached: the tunnel postgres of server db2 "), \
+                reply["message"]
+        two.ok("user", "create", "z@up.example", "--generate-password", real=True)
+        listed = two.ok("user", "list")
+        assert "z@up.example" in [u["username"] for u in listed["data"]]
+        assert all(u["database"] == "a" for u in listed["data"])
+        assert any(n.startswith("mail database b did not answer, so none of its rows are "
+                                "shown: the mail database b cannot be reached")
+                   for n in listed["notes"])
+    finally:
+        two.sshd.start()
+    # (A hashing worker forked meanwhile must not hold the tunnel's port: it came back.)
+    assert wait_for(lambda: bool(two.daemon.request(["user", "list", "--on", "b"])["ok"]))
+    two.ok("user", "create", "y@down.example", "--generate-password", real=True)
