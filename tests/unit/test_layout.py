@@ -116,3 +116,12 @@ def test_servers_and_mail_import_nothing_from_monitor() -> None:
         f"{m} -> {d}" for m in edges if m.startswith(("podod.servers.", "podod.mail."))
         for d in edges[m] if d == "podod.monitor" or d.startswith("podod.monitor."))
     assert offenders == []
+
+
+def test_test_modules_have_unique_names() -> None:
+    """pytest imports test files by their base name (no __init__.py in tests/): two files of
+    the same name in tests/unit and tests/integration stop the whole run at collection."""
+    seen: dict[str, Path] = {}
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        assert path.name not in seen, f"{path} and {seen[path.name]} have the same name"
+        seen[path.name] = path
