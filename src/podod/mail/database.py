@@ -10,8 +10,10 @@ gate takes and verifies a backup of exactly those rows) and commits (real).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -259,6 +261,19 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
             and k not in TIMESTAMP_COLUMNS}
 
 
+@dataclass
+class CommitStep:
+    """Work outside the database that belongs to a change (a maildir's move): ``do`` runs
+    after the pre-change gates, just before the commit; ``undo`` when the commit (or a later
+    step) then fails. ``undo`` may return a sentence (what is left to do by hand); it must
+    itself find out whether an unknown outcome (the connection broke during COMMIT) was a
+    commit after all."""
+
+    description: str
+    do: Callable[[], Awaitable[None]]
+    undo: Callable[[], Awaitable[str | None]]
+
+
 class MailUnitOfWork:
     """One transaction on the mail database, recording what it changes."""
 
@@ -273,6 +288,28 @@ class MailUnitOfWork:
         self._done = False
         self._started = False
         self._pool: asyncpg.Pool | None = None
+        self._steps: list[CommitStep] = []
+
+    def with_commit(self, description: str, do: Callable[[], Awaitable[None]],
+                    undo: Callable[[], Awaitable[str | None]]) -> None:
+        """Run ``do`` with the commit (only a real run commits): after the backup, before
+        the COMMIT, and ``undo`` if the change is not committed in the end."""
+        self._steps.append(CommitStep(description, do, undo))
+
+    async def _undo(self, done: list[CommitStep]) -> str:
+        """Undo the steps done, last first; what is left to do by hand, as text to append
+        to the error's sentence."""
+        left: list[str] = []
+        for step in reversed(done):
+            try:
+                note = await step.undo()
+            except Exception as exc:  # say it: the change was not committed, the step stands
+                reason = exc.message if isinstance(exc, PododError) else repr(exc)
+                log.error("could not undo '%s': %s", step.description, reason)
+                note = f"undoing '{step.description}' failed too ({reason})"
+            if note:
+                left.append(note)
+        return "".join(f"; {note}" for note in left)
 
     async def begin(self) -> None:
         pool = self._pool = await self.database.pool()
@@ -446,17 +483,37 @@ class MailUnitOfWork:
             await self._release()
 
     async def commit(self, ctx: CommandContext) -> None:
-        """Commit; the bus ran its pre-change gates (the backup, ``ctx.backup_id``) first."""
+        """Commit; the bus ran its pre-change gates (the backup, ``ctx.backup_id``) first.
+        The steps of :meth:`with_commit` run first; if one fails, or the COMMIT does, the
+        ones done are undone (and the transaction rolled back)."""
         backup_id = ctx.backup_id
-        self._done = True
+        done: list[CommitStep] = []
         try:
-            await self._tx.commit()
+            for step in self._steps:
+                await step.do()
+                done.append(step)
+        except BaseException as exc:
+            left = await asyncio.shield(self._undo(done)) if done else ""
+            await asyncio.shield(self.rollback())
+            if isinstance(exc, PododError) and left:
+                exc.message += left
+            raise
+        self._done = True
+        left = ""
+        try:
+            try:
+                await self._tx.commit()
+            except BaseException:
+                left = await asyncio.shield(self._undo(done)) if done else ""
+                if left:
+                    log.error("the commit failed%s", left)
+                raise
         except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError) as exc:
             refused = sql_error(exc)
             if refused is None:
                 raise
             taken = f" (backup {backup_id} was taken but not needed)" if backup_id else ""
-            raise type(refused)(f"{refused.message}{taken}") from None
+            raise type(refused)(f"{refused.message}{taken}{left}") from None
         finally:
             await self._release()
 

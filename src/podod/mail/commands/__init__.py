@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from podod.mail.commands import alias, bulk, domain, maildir, report, user
+from podod.mail.commands import alias, bulk, domain, maildir, rename, report, user
 from podod.mail.database import MailDatabase, MailUnitOfWork
 from podod.mail.passwords import default_pool
 from podod.plugins import Registry
@@ -25,6 +25,7 @@ def setup(registry: Registry) -> None:
     registry.unit_of_work("maildb", unit)
     domain.setup(registry)
     user.setup(registry)
+    rename.setup(registry)
     alias.setup(registry)
     maildir.setup(registry)
     report.setup(registry)
