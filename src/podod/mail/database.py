@@ -458,6 +458,24 @@ class MailUnitOfWork:
             self._record("update", table, _key_of(table, old), old, shown)
         return rows
 
+    async def update_each(self, table: str, column: str, values: dict[str, str]) -> None:
+        """Set the text ``column`` of many rows, each to its own value (``values``: primary
+        key → value), with one SELECT and one UPDATE however many rows there are (a
+        rename's forwarding aliases). Each row is recorded as the update it is."""
+        if not values:
+            return
+        key_column = PRIMARY_KEYS[table]
+        keys, texts = list(values), list(values.values())
+        before = {str(r[key_column]): dict(r) for r in await self.fetch(
+            f"SELECT * FROM {table} WHERE {key_column} = ANY($1::text[]) FOR UPDATE", keys)}
+        await self.fetch(
+            f"UPDATE {table} t SET {column} = v.value, modified = now() FROM "
+            "unnest($1::text[], $2::text[]) AS v(key, value) "
+            f"WHERE t.{key_column} = v.key", keys, texts)
+        for key, text in values.items():
+            if key in before:
+                self._record("update", table, {key_column: key}, before[key], {column: text})
+
     async def delete(self, table: str, where: dict[str, Any]) -> list[dict[str, Any]]:
         clause, args = self._where(where)
         rows = [dict(r) for r in await self.fetch(

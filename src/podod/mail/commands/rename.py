@@ -224,9 +224,8 @@ async def _rows(ctx: CommandContext, row: dict[str, Any], old: str, new: str, ne
                        "--keep-alias (they keep delivering through the old address), or ask "
                        "an admin; nothing was changed")
     shown = [r for r in forwarding if r not in hidden]
-    for alias in shown:
-        await uow.update("alias", {"address": alias["address"]},
-                         {"goto": replace_target(alias["goto"], old, new)})
+    await uow.update_each("alias", "goto", {a["address"]: replace_target(a["goto"], old, new)
+                                            for a in shown})
     if hidden:
         many = len(hidden) != 1
         notes.append(f"{len(hidden)} {'aliases' if many else 'alias'} of other domains "
