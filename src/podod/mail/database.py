@@ -264,10 +264,10 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
 @dataclass
 class CommitStep:
     """Work outside the database that belongs to a change (a maildir's move): ``do`` runs
-    after the pre-change gates, just before the commit; ``undo`` when the commit (or a later
-    step) then fails. ``undo`` may return a sentence (what is left to do by hand); it must
-    itself find out whether an unknown outcome (the connection broke during COMMIT) was a
-    commit after all."""
+    after the pre-change gates, just before the commit; ``undo`` when it, a later step or the
+    commit fails (or is cancelled). ``undo`` may return a sentence (what is left to do by
+    hand); it must itself find out how far ``do`` got, and whether an unknown outcome (the
+    connection broke during COMMIT) was a commit after all."""
 
     description: str
     do: Callable[[], Awaitable[None]]
@@ -508,8 +508,8 @@ class MailUnitOfWork:
         done: list[CommitStep] = []
         try:
             for step in self._steps:
+                done.append(step)  # undone also when it fails or is cancelled half-way
                 await step.do()
-                done.append(step)
         except BaseException as exc:
             left = await asyncio.shield(self._undo(done)) if done else ""
             await asyncio.shield(self.rollback())

@@ -258,19 +258,20 @@ def _move_with_commit(ctx: CommandContext, ops: MaildirOps, old: str, new: str,
                      "backup, just before the commit (and back if the commit fails).")
         return
     back = layout.by_hand(["mv", "-T", "--", target, source])
-    moved = False
 
     async def move() -> None:
-        nonlocal moved
         try:
-            moved = await ops.rename(old_home, new_home)
+            await ops.rename(old_home, new_home)
         except PododError as exc:
             raise type(exc)(f"the maildir {source} could not be moved to {target} on "
                             f"{server} ({exc.message.removesuffix('; nothing was changed')}); "
                             "nothing was changed") from None
 
     async def move_back() -> str | None:
-        if not moved:
+        # How far the move got, from the server itself (it may have failed, or been cut
+        # off, after mv did its work): moved only when the old place is empty and the new
+        # one taken. A maildir that was at the new place before is never moved.
+        if await ops.exists(source) or not await ops.exists(target):
             return None
         committed = await _committed(ctx, old, new)
         if committed:
