@@ -219,8 +219,11 @@ def test_keep_alias_and_another_domain(daemon: DaemonProcess, stack: MailStack,
     old, new = f"bob@{domain}", f"robert@{other}"
     mailbox_with_mail(stack, dovecot, old)
     stack.ok("alias", "create", f"sales@{domain}", "--to", old, real=True)
-    real = ok(daemon, "user", "rename", old, new, "--keep-alias", real=True)
-    assert real["data"]["keep_alias"] is True
+    plan = ok(daemon, "user", "rename", old, new, "--keep-alias")
+    real = ok(daemon, "confirm", str(plan["plan_id"]))  # exactly the plan, maildir move too
+    assert real["sandbox"] is False and real["data"]["keep_alias"] is True
+    assert [c for c in real["changes"] if c["target"] == "maildir"] == [
+        c for c in plan["changes"] if c["target"] == "maildir"] != []
     assert row(stack, f"SELECT goto, domain FROM alias WHERE address = '{old}'") == (
         f"{new}|{domain}")
     assert row(stack, f"SELECT domain, maildir FROM mailbox WHERE username = '{new}'") == (
@@ -368,3 +371,22 @@ def test_rows_podod_cannot_carry_refuse_the_rename(daemon: DaemonProcess, stack:
             "new address); nothing was changed")
     finally:
         stack.sql("DROP TABLE vacation")
+
+
+def test_a_maildir_that_cannot_be_moved_changes_nothing(
+        daemon: DaemonProcess, stack: MailStack, dovecot: Dovecot) -> None:
+    """The move fails on the server (the new domain's folder cannot be made: a file is in
+    its way): nothing is committed, and the mailbox keeps its mail where its row says."""
+    domain, other = new_domain(stack), new_domain(stack)
+    old, new = f"jo@{domain}", f"jo@{other}"
+    home = mailbox_with_mail(stack, dovecot, old)
+    blocker = dovecot.mail_dir / other
+    blocker.write_text("not a folder")
+    try:
+        message = refused(daemon, stack, dovecot, "user", "rename", old, new)
+    finally:
+        blocker.unlink()
+    assert message.startswith(f"the maildir {home} could not be moved to {blocker}/jo on mx1 "
+                              "("), message
+    assert message.endswith("; nothing was changed"), message
+    assert (home / "Maildir").is_dir() and inbox_count(dovecot, old, PASSWORD) == 1
