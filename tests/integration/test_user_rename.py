@@ -20,7 +20,15 @@ import pytest
 import yaml
 from test_mail_servers import PASSWORD, inbox_count
 
-from conftest import OWNER, STACK_DB, MailStack, make_mail_config, new_domain
+from conftest import (
+    OWNER,
+    PFA_PASSWORDS,
+    STACK_DB,
+    MailStack,
+    PostfixAdminDb,
+    make_mail_config,
+    new_domain,
+)
 from podod.mail.maildirs import MaildirLayout, sudoers_rule
 from podod.servers.services import sudoers_line
 from podod.servers.settings import ServerConfig
@@ -390,3 +398,46 @@ def test_a_maildir_that_cannot_be_moved_changes_nothing(
                               "("), message
     assert message.endswith("; nothing was changed"), message
     assert (home / "Maildir").is_dir() and inbox_count(dovecot, old, PASSWORD) == 1
+
+
+def test_a_postfixadmin_database(postfixadmin_db: PostfixAdminDb) -> None:
+    """On the database PostfixAdmin 3.3 built (its merge_quota2 trigger, its extra mailbox
+    columns and tables): PostfixAdmin shows the renamed mailbox, takes its password and sees
+    its alias follow; a vacation reply in PostfixAdmin's own table refuses the rename of its
+    mailbox. The maildirs are on this machine (a ``local: true`` maildir server)."""
+    pfa = postfixadmin_db
+    root = pfa.root / "vmail"
+    (root / "example.com" / "alice" / "Maildir" / "cur").mkdir(parents=True)
+    config = yaml.safe_load(pfa.config_path.read_text())
+    config["servers"] = [{"name": "local", "local": True}]
+    config["mail"]["maildir"] = {"server": "local", "root": str(root),
+                                 "trash": str(root / ".trash"), "run_as": None,
+                                 "purge_interval": 0}
+    pfa.config_path.write_text(yaml.safe_dump(config))
+    pfa.sql("INSERT INTO quota2 (username, bytes, messages) VALUES "
+            "('alice@example.com', 2048, 2)")
+    old, new = "alice@example.com", "alice.pfa@example.com"
+    with DaemonProcess(pfa.config_path) as daemon:
+        real = ok(daemon, "user", "rename", old, new, real=True)
+        assert real["data"]["aliases"] == 1 and real["data"]["maildir_moved"] is True
+        assert (root / "example.com" / "alice.pfa" / "Maildir" / "cur").is_dir()
+        assert pfa.sql(f"SELECT bytes, messages FROM quota2 WHERE username = '{new}'") == (
+            "2048|2")
+        assert pfa.sql(f"SELECT count(*) FROM quota2 WHERE username = '{old}'") == "0"
+        shown = pfa.admin.view("mailbox", new)
+        assert (shown["Name"], shown["Quota"], shown["Active"]) == ("Alice Pfa", "50", "YES")
+        assert pfa.admin.login(new, PFA_PASSWORDS[old])
+        assert not pfa.admin.login(old, PFA_PASSWORDS[old])
+        assert pfa.admin.view("alias", "info@example.com")["To"] == new
+
+        bob = "bob@example.com"
+        pfa.sql(f"INSERT INTO vacation (email, subject, body, domain) VALUES ('{bob}', "
+                "'away', 'back soon', 'example.com')")
+        before = pfa.pg.dump(pfa.db)
+        reply = daemon.request(["user", "rename", bob, "robert@example.com"],
+                               execute_real=True)
+        assert not reply["ok"] and reply["message"] == (
+            f"{bob} has a vacation reply in PostfixAdmin's table vacation, which podod does "
+            "not carry to a new address; remove them first (and set them up again for the "
+            "new address); nothing was changed")
+        assert pfa.pg.dump(pfa.db) == before
