@@ -263,9 +263,11 @@ def _move_with_commit(ctx: CommandContext, ops: MaildirOps, old: str, new: str,
         try:
             await ops.rename(old_home, new_home)
         except PododError as exc:
+            why = exc.message.removesuffix("; nothing was changed")
+            if "sudo:" in why:  # the line installed before rename's move was allow-listed
+                why += f"; the sudoers line it needs: {ctx.command_ref('maildir sudoers')}"
             raise type(exc)(f"the maildir {source} could not be moved to {target} on "
-                            f"{server} ({exc.message.removesuffix('; nothing was changed')}); "
-                            "nothing was changed") from None
+                            f"{server} ({why}); nothing was changed") from None
 
     async def move_back() -> str | None:
         # How far the move got, from the server itself (it may have failed, or been cut
