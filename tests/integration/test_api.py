@@ -319,6 +319,11 @@ def test_bad_requests_get_one_sentence_and_change_nothing(site: tuple[MailStack,
                 status=400)
     api.problem("POST", "/api/users", {"address": "\u0000@a.example"}, status=400)
     api.problem("POST", "/api/plans/nonexistent", status=404)
+    assert api.problem("POST", f"/api/users/nobody@{DOMAIN_A}/rename",
+                       {"new_address": f"somebody@{DOMAIN_A}"}, status=404)["detail"] == (
+        f"there is no mailbox nobody@{DOMAIN_A}")
+    assert api.problem("POST", f"/api/users/nobody@{DOMAIN_A}/rename", {}, status=400)[
+        "detail"].startswith("user rename: NEW_ADDRESS is required")
     assert stack.dump() == before
 
 

@@ -33,6 +33,7 @@ def test_the_allow_list_admits_exactly_the_maildir_commands() -> None:
                  ["mkdir", "-p", "--", f"{TRASH}/example.com"],
                  ["mkdir", "-p", "--", f"{ROOT}/example.com"],
                  ["mv", "-T", "--", HOME, ENTRY], ["mv", "-T", "--", ENTRY, HOME],
+                 ["mv", "-T", "--", HOME, f"{ROOT}/example.org/alice.doe"],
                  ["find", TRASH, "-mindepth", "2", "-maxdepth", "2", "-type", "d"],
                  ["rm", "-rf", "--", ENTRY]):
         allowed.check(sudo + argv)
@@ -47,6 +48,11 @@ def test_the_allow_list_admits_exactly_the_maildir_commands() -> None:
         ["mv", "-T", "--", HOME, "/tmp/example.com/alice-20250102T030405Z"],
         ["mv", "-T", "--", HOME, "/var/vmail/.podod-trash/example.com/alice"],  # no stamp
         ["mv", HOME, ENTRY],
+        ["mv", "-T", "--", HOME, f"{ROOT}/example.org/.alice"],             # hidden target
+        ["mv", "-T", "--", HOME, f"{ROOT}/example.org/a/b"],                # deeper than a home
+        ["mv", "-T", "--", HOME, f"{ROOT}/.podod-trash/alice"],              # into the trash
+        ["mv", "-T", "--", HOME, "/tmp/example.org/alice"],                 # outside the root
+        ["mv", "-T", "--", f"{ROOT}/example.com", f"{ROOT}/example.org"],   # a whole domain
         ["rm", "-rf", "--", HOME],                                           # only the trash
         ["rm", "-rf", "--", TRASH],
         ["rm", "-rf", "--", f"{TRASH}/example.com"],
@@ -69,7 +75,7 @@ def test_the_allow_list_admits_exactly_the_maildir_commands() -> None:
 def test_the_sudoers_rule_names_every_command_once() -> None:
     rule = sudoers_rule(MaildirLayout(ROOT, TRASH, "vmail"), "podod")
     assert rule.startswith("podod ALL=(vmail) NOPASSWD: /usr/bin/test ^-d (/var/vmail/")
-    assert rule.count(", /usr/bin/") == 5
+    assert rule.count(", /usr/bin/") == 6
     assert r"/var/vmail/\.podod-trash -mindepth 2 -maxdepth 2 -type d$" in rule
     with pytest.raises(ValidationError, match="run_as is null"):
         sudoers_rule(MaildirLayout(ROOT, TRASH, None), "podod")

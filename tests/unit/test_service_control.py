@@ -164,3 +164,21 @@ def test_a_refusal_by_sudo_names_the_command_that_prints_the_line() -> None:
                           "Job for dovecot.service failed.\n", 0.01)
     assert refused(other, "mx1").message.endswith("failed on mx1: Job for dovecot.service "
                                                   "failed.")
+
+
+def test_kick_is_admitted_for_one_user_and_in_the_sudoers_line_only_when_switched_on() -> None:
+    allowed = default_allowlist()
+    allow(allowed.allow)
+    control = server(kick_sessions=True, doveadm_config="/etc/dovecot/dovecot.conf").control
+    allowed.check(sudo_wrap(control, doveadm_argv(control, "kick", "a.b+c@example.com")))
+    allowed.check(doveadm_argv(server().control, "kick", "x@example.com"))
+    for argv in (["/usr/bin/doveadm", "kick", "-f", "x@example.com"],   # forced: not podod's
+                 ["/usr/bin/doveadm", "kick", "*@example.com"],        # a mask: many users
+                 ["/usr/bin/doveadm", "kick", "x@example.com", "10.0.0.0/8"],
+                 ["/usr/bin/doveadm", "kick", "-x"]):
+        with pytest.raises(PermissionDenied):
+            allowed.check(["sudo", "-n", *argv])
+    assert sudoers_line(server(services=["dovecot"], kick_sessions=True), "podod").endswith(
+        ", /usr/bin/doveadm ^kick [A-Za-z0-9_][A-Za-z0-9._+@-]*$")
+    assert "kick" not in sudoers_line(server(services=["dovecot"], flush_auth_cache=True),
+                                      "podod")

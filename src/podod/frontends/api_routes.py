@@ -75,6 +75,7 @@ ROUTES: list[Route] = [
     _r("GET", "/api/users/{email}/aliases", "user aliases", "users", path_params=_EMAIL),
     _r("POST", "/api/users/{email}/restore-maildir", "user restore-maildir", "users",
        path_params=_EMAIL),
+    _r("POST", "/api/users/{email}/rename", "user rename", "users", path_params=_EMAIL),
     # -- aliases ---------------------------------------------------------------------------
     _r("GET", "/api/aliases", "alias list", "aliases", renamed=_Q),
     _r("POST", "/api/aliases", "alias create", "aliases"),

@@ -10,8 +10,10 @@ gate takes and verifies a backup of exactly those rows) and commits (real).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -286,6 +288,19 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
             and k not in TIMESTAMP_COLUMNS}
 
 
+@dataclass
+class CommitStep:
+    """Work outside the database that belongs to a change (a maildir's move): ``do`` runs
+    after the pre-change gates, just before the commit; ``undo`` when it, a later step or the
+    commit fails (or is cancelled). ``undo`` may return a sentence (what is left to do by
+    hand); it must itself find out how far ``do`` got, and whether an unknown outcome (the
+    connection broke during COMMIT) was a commit after all."""
+
+    description: str
+    do: Callable[[], Awaitable[None]]
+    undo: Callable[[], Awaitable[str | None]]
+
+
 class MailUnitOfWork:
     """One transaction on the mail database, recording what it changes.
 
@@ -308,6 +323,7 @@ class MailUnitOfWork:
         self._started = False
         self._pool: asyncpg.Pool | None = None
         self._legs: list[MailUnitOfWork] = []  # the other databases' units of one change
+        self._steps: list[CommitStep] = []  # work outside the database, see with_commit
 
     async def bind(self, database: MailDatabase) -> None:
         """Work on ``database``; a unit bound to another one refuses (one sentence)."""
@@ -337,6 +353,27 @@ class MailUnitOfWork:
     def legs(self) -> list[MailUnitOfWork]:
         """Every database's unit of this change, this one first."""
         return [self, *self._legs]
+
+    def with_commit(self, description: str, do: Callable[[], Awaitable[None]],
+                    undo: Callable[[], Awaitable[str | None]]) -> None:
+        """Run ``do`` with the commit (only a real run commits): after the backup, before
+        the COMMIT, and ``undo`` if the change is not committed in the end."""
+        self._steps.append(CommitStep(description, do, undo))
+
+    async def _undo(self, done: list[CommitStep]) -> str:
+        """Undo the steps done, last first; what is left to do by hand, as text to append
+        to the error's sentence."""
+        left: list[str] = []
+        for step in reversed(done):
+            try:
+                note = await step.undo()
+            except Exception as exc:  # say it: the change was not committed, the step stands
+                reason = exc.message if isinstance(exc, PododError) else repr(exc)
+                log.error("could not undo '%s': %s", step.description, reason)
+                note = f"undoing '{step.description}' failed too ({reason})"
+            if note:
+                left.append(note)
+        return "".join(f"; {note}" for note in left)
 
     async def begin(self) -> None:
         if self.database is None:
@@ -490,6 +527,24 @@ class MailUnitOfWork:
             self._record("update", table, _key_of(table, old), old, shown)
         return rows
 
+    async def update_each(self, table: str, column: str, values: dict[str, str]) -> None:
+        """Set the text ``column`` of many rows, each to its own value (``values``: primary
+        key → value), with one SELECT and one UPDATE however many rows there are (a
+        rename's forwarding aliases). Each row is recorded as the update it is."""
+        if not values:
+            return
+        key_column = PRIMARY_KEYS[table]
+        keys, texts = list(values), list(values.values())
+        before = {str(r[key_column]): dict(r) for r in await self.fetch(
+            f"SELECT * FROM {table} WHERE {key_column} = ANY($1::text[]) FOR UPDATE", keys)}
+        await self.fetch(
+            f"UPDATE {table} t SET {column} = v.value, modified = now() FROM "
+            "unnest($1::text[], $2::text[]) AS v(key, value) "
+            f"WHERE t.{key_column} = v.key", keys, texts)
+        for key, text in values.items():
+            if key in before:
+                self._record("update", table, {key_column: key}, before[key], {column: text})
+
     async def delete(self, table: str, where: dict[str, Any]) -> list[dict[str, Any]]:
         clause, args = self._where(where)
         rows = [dict(r) for r in await self.fetch(
@@ -536,7 +591,10 @@ class MailUnitOfWork:
         Several legs commit one after another, the one deleting the fewest rows first: a
         domain move commits the copy in the target, then the deletion in the source, so a
         stop in between leaves the domain in both (refused by every change until a second
-        ``domain move`` finishes it), never in neither."""
+        ``domain move`` finishes it), never in neither.
+
+        In each, the steps of :meth:`with_commit` run first; if one fails, or the COMMIT
+        does, the ones done are undone (and the transaction rolled back)."""
         if self._legs:
             order = sorted(self.legs(), key=lambda leg: sum(
                 1 for c in leg._changes if c.action == "delete"))
@@ -565,15 +623,33 @@ class MailUnitOfWork:
             await self._release()
             return
         backup_id = ctx.backup_id
-        self._done = True
+        done: list[CommitStep] = []
         try:
-            await self._tx.commit()
+            for step in self._steps:
+                done.append(step)  # undone also when it fails or is cancelled half-way
+                await step.do()
+        except BaseException as exc:
+            left = await asyncio.shield(self._undo(done)) if done else ""
+            await asyncio.shield(self.rollback())
+            if isinstance(exc, PododError) and left:
+                exc.message += left
+            raise
+        self._done = True
+        left = ""
+        try:
+            try:
+                await self._tx.commit()
+            except BaseException:
+                left = await asyncio.shield(self._undo(done)) if done else ""
+                if left:
+                    log.error("the commit failed%s", left)
+                raise
         except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError) as exc:
             refused = sql_error(exc)
             if refused is None:
                 raise
             taken = f" (backup {backup_id} was taken but not needed)" if backup_id else ""
-            raise type(refused)(f"{refused.message}{taken}") from None
+            raise type(refused)(f"{refused.message}{taken}{left}") from None
         finally:
             await self._release()
         if self.touched & {"domain", "alias_domain"} and self.database is not None and \

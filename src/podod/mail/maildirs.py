@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from podod.bus.context import Actor, Request
-from podod.errors import NotFound, PododError, Unavailable, ValidationError
+from podod.errors import Conflict, NotFound, PododError, Unavailable, ValidationError
 from podod.mail.settings import MaildirSettings
 from podod.servers.runner import CommandResult, Runner, ServerUnreachable, failed
 
@@ -138,6 +138,8 @@ class MaildirLayout:
              "move a deleted mailbox's maildir into the trash (user delete --remove-maildir)"),
             ("mv", ["-T", "--", entry, home],
              "move a maildir back from the trash (user restore-maildir)"),
+            ("mv", ["-T", "--", home, home],
+             "move a renamed mailbox's maildir to its new name (user rename)"),
             ("find", [trash, "-mindepth", "2", "-maxdepth", "2", "-type", "d"],
              "list the maildir trash"),
             ("rm", ["-rf", "--", entry],
@@ -216,6 +218,21 @@ class MaildirOps:
         await self._check(["mkdir", "-p", "--", f"{self.layout.root}/{entry.domain}"])
         await self._check(["mv", "-T", "--", entry.path, home], timeout=LONG_COMMAND)
         return home
+
+    async def rename(self, old: tuple[str, str], new: tuple[str, str]) -> bool:
+        """Move ``<root>/old`` to ``<root>/new`` (each a (domain, name)) for a renamed
+        mailbox: False when there is no maildir to move (it never received mail nor logged
+        in). A maildir already at the new place is refused, never merged nor replaced (``mv
+        -T`` would replace an empty one)."""
+        source, target = self.layout.home(*old), self.layout.home(*new)
+        if await self.exists(target):
+            raise Conflict(f"a maildir {target} is already on {self.server} (move it aside "
+                           "first); nothing was changed")
+        if not await self.exists(source):
+            return False
+        await self._check(["mkdir", "-p", "--", f"{self.layout.root}/{new[0]}"])
+        await self._check(["mv", "-T", "--", source, target], timeout=LONG_COMMAND)
+        return True
 
     async def entries(self) -> list[TrashEntry]:
         """The trash's entries, oldest first (an empty list when there is no trash yet)."""

@@ -95,6 +95,8 @@ def allow(register: Callable[..., None]) -> None:
              "flush Dovecot's whole auth cache (after a domain is deleted or switched off)"),
             ([DOVEADM, *conf, "quota", "recalc", "-u", USER],
              "recalculate a user's quota usage (after a quota change)"),
+            ([DOVEADM, *conf, "kick", USER],
+             "end a user's Dovecot sessions (after a mailbox's rename)"),
         ]
     for argv, purpose in shapes:
         register(*argv, purpose=purpose)
@@ -121,6 +123,8 @@ def sudoers_line(config: ServerConfig, login_user: str) -> str:
         commands.append(f"{DOVEADM} ^{conf}auth cache flush( {USER})?$")
     if control.recalc_quota:
         commands.append(f"{DOVEADM} ^{conf}quota recalc -u {USER}$")
+    if control.kick_sessions:
+        commands.append(f"{DOVEADM} ^{conf}kick {USER}$")
     if not commands:
         raise ValidationError(f"server {config.name} allows no service and no after-action "
                               "(control.services is empty), so it needs no sudoers line")
@@ -317,6 +321,44 @@ def quota_changed(ctx: CommandContext, user: str) -> list[str]:
                            partial(_doveadm_action, ctx, config, ["quota", "recalc", "-u", user],
                                    f"recalculate the quota of {user} on {config.name}",
                                    "recalc_quota"))
+    return notes
+
+
+# doveadm's exit status when nothing matched (DOVEADM_EX_NOTFOUND, EX_NOUSER): for ``kick``,
+# the user had no open session.
+DOVEADM_NOT_FOUND = 68
+
+
+def _kick_action(ctx: CommandContext, config: ServerConfig, user: str, why: str) -> None:
+    name = config.name
+
+    async def run() -> str | None:
+        servers = _servers(ctx)
+        if servers is None:
+            raise PododError("the server connections are not running")
+        control = servers.get(name).control  # as configured now (a reload may have come)
+        result = await servers.runner(name).run(
+            sudo_wrap(control, doveadm_argv(control, "kick", user)))
+        if result.exit_status == DOVEADM_NOT_FOUND and not result.stderr.lstrip().startswith(
+                "sudo:"):
+            return "no open session"
+        if not result.ok:
+            raise refused(result, name)
+        return brief(result) or None
+
+    ctx.after(f"end the Dovecot sessions of {user} on {name} ({why})", run,
+              kind="kick_sessions")
+
+
+def sessions_ended(ctx: CommandContext, user: str, why: str) -> list[str]:
+    """After ``user`` stopped existing under that address (a rename): end its open Dovecot
+    sessions (``doveadm kick USER``) on every server configured to, so no IMAP client keeps
+    working on the old name. Returns the notes for the reply."""
+    notes: list[str] = []
+    for config in _configs(ctx):
+        if config.control.kick_sessions:
+            notes += _plan(ctx, user, f"end the Dovecot sessions of {user} on {config.name}",
+                           partial(_kick_action, ctx, config, user, why))
     return notes
 
 

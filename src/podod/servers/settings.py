@@ -75,6 +75,8 @@ class ControlSettings(Section):
     flush_auth_cache: bool = False
     # After a quota change: doveadm quota recalc -u USER.
     recalc_quota: bool = False
+    # After a mailbox's rename: doveadm kick OLD-ADDRESS (its open IMAP/POP3 sessions end).
+    kick_sessions: bool = False
     # SOGo's memcached (HOST:PORT from podod's side, or tunnel:NAME of this server): after a
     # password change, deletion or deactivation, the user's cached credentials are deleted.
     sogo_memcached: str | None = None

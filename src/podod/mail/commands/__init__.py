@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from podod.mail.commands import alias, bulk, domain, maildir, move, report, user
+from podod.mail.commands import alias, bulk, domain, maildir, move, rename, report, user
 from podod.mail.database import MailUnitOfWork
 from podod.mail.databases import MailDatabases
 from podod.mail.passwords import default_pool
@@ -28,6 +28,7 @@ def setup(registry: Registry) -> None:
     registry.unit_of_work("maildb", unit)
     domain.setup(registry)
     user.setup(registry)
+    rename.setup(registry)
     alias.setup(registry)
     maildir.setup(registry)
     report.setup(registry)
