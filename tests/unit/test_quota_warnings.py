@@ -106,3 +106,16 @@ def test_an_owner_is_mailed_once_per_crossing() -> None:
     # back to 85 from 96: 95 re-armed, 80 still notified: no mail
     forget, due = plan_notices([usage("a@x", 85)], {("a@x", 80), ("a@x", 95)}, settings)
     assert forget == [("a@x", 95)] and due == []
+
+
+def test_the_default_notice_renders() -> None:
+    from podod.alerts.quota import Due, context
+    from podod.alerts.settings import DEFAULT_NOTICE_BODY, DEFAULT_NOTICE_SUBJECT
+    from podod.alerts.templates import compile_template
+
+    item = Due(Usage("a@x.example", "x.example", "Ann", 9 * MB, 10 * MB), 80, [80])
+    assert compile_template(DEFAULT_NOTICE_SUBJECT).render(**context(item)) == \
+        "Your mailbox a@x.example is 90% full"
+    body = compile_template(DEFAULT_NOTICE_BODY).render(**context(item))
+    assert body.startswith("Hello Ann,\n\nyour mailbox a@x.example uses 9.0 MiB of its "
+                           "10.0 MiB quota (90%), more than 80 %.\n")
