@@ -218,3 +218,20 @@ def test_a_domain_admin_sees_the_quota_alerts_of_their_domains_only(quota: Quota
     assert f"bob@{DOMAIN}" in str(admin_history)
     quota.use(f"bob@{DOMAIN}", 10)
     quota.use(f"zoe@{THEIRS}", 10)
+
+
+def test_a_switched_off_domain_or_mailbox_never_warns(quota: Quota) -> None:
+    mail = quota.mail
+    mail.ok("domain", "create", "off.example", real=True)
+    for user in ("ann@off.example", f"ivy@{DOMAIN}"):
+        mail.ok("user", "create", user, "--quota-mb", "10", "--password-stdin",
+                stdin="Quota-Test-2024-x", real=True)
+    mail.ok("domain", "update", "off.example", "--active", "no", real=True)
+    mail.ok("user", "update", f"ivy@{DOMAIN}", "--active", "no", real=True)
+    quota.use("ann@off.example", 99)
+    quota.use(f"ivy@{DOMAIN}", 99)
+    quota.next_runs(3)
+    assert quota.owner_mail("ann@off.example") == [] and quota.owner_mail(f"ivy@{DOMAIN}") == []
+    listed = mail.ok("alerts", "list")["data"]["alerts"]  # type: ignore[index]
+    assert not [a for a in listed if a["rule"].startswith("Mailboxes")]
+    assert 'domain="off.example"' not in quota.metrics()
