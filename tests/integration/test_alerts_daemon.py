@@ -467,7 +467,7 @@ def test_end_to_end_an_sshd_that_stops_fires_server_unreachable_and_resolves(
             return str(reply["data"]["state"]) if reply["ok"] else ""
 
         wait_for(lambda: state() == "connected", 30, "mx1 connected")
-        assert len(daemon.request(["alerts", "rules"])["data"]) == 22  # the default pack
+        assert len(daemon.request(["alerts", "rules"])["data"]) == 24  # the default pack
         private_sshd.stop()
         started = time.monotonic()
         bodies = receiver.wait_for(lambda b: len(b) >= 1, 60)

@@ -6,10 +6,14 @@ without a series per mailbox, and the owner's notice sent once per threshold cro
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +27,9 @@ from testbed.waiting import wait_for
 
 _dbs = itertools.count()
 DOMAIN = "quota.example"
+THEIRS = "theirs.example"  # the domain-admin's domain
 ADMIN = "ops@example.org"
+NOBODY = 65534
 
 
 @dataclass
@@ -70,6 +76,8 @@ def quota(pg: PgCluster, mail_template: str,
     db = f"quota{next(_dbs)}"
     pg.psql(f'CREATE DATABASE "{db}" TEMPLATE "{mail_template}" OWNER "{OWNER}"')
     port = free_port()
+    public = Path(tempfile.mkdtemp(prefix="podod-public-"))  # a socket nobody can reach
+    os.chmod(public, 0o755)
     with SmtpReceiver() as smtp:
         alerts = {
             "enabled": True, "evaluation_interval": "0.2s", "group_wait": "0.2s",
@@ -82,12 +90,18 @@ def quota(pg: PgCluster, mail_template: str,
                 "enabled": True, "notifier": "mail", "from": "postmaster@example.org"}}}
         path = make_mail_config(pg, root, db, alerts=alerts,
                                 monitor={"enabled": True, "intervals": {"mail_quota": "1s"}},
-                                metrics={"enabled": True, "listen": "127.0.0.1",
-                                         "port": port})
+                                                metrics={"enabled": True, "listen": "127.0.0.1",
+                                         "port": port},
+                                socket={"path": str(public / "s.sock"), "mode": "0666"},
+                                access={"unix_users": {"nobody": {
+                                    "role": "domain-admin", "domains": [THEIRS]}}})
         daemon = DaemonProcess(path).start()
         mail = MailStack(pg, db, root, path, daemon)
         try:
             mail.ok("domain", "create", DOMAIN, real=True)
+            mail.ok("domain", "create", THEIRS, real=True)
+            mail.ok("user", "create", f"zoe@{THEIRS}", "--quota-mb", "10",
+                    "--password-stdin", stdin="Quota-Test-2024-x", real=True)
             for user, quota_mb in (("alice", "10"), ("bob", "10"), ("carol", "10"),
                                    ("dave", "10"), ("eve", "0")):
                 mail.ok("user", "create", f"{user}@{DOMAIN}", "--quota-mb", quota_mb,
@@ -96,6 +110,7 @@ def quota(pg: PgCluster, mail_template: str,
         finally:
             mail.daemon.stop()
             pg.drop_database(db)
+            shutil.rmtree(public, ignore_errors=True)
 
 
 def test_a_crossing_alerts_the_domain_and_mails_the_owner_once(quota: Quota) -> None:
@@ -179,3 +194,44 @@ def test_a_domain_alert_lists_the_first_addresses_and_counts_the_rest(quota: Quo
                               if line.startswith("podod_mail_quota"))
     for user in ("bob", "carol", "dave"):
         quota.use(f"{user}@{DOMAIN}", 10)
+
+
+def test_a_domain_admin_sees_the_quota_alerts_of_their_domains_only(quota: Quota) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to ask as another user")
+    quota.use(f"bob@{DOMAIN}", 90)
+    quota.use(f"zoe@{THEIRS}", 91)
+
+    def rules_seen(uid: int | None) -> set[tuple[str, str]]:
+        argv = ["alerts", "list"]
+        reply = quota.mail.daemon.request_as(uid, argv) if uid is not None else \
+            quota.mail.daemon.request(argv)
+        assert reply["ok"], reply
+        return {(a["rule"], a["labels"].get("domain", "")) for a in reply["data"]["alerts"]}
+
+    wait_for(lambda: {("MailboxesNearQuota", DOMAIN), ("MailboxesNearQuota", THEIRS)}
+             <= rules_seen(None), timeout=30, what="both domains' alerts")
+    assert rules_seen(NOBODY) == {("MailboxesNearQuota", THEIRS)}
+    history = quota.mail.daemon.request_as(NOBODY, ["alerts", "history"])
+    assert history["ok"] and f"bob@{DOMAIN}" not in str(history)
+    admin_history = quota.mail.ok("alerts", "history")
+    assert f"bob@{DOMAIN}" in str(admin_history)
+    quota.use(f"bob@{DOMAIN}", 10)
+    quota.use(f"zoe@{THEIRS}", 10)
+
+
+def test_a_switched_off_domain_or_mailbox_never_warns(quota: Quota) -> None:
+    mail = quota.mail
+    mail.ok("domain", "create", "off.example", real=True)
+    for user in ("ann@off.example", f"ivy@{DOMAIN}"):
+        mail.ok("user", "create", user, "--quota-mb", "10", "--password-stdin",
+                stdin="Quota-Test-2024-x", real=True)
+    mail.ok("domain", "update", "off.example", "--active", "no", real=True)
+    mail.ok("user", "update", f"ivy@{DOMAIN}", "--active", "no", real=True)
+    quota.use("ann@off.example", 99)
+    quota.use(f"ivy@{DOMAIN}", 99)
+    quota.next_runs(3)
+    assert quota.owner_mail("ann@off.example") == [] and quota.owner_mail(f"ivy@{DOMAIN}") == []
+    listed = mail.ok("alerts", "list")["data"]["alerts"]  # type: ignore[index]
+    assert not [a for a in listed if a["rule"].startswith("Mailboxes")]
+    assert 'domain="off.example"' not in quota.metrics()

@@ -11,7 +11,9 @@ import json
 
 import pytest
 
-from conftest import MailStack
+from conftest import OWNER, OWNER_PW, MailStack, PostfixAdminDb
+from podod.mail.serverconfig import SqlLogin, postfix_map
+from testbed.daemon import DaemonProcess
 from testbed.postfix import Postfix
 
 _names = itertools.count()
@@ -133,3 +135,44 @@ def test_imports_keep_the_same_rules(stack: MailStack, postfix: Postfix) -> None
     stack.ok("domain", "import", stdin=(f"domain,transport,backupmx\nimp-{name},"
                                         "relay:[10.0.0.7]:25,no\n"), real=True)
     assert postfix.resolve("transport_maps", f"imp-{name}") == "relay:[10.0.0.7]:25"
+
+
+def test_postfixadmins_domains_keep_their_transport_and_postfixadmin_reads_podods(
+        postfixadmin_db: PostfixAdminDb, postfix: Postfix) -> None:
+    """A database PostfixAdmin made: its domain's transport ('virtual', its default) is no
+    transport_maps entry (Dovecot keeps the mail); the transport and backup MX podod sets
+    are the columns PostfixAdmin shows."""
+    pfa = postfixadmin_db
+    maps = pfa.root / "maps"
+    maps.mkdir()
+    owner = SqlLogin(host="127.0.0.1", port=pfa.pg.port, dbname=pfa.db, user=OWNER,
+                     password=OWNER_PW)
+
+    def lookup(name: str, key: str) -> str | None:
+        path = maps / name
+        path.write_text(postfix_map(name, owner))
+        result = postfix.command("postmap", "-c", str(postfix.config_dir), "-q", key,
+                                 f"pgsql:{path}")
+        assert result.returncode in (0, 1) and not result.stderr.strip(), result.stderr
+        return result.stdout.strip() or None
+
+    assert pfa.sql("SELECT transport, backupmx FROM domain WHERE domain = 'example.com'") == \
+        "virtual|f"
+    assert lookup("transport_maps.cf", "example.com") is None
+    assert lookup("virtual_mailbox_domains.cf", "example.com") == "example.com"
+    with DaemonProcess(pfa.config_path) as daemon:
+        def ok(*argv: str) -> None:
+            reply = daemon.request(list(argv), execute_real=True)
+            assert reply["ok"], reply["message"]
+
+        ok("domain", "update", "example.com", "--transport", "relay:[10.0.0.8]:25")
+        ok("domain", "create", "mx2.example.com", "--backup-mx")
+    assert lookup("transport_maps.cf", "example.com") == "relay:[10.0.0.8]:25"
+    assert lookup("relay_domains.cf", "mx2.example.com") == "mx2.example.com"
+    assert lookup("virtual_mailbox_domains.cf", "mx2.example.com") is None
+    # PostfixAdmin's own view (it shows no transport unless its config asks for it).
+    def backup_mx(domain: str) -> str:
+        shown = pfa.admin.view("domain", domain)
+        return next(v for k, v in shown.items() if "backup" in k.lower())
+
+    assert (backup_mx("mx2.example.com"), backup_mx("example.com")) == ("YES", "NO")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from podod.alerts.quota import Reading, Usage, listing, plan_notices, samples_of
-from podod.alerts.settings import QuotaWarningSettings
+from podod.alerts.settings import AlertSettings, QuotaWarningSettings
 from podod.config import parse_config
 from podod.errors import ConfigError
 
@@ -106,3 +106,45 @@ def test_an_owner_is_mailed_once_per_crossing() -> None:
     # back to 85 from 96: 95 re-armed, 80 still notified: no mail
     forget, due = plan_notices([usage("a@x", 85)], {("a@x", 80), ("a@x", 95)}, settings)
     assert forget == [("a@x", 95)] and due == []
+
+
+def test_the_default_notice_renders() -> None:
+    from podod.alerts.quota import Due, context
+    from podod.alerts.settings import DEFAULT_NOTICE_BODY, DEFAULT_NOTICE_SUBJECT
+    from podod.alerts.templates import compile_template
+
+    item = Due(Usage("a@x.example", "x.example", "Ann", 9 * MB, 10 * MB), 80, [80])
+    assert compile_template(DEFAULT_NOTICE_SUBJECT).render(**context(item)) == \
+        "Your mailbox a@x.example is 90% full"
+    body = compile_template(DEFAULT_NOTICE_BODY).render(**context(item))
+    assert body.startswith("Hello Ann,\n\nyour mailbox a@x.example uses 9.0 MiB of its "
+                           "10.0 MiB quota (90%), more than 80 %.\n")
+
+
+def test_the_default_rules_show_the_samples_note_and_follow_it() -> None:
+    """The engine hands a sample's note to the rule's summary and renders again when only
+    the note changed (the same count, other mailboxes)."""
+    from podod.alerts.clock import ManualClock
+    from podod.alerts.engine import AlertEngine
+    from podod.monitor.model import Sample
+
+    clock = ManualClock(1_700_000_000.0)
+    engine = AlertEngine(AlertSettings.model_validate({}), None, clock=clock,
+                         stale_after=lambda collector: 900.0)
+
+    def feed(count: float, note: str) -> list[dict[str, Any]]:
+        labels = Sample.labels_of(domain="a.example", threshold="80")
+        engine.ingest([Sample("mail_quota_mailboxes_over", "podod", count, labels,
+                              ts=clock.now(), note=note)], "mail_quota", "podod")
+        return [a for a in engine.listing() if a["rule"] == "MailboxesNearQuota"]
+
+    first = feed(1, "x@a.example (85%)")
+    assert [a["summary"] for a in first] == [
+        "a.example: 1 mailbox uses 80% of their quota or more: x@a.example (85%)"]
+    clock.advance(60)
+    assert feed(1, "y@a.example (90%)")[0]["summary"].endswith("y@a.example (90%)")
+    clock.advance(60)
+    assert feed(2, "y@a.example (90%), x@a.example (85%)")[0]["summary"].startswith(
+        "a.example: 2 mailboxes use 80% of their quota or more: y@a.example")
+    clock.advance(60)
+    assert feed(0, "") == []

@@ -78,6 +78,19 @@ CREATE_REPLY = obj({"matchers": STR, "ends": NUM, "matching": arr(STR)},
                                "end); matching: fingerprints of the alerts it matches now")
 
 
+def _may_see(ctx: CommandContext, domain: str | None) -> bool:
+    """An alert about a domain (the quota warnings name its mailboxes) is shown to a
+    domain-admin only for the domains granted to them, as /api/events does."""
+    return domain is None or ctx.actor.role != "domain-admin" or ctx.actor.may_manage(domain)
+
+
+def _domain_rules(ctx: CommandContext, comp: AlertsComponent) -> set[str]:
+    """The rules whose series carry a ``domain`` label."""
+    series = ctx.runtime.registry.series
+    return {r.name for r in comp.engine.rules
+            if r.series in series and "domain" in series[r.series].labels}
+
+
 def setup(registry: Registry) -> None:
     registry.component("alerts", factory)
     notifiers.setup(registry)
@@ -93,7 +106,8 @@ def setup(registry: Registry) -> None:
     )
     async def alerts_list(ctx: CommandContext, all: bool, server: str | None) -> Reply:
         comp = component_of(ctx)
-        items = comp.engine.listing(include_pending=all)
+        items = [a for a in comp.engine.listing(include_pending=all)
+                 if _may_see(ctx, a["labels"].get("domain"))]
         if server:
             items = [a for a in items if a["server"] == server]
             if not items and server not in known_servers(ctx) | {"podod"}:
@@ -136,6 +150,9 @@ def setup(registry: Registry) -> None:
         await comp.engine.persist()
         start = comp.clock.now() - since
         rows = await ctx.runtime.state.run(store.history, start, limit, server, rule)
+        if ctx.actor.role == "domain-admin":  # the history has no labels to tell the domain
+            scoped = _domain_rules(ctx, comp)
+            rows = [r for r in rows if r["rule"] not in scoped]
         if not rows:  # a typo must not look like a quiet history (removed ones have one)
             if rule and rule not in {r.name for r in comp.engine.rules} | {"SilenceExpiring"}:
                 raise NotFound(f"there is no alert rule '{rule}' (see 'alerts rules')")

@@ -1,7 +1,8 @@
 """Quota warnings: the ``mail_quota`` collector and the notices to mailbox owners.
 
 Every run reads the mail database with ONE statement (usage from ``quota2``, the quota from
-``mailbox.quota``; 0 is unlimited and never warns) and publishes, per domain, how many
+``mailbox.quota``; 0 is unlimited and never warns, nor does a switched-off mailbox or
+domain) and publishes, per domain, how many
 mailboxes have a quota (``mail_quota_mailboxes``) and how many use at least each threshold
 (``mail_quota_mailboxes_over{threshold="80"}``). Never a series per mailbox: the addresses
 travel as the sample's ``note`` (the first ``list_addresses``, fullest first, "and N more"),
@@ -46,8 +47,9 @@ DEFAULT_INTERVAL = 300.0
 QUERY = """
 WITH usage AS MATERIALIZED (
     SELECT m.username, m.domain, m.name, m.quota, COALESCE(q.bytes, 0) AS used
-    FROM mailbox m LEFT JOIN quota2 q ON q.username = m.username
-    WHERE m.quota > 0 AND m.active)
+    FROM mailbox m JOIN domain d ON d.domain = m.domain
+    LEFT JOIN quota2 q ON q.username = m.username
+    WHERE m.quota > 0 AND m.active AND d.active)
 SELECT domain, NULL::text AS username, ''::text AS name, count(*)::bigint AS used,
        0::bigint AS quota
 FROM usage GROUP BY domain

@@ -373,6 +373,8 @@ class OwnerNoticeSettings(Section):
     @field_validator("subject", "body")
     @classmethod
     def _template(cls, value: str | None) -> str | None:
+        if value == DEFAULT_NOTICE_SUBJECT:
+            return value  # known good (a unit test renders it): no Jinja2 import at start
         return _check_template(value)
 
     @field_validator("sender")

@@ -1,8 +1,9 @@
 """Templates for alert summaries and notification bodies: Jinja2 in its sandbox.
 
-A rule's ``summary`` sees ``server``, ``value``, ``threshold``, ``rule``, ``severity`` and
-``labels`` (every label of the alert); notification templates see the whole notification
-(``status``, ``alerts``, ``group_labels``, ...). Filters for people: ``duration`` (3d4h),
+A rule's ``summary`` sees ``server``, ``value``, ``threshold``, ``rule``, ``severity``,
+``labels`` (every label of the alert) and ``note`` (the sample's text for people);
+notification templates see the whole notification (``status``, ``alerts``,
+``group_labels``, ...). Filters for people: ``duration`` (3d4h),
 ``bytes`` (1.5 GiB), ``percent`` (93.2%), ``humanize`` (1.2k). An undefined name renders as
 an empty string, so a label a series does not carry leaves a gap rather than an error.
 
