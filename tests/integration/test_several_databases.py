@@ -17,9 +17,20 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import OWNER, OWNER_PW, db_init, make_mail_config
+from conftest import (
+    OWNER,
+    OWNER_PW,
+    READER,
+    READER_PW,
+    ROLES,
+    db_init,
+    make_mail_config,
+)
+from podod.mail.serverconfig import SqlLogin
 from testbed.daemon import DaemonProcess
+from testbed.dovecot import Dovecot
 from testbed.ports import free_port
+from testbed.postfix import Postfix
 from testbed.postgres import PgCluster
 from testbed.sshd import Sshd
 from testbed.waiting import poll as wait_for
@@ -68,7 +79,8 @@ def two(pg: PgCluster, mail_template: str, daemons_tmp: Path,
         pg2.create_role(OWNER, OWNER_PW, superuser=False)
         pg2.create_database(B_DB, OWNER)
         (root / "init-b").mkdir()
-        init = db_init(make_mail_config(pg2, root / "init-b", B_DB))
+        # b's roles (Dovecot's and Postfix's SELECT-only one) made by podod db init --roles
+        init = db_init(make_mail_config(pg2, root / "init-b", B_DB, roles=ROLES), "--roles")
         assert init.returncode == 0, init.stderr
         pg.psql(f'CREATE DATABASE "{A_DB}" TEMPLATE "{mail_template}" OWNER "{OWNER}"')
         path = make_mail_config(pg, root, A_DB)
@@ -315,3 +327,38 @@ def test_one_database_down_leaves_the_other_working(two: Two) -> None:
     # (A hashing worker forked meanwhile must not hold the tunnel's port: it came back.)
     assert wait_for(lambda: bool(two.daemon.request(["user", "list", "--on", "b"])["ok"]))
     two.ok("user", "create", "y@down.example", "--generate-password", real=True)
+
+
+def test_a_mailbox_of_the_second_database_logs_in_and_routes(two: Two,
+                                                               daemons_tmp: Path) -> None:
+    """The real Dovecot and Postfix of the mail test bed on database b (as on b's own mail
+    server): a mailbox podod created there, through the tunnel, logs in and is routed;
+    one of database a is not b's."""
+    two.ok("domain", "create", "mx2.example", "--on", "b", real=True)
+    two.ok("domain", "create", "mx1.example", "--on", "a", real=True)
+    password = "Second-db-Pw-4711"
+    for address in ("eve@mx2.example", "fay@mx1.example"):
+        two.ok("user", "create", address, "--password-stdin", stdin=password, real=True)
+    two.ok("alias", "create", "info@mx2.example", "--to", "eve@mx2.example", real=True)
+    login = SqlLogin(host="127.0.0.1", port=two.pg2.port, dbname=B_DB, user=READER,
+                     password=READER_PW)
+    dovecot = Dovecot(daemons_tmp / "dovecot-b", login)
+    dovecot.start()
+    try:
+        assert dovecot.auth_test("eve@mx2.example", password)
+        assert dovecot.imap_login("eve@mx2.example", password)
+        assert not dovecot.auth_test("eve@mx2.example", "Wrong-Password-99")
+        assert not dovecot.auth_test("fay@mx1.example", password)  # a's, not b's
+        postfix = Postfix(daemons_tmp / "postfix-b", login, lmtp_port=dovecot.lmtp_port)
+        postfix.write_config()
+        assert postfix.resolve("virtual_mailbox_domains", "mx2.example") == "mx2.example"
+        assert postfix.resolve("virtual_mailbox_domains", "mx1.example") is None
+        assert postfix.resolve("virtual_mailbox_maps", "eve@mx2.example") == \
+            "mx2.example/eve/"
+        assert postfix.resolve("virtual_alias_maps", "info@mx2.example") == "eve@mx2.example"
+        # Moved to a, the mailbox is no longer b's to serve.
+        two.ok("domain", "move", "mx2.example", "--to", "a", real=True)
+        assert not dovecot.auth_test("eve@mx2.example", password)
+        assert postfix.resolve("virtual_mailbox_domains", "mx2.example") is None
+    finally:
+        dovecot.stop()
