@@ -77,6 +77,7 @@ def two(pg: PgCluster, mail_template: str, daemons_tmp: Path,
     sshd = Sshd(root / "sshd").start()
     try:
         pg2.create_role(OWNER, OWNER_PW, superuser=False)
+        pg2.psql(f'ALTER ROLE "{OWNER}" CREATEROLE')
         pg2.create_database(B_DB, OWNER)
         (root / "init-b").mkdir()
         # b's roles (Dovecot's and Postfix's SELECT-only one) made by podod db init --roles
@@ -163,6 +164,10 @@ def test_a_domain_is_created_where_asked_and_its_commands_find_it(two: Two) -> N
     # Aliases of every database count for a mailbox.
     assert [x["address"] for x in two.ok("user", "aliases", "ann@one.example")["data"]] == \
         ["team@two.example"]
+    # The tunnel a database goes through stays open.
+    assert two.fail("server", "tunnel", "stop", "db2", "postgres")["message"] == (
+        "the mail database b is reached through the tunnel postgres of db2 "
+        "(mail.databases.b.via_server); it stays open")
     report = two.ok("usage", "report")["data"]
     assert [(r["domain"], r["mailboxes"], r["database"]) for r in report] == [
         ("one.example", 2, "a"), ("two.example", 3, "b")]
@@ -240,6 +245,13 @@ def test_domain_move_moves_every_row_of_a_domain_backed_up_on_both_sides(two: Tw
     backup = two.ok("backup", "show", moved["backup_id"])["data"]
     rows = json.loads((Path(backup["path"]) / "rows.json").read_text())
     assert {(r["database"], r["action"]) for r in rows} == {("b", "insert"), ("a", "delete")}
+    # Restoring the move's backup puts every row back into its own database.
+    restored = two.ok("backup", "restore", moved["backup_id"], real=True)
+    assert restored["message"].startswith("restore of backup ")
+    assert _rows(two.a, "mv.example") == before
+    assert all(v == "" for v in _rows(two.b, "mv.example").values())
+    two.ok("domain", "move", "mv.example", "--to", "b", real=True)
+    assert _rows(two.b, "mv.example") == before
     # The domain now works from b: commands find it there.
     two.ok("user", "update", "m1@mv.example", "--name", "Moved", real=True)
     assert two.b("SELECT name FROM mailbox WHERE username = 'm1@mv.example'") == "Moved"
