@@ -374,3 +374,37 @@ def test_a_mailbox_of_the_second_database_logs_in_and_routes(two: Two,
         assert postfix.resolve("virtual_mailbox_domains", "mx2.example") is None
     finally:
         dovecot.stop()
+
+
+def test_an_import_goes_to_its_domains_database_and_an_export_reads_all(two: Two) -> None:
+    two.ok("domain", "create", "imp-a.example", "--on", "a", real=True)
+    two.ok("domain", "create", "imp-b.example", "--on", "b", real=True)
+    header = "address,name,quota,password,password_hash,active\n"
+    both = (header + "p1@imp-a.example,P1,100,Plain-Pass-00001,,yes\n"
+            "p2@imp-b.example,P2,100,Plain-Pass-00002,,yes\n")
+    refused = two.daemon.request(["user", "import"], execute_real=True, stdin=both)
+    assert not refused["ok"]
+    assert refused["message"] == (
+        "user import: the file's domains are in several mail databases (a: imp-a.example; "
+        "b: imp-b.example); import one file per database; nothing was changed")
+    assert two.a("SELECT count(*) FROM mailbox WHERE domain = 'imp-a.example'") == "0"
+    only_b = header + "p2@imp-b.example,P2,100,Plain-Pass-00002,,yes\n"
+    two.ok("user", "import", real=True, stdin=only_b)
+    assert two.b("SELECT username FROM mailbox WHERE domain = 'imp-b.example'") == \
+        "p2@imp-b.example"
+    wrong = two.daemon.request(["user", "import", "--on", "a"], execute_real=True,
+                               stdin=only_b)
+    assert not wrong["ok"] and "several mail databases" in wrong["message"]
+    domains = "domain,description\nnew-dom.example,New\n"
+    assert two.daemon.request(["domain", "import"], execute_real=True, stdin=domains)[
+        "message"] == "domain import: say which mail database with --on NAME (one of a, b)"
+    elsewhere = two.daemon.request(["domain", "import", "--on", "b"], execute_real=True,
+                                   stdin=domains + "imp-a.example,Twice\n")
+    assert elsewhere["message"] == (
+        "domain import: imp-a.example is in another mail database than b already (a domain "
+        "lives in one; 'domain move' moves it); nothing was changed")
+    two.ok("domain", "import", "--on", "b", real=True, stdin=domains)
+    assert two.b("SELECT description FROM domain WHERE domain = 'new-dom.example'") == "New"
+    exported = two.ok("domain", "export")["data"]["csv"]
+    assert "imp-a.example" in exported and "new-dom.example" in exported
+    assert "imp-a.example" not in two.ok("domain", "export", "--on", "b")["data"]["csv"]
