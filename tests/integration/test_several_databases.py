@@ -7,6 +7,7 @@ going down leaves the other working."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -408,3 +409,28 @@ def test_an_import_goes_to_its_domains_database_and_an_export_reads_all(two: Two
     exported = two.ok("domain", "export")["data"]["csv"]
     assert "imp-a.example" in exported and "new-dom.example" in exported
     assert "imp-a.example" not in two.ok("domain", "export", "--on", "b")["data"]["csv"]
+
+
+def test_a_reload_adds_and_removes_a_database(two: Two, mail_template: str) -> None:
+    two.pg.psql(f'CREATE DATABASE "multi_c" TEMPLATE "{mail_template}" OWNER "{OWNER}"')
+    before = two.path.read_text()
+    config = yaml.safe_load(before)
+    config["mail"]["databases"]["c"] = {**config["mail"]["databases"]["a"],
+                                        "dsn": config["mail"]["databases"]["a"]["dsn"]
+                                        .replace(A_DB, "multi_c")}
+    two.path.write_text(yaml.safe_dump(config))
+    try:
+        two.daemon.signal(signal.SIGHUP)
+        assert wait_for(lambda: bool(two.daemon.request(
+            ["domain", "create", "three.example", "--on", "c"], execute_real=True)["ok"]))
+        assert two.pg.psql("SELECT domain FROM domain", "multi_c").strip() == "three.example"
+        listed = two.ok("domain", "list", "--on", "c")["data"]
+        assert [(d["domain"], d["database"]) for d in listed] == [("three.example", "c")]
+    finally:
+        two.path.write_text(before)
+        two.daemon.signal(signal.SIGHUP)
+    assert wait_for(lambda: not two.daemon.request(["domain", "list", "--on", "c"])["ok"])
+    assert two.fail("domain", "show", "three.example")["message"].startswith(
+        "the domain three.example does not exist in any mail database")
+    two.ok("user", "list")
+    two.pg.drop_database("multi_c")
