@@ -22,10 +22,13 @@
    and through the hashing pool with one worker and with one worker per core.
    Target: the pool at C speed, and near-linear scaling with cores. Each figure is the
    median of three runs in turns; N independent processes show what the machine allows.
+5. Several mail databases (issue 17): ``podoctl --json user list --all`` over three
+   databases (``mail.databases``) of 10 000 mailboxes each, merged by the daemon, wall time
+   of the whole podoctl process. Target: under 400 ms median.
 
     .venv/bin/python bench/mail_ops.py [--creates 200] [--lists 7] [--hashes 40]
                                        [--scale 10000,100000] [--scale-runs 5]
-                                       [--rename-runs 7] [--only rename]
+                                       [--rename-runs 7] [--only rename|several]
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ from testbed.postgres import PgCluster
 PASSWORD = "Bench-Password-7-Long"
 TARGETS = {"create_ms_median": 20.0, "list_ms_median": 300.0, "rename_100_aliases_ms": 200.0,
            "scale_update_daemon_ms": 50.0, "scale_backup_bytes": 100_000,
-           "scale_first_screen_ms": 300.0, "scale_json_all_ms_at_100000": 2000.0}
+           "scale_first_screen_ms": 300.0, "scale_json_all_ms_at_100000": 2000.0,
+           "several_databases_list_ms_median": 400.0}
 UPDATE_LOG = re.compile(r"command user update by \S+ via socket: (\w+) in ([\d.]+) ms")
 RENAME_LOG = re.compile(r"command user rename by \S+ via socket: (\w+) in ([\d.]+) ms")
 
@@ -338,6 +342,62 @@ def rename_bench(runs: int, mailboxes: int, aliases: int = 100) -> dict[str, Any
     return out
 
 
+def several_databases(root: Path, cluster: PgCluster, per_database: int, runs: int,
+                      names: tuple[str, ...] = ("m1", "m2", "m3")) -> dict[str, Any]:
+    """``podoctl --json user list --all`` over ``len(names)`` mail databases of
+    ``per_database`` mailboxes each, one daemon on all of them."""
+    folder = root / "several"
+    folder.mkdir()
+    databases = {}
+    for name in names:
+        cluster.create_database(f"several_{name}", "podod")
+        databases[name] = {
+            "dsn": f"postgresql://podod@127.0.0.1:{cluster.port}/several_{name}",
+            "password_file": str(root / "pg-password")}
+    config = base_config(folder, log={"level": "info"},
+                         mail={"databases": databases, "passwords": {"rounds": 1000},
+                               "maildir": {"check_on_create": False}},
+                         backup={"dir": str(folder / "backups")})
+    path = folder / "podod.yaml"
+    path.write_text(yaml.safe_dump(config))
+    subprocess.run([sys.executable, "-m", "podod.cli", "db", "init", "-c", str(path)],
+                   capture_output=True, text=True, check=True)
+    for name in names:
+        seed_mailboxes(cluster, f"several_{name}", f"{name}.example", per_database)
+    daemon = DaemonProcess(path).start()
+    try:
+        podoctl = [sys.executable, "-m", "podod.podoctl", "--socket",
+                   str(daemon.socket_path), "--json", "user", "list", "--all"]
+        walls, out = wall(podoctl, runs)
+        data = json.loads(out)["data"]
+        assert len(data) == per_database * len(names), len(data)
+        assert {row["database"] for row in data} == set(names)
+        first, _ = wall(podoctl[:-1], runs)
+    finally:
+        daemon.stop()
+    # The same number of mailboxes in one database, for comparison: what merging costs.
+    for name in names[1:]:
+        seed_mailboxes(cluster, f"several_{names[0]}", f"{name}.example", per_database)
+    config["mail"] = {**config["mail"], "databases": {names[0]: databases[names[0]]}}
+    path.write_text(yaml.safe_dump(config))
+    daemon = DaemonProcess(path).start()
+    try:
+        single, one_out = wall(podoctl, runs)
+        assert len(json.loads(one_out)["data"]) == per_database * len(names)
+    finally:
+        daemon.stop()
+    listing = ms(walls)
+    print(f"mail_ops: podoctl --json user list --all over {len(names)} mail databases of "
+          f"{per_database} mailboxes: {listing['median']} ms median (p90 {listing['p90']} "
+          f"ms, {len(out) / 1e6:.1f} MB; first screen {ms(first)['median']} ms; the same "
+          f"{per_database * len(names)} mailboxes in one database: {ms(single)['median']} "
+          "ms) (target < 400 ms)")
+    return {**listing, "runs": runs, "databases": len(names),
+            "mailboxes_per_database": per_database, "bytes": len(out),
+            "first_screen_ms_median": ms(first)["median"],
+            "one_database_same_rows_ms_median": ms(single)["median"]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--creates", type=int, default=200)
@@ -348,7 +408,9 @@ def main() -> int:
                         help="database sizes (mailboxes) for the scale figures")
     parser.add_argument("--scale-runs", type=int, default=5)
     parser.add_argument("--rename-runs", type=int, default=7)
-    parser.add_argument("--only", choices=["rename"], help="run only this part")
+    parser.add_argument("--only", choices=["rename", "several"],
+                        help="run only this part (rename: the rename of a mailbox 100 aliases "
+                        "forward to; several: the three-database listing)")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     result: dict[str, Any] = {"cores": cores, "targets": TARGETS}
@@ -377,6 +439,11 @@ def main() -> int:
             if init.returncode != 0:
                 print(init.stderr, file=sys.stderr)
                 return 1
+            if args.only == "several":
+                result["several_databases_user_list"] = several_databases(
+                    root, cluster, args.mailboxes, args.lists)
+                save_result("mail_ops", result)
+                return 0
             daemon = DaemonProcess(path).start()
             assert daemon.request(["domain", "create", "bench.example"], execute_real=True)["ok"]
 
@@ -441,6 +508,12 @@ def main() -> int:
             sizes = sorted(int(n) for n in args.scale.split(",") if n.strip())
             result["scale"] = scale(cluster, daemon, sizes, args.scale_runs,
                                     seeded=args.mailboxes)
+            daemon.stop()
+            daemon = None
+
+            # 5. user list over three mail databases of 10 000 mailboxes each
+            result["several_databases_user_list"] = several_databases(
+                root, cluster, args.mailboxes, args.lists)
         finally:
             if daemon is not None:
                 daemon.stop()

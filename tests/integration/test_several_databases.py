@@ -7,6 +7,7 @@ going down leaves the other working."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,9 +18,20 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import OWNER, OWNER_PW, db_init, make_mail_config
+from conftest import (
+    OWNER,
+    OWNER_PW,
+    READER,
+    READER_PW,
+    ROLES,
+    db_init,
+    make_mail_config,
+)
+from podod.mail.serverconfig import SqlLogin
 from testbed.daemon import DaemonProcess
+from testbed.dovecot import Dovecot
 from testbed.ports import free_port
+from testbed.postfix import Postfix
 from testbed.postgres import PgCluster
 from testbed.sshd import Sshd
 from testbed.waiting import poll as wait_for
@@ -66,9 +78,11 @@ def two(pg: PgCluster, mail_template: str, daemons_tmp: Path,
     sshd = Sshd(root / "sshd").start()
     try:
         pg2.create_role(OWNER, OWNER_PW, superuser=False)
+        pg2.psql(f'ALTER ROLE "{OWNER}" CREATEROLE')
         pg2.create_database(B_DB, OWNER)
         (root / "init-b").mkdir()
-        init = db_init(make_mail_config(pg2, root / "init-b", B_DB))
+        # b's roles (Dovecot's and Postfix's SELECT-only one) made by podod db init --roles
+        init = db_init(make_mail_config(pg2, root / "init-b", B_DB, roles=ROLES), "--roles")
         assert init.returncode == 0, init.stderr
         pg.psql(f'CREATE DATABASE "{A_DB}" TEMPLATE "{mail_template}" OWNER "{OWNER}"')
         path = make_mail_config(pg, root, A_DB)
@@ -151,6 +165,10 @@ def test_a_domain_is_created_where_asked_and_its_commands_find_it(two: Two) -> N
     # Aliases of every database count for a mailbox.
     assert [x["address"] for x in two.ok("user", "aliases", "ann@one.example")["data"]] == \
         ["team@two.example"]
+    # The tunnel a database goes through stays open.
+    assert two.fail("server", "tunnel", "stop", "db2", "postgres")["message"] == (
+        "the mail database b is reached through the tunnel postgres of db2 "
+        "(mail.databases.b.via_server); it stays open")
     report = two.ok("usage", "report")["data"]
     assert [(r["domain"], r["mailboxes"], r["database"]) for r in report] == [
         ("one.example", 2, "a"), ("two.example", 3, "b")]
@@ -228,6 +246,13 @@ def test_domain_move_moves_every_row_of_a_domain_backed_up_on_both_sides(two: Tw
     backup = two.ok("backup", "show", moved["backup_id"])["data"]
     rows = json.loads((Path(backup["path"]) / "rows.json").read_text())
     assert {(r["database"], r["action"]) for r in rows} == {("b", "insert"), ("a", "delete")}
+    # Restoring the move's backup puts every row back into its own database.
+    restored = two.ok("backup", "restore", moved["backup_id"], real=True)
+    assert restored["message"].startswith("restore of backup ")
+    assert _rows(two.a, "mv.example") == before
+    assert all(v == "" for v in _rows(two.b, "mv.example").values())
+    two.ok("domain", "move", "mv.example", "--to", "b", real=True)
+    assert _rows(two.b, "mv.example") == before
     # The domain now works from b: commands find it there.
     two.ok("user", "update", "m1@mv.example", "--name", "Moved", real=True)
     assert two.b("SELECT name FROM mailbox WHERE username = 'm1@mv.example'") == "Moved"
@@ -315,3 +340,97 @@ def test_one_database_down_leaves_the_other_working(two: Two) -> None:
     # (A hashing worker forked meanwhile must not hold the tunnel's port: it came back.)
     assert wait_for(lambda: bool(two.daemon.request(["user", "list", "--on", "b"])["ok"]))
     two.ok("user", "create", "y@down.example", "--generate-password", real=True)
+
+
+def test_a_mailbox_of_the_second_database_logs_in_and_routes(two: Two,
+                                                               daemons_tmp: Path) -> None:
+    """The real Dovecot and Postfix of the mail test bed on database b (as on b's own mail
+    server): a mailbox podod created there, through the tunnel, logs in and is routed;
+    one of database a is not b's."""
+    two.ok("domain", "create", "mx2.example", "--on", "b", real=True)
+    two.ok("domain", "create", "mx1.example", "--on", "a", real=True)
+    password = "Second-db-Pw-4711"
+    for address in ("eve@mx2.example", "fay@mx1.example"):
+        two.ok("user", "create", address, "--password-stdin", stdin=password, real=True)
+    two.ok("alias", "create", "info@mx2.example", "--to", "eve@mx2.example", real=True)
+    login = SqlLogin(host="127.0.0.1", port=two.pg2.port, dbname=B_DB, user=READER,
+                     password=READER_PW)
+    dovecot = Dovecot(daemons_tmp / "dovecot-b", login)
+    dovecot.start()
+    try:
+        assert dovecot.auth_test("eve@mx2.example", password)
+        assert dovecot.imap_login("eve@mx2.example", password)
+        assert not dovecot.auth_test("eve@mx2.example", "Wrong-Password-99")
+        assert not dovecot.auth_test("fay@mx1.example", password)  # a's, not b's
+        postfix = Postfix(daemons_tmp / "postfix-b", login, lmtp_port=dovecot.lmtp_port)
+        postfix.write_config()
+        assert postfix.resolve("virtual_mailbox_domains", "mx2.example") == "mx2.example"
+        assert postfix.resolve("virtual_mailbox_domains", "mx1.example") is None
+        assert postfix.resolve("virtual_mailbox_maps", "eve@mx2.example") == \
+            "mx2.example/eve/"
+        assert postfix.resolve("virtual_alias_maps", "info@mx2.example") == "eve@mx2.example"
+        # Moved to a, the mailbox is no longer b's to serve.
+        two.ok("domain", "move", "mx2.example", "--to", "a", real=True)
+        assert not dovecot.auth_test("eve@mx2.example", password)
+        assert postfix.resolve("virtual_mailbox_domains", "mx2.example") is None
+    finally:
+        dovecot.stop()
+
+
+def test_an_import_goes_to_its_domains_database_and_an_export_reads_all(two: Two) -> None:
+    two.ok("domain", "create", "imp-a.example", "--on", "a", real=True)
+    two.ok("domain", "create", "imp-b.example", "--on", "b", real=True)
+    header = "address,name,quota,password,password_hash,active\n"
+    both = (header + "p1@imp-a.example,P1,100,Plain-Pass-00001,,yes\n"
+            "p2@imp-b.example,P2,100,Plain-Pass-00002,,yes\n")
+    refused = two.daemon.request(["user", "import"], execute_real=True, stdin=both)
+    assert not refused["ok"]
+    assert refused["message"] == (
+        "user import: the file's domains are in several mail databases (a: imp-a.example; "
+        "b: imp-b.example); import one file per database; nothing was changed")
+    assert two.a("SELECT count(*) FROM mailbox WHERE domain = 'imp-a.example'") == "0"
+    only_b = header + "p2@imp-b.example,P2,100,Plain-Pass-00002,,yes\n"
+    two.ok("user", "import", real=True, stdin=only_b)
+    assert two.b("SELECT username FROM mailbox WHERE domain = 'imp-b.example'") == \
+        "p2@imp-b.example"
+    wrong = two.daemon.request(["user", "import", "--on", "a"], execute_real=True,
+                               stdin=only_b)
+    assert not wrong["ok"] and "several mail databases" in wrong["message"]
+    domains = "domain,description\nnew-dom.example,New\n"
+    assert two.daemon.request(["domain", "import"], execute_real=True, stdin=domains)[
+        "message"] == "domain import: say which mail database with --on NAME (one of a, b)"
+    elsewhere = two.daemon.request(["domain", "import", "--on", "b"], execute_real=True,
+                                   stdin=domains + "imp-a.example,Twice\n")
+    assert elsewhere["message"] == (
+        "domain import: imp-a.example is in another mail database than b already (a domain "
+        "lives in one; 'domain move' moves it); nothing was changed")
+    two.ok("domain", "import", "--on", "b", real=True, stdin=domains)
+    assert two.b("SELECT description FROM domain WHERE domain = 'new-dom.example'") == "New"
+    exported = two.ok("domain", "export")["data"]["csv"]
+    assert "imp-a.example" in exported and "new-dom.example" in exported
+    assert "imp-a.example" not in two.ok("domain", "export", "--on", "b")["data"]["csv"]
+
+
+def test_a_reload_adds_and_removes_a_database(two: Two, mail_template: str) -> None:
+    two.pg.psql(f'CREATE DATABASE "multi_c" TEMPLATE "{mail_template}" OWNER "{OWNER}"')
+    before = two.path.read_text()
+    config = yaml.safe_load(before)
+    config["mail"]["databases"]["c"] = {**config["mail"]["databases"]["a"],
+                                        "dsn": config["mail"]["databases"]["a"]["dsn"]
+                                        .replace(A_DB, "multi_c")}
+    two.path.write_text(yaml.safe_dump(config))
+    try:
+        two.daemon.signal(signal.SIGHUP)
+        assert wait_for(lambda: bool(two.daemon.request(
+            ["domain", "create", "three.example", "--on", "c"], execute_real=True)["ok"]))
+        assert two.pg.psql("SELECT domain FROM domain", "multi_c").strip() == "three.example"
+        listed = two.ok("domain", "list", "--on", "c")["data"]
+        assert [(d["domain"], d["database"]) for d in listed] == [("three.example", "c")]
+    finally:
+        two.path.write_text(before)
+        two.daemon.signal(signal.SIGHUP)
+    assert wait_for(lambda: not two.daemon.request(["domain", "list", "--on", "c"])["ok"])
+    assert two.fail("domain", "show", "three.example")["message"].startswith(
+        "the domain three.example does not exist in any mail database")
+    two.ok("user", "list")
+    two.pg.drop_database("multi_c")

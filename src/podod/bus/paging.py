@@ -17,6 +17,7 @@ rest counted, from the cursor on, with the listing's own filter.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import shlex
 from collections.abc import Callable, Mapping
@@ -247,18 +248,20 @@ async def merge_pages(page: Page, pages: list[tuple[str, tuple[list[Any], int, s
 
 def _merge(page: Page, pages: list[tuple[str, tuple[list[Any], int, str]]], name: str,
            desc: bool) -> tuple[list[dict[str, Any]], int, str]:
-    merged: list[dict[str, Any]] = []
     more = 0
+    runs: list[list[dict[str, Any]]] = []
     for database, (rows, rest, _last) in pages:
         more += rest
-        for row in rows:
-            item = dict(row)
+        run = [dict(row) for row in rows]
+        for item in run:
             item["database"] = database
-            merged.append(item)
+        runs.append(run)
+    # Each database's page is in order already: a k-way merge, linear in the rows.
     if page.by is None:
-        merged.sort(key=lambda r: str(r[name]), reverse=desc)
+        merged = list(heapq.merge(*runs, key=lambda r: str(r[name]), reverse=desc))
     else:
-        merged.sort(key=lambda r: (r["_sort"], str(r[name])), reverse=desc)
+        merged = list(heapq.merge(*runs, key=lambda r: (r["_sort"], str(r[name])),
+                                  reverse=desc))
     shown = merged if page.limit is None else merged[:page.limit]
     more += len(merged) - len(shown)
     last = page.cursor_of(shown[-1], name) if shown else ""

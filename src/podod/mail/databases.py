@@ -204,6 +204,10 @@ class MailDatabases:
                                      if n == database.name or n in found])
         return database
 
+    def mapped(self, domain: str) -> tuple[str, ...]:
+        """The databases the map (as last read) says hold ``domain``: no query."""
+        return self._where.get(domain, ())
+
     async def refresh(self) -> None:
         """Read the map now (a domain move decides on it)."""
         await self._refresh(force=True)

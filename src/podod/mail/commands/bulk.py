@@ -549,6 +549,19 @@ async def _import_database(ctx: CommandContext, kind: Kind, records: list[Record
     databases needs it), or the database of the file's domains, which must all be in one
     (an import is one transaction; docs/databases.md)."""
     every = databases(ctx)
+    if kind == "domain" and every.several:
+        chosen = every.chosen(on, f"{kind} import")
+        await every.refresh()
+        elsewhere = sorted({r.domain for r in records
+                            if any(n != chosen.name for n in every.mapped(r.domain))})
+        if elsewhere:
+            listed = ", ".join(elsewhere[:3]) + (f" and {len(elsewhere) - 3} more"
+                                                 if len(elsewhere) > 3 else "")
+            raise ValidationError(f"domain import: {listed} "
+                                  f"{'is' if len(elsewhere) == 1 else 'are'} in another mail "
+                                  f"database than {chosen.name} already (a domain lives in "
+                                  "one; 'domain move' moves it); nothing was changed")
+        return chosen
     if kind == "domain" or not every.several:
         return every.chosen(on, f"{kind} import")
     where: dict[str, set[str]] = {}

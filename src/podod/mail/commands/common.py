@@ -150,12 +150,11 @@ async def list_page(ctx: CommandContext, on: str | None, page: Page, **query: An
     (keyset paging per database, in byte order so the pages merge exactly), merged in the
     listing's order; rows carry ``database`` when there are several. The notes name the
     databases that did not answer."""
-    if not several(ctx) and on is None:
-        async with reader(ctx) as db:
+    if not several(ctx):  # one database: read as always (--on may only name it)
+        database = databases(ctx).get(on) if on is not None else None
+        async with reader(ctx, database=database) as db:
             rows, more, last = await fetch_page(db, page, **query)
         return rows, more, last, []
-    if on is not None:
-        databases(ctx).get(on)
 
     async def read(db: Any) -> tuple[list[Any], int, str]:
         return await fetch_page(db, page, collate=True, keep_sort=True, **query)
