@@ -212,18 +212,63 @@ async def after_images(uow: Any, images: list[Image]) -> dict[tuple[str, str], s
     return rows
 
 
-async def change_rows_json(uow: Any) -> bytearray:
-    """rows.json of a change, block by block: each block's after images are read, appended
-    (in a worker thread) and dropped."""
+async def write_change_rows(uow: Any, rows_file: RowsFile) -> str:
+    """Write rows.json of a change block by block: each block's after images are read,
+    appended and written (in a worker thread, one trip per block: a change of one row makes
+    one trip) and dropped, so a bulk import's 300 000 rows (100 MB of JSON) are never in
+    memory at once. Returns the file's SHA-256 as written; the read-back compares the file
+    with it."""
     images = iter(uow.before_images)
-    out = bytearray(b"[")
-    more = False
-    while block := list(islice(images, AFTER_BLOCK)):
-        after = await after_images(uow, block)
-        await asyncio.to_thread(_append_rows, out, block, after, more)
-        more = True
-    out += b"\n]"
-    return out
+    block = list(islice(images, AFTER_BLOCK))
+    first = True
+    while True:
+        after = await after_images(uow, block) if block else {}
+        following = list(islice(images, AFTER_BLOCK))
+        # Never left running while the folder is removed: a cancelled request waits for
+        # the block's write to end (a closed descriptor could be some other file's by then).
+        trip = asyncio.ensure_future(asyncio.to_thread(rows_file.write, block, after, first,
+                                                       not following))
+        try:
+            await asyncio.shield(trip)
+        except asyncio.CancelledError:
+            await asyncio.gather(trip, return_exceptions=True)
+            raise
+        if not following:
+            return rows_file.digest.hexdigest()
+        block, first = following, False
+
+
+class RowsFile:
+    """rows.json being written: created (mode 0600, never over a file) in the folder that
+    ``make_folder`` makes at the first block, fsynced after the last."""
+
+    def __init__(self, make_folder: Any) -> None:
+        self.make_folder = make_folder
+        self.folder: Path | None = None
+        self.fd: int | None = None
+        self.digest = hashlib.sha256()
+
+    def write(self, images: list[Image], after: dict[tuple[str, str], str], first: bool,
+              last: bool) -> None:
+        if self.fd is None:
+            self.folder = self.make_folder()
+            self.fd = os.open(self.folder / "rows.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                              0o600)
+        out = bytearray(b"[" if first else b"")
+        _append_rows(out, images, after, not first)
+        if last:
+            out += b"\n]"
+        self.digest.update(out)
+        view = memoryview(out)
+        while view:
+            view = view[os.write(self.fd, view):]
+        if last:
+            os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 # A change's manifest lists its changes up to this many (rows.json holds every row).
@@ -340,20 +385,32 @@ class BackupGate:
         # enough for json_populate_record to read them back (a restore does). One row per
         # line through the C encoder, in a worker thread: a bulk import's 300 000 rows
         # would hold the event loop for seconds in the indenting (pure-Python) encoder.
-        data = await change_rows_json(uow)
-        changes = uow.changes()
-        manifest: dict[str, Any] = {
-            "id": backup_id, "kind": "change", "created": created, "actor": ctx.actor.name,
-            "origin": ctx.request.origin, "command": ctx.spec.name,
-            "request_id": ctx.request.id, "tables": tables,
-            "changes": [asdict(c) for c in changes[:MANIFEST_CHANGES]], "pg_dump": False,
-        }
-        if len(changes) > MANIFEST_CHANGES:
-            manifest["changes_total"] = len(changes)
-        count = len(uow.before_images)
-        # The buffer itself, not a bytes copy of it (hundreds of MB for a bulk import).
-        return await self._store(backup_id, created, ctx.actor.name, ctx.spec.name, tables,
-                                 count, {"rows.json": data}, manifest)  # type: ignore[dict-item]
+        # rows.json goes to disk block by block as it is made (never whole in memory).
+        rows_file = RowsFile(lambda: self._make_temp(backup_id, False))
+        try:
+            sums = {"rows.json": await write_change_rows(uow, rows_file)}
+            rows_file.close()
+            assert rows_file.folder is not None
+            changes = uow.changes()
+            manifest: dict[str, Any] = {
+                "id": backup_id, "kind": "change", "created": created,
+                "actor": ctx.actor.name, "origin": ctx.request.origin,
+                "command": ctx.spec.name, "request_id": ctx.request.id, "tables": tables,
+                "changes": [asdict(c) for c in changes[:MANIFEST_CHANGES]], "pg_dump": False,
+            }
+            if len(changes) > MANIFEST_CHANGES:
+                manifest["changes_total"] = len(changes)
+            del changes
+            folder, problems, size, manifest_sha = await asyncio.to_thread(
+                self._seal_checked, rows_file.folder, backup_id, manifest, sums)
+        except BaseException:
+            rows_file.close()
+            if rows_file.folder is not None:
+                await asyncio.to_thread(shutil.rmtree, rows_file.folder, True)
+            raise
+        return await self._catalog(backup_id, created, ctx.actor.name, ctx.spec.name,
+                                   tables, len(uow.before_images), folder, problems, size,
+                                   manifest_sha)
 
     async def _store(self, backup_id: str, created: float, actor: str, command: str,
                      tables: list[str], count: int, files: dict[str, bytes],
@@ -378,6 +435,14 @@ class BackupGate:
             if not problems:
                 problems = await self._check_dump(folder / "dump.pgc")
             size, manifest_sha = await asyncio.to_thread(_size_and_manifest, folder)
+        return await self._catalog(backup_id, created, actor, command, tables, count, folder,
+                                   problems, size, manifest_sha)
+
+    async def _catalog(self, backup_id: str, created: float, actor: str, command: str,
+                       tables: list[str], count: int, folder: Path, problems: list[str],
+                       size: int, manifest_sha: str) -> str:
+        """Catalog a written backup folder, or remove it when its read-back found problems
+        (BackupFailed, nothing changed)."""
 
         def record(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO backups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -473,6 +538,14 @@ class BackupGate:
             shutil.rmtree(temp, True)
             raise
         return (folder, _read_back(folder, files), *_size_and_manifest(folder))
+
+    def _seal_checked(self, temp: Path, backup_id: str, manifest: dict[str, Any],
+                      sums: dict[str, str]) -> tuple[Path, list[str], int, str]:
+        """In a worker thread: seal a folder whose files are written (``sums``: their
+        SHA-256 as written) and read it back; its path, problems, size and the manifest's
+        SHA-256."""
+        folder = self._seal(temp, backup_id, manifest, sums)
+        return (folder, verify_folder(folder), *_size_and_manifest(folder))
 
     def _make_temp(self, backup_id: str, tables: bool) -> Path:
         base = self.directory
