@@ -30,6 +30,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 PLAN_TTL = 8.0  # seconds a chat plan lives here (2 minutes by default)
 MARKER = "Hunter2-zq8-MARKER"
+PROGRESS = "org.podod.progress"  # the content key of the bot's progress messages
 
 
 @dataclass
@@ -107,7 +108,7 @@ def world(stack: MailStack, dovecot: Dovecot,
                     "rooms": [room, secret_room],
                     "alert_room": alert_room, "plan_ttl": f"{PLAN_TTL}s",
                     "backoff_initial": "0.2s", "backoff_max": "1s", "sync_timeout": "5s",
-                    "progress_interval": "0.5s"},
+                    "progress_interval": "0.5s", "progress_after": "0s"},
             commands={"rate_limit": {"per_minute": 600, "burst": 30}},
             servers=[sshd.server_entry("mx9")],
             alerts={"enabled": True, "default_rules": False, "rule_files": [str(rules)],
@@ -138,6 +139,17 @@ def _plan_id(text: str) -> str:
         if len(word) == 8 and all(c in "0123456789abcdef" for c in word):
             return word
     raise AssertionError(f"no plan id in {text!r}")
+
+
+def _answer(client: Any, room: str, event_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """The bot's reply to a command: not its progress message, which is in the thread too
+    (``progress_after`` is 0 here, so every command that reports progress shows it)."""
+    def answers(e: dict[str, Any]) -> bool:
+        rel = e["content"].get("m.relates_to") or {}
+        return e["room"] == room and e["type"] == "m.room.message" and \
+            not e["content"].get(PROGRESS) and \
+            (rel.get("m.in_reply_to") or {}).get("event_id") == event_id
+    return client.wait(answers, timeout, f"the reply to {event_id}")
 
 
 def _mailboxes(stack: MailStack, address: str) -> str:
@@ -233,18 +245,82 @@ def test_an_import_reads_the_csv_file_the_command_replies_to(world: World,
         world.alice.wait_reply(world.room, asked))
 
     planned = world.alice.send(world.room, "!podo user import --execute-real", reply)
-    plan = world.alice.wait_reply(world.room, planned)
+    plan = _answer(world.alice, world.room, planned)
     text = _body(plan)
     assert "3 mailboxes would be imported" in text and f"chat0@{world.domain}" in text, text
     assert stack.sql(f"SELECT count(*) FROM mailbox WHERE username LIKE 'chat%@{world.domain}'"
                      ) == "0"
     code = re.search(r"!podo confirm (\S+)", text)
     assert code, text
-    done = _body(world.alice.wait_reply(world.room, world.alice.send(
+    done = _body(_answer(world.alice, world.room, world.alice.send(
         world.room, f"!podo confirm {code.group(1)}")))
     assert "3" in done, done
     assert stack.sql(f"SELECT count(*) FROM mailbox WHERE username LIKE 'chat%@{world.domain}'"
                      ) == "3"
+
+
+def _progress(world: World, command: str) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+    """The one progress message in a command's thread, its edits (in order), and the
+    position after the last of them in what alice saw."""
+    seen = world.alice.seen(lambda e: e["room"] == world.room)
+    posted = [e for e in seen if e["content"].get(PROGRESS) and (
+        e["content"].get("m.relates_to") or {}).get("m.in_reply_to", {}).get(
+            "event_id") == command]
+    assert len(posted) == 1, posted  # one message, not one per report
+    message = posted[0]
+    edits = [e for e in seen if (e["content"].get("m.relates_to") or {}).get("rel_type") ==
+             "m.replace" and e["content"]["m.relates_to"].get("event_id") ==
+             message["event_id"]]
+    last = max(seen.index(e) for e in [message, *edits])
+    return message, edits, last
+
+
+def test_an_import_shows_its_phases_in_one_edited_progress_message(world: World,
+                                                                   stack: MailStack) -> None:
+    domain = new_domain(stack)
+    count = 400  # clear-text passwords: the hashing phase counts them
+    rows = "address,password\n" + "".join(
+        f"step{i:03d}@{domain},Chat-Progress-{i:04d}-pw\n" for i in range(count))
+    file_id = world.alice.send_file(world.room, "steps.csv", rows.encode())
+    planned = world.alice.send(world.room, "!podo user import --execute-real",
+                               {"m.in_reply_to": {"event_id": file_id}})
+    plan = _answer(world.alice, world.room, planned)
+    assert f"{count} mailboxes would be imported" in _body(plan), _body(plan)
+
+    message, edits, last = _progress(world, planned)
+    assert message["sender"] == world.bot and message["content"]["msgtype"] == "m.notice"
+    assert message["content"]["m.relates_to"]["rel_type"] == "m.thread"
+    assert message["content"]["m.relates_to"]["event_id"] == planned
+    assert edits, "the progress message is edited, not posted again"
+    assert all(e["sender"] == world.bot for e in edits)
+    final = edits[-1]["content"]["m.new_content"]["body"]
+    assert edits[-1]["content"]["body"] == f"* {final}"  # the fallback of an edit
+    # the last edit lists every phase, done, with its counts ...
+    for line in ("\u2713 reading the file",
+                 f"\u2713 checking rows against the database ({count}/{count})",
+                 f"\u2713 checking rows again, inside the transaction ({count}/{count})",
+                 f"\u2713 hashing passwords ({count}/{count})",
+                 f"\u2713 writing rows ({count}/{count})"):
+        assert line in final.split("\n"), final
+    assert "\u23f3" not in final
+    # ... and the reply comes after it
+    seen = world.alice.seen(lambda e: e["room"] == world.room)
+    assert seen.index(plan) > last
+    assert stack.sql(f"SELECT count(*) FROM mailbox WHERE domain = '{domain}'") == "0"
+
+    # the real run (the confirmation) shows its progress the same way, then its reply
+    code = re.search(r"!podo confirm (\S+)", _body(plan))
+    assert code, _body(plan)
+    confirm = world.alice.send(world.room, f"!podo confirm {code.group(1)}")
+    done = world.alice.wait(lambda e: e["room"] == world.room and e["sender"] == world.bot
+                            and f"{count} mailboxes imported" in _body(e), 120, "the import")
+    message, edits, last = _progress(world, confirm)
+    final = (edits[-1]["content"]["m.new_content"]["body"] if edits else
+             message["content"]["body"])
+    assert f"\u2713 writing rows ({count}/{count})" in final.split("\n"), final
+    seen = world.alice.seen(lambda e: e["room"] == world.room)
+    assert seen.index(done) > last
+    assert stack.sql(f"SELECT count(*) FROM mailbox WHERE domain = '{domain}'") == str(count)
 
 
 def test_refusals_foreign_confirmation_reaction_other_domain_expired_replayed(

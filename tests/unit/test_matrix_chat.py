@@ -130,41 +130,64 @@ def test_a_valid_section_and_the_chat_plan_lifetime(tmp_path: Path) -> None:
     assert not config.matrix.enabled
 
 
-def test_a_long_command_edits_one_progress_message(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_long_command_edits_one_progress_message() -> None:
     import asyncio
     from types import SimpleNamespace
 
     from podod.frontends import matrix
     from podod.matrix.session import Incoming
 
-    monkeypatch.setattr(matrix, "PROGRESS_AFTER", 0.01)
     sent: list[dict[str, object]] = []
 
     async def send(room: str, content: dict[str, object]) -> str:
         sent.append(content)
         return f"$p{len(sent)}"
 
-    bot = SimpleNamespace(settings=SimpleNamespace(progress_interval=0.1),
+    bot = SimpleNamespace(settings=SimpleNamespace(progress_interval=0.1, progress_after=0.01),
                           session=SimpleNamespace(send=send))
     incoming = Incoming(kind="message", room_id="!r", event_id="$cmd", sender="@a:b", ts=0)
 
-    async def run(steps: int, pause: float) -> None:
+    async def run(phases: list[tuple[str, int]], pause: float, ok: bool = True) -> None:
         progress = matrix._ProgressMessage(bot, incoming, "$cmd")  # type: ignore[arg-type]
-        for done in range(1, steps + 1):
-            await progress("counting", done, steps)
-            await asyncio.sleep(pause)
-        progress.close()
+        for phase, steps in phases:
+            for done in range(1, steps + 1):
+                await progress(phase, done, steps)
+                await asyncio.sleep(pause)
+        await progress.finish(ok)
+        sent.append({"reply": True})
 
-    asyncio.run(run(10, 0.03))
+    asyncio.run(run([("counting", 10)], 0.03))
     assert sent[0]["body"] == "\u23f3 counting (1/10)"
     assert sent[0]["m.relates_to"]["rel_type"] == "m.thread"  # type: ignore[index]
-    edits = sent[1:]
+    assert sent[0][matrix.PROGRESS_KEY] is True
+    edits = sent[1:-1]
     assert edits and all(e["m.relates_to"] == {"rel_type": "m.replace", "event_id": "$p1"}
                          for e in edits)
     assert len(sent) < 10  # coalesced, not one message per report
+    # the last edit, before the reply: the phase done, with its final counts
+    assert edits[-1]["m.new_content"]["body"] == "\u2713 counting (10/10)"  # type: ignore[index]
+    assert sent[-1] == {"reply": True}
+
+    # phases shorter than the interval still show, each on its line; a failure marks the
+    # phase the command stopped in
     sent.clear()
-    asyncio.run(run(3, 0.0))  # a quick command shows no progress at all
-    assert sent == []
+    asyncio.run(run([("reading the file", 1), ("hashing passwords", 3), ("writing rows", 2)],
+                    0.02, ok=False))
+    last = sent[-2]["m.new_content"]["body"]  # type: ignore[index]
+    assert last == ("\u2713 reading the file (1/1)\n\u2713 hashing passwords (3/3)\n"
+                    "\u2717 writing rows (2/2)")
+
+    # a report's text is one bounded line; the earliest of many phases are counted
+    sent.clear()
+    asyncio.run(run([(f"step\n{n} " + "x" * 300, 1) for n in range(20)], 0.002))
+    body = str(sent[-2]["m.new_content"]["body"])  # type: ignore[index]
+    lines = body.split("\n")
+    assert lines[0] == f"({20 - matrix.PROGRESS_LINES} earlier steps)"
+    assert len(lines) == matrix.PROGRESS_LINES + 1 and all(len(x) < 220 for x in lines)
+
+    sent.clear()
+    asyncio.run(run([("counting", 3)], 0.0))  # a quick command shows no progress at all
+    assert sent == [{"reply": True}]
 
 
 def test_check_config_warns_of_a_clear_text_homeserver_and_a_readable_token(

@@ -35,6 +35,7 @@ import secrets
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from itertools import islice
@@ -226,21 +227,74 @@ def database_of(leg: Any) -> str | None:
         database, "several", False) else None
 
 
-async def change_rows_json(uow: Any) -> bytearray:
-    """rows.json of a change, block by block: each block's after images are read, appended
-    (in a worker thread) and dropped. A change on two databases (a domain move) holds the
-    rows of both, each with its ``database``."""
-    out = bytearray(b"[")
-    more = False
+def _blocks(uow: Any) -> Iterator[tuple[Any, str | None, list[Image]]]:
+    """A change's before images in blocks, each with its unit of work and database name."""
     for leg in legs_of(uow):
-        images = iter(leg.before_images)
         name = database_of(leg)
+        images = iter(leg.before_images)
         while block := list(islice(images, AFTER_BLOCK)):
-            after = await after_images(leg, block)
-            await asyncio.to_thread(_append_rows, out, block, after, more, name)
-            more = True
-    out += b"\n]"
-    return out
+            yield leg, name, block
+
+
+async def write_change_rows(uow: Any, rows_file: RowsFile) -> str:
+    """Write rows.json of a change block by block: each block's after images are read,
+    appended and written (in a worker thread, one trip per block: a change of one row makes
+    one trip) and dropped, so a bulk import's 300 000 rows (100 MB of JSON) are never in
+    memory at once. A change on two databases (a domain move) holds the rows of both, each
+    with its ``database``. Returns the file's SHA-256 as written; the read-back compares the
+    file with it."""
+    blocks = _blocks(uow)
+    current = next(blocks, None)
+    first = True
+    while True:
+        leg, name, block = current if current is not None else (uow, None, [])
+        after = await after_images(leg, block) if block else {}
+        following = next(blocks, None)
+        # Never left running while the folder is removed: a cancelled request waits for
+        # the block's write to end (a closed descriptor could be some other file's by then).
+        trip = asyncio.ensure_future(asyncio.to_thread(rows_file.write, block, after, first,
+                                                       following is None, name))
+        try:
+            await asyncio.shield(trip)
+        except asyncio.CancelledError:
+            await asyncio.gather(trip, return_exceptions=True)
+            raise
+        if following is None:
+            return rows_file.digest.hexdigest()
+        current, first = following, False
+
+
+class RowsFile:
+    """rows.json being written: created (mode 0600, never over a file) in the folder that
+    ``make_folder`` makes at the first block, fsynced after the last."""
+
+    def __init__(self, make_folder: Any) -> None:
+        self.make_folder = make_folder
+        self.folder: Path | None = None
+        self.fd: int | None = None
+        self.digest = hashlib.sha256()
+
+    def write(self, images: list[Image], after: dict[tuple[str, str], str], first: bool,
+              last: bool, database: str | None = None) -> None:
+        if self.fd is None:
+            self.folder = self.make_folder()
+            self.fd = os.open(self.folder / "rows.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                              0o600)
+        out = bytearray(b"[" if first else b"")
+        _append_rows(out, images, after, not first, database)
+        if last:
+            out += b"\n]"
+        self.digest.update(out)
+        view = memoryview(out)
+        while view:
+            view = view[os.write(self.fd, view):]
+        if last:
+            os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 # A change's manifest lists its changes up to this many (rows.json holds every row).
@@ -360,23 +414,36 @@ class BackupGate:
         # enough for json_populate_record to read them back (a restore does). One row per
         # line through the C encoder, in a worker thread: a bulk import's 300 000 rows
         # would hold the event loop for seconds in the indenting (pure-Python) encoder.
-        data = await change_rows_json(uow)
-        changes = uow.changes()
-        manifest: dict[str, Any] = {
-            "id": backup_id, "kind": "change", "created": created, "actor": ctx.actor.name,
-            "origin": ctx.request.origin, "command": ctx.spec.name,
-            "request_id": ctx.request.id, "tables": tables,
-            "changes": [asdict(c) for c in changes[:MANIFEST_CHANGES]], "pg_dump": False,
-        }
-        if len(changes) > MANIFEST_CHANGES:
-            manifest["changes_total"] = len(changes)
-        names = [n for n in (database_of(leg) for leg in legs) if n is not None]
-        if names:
-            manifest["databases"] = names
-        count = sum(len(leg.before_images) for leg in legs)
-        # The buffer itself, not a bytes copy of it (hundreds of MB for a bulk import).
-        return await self._store(backup_id, created, ctx.actor.name, ctx.spec.name, tables,
-                                 count, {"rows.json": data}, manifest)  # type: ignore[dict-item]
+        # rows.json goes to disk block by block as it is made (never whole in memory).
+        rows_file = RowsFile(lambda: self._make_temp(backup_id, False))
+        try:
+            sums = {"rows.json": await write_change_rows(uow, rows_file)}
+            rows_file.close()
+            assert rows_file.folder is not None
+            changes = uow.changes()
+            manifest: dict[str, Any] = {
+                "id": backup_id, "kind": "change", "created": created,
+                "actor": ctx.actor.name, "origin": ctx.request.origin,
+                "command": ctx.spec.name, "request_id": ctx.request.id, "tables": tables,
+                "changes": [asdict(c) for c in changes[:MANIFEST_CHANGES]], "pg_dump": False,
+            }
+            if len(changes) > MANIFEST_CHANGES:
+                manifest["changes_total"] = len(changes)
+            names = [n for n in (database_of(leg) for leg in legs) if n is not None]
+            if names:
+                manifest["databases"] = names
+            del changes
+            folder, problems, size, manifest_sha = await asyncio.to_thread(
+                self._seal_checked, rows_file.folder, backup_id, manifest, sums)
+        except BaseException:
+            rows_file.close()
+            if rows_file.folder is not None:
+                await asyncio.to_thread(shutil.rmtree, rows_file.folder, True)
+            raise
+        return await self._catalog(backup_id, created, ctx.actor.name, ctx.spec.name,
+                                   tables, sum(len(leg.before_images) for leg in legs), folder,
+                                   problems, size,
+                                   manifest_sha)
 
     async def _store(self, backup_id: str, created: float, actor: str, command: str,
                      tables: list[str], count: int, files: dict[str, bytes],
@@ -404,6 +471,14 @@ class BackupGate:
                 if not problems:
                     problems = await self._check_dump(folder / name)
             size, manifest_sha = await asyncio.to_thread(_size_and_manifest, folder)
+        return await self._catalog(backup_id, created, actor, command, tables, count, folder,
+                                   problems, size, manifest_sha)
+
+    async def _catalog(self, backup_id: str, created: float, actor: str, command: str,
+                       tables: list[str], count: int, folder: Path, problems: list[str],
+                       size: int, manifest_sha: str) -> str:
+        """Catalog a written backup folder, or remove it when its read-back found problems
+        (BackupFailed, nothing changed)."""
 
         def record(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO backups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -509,6 +584,14 @@ class BackupGate:
             shutil.rmtree(temp, True)
             raise
         return (folder, _read_back(folder, files), *_size_and_manifest(folder))
+
+    def _seal_checked(self, temp: Path, backup_id: str, manifest: dict[str, Any],
+                      sums: dict[str, str]) -> tuple[Path, list[str], int, str]:
+        """In a worker thread: seal a folder whose files are written (``sums``: their
+        SHA-256 as written) and read it back; its path, problems, size and the manifest's
+        SHA-256."""
+        folder = self._seal(temp, backup_id, manifest, sums)
+        return (folder, verify_folder(folder), *_size_and_manifest(folder))
 
     def _make_temp(self, backup_id: str, tables: bool) -> Path:
         base = self.directory

@@ -578,7 +578,7 @@ class ApiFrontend:
         for key in ("execute_real", "password"):
             if key in obj:
                 given[key] = obj[key]
-        return await self._run(request, spec, given, actor, data)
+        return await self._run(request, spec, given, actor, data, _streams(request))
 
     def _find(self, command: Any) -> CommandSpec:
         """The command a request names (the grammar's sentence for an unknown one)."""
@@ -602,7 +602,7 @@ class ApiFrontend:
             raise Problem(400, "confirming a plan takes no parameters", "usage")
         plan = request.match_info["id"]
         spec = self.runtime.registry.commands["confirm"]
-        return await self._run(request, spec, {"plan": plan}, actor, None)
+        return await self._run(request, spec, {"plan": plan}, actor, None, _streams(request))
 
     async def _refused(self, request: web.Request, actor: Actor, argv: list[str],
                        exc: PododError) -> web.StreamResponse:
@@ -612,7 +612,10 @@ class ApiFrontend:
         return self._respond(request, reply, None)
 
     async def _run(self, request: web.Request, spec: CommandSpec, given: dict[str, Any],
-                   actor: Actor, data: str | None) -> web.StreamResponse:
+                   actor: Actor, data: str | None, stream: bool = False
+                   ) -> web.StreamResponse:
+        """Run one command; ``stream``: answer its progress as Server-Sent Events (the
+        routes that offer it, when the client asks with ``Accept: text/event-stream``)."""
         bus = self.runtime.bus
         assert bus is not None
         real = given.pop("execute_real", None)
@@ -646,8 +649,46 @@ class ApiFrontend:
         bus_request = Request(argv=argv, actor=actor, origin="api",
                               execute_real=bool(real) and spec.mutating, stdin=stdin,
                               naming=self._naming)
+        if stream:
+            return await self._streamed(request, bus_request)
         reply = await bus.execute(bus_request)
         return await self._reply(request, reply, bus_request.id)
+
+    async def _streamed(self, request: web.Request, bus_request: Request
+                        ) -> web.StreamResponse:
+        """The command's progress as Server-Sent Events, then its reply (or problem) as the
+        last event, with the body a plain request gets (frontends/api_progress.py)."""
+        from aiohttp import web
+
+        from podod.frontends.api_progress import STREAM, CommandStream
+
+        bus = self.runtime.bus
+        assert bus is not None
+        headers = {"Content-Type": STREAM, "Cache-Control": "no-store",
+                   "X-Content-Type-Options": "nosniff", "X-Accel-Buffering": "no"}
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.rstrip("/").lower() in \
+                self.settings.cors.allow_origins:
+            headers |= {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        events = CommandStream(response)
+        events.start()
+        try:
+            await response.write(b": podod command " + " ".join(
+                bus_request.argv[:2]).encode("utf-8", "replace") + b"\n\n")
+            try:
+                reply = await bus.execute(bus_request, events.progress)
+                status, body = await self._reply_body(request, reply, bus_request.id)
+            except Exception:  # the headers are sent: the failure is the last event
+                log.exception("api: %s %s failed", request.method, request.path)
+                status, body = 500, _encode(problem_body(
+                    500, "the request failed on an internal error; see the daemon's log",
+                    "internal", request.path, bus_request.id))
+            await events.finish("reply" if status < 300 else "problem", body)
+        finally:
+            events.close()
+        return response
 
     def _respond(self, request: web.Request, reply: Reply, request_id: str | None
                  ) -> web.Response:
@@ -661,6 +702,18 @@ class ApiFrontend:
 
         if not reply.ok:
             return self._respond(request, reply, request_id)
+        _status, body = await self._reply_body(request, reply, request_id)
+        return web.Response(body=body, content_type="application/json")
+
+    async def _reply_body(self, request: web.Request, reply: Reply, request_id: str
+                          ) -> tuple[int, bytes]:
+        """The HTTP status and JSON body of a reply: the reply itself (200), or its problem
+        document."""
+        if not reply.ok:
+            status = reply.resolved_status()
+            code = http_status(status)
+            return code, _encode(problem_body(code, reply.message, reply.code, request.path,
+                                              request_id, status))
         obj = reply.to_dict()
         obj.pop("table", None)  # what a terminal shows; data holds the same
         obj["request_id"] = request_id
@@ -671,7 +724,7 @@ class ApiFrontend:
                 obj["notes"] = [n.replace(command, obj["page"]["next"]) for n in reply.notes]
         rows = len(reply.data) if isinstance(reply.data, list) else 0
         body = await asyncio.to_thread(_encode, obj) if rows > INLINE_ROWS else _encode(obj)
-        return web.Response(body=body, content_type="application/json")
+        return 200, body
 
     def _page(self, request: web.Request, page: dict[str, Any]) -> dict[str, Any]:
         """The next page as a URL of this API (the bus names a podoctl command)."""
@@ -725,6 +778,14 @@ class _HttpLog(logging.LoggerAdapter):
                              str(exc_info.message)[:200].replace("\n", " "))
             return
         self.logger.exception(msg, *args, exc_info=exc_info, **kw)
+
+
+def _streams(request: web.Request) -> bool:
+    """The client asks for the command's progress as events (``Accept:
+    text/event-stream``); only the routes that run any command or a plan offer it."""
+    from podod.frontends.api_progress import wants_stream
+
+    return wants_stream(request.headers.get("Accept", ""))
 
 
 def secret_name(spec: CommandSpec) -> str | None:

@@ -162,6 +162,14 @@ def _links(routes: list[Route], commands: dict[str, CommandSpec]) -> dict[str, A
     return out
 
 
+# POST /api/commands and /api/plans/{id} stream a command's progress when asked
+# (frontends/api_progress.py).
+_STREAM_NOTE = (" (Server-Sent Events: `event: progress` with `{\"message\", \"done\", "
+                "\"total\"}`, then one `event: reply` with the body a plain request gets, or "
+                "`event: problem` with its problem document; docs/api.md).")
+_STREAM_CONTENT = {"text/event-stream": {"schema": {"type": "string"}}}
+
+
 def build_openapi(routes: list[Route], commands: dict[str, CommandSpec], auth: Any,
                   events: Any) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
@@ -182,9 +190,12 @@ def build_openapi(routes: list[Route], commands: dict[str, CommandSpec], auth: A
         "parameters": [{"name": "id", "in": "path", "required": True,
                         "schema": {"type": "string", "maxLength": 64},
                         "description": "the plan_id of a sandbox reply"}],
-        "responses": {"200": {"description": "the confirmed command's reply",
+        "responses": {"200": {"description": "the confirmed command's reply; with "
+                                             "Accept: text/event-stream, its progress "
+                                             "events and then the reply" + _STREAM_NOTE,
                               "content": {"application/json": {
-                                  "schema": reply_schema(commands.get("confirm"))}}},
+                                  "schema": reply_schema(commands.get("confirm"))},
+                                  **_STREAM_CONTENT}},
                       "default": _PROBLEM_RESPONSE}}}
     paths["/api/commands"] = {"post": {
         "operationId": "post_commands", "tags": ["commands"],
@@ -201,9 +212,11 @@ def build_openapi(routes: list[Route], commands: dict[str, CommandSpec], auth: A
                                "execute_real": _EXECUTE_REAL,
                                "password": {"type": "string", "writeOnly": True}}}},
             "text/csv": {"schema": {"type": "string"}}}},
-        "responses": {"200": {"description": "the command's reply",
+        "responses": {"200": {"description": "the command's reply; with Accept: "
+                                             "text/event-stream, its progress events and "
+                                             "then the reply" + _STREAM_NOTE,
                               "content": {"application/json": {
-                                  "schema": reply_schema(None)}}},
+                                  "schema": reply_schema(None)}, **_STREAM_CONTENT}},
                       "default": _PROBLEM_RESPONSE}}}
     if events is not None:
         paths["/api/events"] = events.openapi()

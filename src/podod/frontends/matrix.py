@@ -7,7 +7,9 @@ A thin translation, like the Unix socket (docs/architecture.md, "Writing a front
 2. rate limit: ``bus.admit``;
 3. input: the message's text, normalised (reply fallbacks cut, smart quotes and phone
    dashes made plain) and split like a shell; no stdin: a password never comes through chat;
-4. progress: one message, edited at most every ``matrix.progress_interval``;
+4. progress: one message, posted once a command has run ``matrix.progress_after`` and
+   edited at most every ``matrix.progress_interval``: each phase on its line with its
+   counts; a last edit marks them done before the reply is posted;
 5. reply: ``render_text``/``render_html`` with :data:`CHAT` naming, an ``m.notice`` in a
    thread under the command, summarised under the 64 KiB event limit; secrets only by
    direct message to the requester (encrypted), else refused beforehand;
@@ -61,7 +63,8 @@ _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": 
 _DASHES = re.compile(r"(?:(?<=\s)|^)[\u2014\u2013](?=[a-zA-Z])")  # phones: --opt -> —opt
 _PASSWORD_WORD = re.compile(r"^--?(password|passwd|pass|pw|secret)([=_-].*)?$", re.I)
 _KEPT = 2000  # plans and notifications remembered per bot (the oldest go first)
-PROGRESS_AFTER = 1.0  # seconds a command runs before its progress is shown
+PROGRESS_KEY = "org.podod.progress"  # marks a progress message's content (true)
+PROGRESS_LINES = 12  # phases shown in a progress message (the earliest are counted)
 
 
 def normalise(body: str) -> str:
@@ -468,12 +471,15 @@ class MatrixBot:
         try:
             reply: Reply = await run(progress)
         except asyncio.CancelledError:
+            progress.close()
             if request.interrupted is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._answer(incoming, thread, request.interrupted))
             raise
-        finally:
+        except BaseException:
             progress.close()
+            raise
+        await progress.finish(reply.ok)  # its last edit comes before the reply
         self.commands["ok" if reply.ok else reply.code or "error"] += 1
         if reply.secrets:
             secrets, reply.secrets = reply.secrets, []
@@ -625,52 +631,103 @@ class MatrixBot:
 
 
 class _ProgressMessage:
-    """A long command's progress: one message, posted at the first report and edited at
-    most every ``matrix.progress_interval``; never waits (the handler may hold a
-    transaction)."""
+    """A long command's progress: one message in the command's thread, posted once the
+    command has run ``matrix.progress_after`` (or ``progress_interval``, if shorter) and
+    edited (``m.replace``) at most every ``matrix.progress_interval``. Each phase the command
+    reports is a line with its counts (``⏳`` the current one, ``✓`` those done), so a phase
+    shorter than the interval still shows; when the command ends, a last edit marks the
+    phases done (``✗`` the one it stopped in) before the reply is posted. Never waits on the
+    homeserver while the handler runs (it may hold a transaction)."""
 
     def __init__(self, bot: MatrixBot, incoming: Incoming, thread: str) -> None:
         self.bot = bot
         self.incoming = incoming
         self.thread = thread
         self.event_id: str | None = None
-        self.latest = ""
+        self.steps: list[tuple[str, str]] = []  # (phase, its counts), in order
+        self.dropped = 0  # phases no longer shown (more than PROGRESS_LINES)
         self.shown = ""
         self.task: asyncio.Task[None] | None = None
+        self.finished = asyncio.Event()
+        self.ok = True
         self.closed = False
 
     async def __call__(self, message: str, done: int | None = None,
                        total: int | None = None) -> None:
+        phase = " ".join(message.split())[:200]  # one line, bounded
         count = f" ({done}/{total})" if done is not None and total else \
             (f" ({done})" if done is not None else "")
-        self.latest = f"\u23f3 {message}{count}"
-        if self.task is None and not self.closed:
+        if self.steps and self.steps[-1][0] == phase:
+            self.steps[-1] = (phase, count)
+        else:
+            self.steps.append((phase, count))
+            if len(self.steps) > PROGRESS_LINES:
+                del self.steps[0]
+                self.dropped += 1
+        if self.task is None and not self.closed and not self.finished.is_set():
             self.task = asyncio.create_task(self._update())
 
+    def text(self, final: bool = False) -> str:
+        lines = [f"({self.dropped} earlier steps)"] if self.dropped else []
+        for index, (phase, count) in enumerate(self.steps):
+            last = index == len(self.steps) - 1
+            mark = "\u23f3" if last and not final else (
+                "\u2717" if last and not self.ok else "\u2713")
+            lines.append(f"{mark} {phase}{count}")
+        return "\n".join(lines)
+
+    async def _wait(self, seconds: float) -> bool:
+        """Sleep ``seconds`` or until the command ends; whether it has ended."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.finished.wait(), seconds)
+        return self.finished.is_set()
+
     async def _update(self) -> None:
-        interval = self.bot.settings.progress_interval
+        settings = self.bot.settings
+        interval = settings.progress_interval
         try:
-            await asyncio.sleep(min(PROGRESS_AFTER, interval))  # a quick command shows none
-            while not self.closed:
-                if self.latest != self.shown:
-                    text = self.shown = self.latest
-                    content = {"msgtype": "m.notice", "body": text,
-                               "m.relates_to": _thread(self.thread, self.incoming.event_id)}
-                    if self.event_id is None:
-                        self.event_id = await self.bot.session.send(self.incoming.room_id,
-                                                                    content)
-                    else:
-                        await self.bot.session.send(self.incoming.room_id, {
-                            "msgtype": "m.notice", "body": f"* {text}",
-                            "m.new_content": {"msgtype": "m.notice", "body": text},
-                            "m.relates_to": {"rel_type": "m.replace",
-                                             "event_id": self.event_id}})
-                await asyncio.sleep(interval)
+            if await self._wait(min(settings.progress_after, interval)):
+                return  # a quick command shows none
+            while True:
+                final = self.finished.is_set()
+                text = self.text(final)
+                if text != self.shown:
+                    await self._show(text)
+                if final:
+                    return
+                await self._wait(interval)
         except SendError as exc:
             log.debug("Matrix: progress not shown: %s", exc)
 
+    async def _show(self, text: str) -> None:
+        self.shown = text
+        room = self.incoming.room_id
+        if self.event_id is None:
+            self.event_id = await self.bot.session.send(room, {
+                "msgtype": "m.notice", "body": text, PROGRESS_KEY: True,
+                "m.relates_to": _thread(self.thread, self.incoming.event_id)})
+        else:
+            await self.bot.session.send(room, {
+                "msgtype": "m.notice", "body": f"* {text}", PROGRESS_KEY: True,
+                "m.new_content": {"msgtype": "m.notice", "body": text, PROGRESS_KEY: True},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": self.event_id}})
+
+    async def finish(self, ok: bool) -> None:
+        """The command ended: the last edit (if a message was posted), then return, so the
+        reply comes after it; at most 10 s on a slow homeserver."""
+        self.ok = ok
+        self.finished.set()
+        task = self.task
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 10.0)
+        except TimeoutError:
+            task.cancel()
+
     def close(self) -> None:
         self.closed = True
+        self.finished.set()
         if self.task is not None:
             self.task.cancel()
 

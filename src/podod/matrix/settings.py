@@ -59,6 +59,8 @@ class MatrixSettings(Section):
     backoff_max: Duration = Field(default=60.0, gt=0)
     # A long command edits one progress message at most this often.
     progress_interval: Duration = Field(default=2.0, gt=0)
+    # A command shows progress once it has run this long (a quick one posts none).
+    progress_after: Duration = Field(default=1.0, ge=0)
     # Strangers (not in access.matrix_users) are ignored; audited once per user per this.
     stranger_audit_interval: Duration = Field(default=3600.0, gt=0)
 

@@ -613,6 +613,7 @@ async def run_import(ctx: CommandContext, kind: Kind, domain: str | None,
             plan = await CHECKS[kind](ctx, db, kept, False)
             found += plan.bad
         plan.bad = found
+    await ctx.progress("checking rows against the database", parsed.rows, parsed.rows)
     bad = sorted(parsed.bad + plan.bad, key=lambda b: b.line)
     if bad and on_error == "stop":
         return _bad_reply(kind, parsed.rows, bad, _data(parsed.rows, [], plan.skipped, bad))
@@ -629,6 +630,7 @@ async def run_import(ctx: CommandContext, kind: Kind, domain: str | None,
     uow = ctx.unit
     await uow.bind(database)
     again = await CHECKS[kind](ctx, uow, plan.new, True)
+    await ctx.progress("checking rows again, inside the transaction", parsed.rows, parsed.rows)
     for record, _stored in again.verify:  # an identical mailbox was created meanwhile
         again.bad.append(Bad(record.line, record.key, f"the mailbox {record.key} was created "
                              "by another change meanwhile"))
