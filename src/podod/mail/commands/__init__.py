@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from podod.mail.commands import alias, bulk, domain, maildir, report, user
+from podod.mail.commands import alias, bulk, domain, maildir, report, sogo, user, vacation
 from podod.mail.database import MailDatabase, MailUnitOfWork
 from podod.mail.passwords import default_pool
 from podod.plugins import Registry
@@ -29,3 +29,5 @@ def setup(registry: Registry) -> None:
     maildir.setup(registry)
     report.setup(registry)
     bulk.setup(registry)
+    sogo.setup(registry)
+    vacation.setup(registry)

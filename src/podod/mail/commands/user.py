@@ -47,6 +47,7 @@ from podod.mail.commands.common import (
     yes,
 )
 from podod.mail.passwords import check_policy, generate_password, hash_async
+from podod.mail.sogo import remove_after_delete
 from podod.plugins import Registry
 from podod.servers.services import credentials_changed, quota_changed
 
@@ -312,7 +313,10 @@ def setup(registry: Registry) -> None:
         permission="domain-admin", mutating=True, unit="maildb", reply=NULL,
         description="The maildir stays on the mail server unless --remove-maildir is given; "
                     "then it is moved into the maildir trash once the deletion is committed, "
-                    "and 'user restore-maildir' brings it back after a backup restore.")
+                    "and 'user restore-maildir' brings it back after a backup restore. With "
+                    "mail.sogo, SOGo's data of the user (profile, folders, ACLs) is backed up "
+                    "and removed once the deletion is committed; 'sogo restore' brings it "
+                    "back.")
     async def user_delete(ctx: CommandContext, address: str, remove_maildir: bool) -> Reply:
         username = normalize_address(address)
         ctx.require_domain(username.split("@")[1])
@@ -321,6 +325,7 @@ def setup(registry: Registry) -> None:
         notes: list[str] = []
         if remove_maildir:
             _remove_maildir_after(ctx, username, row["maildir"], notes)
+        remove_after_delete(ctx, username, notes)  # SOGo's data, when podod manages SOGo
         await uow.delete("alias", {"address": username})
         await uow.delete("quota2", {"username": username})
         await uow.delete("mailbox", {"username": username})
