@@ -288,6 +288,7 @@ class SogoManager:
         return None
 
     def _apply(self) -> None:
+        self._local = None  # a reload may change the timeout
         if self.settings is not None:
             SogoLayout(self.settings).allow(self.runtime.registry.remote_command)
 
