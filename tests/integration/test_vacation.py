@@ -44,6 +44,9 @@ from testbed.dovecot import Dovecot
 from testbed.ports import free_port
 from testbed.receivers import SmtpReceiver
 from testbed.sogo import SOGo, SOGoSession
+from testbed.sshd import Sshd
+from testbed.sudoers import SudoersRule
+from testbed.waiting import poll
 
 MASTER, MASTER_PW = "sogo-master", "Master-pw-4711-sieve"
 PASSWORD = "Vacation-pw-12345"
@@ -284,3 +287,38 @@ def test_a_domain_admin_sets_vacation_in_their_domains_only(bed: VacationBed) ->
     assert not refused["ok"]
     assert refused["message"] == f"unix:nobody may not manage the domain {theirs.split('@')[1]}"
     assert not bed.sieve_script(theirs).exists()
+
+
+@pytest.fixture
+def ssh_daemon(bed: VacationBed, sshd: Sshd, tmp_path: Path) -> Iterator[DaemonProcess]:
+    """A daemon that runs sogo-tool over SSH (the test sshd's login user), as sogo through
+    the sudoers line podod prints: the production route for a SOGo on another server."""
+    config = yaml.safe_load(bed.daemon.config_path.read_text())
+    config["mail"]["sogo"]["server"] = "sogo1"
+    config["servers"] = [sshd.server_entry("sogo1")]
+    config["socket"] = {"path": str(tmp_path / "podod.sock")}
+    config.pop("access", None)
+    config["state_dir"] = str(tmp_path / "state")
+    path = tmp_path / "podod.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with DaemonProcess(path) as daemon:
+        rule = str(daemon.request(["sogo", "sudoers"])["data"]["rule"])
+        assert rule.startswith(f"{sshd.user} ALL=(sogo) NOPASSWD: ")
+        with SudoersRule(rule):
+            yield daemon
+
+
+def test_vacation_over_ssh_through_the_sudoers_line(bed: VacationBed,
+                                                    ssh_daemon: DaemonProcess) -> None:
+    address = bed.mailbox()
+    message = 'Away: back "soon", maybe = later.\n\tRegards'
+    argv = ["user", "vacation", "set", address, "--subject", "Away, really", "--message",
+            message]
+    assert poll(lambda: ssh_daemon.request(argv, execute_real=True)["ok"], 30, 0.2)
+    reply = ssh_daemon.request(["user", "vacation", "show", address])
+    assert reply["ok"], reply["message"]
+    assert (reply["data"]["subject"], reply["data"]["message"]) == ("Away, really", message)
+    sender = f"gina{time.time_ns()}@sender.example"
+    bed.deliver(sender, address, "over ssh")
+    assert poll(lambda: len(bed.replies_to(sender)) == 1, 20, 0.1)
+    assert bed.replies_to(sender)[0]["Subject"] == "Away, really"
