@@ -244,3 +244,55 @@ def test_the_sudoers_line_admits_exactly_podods_commands(bed: SogoBed) -> None:
                            "SOGoLanguage", "{}")
         assert not allowed("/usr/sbin/sogo-tool", "remove", "ann@t1.example")  # env pinned
         assert not allowed(*tool, "backup", "/tmp/elsewhere", "ann@t1.example")
+
+
+def test_deleting_a_user_who_never_used_sogo_works(bed: SogoBed) -> None:
+    address = bed.mailbox()
+    done = bed.ok("user", "delete", address)
+    assert any(note.startswith(f"SOGo's data of {address} was backed up to ")
+               for note in done["notes"]), done["notes"]
+    assert bed.stack.sql(f"SELECT count(*) FROM mailbox WHERE username = '{address}'") == "0"
+
+
+def test_delete_is_refused_while_the_sogo_server_cannot_be_reached(
+        bed: SogoBed, tmp_path: Path) -> None:
+    address = bed.mailbox()
+    config = yaml.safe_load(bed.daemon.config_path.read_text())
+    config["mail"]["sogo"] = {**bed.settings, "server": "sogo9"}
+    config["servers"] = [{"name": "sogo9", "host": "127.0.0.1", "port": free_port(),
+                          "user": "podod", "connect_timeout": "1s", "reconnect_min": "5s"}]
+    config["socket"] = {"path": str(tmp_path / "podod.sock")}
+    config["state_dir"] = str(tmp_path / "state")
+    path = tmp_path / "podod.yaml"
+    path.write_text(yaml.safe_dump(config))
+    before = bed.stack.dump()
+    with DaemonProcess(path) as daemon:
+        for real in (False, True):
+            reply = daemon.request(["user", "delete", address], execute_real=real)
+            assert not reply["ok"]
+            assert reply["message"].startswith("removing the user's SOGo data: ")
+            assert reply["message"].endswith("; nothing was changed")
+    assert bed.stack.dump() == before
+
+
+def test_delete_is_refused_when_sogos_data_cannot_be_backed_up(bed: SogoBed,
+                                                                tmp_path: Path) -> None:
+    address = bed.mailbox()
+    bed.use_sogo(address)
+    closed = bed.sogo.root.parent / "closed-backups"  # root's, 0700: sogo cannot write
+    closed.mkdir(mode=0o700, exist_ok=True)
+    config = yaml.safe_load(bed.daemon.config_path.read_text())
+    config["mail"]["sogo"] = {**bed.settings, "backup_dir": str(closed)}
+    config["socket"] = {"path": str(tmp_path / "podod.sock")}
+    config["state_dir"] = str(tmp_path / "state")
+    path = tmp_path / "podod.yaml"
+    path.write_text(yaml.safe_dump(config))
+    before, profiles = bed.stack.dump(), bed.profiles()
+    with DaemonProcess(path) as daemon:
+        reply = daemon.request(["user", "delete", address], execute_real=True)
+    assert not reply["ok"]
+    assert reply["message"].endswith(f"; SOGo's data of {address} could not be backed up, so "
+                                      "the mailbox was not deleted; nothing was changed")
+    assert "\n" not in reply["message"]
+    assert bed.stack.dump() == before
+    assert bed.profiles() == profiles

@@ -48,7 +48,10 @@ def test_the_commands_podod_runs_are_admitted() -> None:
             [*TOOL, "user-preferences", "set", "defaults", "a@example.com", "-p",
              "/etc/sogo/sieve.creds", "Vacation", value],
             ["sudo", "-n", "-u", "sogo", "/usr/bin/mkdir", "-p", "-m", "0700", "--",
-             "/var/backups/podod-sogo/20261207T101500Z-a1b2c3"]):
+             "/var/backups/podod-sogo/20261207T101500Z-a1b2c3"],
+            ["sudo", "-n", "-u", "sogo", "/usr/bin/mv", "-T", "--",
+             "/var/backups/podod-sogo/20261207T101500Z-a1b2c3",
+             "/var/backups/podod-sogo/20261207T101501Z-d4e5f6"]):
         allowed.check(argv)
 
 
@@ -65,6 +68,8 @@ def test_the_commands_podod_runs_are_admitted() -> None:
     [*TOOL, "user-preferences", "set", "defaults", "a@example.com", "-p",
      "/etc/sogo/sieve.creds", "Vacation", '{"Vacation":{}}\n'],
     ["sudo", "-n", "-u", "root", "/usr/sbin/sogo-tool", "remove", "a@example.com"],
+    ["sudo", "-n", "-u", "sogo", "/usr/bin/mv", "-T", "--",
+     "/var/backups/podod-sogo/20261207T101500Z-a1b2c3", "/etc/sogo/sogo.conf"],
 ])
 def test_anything_else_is_refused(argv: list[str]) -> None:
     with pytest.raises(PermissionDenied):

@@ -11,9 +11,10 @@ commands, from the same patterns.
 
 What podod does with it:
 
-- ``user delete``: after the deletion is committed, ``sogo-tool backup`` of the user into
-  ``<backup_dir>/<backup id>/``, then ``sogo-tool remove`` (profile, folders, ACLs); the
-  explicit step ``sogo restore ADDRESS --backup ID`` brings them back (``sogo-tool restore``).
+- ``user delete``: ``sogo-tool backup`` of the user before the deletion commits, named
+  ``<backup_dir>/<backup id>/`` after it, then ``sogo-tool remove`` (profile, folders,
+  ACLs); the explicit step ``sogo restore ADDRESS --backup ID`` brings them back
+  (``sogo-tool restore``).
 - ``user rename`` (another module): :func:`rename_sogo_user` runs ``sogo-tool rename-user``.
 - ``user vacation``: SOGo's ``Vacation`` user default, written with ``sogo-tool
   user-preferences set ... -p CREDENTIALS``, so SOGo itself writes the user's Sieve script
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import shlex
 import time
 from collections.abc import Callable
@@ -61,6 +63,7 @@ VACATION_VALUE = r'[{]"Vacation":[{][^\n\r]*[}][}]'
 VACATION_VALUE_ERE = r'[{]"Vacation":[{].*[}][}]'
 LOCAL_SERVER = "this machine"
 MKDIR = "/usr/bin/mkdir"
+MV = "/usr/bin/mv"
 ENV = "/usr/bin/env"
 SUDOERS_SPECIAL = re.compile(r"([,:=])")  # escaped with a backslash inside a sudoers rule
 # sogo-tool prints its memcached set-up on stderr with every run: not a reason.
@@ -92,6 +95,8 @@ class SogoLayout:
         shapes = [
             ([MKDIR], ["-p", "-m", "0700", "--", folder],
              "make the folder of a SOGo backup (user delete)"),
+            ([MV], ["-T", "--", folder, folder],
+             "name a SOGo backup after podod's backup id (user delete)"),
             (tool, ["backup", folder, ADDRESS],
              "back up a user's SOGo data before it is removed (user delete)"),
             (tool, ["remove", ADDRESS],
@@ -188,6 +193,10 @@ class SogoOps:
             shown = "sogo-tool " + " ".join(args[:2]) if tool else args[0]
             raise CommandFailed(f"'{shown}' failed on {self.server}: {_reason(result)}")
         return result
+
+    async def rename_backup(self, old_id: str, new_id: str) -> None:
+        await self._check([MV, "-T", "--", self.layout.backup_path(old_id),
+                           self.layout.backup_path(new_id)], tool=False)
 
     async def backup(self, address: str, backup_id: str) -> str:
         folder = self.layout.backup_path(backup_id)
@@ -376,10 +385,19 @@ def _backup_stamp(backup_id: str) -> float | None:
     return when.timestamp()
 
 
-def remove_after_delete(ctx: CommandContext, username: str, notes: list[str]) -> None:
-    """The SOGo step of ``user delete``: check now that SOGo can be reached (nothing is
-    deleted otherwise), then, once the deletion is committed, back the user's SOGo data up
-    into ``<backup_dir>/<backup id>/`` and remove it. Without ``mail.sogo``: nothing."""
+def new_backup_id() -> str:
+    """A SOGo backup folder's name before podod's backup id is known: the same shape."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+async def remove_on_delete(ctx: CommandContext, username: str, notes: list[str]) -> None:
+    """The SOGo step of ``user delete`` (without ``mail.sogo``: nothing). The sandbox
+    only checks that SOGo can be reached and says what will happen. A real run backs the
+    user's SOGo data up now, while the mailbox still exists (sogo-tool backup looks the
+    user up in the user source, i.e. the mail database; a failed backup refuses the
+    deletion, nothing changed); once the deletion is committed, the backup folder is named
+    after podod's backup id and the data is removed (sogo-tool remove works on SOGo's own
+    tables, also for a user the user source no longer knows)."""
     manager = ctx.runtime.component("sogo")
     if not isinstance(manager, SogoManager) or manager.settings is None:
         return
@@ -388,32 +406,38 @@ def remove_after_delete(ctx: CommandContext, username: str, notes: list[str]) ->
     if ctx.sandbox:
         notes.append(f"Would back up SOGo's data of {username} (profile, folders, ACLs) on "
                      f"{ops.server} and remove it once the deletion is committed.")
-
+        return
+    pending = new_backup_id()
+    try:
+        await ops.backup(username, pending)
+    except PododError as exc:
+        raise CommandFailed(f"{exc.message}; SOGo's data of {username} could not be backed "
+                            "up, so the mailbox was not deleted; nothing was changed") from None
     by_hand = ops.layout.by_hand([*ops.layout.tool_prefix(), "remove", username])
 
     async def remove() -> None:
-        backup_id = ctx.backup_id or (datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-                                      + "-000000")
-        try:
-            folder = await ops.backup(username, backup_id)
-        except PododError as exc:
-            raise PododError(f"{exc.message}; the mailbox is deleted but SOGo's data of "
-                             f"{username} is kept (not backed up, so not removed): back it up "
-                             f"and remove it by hand on {ops.server}: "
-                             f"{by_hand}") from None
+        backup_id = pending
+        if ctx.backup_id and _BACKUP_ID.fullmatch(ctx.backup_id):
+            try:
+                await ops.rename_backup(pending, ctx.backup_id)
+                backup_id = ctx.backup_id
+            except PododError as exc:
+                notes.append(f"The SOGo backup stays in {ops.layout.backup_path(pending)} "
+                             f"({exc.message}).")
+        folder = ops.layout.backup_path(backup_id)
         try:
             await ops.remove(username)
         except PododError as exc:
             raise PododError(f"{exc.message}; the mailbox is deleted and SOGo's data of "
                              f"{username} is backed up in {folder} on {ops.server}, but not "
-                             "removed: "
-                             f"{by_hand}") from None
-        restore = ctx.command_ref(f"backup restore {backup_id} --execute-real")
+                             f"removed: {by_hand}") from None
+        undo = ctx.command_ref(f"backup restore {ctx.backup_id} --execute-real") \
+            if ctx.backup_id else "restore the mailbox"
         sogo = ctx.command_ref(f"sogo restore {username} --backup {backup_id} --execute-real")
         notes.append(f"SOGo's data of {username} was backed up to {folder} on {ops.server} "
-                     f"and removed; to undo: {restore}, then {sogo}")
+                     f"and removed; to undo: {undo}, then {sogo}")
 
-    ctx.after(f"back up and remove SOGo's data of {username} on {ops.server}", remove,
+    ctx.after(f"remove SOGo's data of {username} on {ops.server}", remove,
               kind="sogo_remove")
 
 

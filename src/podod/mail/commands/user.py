@@ -47,7 +47,7 @@ from podod.mail.commands.common import (
     yes,
 )
 from podod.mail.passwords import check_policy, generate_password, hash_async
-from podod.mail.sogo import remove_after_delete
+from podod.mail.sogo import remove_on_delete
 from podod.plugins import Registry
 from podod.servers.services import credentials_changed, quota_changed
 
@@ -325,7 +325,7 @@ def setup(registry: Registry) -> None:
         notes: list[str] = []
         if remove_maildir:
             _remove_maildir_after(ctx, username, row["maildir"], notes)
-        remove_after_delete(ctx, username, notes)  # SOGo's data, when podod manages SOGo
+        await remove_on_delete(ctx, username, notes)  # SOGo's data, when podod manages SOGo
         await uow.delete("alias", {"address": username})
         await uow.delete("quota2", {"username": username})
         await uow.delete("mailbox", {"username": username})
