@@ -297,3 +297,17 @@ def test_delete_is_refused_when_sogos_data_cannot_be_backed_up(bed: SogoBed,
     assert "\n" not in reply["message"]
     assert bed.stack.dump() == before
     assert bed.profiles() == profiles
+
+
+def test_an_address_sogo_tool_is_not_given_is_deleted_without_its_sogo_step(
+        bed: SogoBed) -> None:
+    domain = new_domain(bed.stack)
+    odd = f"o'neil@{domain}"  # a local part other tools allow, podod's pattern does not
+    bed.stack.sql("INSERT INTO mailbox (username, password, name, maildir, quota, local_part, "
+                  f"domain, active) VALUES ('o''neil@{domain}', '', '', '{domain}/oneil/', 0, "
+                  f"'o''neil', '{domain}', true)")
+    done = bed.ok("user", "delete", odd)
+    assert (f"podod passes only mailbox addresses of lower-case letters, digits and '._+-' "
+            f"to sogo-tool, so SOGo's data of {odd} is left alone (remove it by hand with "
+            "sogo-tool remove).") in done["notes"]
+    assert bed.stack.sql(f"SELECT count(*) FROM mailbox WHERE domain = '{domain}'") == "0"

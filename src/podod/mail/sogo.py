@@ -401,7 +401,11 @@ async def remove_on_delete(ctx: CommandContext, username: str, notes: list[str])
     manager = ctx.runtime.component("sogo")
     if not isinstance(manager, SogoManager) or manager.settings is None:
         return
-    check_address(username)
+    if not re.fullmatch(ADDRESS, username):  # e.g. an apostrophe from another tool
+        notes.append(f"podod passes only mailbox addresses of lower-case letters, digits and "
+                     f"'._+-' to sogo-tool, so SOGo's data of {username} is left alone "
+                     "(remove it by hand with sogo-tool remove).")
+        return
     ops = manager.ops("removing the user's SOGo data")
     if ctx.sandbox:
         notes.append(f"Would back up SOGo's data of {username} (profile, folders, ACLs) on "
