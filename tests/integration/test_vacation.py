@@ -322,3 +322,17 @@ def test_vacation_over_ssh_through_the_sudoers_line(bed: VacationBed,
     bed.deliver(sender, address, "over ssh")
     assert poll(lambda: len(bed.replies_to(sender)) == 1, 20, 0.1)
     assert bed.replies_to(sender)[0]["Subject"] == "Away, really"
+
+
+def test_mail_to_an_alias_is_answered_with_the_original_recipient(bed: VacationBed) -> None:
+    address = bed.mailbox()
+    alias = f"info@{address.split('@')[1]}"
+    bed.stack.ok("alias", "create", alias, "--to", address, real=True)
+    bed.ok("user", "vacation", "set", address, "--subject", "Away", "--message", "Back soon.")
+    sender = f"hank{time.time_ns()}@sender.example"
+    with smtplib.LMTP("127.0.0.1", bed.dovecot.lmtp_port) as lmtp:
+        # What Postfix passes after expanding the alias: the original recipient (ORCPT).
+        lmtp.sendmail(sender, [address], f"From: {sender}\r\nTo: {alias}\r\nSubject: hi\r\n"
+                      f"Message-ID: <{time.time_ns()}@sender.example>\r\n\r\nHello.\r\n",
+                      rcpt_options=[f"ORCPT=rfc822;{alias}"])
+    assert poll(lambda: len(bed.replies_to(sender)) == 1, 20, 0.1)

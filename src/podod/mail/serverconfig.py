@@ -317,6 +317,8 @@ def dovecot_sieve_conf(*, managesieve_port: int = 4190,
         "  sieve = file:~/sieve;active=~/.dovecot.sieve\n"
         "  sieve_vacation_min_period = 1d\n"
         "  sieve_vacation_max_period = 30d\n"
+        "  # mail to an alias is answered too (Postfix passes the original recipient)\n"
+        "  sieve_vacation_use_original_recipient = yes\n"
         "}\n"
         f"{submission}"
         "# SOGo's master user (sogo-tool -p FILE holds 'name:password'), one line\n"
