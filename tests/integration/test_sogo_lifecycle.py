@@ -311,3 +311,34 @@ def test_an_address_sogo_tool_is_not_given_is_deleted_without_its_sogo_step(
             f"to sogo-tool, so SOGo's data of {odd} is left alone (remove it by hand with "
             "sogo-tool remove).") in done["notes"]
     assert bed.stack.sql(f"SELECT count(*) FROM mailbox WHERE domain = '{domain}'") == "0"
+
+
+def test_with_sogos_memcached_known_the_restore_need_not_wait(bed: SogoBed,
+                                                              tmp_path: Path) -> None:
+    """servers[].control.sogo_memcached of the SOGo server: user delete drops the user's
+    cached profile with the credentials, so SOGo forgets it and a restore works at once."""
+    address = bed.mailbox()
+    bed.use_sogo(address)
+    config = yaml.safe_load(bed.daemon.config_path.read_text())
+    config["mail"]["sogo"] = {**bed.settings, "server": "sogo1",
+                              "cache_seconds": "1h"}  # would refuse without the drop
+    config["servers"] = [{"name": "sogo1", "local": True, "control": {
+        "sogo_memcached": f"127.0.0.1:{bed.sogo.memcached.port}"}}]
+    config["socket"] = {"path": str(tmp_path / "podod.sock")}
+    config["state_dir"] = str(tmp_path / "state")
+    path = tmp_path / "podod.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with DaemonProcess(path) as daemon:
+        done = daemon.request(["user", "delete", address], execute_real=True)
+        assert done["ok"], done["message"]
+        assert any(note.startswith(f"after: delete SOGo's cached credentials and profile of "
+                                   f"{address} (memcached of sogo1): done (")
+                   and note.endswith(" of 3 entries deleted)") for note in done["notes"])
+        backup_id = str(done["backup_id"])
+        assert daemon.request(["backup", "restore", backup_id], execute_real=True)["ok"]
+        back = daemon.request(["sogo", "restore", address, "--backup", backup_id],
+                              execute_real=True)
+        assert back["ok"], back["message"]
+    assert bed.get(address, "/Preferences/jsonDefaults")["SOGoLanguage"] == "French"
+    assert bed.address_books(address) == [("personal", address)]
+    assert address in bed.profiles()

@@ -329,7 +329,7 @@ def setup(registry: Registry) -> None:
         await uow.delete("alias", {"address": username})
         await uow.delete("quota2", {"username": username})
         await uow.delete("mailbox", {"username": username})
-        notes += credentials_changed(ctx, username, "mailbox deleted")
+        notes += credentials_changed(ctx, username, "mailbox deleted", profile=True)
         if not remove_maildir:
             notes.append(f"The maildir {row['maildir']} stays on the mail server.")
         forwarding = [r["address"] for r in await uow.fetch(
