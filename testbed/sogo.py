@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from podod.mail.serverconfig import SqlLogin, sogo_user_source
+from podod.mail.serverconfig import SqlLogin, sogo_sieve_defaults, sogo_user_source
 from testbed.ports import free_port
 from testbed.postgres import let_others_traverse
 from testbed.process import descendants, kill_pids, stop_process, wait_pids
@@ -58,8 +58,13 @@ class Memcached:
 class SOGo:
     def __init__(self, root: Path, *, user_source: SqlLogin, profile_db: SqlLogin,
                  imap_port: int, smtp_port: int, scheme: str = "SHA512-CRYPT",
-                 port: int | None = None) -> None:
+                 port: int | None = None, sieve_port: int | None = None,
+                 extra_defaults: str = "") -> None:
+        """``sieve_port``: Dovecot's ManageSieve, where SOGo writes the users' Sieve scripts
+        (vacation and forwarding switched on); without it SOGo has no Sieve server."""
         self.root = Path(root)
+        self.sieve_port = sieve_port
+        self.extra_defaults = extra_defaults  # more "Key = value;" lines for sogod.plist
         self.user_source = user_source
         self.profile_db = profile_db
         self.imap_port = imap_port
@@ -94,7 +99,8 @@ class SOGo:
   OCSEMailAlarmsFolderURL = "{base}/sogo_alarms_folder";
   SOGoIMAPServer = "imap://127.0.0.1:{self.imap_port}";
   SOGoSMTPServer = "smtp://127.0.0.1:{self.smtp_port}";
-  SOGoSieveServer = "";
+  {self._sieve()}
+  {self.extra_defaults}
   SOGoMailingMechanism = smtp;
   SOGoMemcachedHost = "127.0.0.1:{self.memcached.port}";
   SOGoPasswordChangeEnabled = YES;
@@ -118,6 +124,16 @@ class SOGo:
             shutil.chown(home, "sogo", "sogo")
         return {"GNUSTEP_CONFIG_FILE": str(gnustep), "HOME": str(home),
                 "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+
+    def _sieve(self) -> str:
+        if self.sieve_port is None:
+            return 'SOGoSieveServer = "";'
+        return sogo_sieve_defaults(f"sieve://127.0.0.1:{self.sieve_port}")
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """What sogo-tool needs to read this SOGo's defaults (``mail.sogo.environment``)."""
+        return {"GNUSTEP_CONFIG_FILE": str(self.root / "GNUstep.conf")}
 
     def start(self, timeout: float = 20.0) -> SOGo:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from podod.bus.shapes import INT, NULL, NUM, STR, arr, obj
 from podod.bus.spec import Arg, Opt
 from podod.errors import BackupFailed, Conflict, UsageError, ValidationError
 from podod.mail.database import TIMESTAMP_COLUMNS
+from podod.mail.sogo import restore_notes
 from podod.plugins import Registry
 
 
@@ -193,6 +194,7 @@ def setup(registry: Registry) -> None:
                 if {k: str(v) for k, v in now.items() if k in values} != \
                         {k: str(v) for k, v in values.items()}:
                     await uow.update(table, {column: value}, values)
+        notes += restore_notes(ctx, id, rows)  # SOGo's data of mailboxes that come back
         return Reply(message=f"restore of backup {id}: {len(ctx.unit.changes())} rows",
                      notes=notes)
 

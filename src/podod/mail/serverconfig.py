@@ -303,6 +303,55 @@ def sogo_user_source(login: SqlLogin, scheme: str = "SHA512-CRYPT",
         ");\n")
 
 
+def dovecot_sieve_conf(*, managesieve_port: int = 4190,
+                       master_users: str | Path = "/etc/dovecot/master-users",
+                       submission_host: str | None = None) -> str:
+    """Pigeonhole for Dovecot 2.3 (docs/sogo.md): the sieve plugin in LMTP, so a user's
+    active script (SOGo's ``sogo``) runs on delivery; ManageSieve on loopback, where SOGo
+    writes the script; and the master users SOGo logs in as for ``sogo-tool ... -p``
+    (``user vacation set``), from a passwd-file readable by Dovecot only."""
+    submission = (f"submission_host = {submission_host}\n" if submission_host else
+                  "# Vacation replies leave through sendmail_path (/usr/sbin/sendmail, Postfix),\n"
+                  "# or through SMTP with: submission_host = 127.0.0.1:25\n")
+    return (
+        "protocols = $protocols sieve\n"
+        "service managesieve-login {\n"
+        "  inet_listener sieve {\n"
+        "    address = 127.0.0.1\n"
+        f"    port = {managesieve_port}\n"
+        "  }\n"
+        "}\n"
+        "protocol lmtp {\n"
+        "  mail_plugins = $mail_plugins sieve\n"
+        "}\n"
+        "plugin {\n"
+        "  sieve = file:~/sieve;active=~/.dovecot.sieve\n"
+        "  sieve_vacation_min_period = 1d\n"
+        "  sieve_vacation_max_period = 30d\n"
+        "  # mail to an alias is answered too (Postfix passes the original recipient)\n"
+        "  sieve_vacation_use_original_recipient = yes\n"
+        "}\n"
+        f"{submission}"
+        "# SOGo's master user (sogo-tool -p FILE holds 'name:password'), one line\n"
+        "# 'name:{SHA512-CRYPT}hash' in the file below (doveadm pw -s SHA512-CRYPT),\n"
+        "# mode 0640 root:dovecot. It may log in as any user: keep its password secret.\n"
+        "auth_master_user_separator = *\n"
+        "passdb {\n"
+        "  driver = passwd-file\n"
+        f"  args = {master_users}\n"
+        "  master = yes\n"
+        "  result_success = continue\n"
+        "}\n")
+
+
+def sogo_sieve_defaults(sieve_url: str = "sieve://127.0.0.1:4190") -> str:
+    """The sogo.conf lines that let SOGo (and sogo-tool) write users' Sieve scripts."""
+    return (f'SOGoSieveServer = "{sieve_url}";\n'
+            "SOGoVacationEnabled = YES;\n"
+            "SOGoForwardEnabled = YES;\n"
+            "SOGoSieveScriptsEnabled = YES;\n")
+
+
 def example_files() -> dict[str, str]:
     """The files shipped under config/ (with placeholder logins)."""
     files = {f"postfix/{name}": postfix_map(name, EXAMPLE_READONLY) for name in POSTFIX_MAPS}
@@ -315,6 +364,13 @@ def example_files() -> dict[str, str]:
     files["dovecot/dovecot-dict-sql.conf.ext"] = dovecot_dict_sql_conf(EXAMPLE_QUOTA)
     files["dovecot/quota.conf"] = dovecot_quota_conf()
     files["dovecot/dovecot24-quota.conf"] = dovecot24_quota_conf(EXAMPLE_QUOTA)
+    files["dovecot/sieve.conf"] = (
+        "# podod: Pigeonhole (dovecot-sieve, dovecot-managesieved) for vacation replies\n"
+        "# that SOGo writes as Sieve scripts (conf.d/90-podod-sieve.conf)\n"
+        + dovecot_sieve_conf())
+    files["sogo/sogo-sieve.conf"] = (
+        "/* podod: SOGo writes Sieve scripts over ManageSieve (in /etc/sogo/sogo.conf) */\n"
+        + sogo_sieve_defaults())
     files["sogo/sogo-user-source.conf"] = (
         "/* podod: SOGo's SQL user source on the sogo_users view (in /etc/sogo/sogo.conf) */\n"
         + sogo_user_source(EXAMPLE_SOGO))

@@ -165,6 +165,65 @@ class MaildirSettings(Section):
         return self.trash or f"{self.root}/.podod-trash"
 
 
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+_ENV_VALUE = re.compile(r"[A-Za-z0-9_./+@-]{1,255}")
+
+
+class SogoSettings(Section):
+    """How podod reaches SOGo (docs/sogo.md): ``sogo-tool`` on ``server`` (none: this
+    machine), run as ``run_as`` through ``sudo -n -u``, every argument pinned by a regular
+    expression (``podoctl sogo sudoers`` prints the rule). Without this section podod leaves
+    SOGo alone: ``user delete`` keeps SOGo's data, ``user vacation`` is refused."""
+
+    server: str | None = None
+    run_as: str | None = "sogo"
+    tool: str = "/usr/sbin/sogo-tool"
+    # Extra environment for sogo-tool (e.g. GNUSTEP_CONFIG_FILE for a SOGo whose defaults
+    # are not in /etc/sogo), passed as ``/usr/bin/env NAME=VALUE ... sogo-tool``.
+    environment: dict[str, str] = Field(default_factory=dict)
+    # On the SOGo server, readable by run_as: one line "user:password" of the Dovecot
+    # master user SOGo logs in to ManageSieve with (sogo-tool ... -p FILE). Needed by
+    # ``user vacation set|clear``.
+    sieve_credentials_file: str | None = None
+    # On the SOGo server, a folder run_as may write (install -d -o sogo -m 0700 ...):
+    # ``sogo-tool backup`` of a deleted user goes into <backup_dir>/<podod backup id>/.
+    backup_dir: str = "/var/backups/podod-sogo"
+    # SOGo keeps a user's profile in memcached this long (its SOGoCacheCleanupInterval):
+    # a deleted user's preferences can be restored only after that.
+    cache_seconds: Duration = 300.0
+    timeout: Duration = Field(default=120.0, gt=0)
+
+    @field_validator("tool", "backup_dir", "sieve_credentials_file")
+    @classmethod
+    def _paths(cls, value: str | None) -> str | None:
+        return None if value is None else _remote_path(value)
+
+    @field_validator("run_as")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", value):
+            raise ValueError(f"'{value}' is not a user name")
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _environment(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"'{name}' is not an environment variable name (A-Z, 0-9, _)")
+            if not _ENV_VALUE.fullmatch(str(text)):
+                raise ValueError(f"the value of {name} may hold only letters, digits and "
+                                 "'_./+@-' (a path, a word)")
+        return value
+
+    @field_validator("cache_seconds")
+    @classmethod
+    def _cache(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("cache_seconds must not be negative")
+        return value
+
+
 class MailSettings(Section):
     # How many targets one alias may hold: Postfix expands an address into at most
     # virtual_alias_expansion_limit (1000) recipients, and goto is a text column, so the
@@ -177,6 +236,7 @@ class MailSettings(Section):
     passwords: PasswordSettings = Field(default_factory=PasswordSettings)
     roles: DatabaseRoles = Field(default_factory=DatabaseRoles)
     maildir: MaildirSettings = Field(default_factory=MaildirSettings)
+    sogo: SogoSettings | None = None
 
     @field_validator("databases")
     @classmethod

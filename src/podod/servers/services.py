@@ -203,10 +203,17 @@ def _doveadm_action(ctx: CommandContext, config: ServerConfig, args: list[str],
     ctx.after(description, run, kind=kind)
 
 
+# SOGo's memcached keys per user: its attributes and checked password; with the profile
+# (a deleted user's), also its defaults and settings, which SOGo would otherwise keep serving
+# (and writing to a profile row that no longer exists) until they expire.
+SOGO_CREDENTIALS = ("attributes",)
+SOGO_PROFILE = ("attributes", "defaults", "settings")
+
+
 def _memcached_action(ctx: CommandContext, config: ServerConfig, users: list[str],
-                      description: str) -> None:
+                      description: str, suffixes: tuple[str, ...] = SOGO_CREDENTIALS) -> None:
     name = config.name
-    keys = [f"{user}+attributes" for user in users]  # SOGo's attributes and checked password
+    keys = [f"{user}+{suffix}" for user in users for suffix in suffixes]
 
     async def run() -> str | None:
         servers = _servers(ctx)
@@ -227,6 +234,8 @@ def _memcached_action(ctx: CommandContext, config: ServerConfig, users: list[str
         deleted = answers.count("DELETED")
         if len(keys) == 1:
             return f"{keys[0]} {'deleted' if deleted else 'was not cached'}"
+        if len(users) == 1:
+            return f"{deleted} of {len(keys)} entries deleted"
         return f"{deleted} of {len(keys)} users' entries deleted"
 
     ctx.after(description, run, kind="sogo_memcached")
@@ -259,10 +268,12 @@ def _safe_user(user: str) -> str | None:
     return user if _USER.fullmatch(user) and len(user) <= 250 else None
 
 
-def credentials_changed(ctx: CommandContext, user: str, why: str) -> list[str]:
+def credentials_changed(ctx: CommandContext, user: str, why: str, *,
+                        profile: bool = False) -> list[str]:
     """After ``user``'s password changed, or the mailbox was deleted or switched off:
-    flush Dovecot's auth cache and SOGo's cached credentials on every server configured to.
-    Returns the notes for the reply (in the sandbox: what a real run will do)."""
+    flush Dovecot's auth cache and SOGo's cached credentials on every server configured to
+    (with ``profile``, for a deleted mailbox, SOGo's cached preferences too). Returns the
+    notes for the reply (in the sandbox: what a real run will do)."""
     notes: list[str] = []
     for config in _configs(ctx):
         control = config.control
@@ -272,8 +283,11 @@ def credentials_changed(ctx: CommandContext, user: str, why: str) -> list[str]:
                                    f"flush {user} from Dovecot's auth cache on {config.name} "
                                    f"({why})", "flush_auth_cache"))
         if control.sogo_memcached:
-            what = f"delete SOGo's cached credentials of {user} (memcached of {config.name})"
-            notes += _plan(ctx, user, what, partial(_memcached_action, ctx, config, [user], what))
+            cached = "credentials and profile" if profile else "credentials"
+            what = f"delete SOGo's cached {cached} of {user} (memcached of {config.name})"
+            notes += _plan(ctx, user, what, partial(
+                _memcached_action, ctx, config, [user], what,
+                SOGO_PROFILE if profile else SOGO_CREDENTIALS))
     return notes
 
 

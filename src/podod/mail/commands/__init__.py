@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from podod.mail.commands import alias, bulk, domain, maildir, move, rename, report, user
+from podod.mail.commands import (
+    alias,
+    bulk,
+    domain,
+    maildir,
+    move,
+    rename,
+    report,
+    sogo,
+    user,
+    vacation,
+)
 from podod.mail.database import MailUnitOfWork
 from podod.mail.databases import MailDatabases
 from podod.mail.passwords import default_pool
@@ -34,3 +45,5 @@ def setup(registry: Registry) -> None:
     report.setup(registry)
     bulk.setup(registry)
     move.setup(registry)
+    sogo.setup(registry)
+    vacation.setup(registry)

@@ -33,6 +33,7 @@ from podod.mail.commands.common import (
     unit_for,
 )
 from podod.mail.maildirs import MaildirOps, split_maildir
+from podod.mail.sogo import rename_sogo_user, sogo_of
 from podod.plugins import Registry
 from podod.servers.services import credentials_changed, sessions_ended
 
@@ -145,11 +146,16 @@ def setup(registry: Registry) -> None:
         notes: list[str] = []
         updated = await _rows(ctx, row, old, new, new_local, new_domain, keep_alias, notes)
         _move_with_commit(ctx, ops, old, new, old_home, new_home, has_maildir, notes)
-        # SOGo: the lead wires in podod.mail.sogo.rename_sogo_user(...) here (sogo-tool
-        # rename-user: the user's profile, folders and ACLs under the new name).
         for user in (old, new):  # the old login must not live on in a cache; the new one
             notes += credentials_changed(ctx, user, "mailbox renamed")  # may be cached unknown
         notes += sessions_ended(ctx, old, "mailbox renamed")
+        if sogo_of(ctx.runtime).settings is not None:
+            # After the caches forgot the old login: sogo-tool rename-user moves the user's
+            # SOGo profile, folders and ACLs to the new name (docs/sogo.md).
+            notes.append(f"SOGo's data of {old} (settings, folders, ACLs) is renamed with it "
+                         "(sogo-tool rename-user).")
+            ctx.after(f"rename the SOGo user {old} to {new}",
+                      lambda: rename_sogo_user(ctx, old, new), kind="sogo_rename")
         verb = "renamed" if ctx.execute_real else "would be renamed"
         return Reply(message=f"mailbox {old} {verb} to {new}", notes=notes,
                      data={"old": old, "new": new, "aliases": updated,

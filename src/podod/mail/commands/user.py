@@ -50,6 +50,7 @@ from podod.mail.commands.common import (
     yes,
 )
 from podod.mail.passwords import check_policy, generate_password, hash_async
+from podod.mail.sogo import remove_on_delete
 from podod.plugins import Registry
 from podod.servers.services import credentials_changed, quota_changed
 
@@ -316,7 +317,10 @@ def setup(registry: Registry) -> None:
         permission="domain-admin", mutating=True, unit="maildb", reply=NULL,
         description="The maildir stays on the mail server unless --remove-maildir is given; "
                     "then it is moved into the maildir trash once the deletion is committed, "
-                    "and 'user restore-maildir' brings it back after a backup restore.")
+                    "and 'user restore-maildir' brings it back after a backup restore. With "
+                    "mail.sogo, SOGo's data of the user (profile, folders, ACLs) is backed up "
+                    "and removed once the deletion is committed; 'sogo restore' brings it "
+                    "back.")
     async def user_delete(ctx: CommandContext, address: str, remove_maildir: bool) -> Reply:
         username = normalize_address(address)
         ctx.require_domain(username.split("@")[1])
@@ -325,10 +329,11 @@ def setup(registry: Registry) -> None:
         notes: list[str] = []
         if remove_maildir:
             _remove_maildir_after(ctx, username, row["maildir"], notes)
+        await remove_on_delete(ctx, username, notes)  # SOGo's data, when podod manages SOGo
         await uow.delete("alias", {"address": username})
         await uow.delete("quota2", {"username": username})
         await uow.delete("mailbox", {"username": username})
-        notes += credentials_changed(ctx, username, "mailbox deleted")
+        notes += credentials_changed(ctx, username, "mailbox deleted", profile=True)
         if not remove_maildir:
             notes.append(f"The maildir {row['maildir']} stays on the mail server.")
         forwarding = [r["address"] for r in await uow.fetch(
