@@ -342,3 +342,36 @@ def test_with_sogos_memcached_known_the_restore_need_not_wait(bed: SogoBed,
     assert bed.get(address, "/Preferences/jsonDefaults")["SOGoLanguage"] == "French"
     assert bed.address_books(address) == [("personal", address)]
     assert address in bed.profiles()
+
+
+def test_user_rename_carries_the_sogo_data_with_the_mailbox(bed: SogoBed, dovecot: Dovecot,
+                                                            tmp_path: Path) -> None:
+    """The whole ``user rename`` with mail.sogo set: after the commit and the cache flushes,
+    sogo-tool rename-user moves the profile and folders, and SOGo logs the new address in
+    with the settings and address book the old one had."""
+    old = bed.mailbox("olga")
+    bed.use_sogo(old)
+    new = f"olga.new@{old.split('@')[1]}"
+    config = yaml.safe_load(bed.daemon.config_path.read_text())
+    config["mail"]["sogo"] = {**bed.settings, "server": "here"}
+    config["mail"]["maildir"] = {"server": "here", "root": str(dovecot.mail_dir),
+                                 "trash": f"{dovecot.mail_dir}/.trash-sogo-rename",
+                                 "purge_interval": 0, "check_on_create": False}
+    config["servers"] = [{"name": "here", "local": True, "control": {
+        "sogo_memcached": f"127.0.0.1:{bed.sogo.memcached.port}"}}]
+    config["socket"] = {"path": str(tmp_path / "podod.sock")}
+    config["state_dir"] = str(tmp_path / "state")
+    path = tmp_path / "podod.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with DaemonProcess(path) as daemon:
+        plan = daemon.request(["user", "rename", old, new])
+        assert plan["ok"], plan["message"]
+        assert (f"SOGo's data of {old} (settings, folders, ACLs) is renamed with it "
+                "(sogo-tool rename-user).") in plan["notes"]
+        done = daemon.request(["user", "rename", old, new], execute_real=True)
+        assert done["ok"], done["message"]
+        assert any(note.startswith(f"after: rename the SOGo user {old} to {new}: done")
+                   for note in done["notes"]), done["notes"]
+    assert bed.get(new, "/Preferences/jsonDefaults")["SOGoLanguage"] == "French"
+    assert bed.address_books(new) == [("personal", new)]
+    assert old not in bed.profiles()
