@@ -174,6 +174,21 @@ def test_a_domain_is_created_where_asked_and_its_commands_find_it(two: Two) -> N
         ("one.example", 2, "a"), ("two.example", 3, "b")]
 
 
+def test_a_rename_across_databases_is_refused(two: Two) -> None:
+    two.ok("domain", "create", "ren-a.example", "--on", "a", real=True)
+    two.ok("domain", "create", "ren-b.example", "--on", "b", real=True)
+    two.ok("user", "create", "eve@ren-a.example", "--generate-password", real=True)
+    before = (two.a("SELECT username FROM mailbox ORDER BY 1"),
+              two.b("SELECT username FROM mailbox ORDER BY 1"))
+    refused = two.fail("user", "rename", "eve@ren-a.example", "eve@ren-b.example")
+    assert refused["message"] == (
+        "ren-b.example is in mail database b and eve@ren-a.example in a; a mailbox cannot be "
+        "renamed across mail databases (move one of the domains first with 'domain move'); "
+        "nothing was changed")
+    assert (two.a("SELECT username FROM mailbox ORDER BY 1"),
+            two.b("SELECT username FROM mailbox ORDER BY 1")) == before
+
+
 def test_a_domain_in_two_databases_is_refused_until_resolved(two: Two) -> None:
     two.ok("domain", "create", "dup.example", "--on", "a", real=True)
     two.ok("user", "create", "u@dup.example", "--generate-password", real=True)
