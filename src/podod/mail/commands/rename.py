@@ -147,7 +147,8 @@ def setup(registry: Registry) -> None:
         updated = await _rows(ctx, row, old, new, new_local, new_domain, keep_alias, notes)
         _move_with_commit(ctx, ops, old, new, old_home, new_home, has_maildir, notes)
         for user in (old, new):  # the old login must not live on in a cache; the new one
-            notes += credentials_changed(ctx, user, "mailbox renamed")  # may be cached unknown
+            notes += credentials_changed(ctx, user, "mailbox renamed",  # may be cached unknown
+                                         profile=user == old)  # SOGo's cached preferences
         notes += sessions_ended(ctx, old, "mailbox renamed")
         if sogo_of(ctx.runtime).settings is not None:
             # After the caches forgot the old login: sogo-tool rename-user moves the user's
