@@ -93,6 +93,9 @@ def two(pg: PgCluster, mail_template: str, daemons_tmp: Path,
             "b": {"dsn": f"postgresql://{OWNER}@db.invalid:1/{B_DB}",
                   "password_file": single["password_file"], "via_server": "db2",
                   "tunnel": "postgres"}}
+        # Only a's mailboxes keep their maildirs on the (here unset) maildir server.
+        config["mail"]["maildir"]["databases"] = ["a"]
+        config["mail"]["sogo"] = {"databases": []}  # a SOGo that serves neither database
         config["servers"] = [sshd.server_entry("db2", tunnels=[
             {"name": "postgres", "remote_port": pg2.port}])]
         path.write_text(yaml.safe_dump(config))
@@ -187,6 +190,33 @@ def test_a_rename_across_databases_is_refused(two: Two) -> None:
         "nothing was changed")
     assert (two.a("SELECT username FROM mailbox ORDER BY 1"),
             two.b("SELECT username FROM mailbox ORDER BY 1")) == before
+
+
+def test_maildirs_of_a_database_not_on_the_maildir_server_are_never_moved(two: Two) -> None:
+    two.ok("domain", "create", "far.example", "--on", "b", real=True)
+    two.ok("user", "create", "fay@far.example", "--generate-password", real=True)
+    before = two.b("SELECT username FROM mailbox WHERE domain = 'far.example'")
+    not_here = ("the mailboxes of mail database b are not on mail.maildir.server "
+                "(mail.maildir.databases does not list it)")
+    renamed = two.fail("user", "rename", "fay@far.example", "faye@far.example")
+    assert renamed["message"] == (f"{not_here}, so podod cannot move this mailbox's maildir "
+                                  "with it; nothing was changed")
+    deleted = two.fail("user", "delete", "fay@far.example", "--remove-maildir")
+    assert deleted["message"] == (f"--remove-maildir: {not_here}; delete the mailbox without "
+                                  "it and remove the maildir on its server by hand; nothing "
+                                  "was changed")
+    assert two.b("SELECT username FROM mailbox WHERE domain = 'far.example'") == before
+    vacation = two.fail("user", "vacation", "set", "fay@far.example", "--subject", "Away",
+                        "--message", "Back soon.")
+    assert vacation["message"] == (
+        "the mailboxes of mail database b are not on the SOGo of mail.sogo (mail.sogo."
+        "databases does not list it), so podod cannot manage the vacation reply of "
+        "fay@far.example; nothing was changed")
+    gone = two.ok("user", "delete", "fay@far.example", real=True)
+    assert ("SOGo's data of fay@far.example is left alone: the mailboxes of mail database b "
+            "are not on the SOGo of mail.sogo (mail.sogo.databases does not list it).") \
+        in gone["notes"]
+    assert two.b("SELECT count(*) FROM mailbox WHERE domain = 'far.example'") == "0"
 
 
 def test_a_domain_in_two_databases_is_refused_until_resolved(two: Two) -> None:

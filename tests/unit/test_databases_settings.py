@@ -84,3 +84,21 @@ def test_a_sorted_merge_follows_the_sort_value_then_the_key_and_drops_it() -> No
     assert [r["username"] for r in merged] == ["c@y.org", "b@x.org"]
     assert all("_sort" not in r for r in merged)
     assert more == 2 and last == '[5, "b@x.org"]'
+
+
+def test_maildir_and_sogo_databases_must_name_configured_ones() -> None:
+    from pydantic import ValidationError as Invalid
+
+    from podod.mail.settings import MailSettings
+
+    databases = {"mx1": {"dsn": "postgresql://podod@127.0.0.1/mail"},
+                 "mx2": {"dsn": "postgresql://podod@127.0.0.1/mail2"}}
+    fine = MailSettings.model_validate({"databases": databases,
+                                        "maildir": {"databases": ["mx1"]},
+                                        "sogo": {"databases": ["mx2"]}})
+    assert fine.maildir.databases == ["mx1"]
+    for key in ("maildir", "sogo"):
+        with pytest.raises(Invalid) as caught:
+            MailSettings.model_validate({"databases": databases, key: {"databases": ["mx3"]}})
+        assert (f"{key}.databases: there is no mail database named mx3 (the configured ones: "
+                "mx1, mx2)") in str(caught.value)

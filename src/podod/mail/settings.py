@@ -122,6 +122,10 @@ class MaildirSettings(Section):
     # mailbox would get the old owner's mail) unless --reuse-maildir; false: podod does not
     # look (maildirs are not podod's to check), see docs/mail.md.
     check_on_create: bool = True
+    # With several mail databases (mail.databases): the databases whose mailboxes keep their
+    # maildirs on this server; null: all of them. A mailbox of another database is never
+    # looked for or moved here (rename and --remove-maildir are refused for it).
+    databases: list[str] | None = None
 
     @field_validator("root")
     @classmethod
@@ -192,6 +196,10 @@ class SogoSettings(Section):
     # a deleted user's preferences can be restored only after that.
     cache_seconds: Duration = 300.0
     timeout: Duration = Field(default=120.0, gt=0)
+    # With several mail databases: the databases whose users this SOGo serves; null: all.
+    # Users of another database are left alone (delete keeps their SOGo data, vacation is
+    # refused for them).
+    databases: list[str] | None = None
 
     @field_validator("tool", "backup_dir", "sieve_credentials_file")
     @classmethod
@@ -254,6 +262,14 @@ class MailSettings(Section):
         if self.databases and "database" in self.model_fields_set:
             raise ValueError("give either mail.database (one mail database) or "
                              "mail.databases (several, by name), not both")
+        names = self.all_databases()
+        for key, listed in (("maildir", self.maildir.databases),
+                            ("sogo", self.sogo.databases if self.sogo else None)):
+            unknown = [name for name in listed or [] if name not in names]
+            if unknown:
+                raise ValueError(f"{key}.databases: there is no mail database named "
+                                 f"{unknown[0]} (the configured ones: "
+                                 f"{', '.join(names) or 'none'})")
         return self
 
     def all_databases(self) -> dict[str, DatabaseSettings]:

@@ -413,6 +413,13 @@ async def remove_on_delete(ctx: CommandContext, username: str, notes: list[str])
     manager = ctx.runtime.component("sogo")
     if not isinstance(manager, SogoManager) or manager.settings is None:
         return
+    database = getattr(ctx.unit, "database", None)
+    if manager.settings.databases is not None and database is not None and \
+            database.name not in manager.settings.databases:
+        notes.append(f"SOGo's data of {username} is left alone: the mailboxes of mail "
+                     f"database {database.name} are not on the SOGo of mail.sogo (mail.sogo."
+                     "databases does not list it).")
+        return
     if not re.fullmatch(ADDRESS, username):  # e.g. an apostrophe from another tool
         notes.append(f"podod passes only mailbox addresses of lower-case letters, digits and "
                      f"'._+-' to sogo-tool, so SOGo's data of {username} is left alone "

@@ -134,6 +134,18 @@ async def each_database(ctx: CommandContext, on: str | None,
     return found, notes
 
 
+def serves(listed: list[str] | None, database: MailDatabase | None) -> bool:
+    """Whether a maildir server or SOGo whose ``databases`` setting is ``listed`` (None:
+    all) holds the mailboxes of ``database``."""
+    return listed is None or database is None or database.name in listed
+
+
+def not_served(what: str, key: str, database: MailDatabase) -> str:
+    """The reason in a refusal: the mailboxes of ``database`` are not on ``what``."""
+    return (f"the mailboxes of mail database {database.name} are not on {what} (mail.{key}."
+            "databases does not list it)")
+
+
 def several(ctx: CommandContext) -> bool:
     """More than one mail database: listings show which one holds each row."""
     found = ctx.runtime.component("maildb")

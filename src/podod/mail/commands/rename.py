@@ -30,6 +30,8 @@ from podod.mail.commands.common import (
     is_alias_domain,
     maildb,
     mb,
+    not_served,
+    serves,
     unit_for,
 )
 from podod.mail.maildirs import MaildirOps, split_maildir
@@ -150,7 +152,8 @@ def setup(registry: Registry) -> None:
             notes += credentials_changed(ctx, user, "mailbox renamed",  # may be cached unknown
                                          profile=user == old)  # SOGo's cached preferences
         notes += sessions_ended(ctx, old, "mailbox renamed")
-        if sogo_of(ctx.runtime).settings is not None:
+        sogo = sogo_of(ctx.runtime).settings
+        if sogo is not None and serves(sogo.databases, uow.database):
             # After the caches forgot the old login: sogo-tool rename-user moves the user's
             # SOGo profile, folders and ACLs to the new name (docs/sogo.md).
             notes.append(f"SOGo's data of {old} (settings, folders, ACLs) is renamed with it "
@@ -205,7 +208,13 @@ def _maildirs(row: dict[str, Any], old: str, new_domain: str, new_local: str
 def _ops(ctx: CommandContext) -> MaildirOps:
     from podod.mail.commands.maildir import maildirs_of
 
-    return maildirs_of(ctx).ops("user rename (it moves the maildir)")
+    manager = maildirs_of(ctx)
+    database = ctx.unit.database
+    if not serves(manager.settings.databases, database):
+        raise ValidationError(f"{not_served('mail.maildir.server', 'maildir', database)}, so "
+                              "podod cannot move this mailbox's maildir with it; nothing was "
+                              "changed")
+    return manager.ops("user rename (it moves the maildir)")
 
 
 async def _rows(ctx: CommandContext, row: dict[str, Any], old: str, new: str, new_local: str,

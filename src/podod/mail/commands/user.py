@@ -38,11 +38,13 @@ from podod.mail.commands.common import (
     list_page,
     mb,
     non_negative,
+    not_served,
     on_option,
     password_expiry,
     plain_text,
     reader,
     require_view,
+    serves,
     several,
     size,
     unit_for,
@@ -383,6 +385,8 @@ async def _old_maildir(ctx: CommandContext, username: str, maildir: str,
                               f"{username} is still on the mail server, whose mail the new "
                               "mailbox would get (mail.maildir.server is not set); set it, or "
                               f"{how}")
+    if not serves(settings.databases, ctx.unit.database):
+        return []  # this database's maildirs are on another server (mail.maildir.databases)
     try:
         domain, name = split_maildir(maildir, username)
         ops = maildirs_of(ctx).ops("user create")
@@ -417,6 +421,10 @@ def _remove_maildir_after(ctx: CommandContext, username: str, maildir: str,
 
     domain, name = split_maildir(maildir, username)
     manager = maildirs_of(ctx)
+    if not serves(manager.settings.databases, ctx.unit.database):
+        reason = not_served("mail.maildir.server", "maildir", ctx.unit.database)
+        raise ValidationError(f"--remove-maildir: {reason}; delete the mailbox without it and "
+                              "remove the maildir on its server by hand; nothing was changed")
     ops = manager.ops("--remove-maildir")
     layout, server = ops.layout, ops.server
     when = time.time()

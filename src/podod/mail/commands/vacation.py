@@ -18,7 +18,7 @@ from podod.bus.shapes import BOOL, INT, STR, arr, nullable, obj
 from podod.bus.spec import Arg, Opt
 from podod.errors import NotFound, ValidationError
 from podod.mail.addresses import normalize_address
-from podod.mail.commands.common import reader
+from podod.mail.commands.common import maildb, not_served, reader, serves
 from podod.mail.sogo import SogoOps, sieve_missing, sogo_of
 from podod.plugins import Registry
 
@@ -136,11 +136,17 @@ def vacation_value(current: dict[str, Any] | None, address: str, subject: str,
 async def _target(ctx: CommandContext, address: str, why: str) -> tuple[str, SogoOps]:
     username = normalize_address(address)
     ctx.require_domain(username.split("@")[1])
-    async with reader(ctx, username.split("@")[1]) as db:
+    database = await maildb(ctx, username.split("@")[1])
+    async with reader(ctx, database=database) as db:
         exists = await db.fetchval("SELECT 1 FROM mailbox WHERE username = $1", username)
     if not exists:
         raise NotFound(f"there is no mailbox {username}; nothing was changed")
-    return username, sogo_of(ctx.runtime).ops(why)
+    manager = sogo_of(ctx.runtime)
+    if manager.settings is not None and not serves(manager.settings.databases, database):
+        raise ValidationError(f"{not_served('the SOGo of mail.sogo', 'sogo', database)}, so "
+                              f"podod cannot manage the vacation reply of {username}; nothing "
+                              "was changed")
+    return username, manager.ops(why)
 
 
 def _table(data: dict[str, Any]) -> Table:
