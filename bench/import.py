@@ -13,12 +13,17 @@
     .venv/bin/python bench/import.py [--hashed 10000] [--prehashed 10000] [--big 100000]
 
 The machine is shared: the load average before and after is printed; compare the hashed
-import with the single-core rate measured at the same time.
+import with the single-core rate measured at the same time. On a busy machine the pool's
+workers get only part of the cores, so the hashed figures also give the CPU time the
+workers spent per row against the CPU time of one hash in a single process (the pool's
+efficiency, which the machine's other work does not change) and how many cores the workers
+had on average.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -29,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from _repo import save_result  # also puts the checkout's testbed/ on sys.path
@@ -71,15 +77,25 @@ def send(path: Path, argv: list[str], data: str, real: bool) -> dict[str, Any]:
         sock.close()
 
 
-def single_core_rate(seconds: float = 8.0) -> float:
+def single_core_rate(seconds: float = 8.0) -> tuple[float, float]:
     """Hashes per second at 70 000 rounds in this process (the C crypt, as the pool's
-    workers use it)."""
+    workers use it), and the CPU seconds one hash took."""
     hash_password("warm-up-password-1", rounds=1000)
-    count, started = 0, time.perf_counter()
+    count, started, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         hash_password("Bench-Password-7-Long", rounds=70000)
         count += 1
-    return count / (time.perf_counter() - started)
+    return count / (time.perf_counter() - started), (time.process_time() - cpu) / count
+
+
+def workers_cpu(pid: int) -> float:
+    """CPU seconds the daemon's child processes (the hashing pool's workers) have used."""
+    total = 0.0
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def vm(pid: int, field: str) -> float:
@@ -129,27 +145,41 @@ def main() -> int:
 
             # 1. hashed rows, sandbox and real
             if args.hashed:
-                rate = single_core_rate()
+                rate, cpu_hash = single_core_rate()
                 machine = rate * cores
                 data = csv_rows("hashed.example", args.hashed, None)
                 hashed: dict[str, Any] = {"rows": args.hashed, "single_core_per_s":
                                           round(rate, 2), "machine_per_s": round(machine, 2)}
                 for mode, real in (("sandbox", False), ("real", True)):
+                    cpu_before = workers_cpu(pid)
                     started = time.perf_counter()
                     reply = send(daemon.socket_path, ["user", "import"], data, real)
                     took = time.perf_counter() - started
+                    pool_cpu = workers_cpu(pid) - cpu_before
                     assert reply["ok"] and reply["data"]["imported"] == args.hashed, reply
                     per_s = args.hashed / took
                     # The machine is shared: its rate is measured again after each run and
                     # the mean of before and after is what the run is compared with.
-                    after = single_core_rate()
+                    after, cpu_after = single_core_rate()
                     rate, machine = (rate + after) / 2, (rate + after) / 2 * cores
+                    cpu_hash = (cpu_hash + cpu_after) / 2
+                    per_row = pool_cpu / args.hashed
                     hashed[f"{mode}_single_core_per_s"] = round(rate, 2)
                     hashed[mode] = {"seconds": round(took, 2), "rows_per_s": round(per_s, 2),
-                                    "share_of_machine": round(per_s / machine, 3)}
+                                    "share_of_machine": round(per_s / machine, 3),
+                                    "workers_cpu_ms_per_row": round(per_row * 1000, 2),
+                                    "single_core_cpu_ms_per_hash": round(cpu_hash * 1000, 2),
+                                    "pool_efficiency": round(cpu_hash / per_row, 3)
+                                    if per_row else None,
+                                    "cores_used": round(pool_cpu / took, 2)}
                     print(f"import: {args.hashed} rows hashed at 70000 rounds, {mode}: "
                           f"{took:.1f} s, {per_s:.1f} rows/s = {per_s / machine:.0%} of "
                           f"{cores} x {rate:.1f}/s single-core (target >= 90 %)")
+                    if per_row:
+                        print(f"        the workers' CPU: {per_row * 1000:.1f} ms per row "
+                              f"against {cpu_hash * 1000:.1f} ms per hash single-core "
+                              f"({cpu_hash / per_row:.0%}); they had {pool_cpu / took:.2f} "
+                              f"of {cores} cores on average")
                 hashed["load_after"] = load()
                 result["hashed"] = hashed
 

@@ -650,11 +650,11 @@ class ApiFrontend:
                               execute_real=bool(real) and spec.mutating, stdin=stdin,
                               naming=self._naming)
         if stream:
-            return await self._streamed(request, bus_request)
+            return await self._streamed(request, bus_request, spec.name)
         reply = await bus.execute(bus_request)
         return await self._reply(request, reply, bus_request.id)
 
-    async def _streamed(self, request: web.Request, bus_request: Request
+    async def _streamed(self, request: web.Request, bus_request: Request, name: str
                         ) -> web.StreamResponse:
         """The command's progress as Server-Sent Events, then its reply (or problem) as the
         last event, with the body a plain request gets (frontends/api_progress.py)."""
@@ -675,8 +675,9 @@ class ApiFrontend:
         events = CommandStream(response)
         events.start()
         try:
-            await response.write(b": podod command " + " ".join(
-                bus_request.argv[:2]).encode("utf-8", "replace") + b"\n\n")
+            # the command's declared name only: never a word of the request (a line break
+            # in it would start an event of its own)
+            await response.write(b": podod command " + name.encode() + b"\n\n")
             try:
                 reply = await bus.execute(bus_request, events.progress)
                 status, body = await self._reply_body(request, reply, bus_request.id)
