@@ -149,6 +149,20 @@ async def _target(ctx: CommandContext, address: str, why: str) -> tuple[str, Sog
     return username, manager.ops(why)
 
 
+async def _write(ctx: CommandContext, ops: SogoOps, username: str, value: dict[str, Any],
+                 switched: str, done: str) -> Reply:
+    """Record and (in a real run) write SOGo's Vacation value; SOGo writes the Sieve script."""
+    ctx.record("update", "sogo vacation", username, server=ops.server)
+    data = shown(username, value)
+    if ctx.sandbox:
+        return Reply(message=f"the vacation message of {username} would be switched "
+                             f"{switched} in SOGo on {ops.server}", data=data,
+                     table=_table(data))
+    await ops.set_vacation(username, value)
+    return Reply(message=f"the vacation message of {username} is {done}", data=data,
+                 table=_table(data))
+
+
 def _table(data: dict[str, Any]) -> Table:
     rows = [["address", data["address"]], ["on", "yes" if data["enabled"] else "no"],
             ["subject", data["subject"] or "-"], ["from", data["from"] or "-"],
@@ -195,15 +209,8 @@ def setup(registry: Registry) -> None:
             raise ValidationError(sieve_missing())
         current = await ops.vacation(username)
         value = vacation_value(current, username, subject, message, start, end, days)
-        ctx.record("update", "sogo vacation", username, server=ops.server)
-        data = shown(username, value)
-        if ctx.sandbox:
-            return Reply(message=f"the vacation message of {username} would be switched on "
-                                 f"in SOGo on {ops.server}", data=data, table=_table(data))
-        await ops.set_vacation(username, value)
-        return Reply(message=f"the vacation message of {username} is on (SOGo on "
-                             f"{ops.server} wrote its Sieve script)", data=data,
-                     table=_table(data))
+        return await _write(ctx, ops, username, value, "on", f"on (SOGo on {ops.server} "
+                            "wrote its Sieve script)")
 
     @registry.command(
         "user vacation show", "Show a mailbox's out-of-office reply as SOGo keeps it",
@@ -231,12 +238,4 @@ def setup(registry: Registry) -> None:
             data = shown(username, current)
             return Reply(message=f"the vacation message of {username} is off already; "
                                  "nothing was changed", data=data, table=_table(data))
-        value = {**current, "enabled": 0}
-        ctx.record("update", "sogo vacation", username, server=ops.server)
-        data = shown(username, value)
-        if ctx.sandbox:
-            return Reply(message=f"the vacation message of {username} would be switched off "
-                                 f"in SOGo on {ops.server}", data=data, table=_table(data))
-        await ops.set_vacation(username, value)
-        return Reply(message=f"the vacation message of {username} is off", data=data,
-                     table=_table(data))
+        return await _write(ctx, ops, username, {**current, "enabled": 0}, "off", "off")
