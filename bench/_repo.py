@@ -18,3 +18,21 @@ def save_result(name: str, result: object) -> Path:
     path = folder / f"{name}.json"
     path.write_text(json.dumps(result, indent=2))
     return path
+
+
+def write_config(root: Path, config: dict[str, object], *, init: bool = True) -> Path:
+    """Write ``config`` as ROOT/podod.yaml and, with ``init``, create the mail schema in its
+    mail database(s) with ``podod db init`` (its stderr and exit 1 when that fails)."""
+    import subprocess
+
+    import yaml
+
+    path = root / "podod.yaml"
+    path.write_text(yaml.safe_dump(config))
+    if init:
+        done = subprocess.run([sys.executable, "-m", "podod.cli", "db", "init", "-c",
+                               str(path)], capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stderr, file=sys.stderr)
+            raise SystemExit(1)
+    return path

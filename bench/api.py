@@ -36,9 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import yaml
 
-from _repo import save_result  # also puts the checkout's testbed/ on sys.path
+from _repo import save_result, write_config  # puts the checkout's testbed/ on sys.path
 from podod.mail.passwords import hash_password
 from testbed.daemon import DaemonProcess, base_config
 from testbed.ports import free_port
@@ -220,13 +219,7 @@ def main() -> int:
                     "role": "admin", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}}},
                 # the bench sends far more than a person would: no rate limit for it
                 commands={"rate_limit": {"exempt": ["api:bench"]}})
-            path = root / "podod.yaml"
-            path.write_text(yaml.safe_dump(config))
-            init = subprocess.run([sys.executable, "-m", "podod.cli", "db", "init", "-c",
-                                   str(path)], capture_output=True, text=True)
-            if init.returncode != 0:
-                print(init.stderr, file=sys.stderr)
-                return 1
+            path = write_config(root, config)
             seed(cluster, "mail", args.mailboxes)
             # Let the seed settle (its WAL, autovacuum) before measuring, as a database
             # that has been running for a while has.

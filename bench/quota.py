@@ -18,16 +18,13 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from _repo import save_result  # also puts the checkout's testbed/ on sys.path
+from _repo import save_result, write_config  # puts the checkout's testbed/ on sys.path
 from podod.alerts.quota import QUERY, plan_notices, read_rows, samples_of
 from podod.alerts.settings import QuotaWarningSettings
 from testbed.daemon import base_config
@@ -109,13 +106,7 @@ def main() -> int:
         try:
             database = cluster.mail_database(root)
             config = base_config(root, mail={"database": database})
-            path = root / "podod.yaml"
-            path.write_text(yaml.safe_dump(config))
-            init = subprocess.run([sys.executable, "-m", "podod.cli", "db", "init", "-c",
-                                   str(path)], capture_output=True, text=True)
-            if init.returncode != 0:
-                print(init.stderr, file=sys.stderr)
-                return 1
+            write_config(root, config)
             seed(cluster, "mail", args.mailboxes, args.domains)
             password = (root / "pg-password").read_text()
             result.update(asyncio.run(collect(database["dsn"], password, args.runs)))

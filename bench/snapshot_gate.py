@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from _repo import save_result  # also puts the checkout's testbed/ on sys.path
+from _repo import save_result, write_config  # puts the checkout's testbed/ on sys.path
 from testbed.daemon import DaemonProcess, base_config
 from testbed.ports import free_port
 from testbed.postgres import PgCluster
@@ -98,13 +98,7 @@ def main() -> int:
                          "settings": {"aws": {"servers": {"mx1": {
                              "region": REGION, "volumes": [volume], "before_changes": False,
                              "poll_interval": "0.1s", "keep": 3, "keep_days": 0}}}}})
-            path = root / "podod.yaml"
-            path.write_text(yaml.safe_dump(config))
-            init = subprocess.run([sys.executable, "-m", "podod.cli", "db", "init", "-c",
-                                   str(path)], capture_output=True, text=True)
-            if init.returncode != 0:
-                print(init.stderr, file=sys.stderr)
-                return 1
+            path = write_config(root, config)
             daemon = DaemonProcess(path, env=env).start()
             assert daemon.request(["domain", "create", "bench.example"], execute_real=True)["ok"]
             assert daemon.request(["user", "create", "u@bench.example", "--password-stdin"],
