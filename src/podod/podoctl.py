@@ -11,7 +11,6 @@ import contextlib
 import gc
 import json
 import os
-import re
 import socket
 import sys
 from collections.abc import Callable
@@ -20,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from podod.libwarnings import hide_library_warnings
 
 if TYPE_CHECKING:  # imported where used: 'podoctl --json' starts without rich
+    import re
+
     from rich.console import Console
 
     from podod.bus.context import Reply
@@ -57,13 +58,19 @@ _READ_BUFFER = 1 << 18
 # any other (an error, an older daemon's order) is decoded as always.
 _OK_REPLY = b'{"type": "reply", "ok": true, '
 # podoctl --json prints a successful reply of at least this many bytes as the daemon sent it,
-# one line of compact JSON (decoding and encoding 8 MB again took 170 ms); a smaller one is
-# indented. The content is the same either way.
+# compact, one list element per line (decoding and encoding 8 MB again took 170 ms); a
+# smaller one is indented. The content is the same either way.
 RAW_BYTES = 262_144
+# Between two elements of a list of objects (or of lists beginning with a string) the
+# daemon's compact JSON has '}, {"' ('], ["'): the ', ' becomes ',\n'. The quote opens a
+# string (a key) unless what follows it could follow a closing quote; only then could the
+# bytes be inside a string ("a}, {"), and then the reply is left on one line.
+_ELEMENTS = ((b'}, {"', b'},\n{"'), (b'], ["', b'],\n["'))
+_INSIDE = (rb'\}, \{"[,:}\] \t\r\n]', rb'\], \["[,:}\] \t\r\n]')
 # The characters JSON_ESCAPES escapes (podod.bus.render), as UTF-8: DEL and C1 controls,
 # line/paragraph separators and bidirectional controls. Only their lead bytes are looked for
 # first (memchr speed); a line without them needs no change.
-_ESCAPED_UTF8 = re.compile(rb"\x7f|\xc2[\x80-\x9f]|\xe2\x80[\xa8-\xae]|\xe2\x81[\xa6-\xa9]")
+_ESCAPED_UTF8 = rb"\x7f|\xc2[\x80-\x9f]|\xe2\x80[\xa8-\xae]|\xe2\x81[\xa6-\xa9]"
 _LEADS = (b"\x7f", b"\xc2", b"\xe2")
 
 
@@ -75,10 +82,15 @@ def print_raw(line: bytes, out: Any) -> None:
     """A successful reply's line (:data:`_OK_REPLY`) on the binary stream ``out`` as
     podoctl --json shows replies: without the protocol's ``type``, the characters
     ``JSON_ESCAPES`` names escaped (they occur only inside strings, so the JSON stays equal),
-    ending in one newline."""
+    a listing's rows one per line (:data:`_ELEMENTS`: 'grep' finds a mailbox's line)."""
+    import re
+
     body = b"{" + line[len(b'{"type": "reply", '):].rstrip(b"\n")
     if any(lead in body for lead in _LEADS):
-        body = _ESCAPED_UTF8.sub(_escape_utf8, body)
+        body = re.sub(_ESCAPED_UTF8, _escape_utf8, body)
+    if not any(re.search(inside, body) for inside in _INSIDE):
+        for between, broken in _ELEMENTS:
+            body = body.replace(between, broken)
     out.write(body)
     out.write(b"\n")
 
@@ -400,8 +412,6 @@ def _main(argv: list[str]) -> int:
     except Unreachable as exc:
         print(f"podoctl: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
-    from podod.bus.context import Reply
-
     sent_real = False
     # podoctl changes nothing in a reply it only prints as JSON: a large one goes through.
     raw_from = RAW_BYTES if opts["json"] and not files.outputs else None
@@ -409,6 +419,8 @@ def _main(argv: list[str]) -> int:
     try:
         payload: dict[str, Any] = {"argv": rest, "execute_real": False, "stdin": None}
         if real and not opts["yes"]:
+            from podod.bus.context import Reply
+
             plan = Reply.from_dict(_strip(conn.request(payload, progress, files.stdin)))
             _close(progress)
             if not plan.ok or not plan.sandbox:
@@ -455,6 +467,8 @@ def _main(argv: list[str]) -> int:
         print_raw(answer, sys.stdout.buffer)
         sys.stdout.flush()
         return EXIT_OK
+    from podod.bus.context import Reply
+
     reply = Reply.from_dict(_strip(answer))
     try:
         files.write(reply)

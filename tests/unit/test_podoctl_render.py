@@ -122,19 +122,32 @@ def test_json_passed_through_is_the_reply_with_control_characters_escaped() -> N
     non-ASCII text around them left as it is)."""
     extra = ["DEL\x7fx", "\u0085nel", "\u2028ls", "\u2066iso\u2069", "é ü € … — ©"]
     reply = Reply(message="1000 mailboxes", data=[{"name": t} for t in TRICKS + extra] * 50,
-                  table=Table(["name"], [[t] for t in TRICKS + extra] * 50, title="m"))
+                  table=Table(["row", "name"], [[str(i), t] for i, t in enumerate(
+                      TRICKS + extra)] * 50, title="m"))
     line = _encode({"type": "reply", **reply.to_dict()})
     assert line.startswith(_OK_REPLY)  # what podoctl looks for to pass a reply through
     out = io.BytesIO()
     print_raw(line, out)
     printed = out.getvalue()
-    assert printed.endswith(b"}\n") and printed.count(b"\n") == 1
+    assert printed.endswith(b"}\n")
+    lines = printed.decode().splitlines()
+    # One row of the data, and one of the table, per line: 'grep' finds a row's line.
+    assert len(lines) == 2 * len(reply.table.rows) - 1
+    assert sum('{"name": "DEL\\u007fx"}' in line for line in lines) == 50
     text = printed.decode()
     for raw in ("\x1b", "\x9b", "\u202e", "\r", "\x07", "\x7f", "\x85", "\u2028", "\u2066"):
         assert raw not in text
     assert "é ü € … — ©" in text
     assert json.loads(text) == json.loads(json.dumps(reply.to_dict()))
     assert "type" not in json.loads(text)
+    # Text in a row that looks like the place between two rows stays whole (the reply is
+    # then printed on one line).
+    for text in ('x}, {', 'x], [', 'x}, {"', '}, {"a": 1}, {"'):
+        tricky = Reply(message="m", data=[{"name": text}, {"name": "b"}],
+                       table=Table(["name"], [[text], ["b"]]))
+        out = io.BytesIO()
+        print_raw(_encode({"type": "reply", **tricky.to_dict()}), out)
+        assert json.loads(out.getvalue()) == tricky.to_dict()
     plain = io.BytesIO()
     print_raw(_encode({"type": "reply", **Reply(message="plain ascii").to_dict()}), plain)
     assert json.loads(plain.getvalue()) == Reply(message="plain ascii").to_dict()
