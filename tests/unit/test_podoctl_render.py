@@ -148,6 +148,12 @@ def test_json_passed_through_is_the_reply_with_control_characters_escaped() -> N
         out = io.BytesIO()
         print_raw(_encode({"type": "reply", **tricky.to_dict()}), out)
         assert json.loads(out.getvalue()) == tricky.to_dict()
+    # Every character the bus escapes for JSON output, also when the reply is passed through.
+    every = Reply(message="m", data=[{"name": f"a{chr(c)}b"} for c in JSON_ESCAPES])
+    out = io.BytesIO()
+    print_raw(_encode({"type": "reply", **every.to_dict()}), out)
+    assert not set(out.getvalue().decode()) & {chr(c) for c in JSON_ESCAPES}
+    assert json.loads(out.getvalue()) == json.loads(json.dumps(every.to_dict()))
     plain = io.BytesIO()
     print_raw(_encode({"type": "reply", **Reply(message="plain ascii").to_dict()}), plain)
     assert json.loads(plain.getvalue()) == Reply(message="plain ascii").to_dict()
