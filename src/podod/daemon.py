@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -89,6 +90,13 @@ class Daemon:
         log.info("podod %s ready in %.0f ms (socket %s, %d commands, %d plugins)",
                  __version__, (time.monotonic() - t0) * 1000, self.socket.path,
                  len(rt.registry.commands), len(rt.registry.plugins))
+        # What start-up built (modules, classes, settings: objects that live as long as the
+        # daemon) is set aside from the cyclic garbage collector: its full collections, which
+        # a large reply's tens of thousands of rows set off, walked all of it each time (a
+        # fifth of a 30 000-mailbox listing's 120 ms in the daemon). Collected first, so no
+        # start-up garbage is kept; after READY, so a start does not wait for it.
+        gc.collect()
+        gc.freeze()
 
     async def _watchdog(self, interval: float) -> None:
         while True:

@@ -14,15 +14,16 @@ import os
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table as RichTable
-from rich.text import Text
-
-from podod.bus.context import PODOCTL, Reply
-from podod.bus.render import JSON_ESCAPES, Block, blocks, cell, visible
 from podod.libwarnings import hide_library_warnings
+
+if TYPE_CHECKING:  # imported where used: 'podoctl --json' starts without rich
+    import re
+
+    from rich.console import Console
+
+    from podod.bus.context import Reply
 
 DEFAULT_SOCKET = "/run/podod/podod.sock"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -51,25 +52,55 @@ error), 3 daemon unreachable
 """
 
 
+_READ_BUFFER = 1 << 18
+# A successful reply's line as the daemon writes it (podod.frontends.unix_socket: the type,
+# then Reply.to_dict(), whose first field is ok). Only such a line is passed through raw;
+# any other (an error, an older daemon's order) is decoded as always.
+_OK_REPLY = b'{"type": "reply", "ok": true, '
+# podoctl --json prints a successful reply of at least this many bytes as the daemon sent it,
+# compact, one list element per line (decoding and encoding 8 MB again took 170 ms); a
+# smaller one is indented. The content is the same either way.
+RAW_BYTES = 262_144
+# Between two elements of a list of objects (or of lists beginning with a string) the
+# daemon's compact JSON has '}, {"' ('], ["'): the ', ' becomes ',\n'. The quote opens a
+# string (a key) unless what follows it could follow a closing quote; only then could the
+# bytes be inside a string ("a}, {"), and then the reply is left on one line.
+_ELEMENTS = ((b'}, {"', b'},\n{"'), (b'], ["', b'],\n["'))
+_INSIDE = (rb'\}, \{"[,:}\] \t\r\n]', rb'\], \["[,:}\] \t\r\n]')
+# The characters JSON_ESCAPES escapes (podod.bus.render), as UTF-8: DEL and C1 controls,
+# line/paragraph separators and bidirectional controls. Only their lead bytes are looked for
+# first (memchr speed); a line without them needs no change.
+_ESCAPED_UTF8 = rb"\x7f|\xc2[\x80-\x9f]|\xe2\x80[\xa8-\xae]|\xe2\x81[\xa6-\xa9]"
+_LEADS = (b"\x7f", b"\xc2", b"\xe2")
+
+
+def _escape_utf8(match: re.Match[bytes]) -> bytes:
+    return b"\\u%04x" % ord(match.group().decode())
+
+
+def print_raw(line: bytes, out: Any) -> None:
+    """A successful reply's line (:data:`_OK_REPLY`) on the binary stream ``out`` as
+    podoctl --json shows replies: without the protocol's ``type``, the characters
+    ``JSON_ESCAPES`` names escaped (they occur only inside strings, so the JSON stays equal),
+    a listing's rows one per line (:data:`_ELEMENTS`: 'grep' finds a mailbox's line)."""
+    import re
+
+    body = b"{" + line[len(b'{"type": "reply", '):].rstrip(b"\n")
+    if any(lead in body for lead in _LEADS):
+        body = re.sub(_ESCAPED_UTF8, _escape_utf8, body)
+    if not any(re.search(inside, body) for inside in _INSIDE):
+        for between, broken in _ELEMENTS:
+            body = body.replace(between, broken)
+    out.write(body)
+    out.write(b"\n")
+
+
 class Unreachable(Exception):
     pass
 
 
 class InputRefused(Exception):
     """The input the daemon asked for was not given (two passwords differ)."""
-
-
-class _Console(Console):
-    """podoctl's console: markup, emoji codes and highlighting are off, so a string is
-    printed as it is; podoctl's own styles come as :class:`Text` (see :func:`_data`)."""
-
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(markup=False, emoji=False, highlight=False, **kw)
-
-    def on_broken_pipe(self) -> None:
-        """The reader went away ('| head'): main() ends quietly (rich would exit 1)."""
-        self.quiet = True
-        raise BrokenPipeError
 
 
 class Connection:
@@ -89,12 +120,16 @@ class Connection:
         except OSError as exc:
             raise Unreachable(f"podod is not answering on {path} ({exc.strerror}). Start it "
                               "with 'systemctl start podod' (or 'make demo').") from None
-        self.file = self.sock.makefile("rb")
+        # A large reply (8 MB for 30 000 mailboxes) is read in large pieces, not 8 kB ones.
+        self.file = self.sock.makefile("rb", buffering=_READ_BUFFER)
 
     def request(self, payload: dict[str, Any], on_progress: Callable[[dict[str, Any]], None],
-                on_stdin: Callable[[str], str] | None = None) -> dict[str, Any]:
+                on_stdin: Callable[[str], str] | None = None, *, raw_from: int | None = None
+                ) -> dict[str, Any] | bytes:
         """Send one request; answer the daemon's call for the input the command declares
-        (``on_stdin(kind)``), pass progress on, and return the reply."""
+        (``on_stdin(kind)``), pass progress on, and return the reply. With ``raw_from``, a
+        successful reply of at least that many bytes is returned as the daemon sent it (its
+        line, undecoded: :func:`print_raw`)."""
         if on_stdin is not None:
             payload = {**payload, "stdin_offer": True}
         try:
@@ -106,6 +141,9 @@ class Connection:
             if not line:
                 raise Unreachable("podod closed the connection before answering "
                                   "(it may be stopping; see its log)")
+            if raw_from is not None and len(line) >= raw_from and line.startswith(_OK_REPLY) \
+                    and line.endswith(b"}\n"):
+                return line
             message = json.loads(line)
             if message.get("type") == "progress":
                 on_progress(message)
@@ -122,71 +160,6 @@ class Connection:
     def close(self) -> None:
         self.file.close()
         self.sock.close()
-
-
-_RICH_STYLES = {"": "", "bold": "bold", "error": "bold red", "banner": "bold yellow",
-                "dim": "dim"}
-
-
-def _data(value: Any, style: str = "", *, newlines: bool = False) -> Text:
-    """Data from the daemon as rich sees it: plain text (never markup, never an emoji code)
-    with its control characters shown as escapes (:func:`podod.bus.render.visible`). Every
-    reply's text reaches rich through here."""
-    return Text(visible(cell(value), newlines=newlines), style=style)
-
-
-def _block(block: Block) -> Text:
-    return Text.assemble(*(_data(p.text, _RICH_STYLES[p.style], newlines=True)
-                           for p in block.parts))
-
-
-# rich lays a table out cell by cell (70 s for 100 000 mailboxes); a longer table is written
-# as plain aligned columns, streamed, with the same escaping of control characters.
-RICH_ROWS = 1000
-
-
-def _plain_table(columns: list[str], rows: list[list[Any]], console: Console) -> None:
-    cells = [[visible(cell(v)) for v in row] for row in rows]
-    head = [visible(c) for c in columns]
-    widths = [len(h) for h in head]
-    for row in cells:
-        for i, text in enumerate(row[:len(widths)]):
-            if len(text) > widths[i]:
-                widths[i] = len(text)
-    out = console.file
-
-    def line(row: list[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
-
-    out.write(line(head) + "\n" + line(["-" * w for w in widths]) + "\n")
-    for start in range(0, len(cells), _CHUNK):
-        out.write("".join(line(row) + "\n" for row in cells[start:start + _CHUNK]))
-    out.flush()
-
-
-def render(reply: Reply, console: Console, err: Console, *, asking: bool = False) -> None:
-    """The bus's rendering (:func:`podod.bus.render.blocks`) dressed for a terminal: only
-    the table is podoctl's own (a rich table, or plain aligned columns past RICH_ROWS)."""
-    for block in blocks(reply, PODOCTL, asking=asking):
-        if block.kind == "error":
-            err.print(_block(block))
-        elif block.kind == "table":
-            assert reply.table is not None
-            title = reply.table.title
-            if len(reply.table.rows) > RICH_ROWS:
-                if title is not None:
-                    console.print(_data(title))
-                _plain_table(reply.table.columns, reply.table.rows, console)
-                continue
-            table = RichTable(title=_data(title) if title is not None else None,
-                              show_lines=False)
-            for column in reply.table.columns:
-                table.add_column(_data(column), overflow="fold")
-            for row in reply.table.rows:
-                table.add_row(*[_data(v) for v in row])
-            console.print(table)
-        else:
-            console.print(_block(block))
 
 
 def parse_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -264,42 +237,6 @@ def _read_stdin(kind: str) -> str:
     return first
 
 
-class ProgressView:
-    """A long command's progress on stderr: a rich progress bar on a terminal when the
-    command says how far it is (done of total), else a line per message."""
-
-    def __init__(self, err: Console, quiet: bool) -> None:
-        self.err = err
-        self.quiet = quiet
-        self.bar: Any = None
-        self.task: Any = None
-
-    def __call__(self, message: dict[str, Any]) -> None:
-        if self.quiet:
-            return
-        text = visible(cell(message.get("message", "")))
-        done, total = message.get("done"), message.get("total")
-        counted = isinstance(done, int) and isinstance(total, int) and total > 0
-        if counted and self.err.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            if self.bar is None:
-                self.bar = Progress(TextColumn("{task.description}", markup=False),
-                                    BarColumn(), MofNCompleteColumn(), console=self.err,
-                                    transient=True)
-                self.bar.start()
-                self.task = self.bar.add_task(text, total=total)
-            self.bar.update(self.task, description=text, completed=done, total=total)
-            return
-        suffix = f" ({done}/{total})" if counted else ""
-        self.err.print(Text(f"… {text}{suffix}", style="dim"))
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
-
-
 # Files on podoctl's side of a command (the daemon never opens a client's path): an
 # import's FILE is sent as the command's data input; what these options name is written
 # here from the reply. The same commands take an attachment in chat and a body in the API.
@@ -366,7 +303,7 @@ class ClientFiles:
             return self.data
         return _read_stdin(kind)
 
-    def write(self, reply: Reply, err: Console) -> None:
+    def write(self, reply: Reply) -> None:
         """Write what the options name from ``reply``; secrets go only to their file and
         are taken out of the reply, so they are never printed."""
         import csv
@@ -408,11 +345,39 @@ def _write_private(path: str, text: str) -> None:
         handle.write(text)
 
 
+class Screens:
+    """podoctl's rich consoles (stdout and stderr), made when first used: 'podoctl --json'
+    uses none, and does not import rich."""
+
+    def __init__(self, out: Console | None = None, err: Console | None = None) -> None:
+        self._out = out
+        self._err = err
+
+    @property
+    def out(self) -> Console:
+        if self._out is None:
+            from podod.podoctl_view import _Console
+
+            self._out = _Console(soft_wrap=True)  # long lines stay whole for scripts and logs
+            if not self._out.is_terminal:
+                self._out.width = 10_000  # piped: never fold an address in a table cell
+        return self._out
+
+    @property
+    def err(self) -> Console:
+        if self._err is None:
+            from podod.podoctl_view import _Console
+
+            self._err = _Console(stderr=True, soft_wrap=True)
+        return self._err
+
+
+def _quiet(_message: dict[str, Any]) -> None:
+    """--json: progress is not shown."""
+
+
 def _main(argv: list[str]) -> int:
-    console = _Console(soft_wrap=True)  # long lines stay whole for scripts and logs
-    if not console.is_terminal:
-        console.width = 10_000  # piped: never fold an address in a table cell ('| grep')
-    err = _Console(stderr=True, soft_wrap=True)
+    screens = Screens()
     try:
         opts, rest = parse_globals(argv)
     except ValueError as exc:
@@ -437,36 +402,48 @@ def _main(argv: list[str]) -> int:
               "to confirm it on the command line", file=sys.stderr)
         return EXIT_USAGE
 
-    progress = ProgressView(err, quiet=opts["json"])
+    progress: Any = _quiet
+    if not opts["json"]:
+        from podod.podoctl_view import ProgressView
+
+        progress = ProgressView(screens.err, quiet=False)
     try:
         conn = Connection(opts["socket"])
     except Unreachable as exc:
         print(f"podoctl: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     sent_real = False
+    # podoctl changes nothing in a reply it only prints as JSON: a large one goes through.
+    raw_from = RAW_BYTES if opts["json"] and not files.outputs else None
+    answer: dict[str, Any] | bytes
     try:
         payload: dict[str, Any] = {"argv": rest, "execute_real": False, "stdin": None}
         if real and not opts["yes"]:
+            from podod.bus.context import Reply
+
             plan = Reply.from_dict(_strip(conn.request(payload, progress, files.stdin)))
-            progress.close()
+            _close(progress)
             if not plan.ok or not plan.sandbox:
-                return _finish(plan, opts, console, err)
+                return _finish(plan, opts, screens)
+            from podod.podoctl_view import render
+
             # Asked on the terminal even when the output goes to a pipe ('| tee log').
+            console, err = screens.out, screens.err
             render(plan, console if console.is_terminal else err, err, asking=True)
             sys.stderr.write("Apply this change for real? [y/N] ")
             sys.stderr.flush()
             line = sys.stdin.readline()
             if not line:
                 raise EOFError
-            answer = line.strip().lower()
-            if answer not in ("y", "yes"):
+            said = line.strip().lower()
+            if said not in ("y", "yes"):
                 print("Nothing was changed.")
                 return EXIT_OK
             payload = {"argv": ["confirm", plan.plan_id or ""], "execute_real": False}
         elif real:
             payload["execute_real"] = True
         sent_real = real
-        reply = Reply.from_dict(_strip(conn.request(payload, progress, files.stdin)))
+        answer = conn.request(payload, progress, files.stdin, raw_from=raw_from)
     except InputRefused as exc:  # the two passwords differ
         print(f"podoctl: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -484,30 +461,45 @@ def _main(argv: list[str]) -> int:
             print("\nNothing was changed.", file=sys.stderr)
         return EXIT_FAILED
     finally:
-        progress.close()
+        _close(progress)
         conn.close()
+    if isinstance(answer, bytes):
+        print_raw(answer, sys.stdout.buffer)
+        sys.stdout.flush()
+        return EXIT_OK
+    from podod.bus.context import Reply
+
+    reply = Reply.from_dict(_strip(answer))
     try:
-        files.write(reply, err)
+        files.write(reply)
     except OSError as exc:
         print(f"podoctl: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
         if reply.secrets:
             print("podoctl: the generated passwords were not written anywhere; give the "
                   "mailboxes new ones with 'user reset-password'", file=sys.stderr)
             reply.secrets = []
-        _finish(reply, opts, console, err)
+        _finish(reply, opts, screens)
         return EXIT_FAILED
     if "--csv" not in files.outputs and not opts["json"] and reply.ok and \
             isinstance(reply.data, dict) and isinstance(reply.data.get("csv"), str) and \
             len(rest) >= 2 and rest[1] == "export":
         sys.stdout.write(reply.data["csv"])  # the CSV itself, for '> file' or a pipe
         sys.stdout.flush()
-        err.print(Text(reply.message, style="dim"))
+        from rich.text import Text
+
+        screens.err.print(Text(reply.message, style="dim"))
         return EXIT_OK
-    return _finish(reply, opts, console, err)
+    return _finish(reply, opts, screens)
 
 
-def _strip(message: dict[str, Any]) -> dict[str, Any]:
-    message = dict(message)
+def _close(progress: Any) -> None:
+    close = getattr(progress, "close", None)
+    if close is not None:
+        close()
+
+
+def _strip(message: dict[str, Any] | bytes) -> dict[str, Any]:
+    message = dict(json.loads(message) if isinstance(message, bytes) else message)
     message.pop("type", None)
     return message
 
@@ -530,6 +522,8 @@ def _big(value: Any) -> bool:
 def write_json(value: Any, out: Any) -> None:
     """``value`` as JSON on ``out``, control characters escaped (``JSON_ESCAPES``). Small
     values are indented as usual; long lists stream one element per line."""
+    from podod.bus.render import JSON_ESCAPES
+
     if not _big(value):
         text = json.dumps(value, default=str, indent=2, ensure_ascii=False)
         out.write(text.translate(JSON_ESCAPES) + "\n")
@@ -540,6 +534,8 @@ def write_json(value: Any, out: Any) -> None:
 
 
 def _stream(value: Any, indent: str, encode: Callable[[Any], str], out: Any) -> None:
+    from podod.bus.render import JSON_ESCAPES
+
     inner = indent + "  "
     if isinstance(value, dict) and _big(value):
         out.write("{")
@@ -562,12 +558,14 @@ def _stream(value: Any, indent: str, encode: Callable[[Any], str], out: Any) -> 
         out.write(encode(value).translate(JSON_ESCAPES))
 
 
-def _finish(reply: Reply, opts: dict[str, Any], console: Console, err: Console) -> int:
+def _finish(reply: Reply, opts: dict[str, Any], screens: Screens) -> int:
     if opts["json"]:
         write_json(reply.to_dict(), sys.stdout)
         sys.stdout.flush()
     else:
-        render(reply, console, err)
+        from podod.podoctl_view import render
+
+        render(reply, screens.out, screens.err)
     if reply.ok:
         return EXIT_OK
     code = reply.exit_code  # the bus's mapping of the reply's status (podod.bus.status)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -170,4 +172,43 @@ def test_podoctl_shows_the_first_page_and_streams_everything_with_all(mail: Mail
         f"user{i:05d}@big.example" for i in range(1, 1501)]
     assert len(parsed["table"]["rows"]) == 1500 and parsed["ok"] is True
     assert "\x1b" not in data.stdout and parsed["data"][0]["name"] == "Evil\x1b]0;title\x07 1"
-    assert data.stdout.count("\n") > 2 * 1500 // 20  # written in lines as it is encoded
+    assert data.stdout.count("\n") == 2 * 1500 - 1  # a row per line (data, table): grep
+
+
+# podoctl as a script runs it, reporting whether rich was imported (on stderr, last line).
+RICH_CHECK = """
+import runpy, sys
+sys.argv = ["podoctl", *sys.argv[1:]]
+try:
+    runpy.run_module("podod.podoctl", run_name="__main__")
+except SystemExit as stop:
+    code = stop.code
+print("rich imported" if "rich" in sys.modules else "no rich", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_a_large_json_listing_is_printed_as_sent_a_row_a_line_data_escaped(mail: MailStack
+                                                                           ) -> None:
+    """podoctl --json prints a long listing as the daemon sent it (without importing rich):
+    the same JSON as any reply, a mailbox's row found by grep on a line of its own, and the
+    C1 and bidirectional controls in names escaped as in a short reply."""
+    seed(mail, "big.example", 1500, name="Evil\u202e\u0085 ")
+    argv = [sys.executable, "-c", RICH_CHECK, "--socket", str(mail.daemon.socket_path),
+            "--json", "user", "list", "--all"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                          env=mail.daemon.env)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[-1] == "no rich"
+    assert "\u202e" not in done.stdout and "\u0085" not in done.stdout
+    assert "Evil\\u202e\\u0085 1500" in done.stdout
+    parsed = json.loads(done.stdout)
+    assert parsed["data"][0]["name"] == "Evil\u202e\u0085 1" and "type" not in parsed
+    found = [line for line in done.stdout.splitlines() if "user00042@big.example" in line]
+    assert len(found) == 2  # its data object and its table row, each a line
+    assert json.loads(found[0].rstrip(",")) == parsed["data"][41]
+    # A short listing (and any failed command) is indented as before, with the same escapes.
+    short = subprocess.run([*argv[:-1], "--limit", "2"], capture_output=True, text=True,
+                           timeout=60, env=mail.daemon.env)
+    assert short.returncode == 0 and short.stdout.startswith('{\n  "ok": true')
+    assert "\u202e" not in short.stdout and "Evil\\u202e\\u0085 1" in short.stdout

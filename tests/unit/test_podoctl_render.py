@@ -14,7 +14,9 @@ from rich.console import Console
 
 from podod.bus.context import Change, Reply, Secret, Table
 from podod.bus.render import JSON_ESCAPES, render_text, visible
-from podod.podoctl import _Console, _finish, render
+from podod.frontends.unix_socket import _encode
+from podod.podoctl import _OK_REPLY, Screens, _finish, print_raw
+from podod.podoctl_view import _Console, render
 
 TRICKS = ["[/]", "[link=http://x]y[/link]", "[conceal]secret[/conceal]", "\x1b[2J",
           "[bold red]Error:[/] fake", ":thumbs_up:", "a\rb", "\x9b31m", "evil\u202etxt.exe",
@@ -105,12 +107,56 @@ def test_plain_text_rendering_and_json_show_control_characters_too() -> None:
     buffer = io.StringIO()
     console = Console(file=buffer)
     with contextlib.redirect_stdout(buffer):
-        _finish(reply_with_tricks(), {"json": True}, console, console)
+        _finish(reply_with_tricks(), {"json": True}, Screens(console, console))
     printed_json = buffer.getvalue()
     for raw in ("\x1b", "\x9b", "\u202e", "\r", "\x07"):
         assert raw not in printed_json
     assert json.loads(printed_json)["table"]["rows"][8][0] == "evil\u202etxt.exe"
     assert "\u009b" not in "".join(JSON_ESCAPES.values())
+
+
+def test_json_passed_through_is_the_reply_with_control_characters_escaped() -> None:
+    """A large successful reply goes to 'podoctl --json' output as the daemon sent it: the
+    same JSON as the decoded and re-encoded reply, without the protocol's type, and with
+    every character JSON_ESCAPES names escaped (also past the first match, and the
+    non-ASCII text around them left as it is)."""
+    extra = ["DEL\x7fx", "\u0085nel", "\u2028ls", "\u2066iso\u2069", "é ü € … — ©"]
+    reply = Reply(message="1000 mailboxes", data=[{"name": t} for t in TRICKS + extra] * 50,
+                  table=Table(["row", "name"], [[str(i), t] for i, t in enumerate(
+                      TRICKS + extra)] * 50, title="m"))
+    line = _encode({"type": "reply", **reply.to_dict()})
+    assert line.startswith(_OK_REPLY)  # what podoctl looks for to pass a reply through
+    out = io.BytesIO()
+    print_raw(line, out)
+    printed = out.getvalue()
+    assert printed.endswith(b"}\n")
+    lines = printed.decode().splitlines()
+    # One row of the data, and one of the table, per line: 'grep' finds a row's line.
+    assert len(lines) == 2 * len(reply.table.rows) - 1
+    assert sum('{"name": "DEL\\u007fx"}' in line for line in lines) == 50
+    text = printed.decode()
+    for raw in ("\x1b", "\x9b", "\u202e", "\r", "\x07", "\x7f", "\x85", "\u2028", "\u2066"):
+        assert raw not in text
+    assert "é ü € … — ©" in text
+    assert json.loads(text) == json.loads(json.dumps(reply.to_dict()))
+    assert "type" not in json.loads(text)
+    # Text in a row that looks like the place between two rows stays whole (the reply is
+    # then printed on one line).
+    for text in ('x}, {', 'x], [', 'x}, {"', '}, {"a": 1}, {"'):
+        tricky = Reply(message="m", data=[{"name": text}, {"name": "b"}],
+                       table=Table(["name"], [[text], ["b"]]))
+        out = io.BytesIO()
+        print_raw(_encode({"type": "reply", **tricky.to_dict()}), out)
+        assert json.loads(out.getvalue()) == tricky.to_dict()
+    # Every character the bus escapes for JSON output, also when the reply is passed through.
+    every = Reply(message="m", data=[{"name": f"a{chr(c)}b"} for c in JSON_ESCAPES])
+    out = io.BytesIO()
+    print_raw(_encode({"type": "reply", **every.to_dict()}), out)
+    assert not set(out.getvalue().decode()) & {chr(c) for c in JSON_ESCAPES}
+    assert json.loads(out.getvalue()) == json.loads(json.dumps(every.to_dict()))
+    plain = io.BytesIO()
+    print_raw(_encode({"type": "reply", **Reply(message="plain ascii").to_dict()}), plain)
+    assert json.loads(plain.getvalue()) == Reply(message="plain ascii").to_dict()
 
 
 def _strip_styles(text: str) -> str:
@@ -138,7 +184,7 @@ def test_podod_logparse_tables_show_log_data_literally() -> None:
 
 
 def test_progress_is_a_bar_on_a_terminal_and_lines_otherwise() -> None:
-    from podod.podoctl import ProgressView
+    from podod.podoctl_view import ProgressView
 
     for terminal in (True, False):
         buffer = io.StringIO()

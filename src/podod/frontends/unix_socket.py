@@ -57,8 +57,13 @@ def peer_uid(sock: socket.socket) -> int:
     return int(uid)
 
 
+# The C encoder, without its check for reference cycles (a reply is a tree the daemon built;
+# the check's bookkeeping for each of a listing's 60 000 dicts and lists cost 8 % of 80 ms).
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False, check_circular=False)
+
+
 def _encode(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, default=str, ensure_ascii=False).encode("utf-8", "replace") + b"\n"
+    return _ENCODER.encode(obj).encode("utf-8", "replace") + b"\n"
 
 
 def _bad(message: str, code: str = "bad-request") -> dict[str, Any]:

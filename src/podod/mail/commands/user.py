@@ -358,10 +358,24 @@ def setup(registry: Registry) -> None:
 
 
 def _user_rows(rows: list[Any]) -> tuple[list[dict[str, Any]], list[list[Any]]]:
-    data = [dict(r) for r in rows]
-    return data, [[r["username"], r["name"], mb(r["quota"]), size(r["used"]), r["messages"],
-                   yes(r["active"]), *([r["database"]] if "database" in r else [])]
-                  for r in data]
+    """The reply's data and table rows of a listing's rows (asyncpg records, or dicts of
+    several databases' merged page, which are the listing's own and are not copied again).
+    Per row only what differs is computed: most mailboxes share a few quotas."""
+    data = rows if rows and isinstance(rows[0], dict) else [dict(r) for r in rows]
+    quotas: dict[int, str] = {}
+    table: list[list[Any]] = []
+    add = table.append
+    for r in data:
+        quota = r["quota"]
+        shown = quotas.get(quota)
+        if shown is None:
+            shown = quotas[quota] = mb(quota)
+        row = [r["username"], r["name"], shown, size(r["used"]), r["messages"],
+               "yes" if r["active"] else "no"]
+        if "database" in r:
+            row.append(r["database"])
+        add(row)
+    return data, table
 
 
 async def _old_maildir(ctx: CommandContext, username: str, maildir: str,
