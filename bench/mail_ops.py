@@ -51,7 +51,7 @@ from typing import Any
 
 import yaml
 
-from _repo import save_result  # also puts the checkout's testbed/ on sys.path
+from _repo import save_result, write_config  # puts the checkout's testbed/ on sys.path
 from podod.mail.passwords import HashingPool, c_backend_ok, hash_password
 from testbed.daemon import DaemonProcess, base_config
 from testbed.ports import free_port
@@ -288,11 +288,7 @@ def rename_bench(runs: int, mailboxes: int, aliases: int = 100) -> dict[str, Any
                                   "trash": str(vmail / ".trash"), "run_as": None,
                                   "purge_interval": 0, "check_on_create": False}},
                 backup={"dir": str(root / "backups")})
-            path = root / "podod.yaml"
-            path.write_text(yaml.safe_dump(config))
-            init = subprocess.run([sys.executable, "-m", "podod.cli", "db", "init", "-c",
-                                   str(path)], capture_output=True, text=True)
-            assert init.returncode == 0, init.stderr
+            path = write_config(root, config)
             domain = "rename.example"
             seed_mailboxes(cluster, "mail", domain, mailboxes)
             cluster.psql(
@@ -361,10 +357,7 @@ def several_databases(root: Path, cluster: PgCluster, per_database: int, runs: i
                          mail={"databases": databases, "passwords": {"rounds": 1000},
                                "maildir": {"check_on_create": False}},
                          backup={"dir": str(folder / "backups")})
-    path = folder / "podod.yaml"
-    path.write_text(yaml.safe_dump(config))
-    subprocess.run([sys.executable, "-m", "podod.cli", "db", "init", "-c", str(path)],
-                   capture_output=True, text=True, check=True)
+    path = write_config(folder, config)
     for name in names:
         seed_mailboxes(cluster, f"several_{name}", f"{name}.example", per_database)
     daemon = DaemonProcess(path).start()
@@ -471,13 +464,7 @@ def main() -> int:
                       "passwords": {"rounds": 1000},
                       "maildir": {"check_on_create": False}},  # no mail server here
                 backup={"dir": str(root / "backups")})
-            path = root / "podod.yaml"
-            path.write_text(yaml.safe_dump(config))
-            init = subprocess.run([sys.executable, "-m", "podod.cli", "db", "init", "-c",
-                                   str(path)], capture_output=True, text=True)
-            if init.returncode != 0:
-                print(init.stderr, file=sys.stderr)
-                return 1
+            path = write_config(root, config)
             if args.only == "several":
                 result["several_databases_user_list"] = several_databases(
                     root, cluster, args.mailboxes, args.lists)
