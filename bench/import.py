@@ -35,9 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
 
-from _repo import save_result  # also puts the checkout's testbed/ on sys.path
+from _repo import save_result, write_config  # puts the checkout's testbed/ on sys.path
 from podod.mail.passwords import hash_password
 from testbed.daemon import DaemonProcess, base_config
 from testbed.ports import free_port
@@ -130,13 +129,7 @@ def main() -> int:
                       "passwords": {"rounds": 70000},
                       "maildir": {"check_on_create": False}},
                 backup={"dir": str(root / "backups")})
-            path = root / "podod.yaml"
-            path.write_text(yaml.safe_dump(config))
-            init = subprocess.run([sys.executable, "-m", "podod.cli", "db", "init", "-c",
-                                   str(path)], capture_output=True, text=True)
-            if init.returncode != 0:
-                print(init.stderr, file=sys.stderr)
-                return 1
+            path = write_config(root, config)
             daemon = DaemonProcess(path).start()
             assert daemon.proc is not None
             pid = daemon.proc.pid
