@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 import yaml
@@ -61,8 +61,28 @@ def pg(daemons_tmp: Path) -> Iterator[PgCluster]:
     cluster.stop()
 
 
+class DaemonRequests:
+    """``ok`` and ``fail``: a request to the test's daemon that must succeed (its reply) or
+    be refused (its sentence). ``REAL`` is whether ``ok`` changes for real by default."""
+
+    daemon: DaemonProcess
+    REAL = False
+
+    def ok(self, *argv: str, stdin: str | None = None, real: bool | None = None
+           ) -> dict[str, Any]:
+        reply = self.daemon.request(list(argv), execute_real=self.REAL if real is None else real,
+                                    stdin=stdin)
+        assert reply["ok"], reply["message"]
+        return reply
+
+    def fail(self, *argv: str, stdin: str | None = None, real: bool = True) -> str:
+        reply = self.daemon.request(list(argv), execute_real=real, stdin=stdin)
+        assert not reply["ok"], reply
+        return str(reply["message"])
+
+
 @dataclass
-class MailStack:
+class MailStack(DaemonRequests):
     pg: PgCluster
     db: str
     root: Path
@@ -79,15 +99,6 @@ class MailStack:
     def sql(self, query: str) -> str:
         return self.pg.psql(query, self.db).strip()
 
-    def ok(self, *argv: str, stdin: str | None = None, real: bool = False) -> dict[str, object]:
-        reply = self.daemon.request(list(argv), execute_real=real, stdin=stdin)
-        assert reply["ok"], reply["message"]
-        return reply
-
-    def fail(self, *argv: str, stdin: str | None = None, real: bool = True) -> str:
-        reply = self.daemon.request(list(argv), execute_real=real, stdin=stdin)
-        assert not reply["ok"], reply
-        return str(reply["message"])
 
 
 def make_mail_config(pg: PgCluster, root: Path, db: str, *,

@@ -26,6 +26,7 @@ from conftest import (
     SOGO_PW,
     SOGO_ROLE,
     STACK_DB,
+    DaemonRequests,
     MailStack,
     login,
     make_mail_config,
@@ -45,21 +46,13 @@ CACHE = 6  # seconds: SOGo's SOGoCacheCleanupInterval here, and mail.sogo.cache_
 
 
 @dataclass
-class SogoBed:
+class SogoBed(DaemonRequests):
+    REAL = True
+
     stack: MailStack
     sogo: SOGo
     daemon: DaemonProcess
     settings: dict[str, Any]
-
-    def ok(self, *argv: str, real: bool = True) -> dict[str, Any]:
-        reply = self.daemon.request(list(argv), execute_real=real)
-        assert reply["ok"], reply["message"]
-        return reply
-
-    def fail(self, *argv: str, real: bool = True) -> str:
-        reply = self.daemon.request(list(argv), execute_real=real)
-        assert not reply["ok"], reply
-        return str(reply["message"])
 
     def mailbox(self, local: str = "ann") -> str:
         address = f"{local}@{new_domain(self.stack)}"

@@ -33,6 +33,7 @@ from conftest import (
     SOGO_PW,
     SOGO_ROLE,
     STACK_DB,
+    DaemonRequests,
     MailStack,
     login,
     make_mail_config,
@@ -54,23 +55,15 @@ NOBODY = 65534
 
 
 @dataclass
-class VacationBed:
+class VacationBed(DaemonRequests):
+    REAL = True
+
     stack: MailStack
     dovecot: Dovecot
     sogo: SOGo
     smtp: SmtpReceiver
     daemon: DaemonProcess
     admin_domain: str  # the domain of the domain-admin "nobody"
-
-    def ok(self, *argv: str, real: bool = True, stdin: str | None = None) -> dict[str, Any]:
-        reply = self.daemon.request(list(argv), execute_real=real, stdin=stdin)
-        assert reply["ok"], reply["message"]
-        return reply
-
-    def fail(self, *argv: str, real: bool = True) -> str:
-        reply = self.daemon.request(list(argv), execute_real=real)
-        assert not reply["ok"], reply
-        return str(reply["message"])
 
     def mailbox(self, domain: str | None = None) -> str:
         domain = domain or new_domain(self.stack)
