@@ -69,6 +69,15 @@ class SogoBed(DaemonRequests):
         return self.stack.pg.psql("SELECT c_uid FROM sogo_user_profile ORDER BY 1; "
                                   "SELECT c_path2 FROM sogo_folder_info ORDER BY 1", SOGO_DB)
 
+    def variant(self, tmp_path: Path, config: dict[str, Any]) -> Path:
+        """``config`` (the bed's, changed by a test) written for a daemon of its own in
+        ``tmp_path``: its own socket and state."""
+        config["socket"] = {"path": str(tmp_path / "podod.sock")}
+        config["state_dir"] = str(tmp_path / "state")
+        path = tmp_path / "podod.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
     def use_sogo(self, address: str) -> None:
         """Log in (the profile comes to be), open the address books (the personal one comes
         to be) and change a setting, as the user would in SOGo."""
@@ -255,10 +264,7 @@ def test_delete_is_refused_while_the_sogo_server_cannot_be_reached(
     config["mail"]["sogo"] = {**bed.settings, "server": "sogo9"}
     config["servers"] = [{"name": "sogo9", "host": "127.0.0.1", "port": free_port(),
                           "user": "podod", "connect_timeout": "1s", "reconnect_min": "5s"}]
-    config["socket"] = {"path": str(tmp_path / "podod.sock")}
-    config["state_dir"] = str(tmp_path / "state")
-    path = tmp_path / "podod.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = bed.variant(tmp_path, config)
     before = bed.stack.dump()
     with DaemonProcess(path) as daemon:
         for real in (False, True):
@@ -277,10 +283,7 @@ def test_delete_is_refused_when_sogos_data_cannot_be_backed_up(bed: SogoBed,
     closed.mkdir(mode=0o700, exist_ok=True)
     config = yaml.safe_load(bed.daemon.config_path.read_text())
     config["mail"]["sogo"] = {**bed.settings, "backup_dir": str(closed)}
-    config["socket"] = {"path": str(tmp_path / "podod.sock")}
-    config["state_dir"] = str(tmp_path / "state")
-    path = tmp_path / "podod.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = bed.variant(tmp_path, config)
     before, profiles = bed.stack.dump(), bed.profiles()
     with DaemonProcess(path) as daemon:
         reply = daemon.request(["user", "delete", address], execute_real=True)
@@ -317,10 +320,7 @@ def test_with_sogos_memcached_known_the_restore_need_not_wait(bed: SogoBed,
                               "cache_seconds": "1h"}  # would refuse without the drop
     config["servers"] = [{"name": "sogo1", "local": True, "control": {
         "sogo_memcached": f"127.0.0.1:{bed.sogo.memcached.port}"}}]
-    config["socket"] = {"path": str(tmp_path / "podod.sock")}
-    config["state_dir"] = str(tmp_path / "state")
-    path = tmp_path / "podod.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = bed.variant(tmp_path, config)
     with DaemonProcess(path) as daemon:
         done = daemon.request(["user", "delete", address], execute_real=True)
         assert done["ok"], done["message"]
@@ -352,10 +352,7 @@ def test_user_rename_carries_the_sogo_data_with_the_mailbox(bed: SogoBed, doveco
                                  "purge_interval": 0, "check_on_create": False}
     config["servers"] = [{"name": "here", "local": True, "control": {
         "sogo_memcached": f"127.0.0.1:{bed.sogo.memcached.port}"}}]
-    config["socket"] = {"path": str(tmp_path / "podod.sock")}
-    config["state_dir"] = str(tmp_path / "state")
-    path = tmp_path / "podod.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = bed.variant(tmp_path, config)
     with DaemonProcess(path) as daemon:
         plan = daemon.request(["user", "rename", old, new])
         assert plan["ok"], plan["message"]
